@@ -1,0 +1,8 @@
+"""NeuroMamba: a Mamba2 state-space foundation model for whole-brain 4D fMRI.
+
+The public API lives in the subpackages: ``neuromamba.models`` (backbone, heads, the Mamba2
+layer), ``neuromamba.checkpoints`` (loading released and trained weights), ``neuromamba.data``
+(preprocessing, HDF5 runs, datasets) and ``neuromamba.training`` (the Lightning module).
+"""
+
+__version__ = "0.1.0"
