@@ -1,0 +1,317 @@
+"""Mamba2 mixer: a drop-in for ``mamba_ssm.modules.mamba2.Mamba2`` (mamba_ssm >= 2.3.0).
+
+Same constructor, parameter names, shapes and initialisation, so checkpoints move freely
+between the two. The forward dispatches per call:
+
+* ``fused``: mamba_ssm's Triton/CUDA kernels (``mamba_split_conv1d_scan_combined``, or
+  ``causal_conv1d_fn`` + ``mamba_chunk_scan_combined`` when ``use_mem_eff_path=False``),
+  used when the input is on CUDA and mamba-ssm >= 2.3.0 and causal-conv1d >= 1.5.1 import;
+* ``pure``: the pure-PyTorch path of this package (``ssd.py``): runs anywhere, same math.
+
+The environment variable ``NEUROMAMBA_MAMBA_BACKEND=pure|fused|auto`` (default auto, read on
+every call) forces one. ``mamba_ssm`` is imported lazily, at most once, never at import time:
+it fails to import on machines without CUDA.
+"""
+
+import functools
+import math
+import os
+import warnings
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from neuromamba.models import ssd
+
+__all__ = ["Mamba2", "RMSNorm", "RMSNormGated", "BACKEND_ENV_VAR", "select_backend"]
+
+BACKEND_ENV_VAR = "NEUROMAMBA_MAMBA_BACKEND"
+BACKENDS = ("auto", "pure", "fused")
+MIN_MAMBA_SSM = (2, 3, 0)  # stride fixes for in_proj widths not a multiple of 8; seq_idx grads
+MIN_CAUSAL_CONV1D = (1, 5, 1)
+
+
+# --------------------------------------------------------------------------- norms
+class RMSNorm(nn.Module):
+    """``x * rsqrt(mean(x^2) + eps) * weight``, computed in fp32, returned in x's dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.float()
+        out = x32 * torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + self.eps)
+        return (out * self.weight.float()).to(x.dtype)
+
+
+class RMSNormGated(nn.Module):
+    """mamba_ssm's gated RMSNorm (``ops.triton.layernorm_gated.RMSNorm``).
+
+    ``norm_before_gate``: norm(x) * silu(z); else norm(x * silu(z)). The mean square is taken
+    over groups of ``group_size`` channels (Mamba2 uses d_ssm / ngroups). fp32 inside.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5, group_size: Optional[int] = None,
+                 norm_before_gate: bool = True, device=None, dtype=None):
+        super().__init__()
+        if group_size is not None and hidden_size % group_size != 0:
+            raise ValueError(f"hidden_size {hidden_size} is not a multiple of group_size {group_size}")
+        self.eps = eps
+        self.group_size = group_size
+        self.norm_before_gate = norm_before_gate
+        self.weight = nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
+        self.register_parameter("bias", None)
+
+    def forward(self, x: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
+        dtype = x.dtype
+        x = x.float()
+        if z is not None and not self.norm_before_gate:
+            x = x * F.silu(z.float())
+        group = self.group_size or x.shape[-1]
+        xg = x.unflatten(-1, (x.shape[-1] // group, group))
+        out = (xg * torch.rsqrt(xg.square().mean(dim=-1, keepdim=True) + self.eps)).flatten(-2)
+        out = out * self.weight.float()
+        if z is not None and self.norm_before_gate:
+            out = out * F.silu(z.float())
+        return out.to(dtype)
+
+
+# --------------------------------------------------------------------------- backend choice
+def _version_tuple(version: str) -> Tuple[int, ...]:
+    parts = []
+    for piece in version.split("+")[0].split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+        if digits != piece:  # e.g. "0rc1": stop after the numeric prefix
+            break
+    return tuple(parts)
+
+
+@functools.lru_cache(maxsize=1)
+def load_fused_ops():
+    """Import mamba_ssm's kernels once. Returns a dict of callables, or a str saying why not."""
+    try:
+        import causal_conv1d
+        import mamba_ssm
+        from causal_conv1d import causal_conv1d_fn
+        from mamba_ssm.ops.triton.ssd_combined import (
+            mamba_chunk_scan_combined, mamba_split_conv1d_scan_combined)
+    except Exception as err:  # ImportError, or CUDA/Triton errors raised at import time
+        return f"mamba_ssm / causal_conv1d not importable ({type(err).__name__}: {err})"
+    versions = {"mamba_ssm": (mamba_ssm, MIN_MAMBA_SSM),
+                "causal_conv1d": (causal_conv1d, MIN_CAUSAL_CONV1D)}
+    for name, (module, minimum) in versions.items():
+        found = getattr(module, "__version__", "0")
+        if _version_tuple(found) < minimum:
+            return f"{name} {found} is older than {'.'.join(map(str, minimum))}"
+    return {"causal_conv1d_fn": causal_conv1d_fn,
+            "mamba_chunk_scan_combined": mamba_chunk_scan_combined,
+            "mamba_split_conv1d_scan_combined": mamba_split_conv1d_scan_combined}
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fallback_once(reason: str) -> None:
+    warnings.warn(f"Mamba2: using the pure-PyTorch path on CUDA because {reason}; "
+                  f"install mamba-ssm>=2.3.0 and causal-conv1d>=1.5.1 for the fused kernels",
+                  RuntimeWarning, stacklevel=3)
+
+
+def select_backend(device: torch.device):
+    """The fused ops dict for this call, or None for the pure path (reads the env var)."""
+    choice = os.environ.get(BACKEND_ENV_VAR, "auto").strip().lower() or "auto"
+    if choice not in BACKENDS:
+        raise ValueError(f"{BACKEND_ENV_VAR}={choice!r}: expected one of {', '.join(BACKENDS)}")
+    if choice == "pure":
+        return None
+    if device.type != "cuda":
+        if choice == "fused":
+            raise RuntimeError(f"{BACKEND_ENV_VAR}=fused needs a CUDA input, got {device.type}")
+        return None
+    ops = load_fused_ops()
+    if isinstance(ops, str):
+        if choice == "fused":
+            raise RuntimeError(f"{BACKEND_ENV_VAR}=fused but {ops}")
+        _warn_fallback_once(ops)
+        return None
+    return ops
+
+
+# --------------------------------------------------------------------------- the layer
+class Mamba2(nn.Module):
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 128,
+        d_conv: int = 4,
+        conv_init: Optional[float] = None,
+        expand: int = 2,
+        headdim: int = 64,
+        d_ssm: Optional[int] = None,
+        ngroups: int = 1,
+        A_init_range: Tuple[float, float] = (1, 16),
+        D_has_hdim: bool = False,
+        rmsnorm: bool = True,
+        norm_before_gate: bool = False,
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        dt_limit: Tuple[float, float] = (0.0, float("inf")),
+        bias: bool = False,
+        conv_bias: bool = True,
+        chunk_size: int = 256,
+        use_mem_eff_path: bool = True,
+        layer_idx: Optional[int] = None,
+        device=None,
+        dtype=None,
+    ):
+        factory_kwargs = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.conv_init = conv_init
+        self.expand = expand
+        self.d_inner = expand * d_model
+        self.headdim = headdim
+        self.d_ssm = self.d_inner if d_ssm is None else d_ssm
+        self.ngroups = ngroups
+        if self.d_ssm % headdim != 0:
+            raise ValueError(f"Mamba2: d_ssm ({self.d_ssm}) must be a multiple of headdim ({headdim})")
+        if self.d_ssm > self.d_inner:
+            raise ValueError(f"Mamba2: d_ssm ({self.d_ssm}) exceeds expand*d_model ({self.d_inner})")
+        self.nheads = self.d_ssm // headdim
+        if self.nheads % ngroups != 0:
+            raise ValueError(f"Mamba2: nheads ({self.nheads}) must be a multiple of ngroups ({ngroups})")
+        if not (A_init_range[0] > 0 and A_init_range[1] >= A_init_range[0]):
+            raise ValueError(f"Mamba2: A_init_range must satisfy 0 < lo <= hi, got {A_init_range}")
+        self.D_has_hdim = D_has_hdim
+        self.rmsnorm = rmsnorm
+        self.norm_before_gate = norm_before_gate
+        self.dt_limit = tuple(dt_limit)
+        self.activation = "silu"
+        self.chunk_size = chunk_size
+        self.use_mem_eff_path = use_mem_eff_path
+        self.layer_idx = layer_idx
+
+        # in_proj output order: [z0, x0 (d_mlp each, only when d_ssm < d_inner), z, xBC, dt]
+        d_in_proj = 2 * self.d_inner + 2 * ngroups * d_state + self.nheads
+        self.in_proj = nn.Linear(d_model, d_in_proj, bias=bias, **factory_kwargs)
+
+        conv_dim = self.d_ssm + 2 * ngroups * d_state
+        self.conv1d = nn.Conv1d(conv_dim, conv_dim, kernel_size=d_conv, groups=conv_dim,
+                                padding=d_conv - 1, bias=conv_bias, **factory_kwargs)
+        if conv_init is not None:
+            nn.init.uniform_(self.conv1d.weight, -conv_init, conv_init)
+
+        # dt log-uniform in [dt_min, dt_max], stored as softplus^-1(dt) so softplus(dt_bias) = dt.
+        dt = torch.exp(torch.rand(self.nheads, **factory_kwargs)
+                       * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = torch.clamp(dt, min=dt_init_floor)
+        inv_dt = dt + torch.log(-torch.expm1(-dt))
+        self.dt_bias = nn.Parameter(inv_dt)
+        self.dt_bias._no_weight_decay = True
+
+        A = torch.empty(self.nheads, dtype=torch.float32, device=device).uniform_(*A_init_range)
+        self.A_log = nn.Parameter(torch.log(A).to(dtype=dtype))
+        self.A_log._no_weight_decay = True
+
+        self.D = nn.Parameter(torch.ones(self.d_ssm if D_has_hdim else self.nheads, device=device))
+        self.D._no_weight_decay = True
+
+        if rmsnorm:
+            self.norm = RMSNormGated(self.d_ssm, eps=1e-5, norm_before_gate=norm_before_gate,
+                                     group_size=self.d_ssm // ngroups, **factory_kwargs)
+
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory_kwargs)
+
+    # The D skip as the scan wants it: (h,) or (h, p).
+    def _D(self) -> torch.Tensor:
+        return self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
+
+    def _dt_limit_kwargs(self) -> dict:
+        return {} if self.dt_limit == (0.0, float("inf")) else {"dt_limit": self.dt_limit}
+
+    def forward(self, u: torch.Tensor, seq_idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """u (batch, seqlen, d_model) -> (batch, seqlen, d_model); seq_idx (batch, seqlen) int32."""
+        if u.dim() != 3 or u.shape[-1] != self.d_model:
+            raise ValueError(f"Mamba2: expected input (batch, seqlen, {self.d_model}), "
+                             f"got {tuple(u.shape)}")
+        if seq_idx is not None and seq_idx.shape != u.shape[:2]:
+            raise ValueError(f"Mamba2: seq_idx must be (batch, seqlen) = {tuple(u.shape[:2])}, "
+                             f"got {tuple(seq_idx.shape)}")
+        fused = select_backend(u.device)
+        if fused is not None and self.use_mem_eff_path:
+            return self._forward_fused_mem_eff(u, seq_idx, fused)
+        return self._forward_split(u, seq_idx, fused)
+
+    def _forward_fused_mem_eff(self, u, seq_idx, fused):
+        """One fused kernel chain from in_proj output to out_proj (mamba_ssm's default path)."""
+        zxbcdt = self.in_proj(u)
+        A = -torch.exp(self.A_log.float())
+        return fused["mamba_split_conv1d_scan_combined"](
+            zxbcdt,
+            self.conv1d.weight.squeeze(1),
+            self.conv1d.bias,
+            self.dt_bias,
+            A,
+            D=self._D(),
+            chunk_size=self.chunk_size,
+            seq_idx=seq_idx,
+            activation=self.activation,
+            rmsnorm_weight=self.norm.weight if self.rmsnorm else None,
+            rmsnorm_eps=self.norm.eps if self.rmsnorm else 1e-6,
+            outproj_weight=self.out_proj.weight,
+            outproj_bias=self.out_proj.bias,
+            headdim=None if self.D_has_hdim else self.headdim,
+            ngroups=self.ngroups,
+            norm_before_gate=self.norm_before_gate,
+            **self._dt_limit_kwargs(),
+        )
+
+    def _forward_split(self, u, seq_idx, fused):
+        """Step by step: conv, scan, norm, out_proj (fused kernels for conv/scan if given)."""
+        batch, seqlen, _ = u.shape
+        zxbcdt = self.in_proj(u)
+        A = -torch.exp(self.A_log.float())
+        d_mlp = (zxbcdt.shape[-1] - 2 * self.d_ssm - 2 * self.ngroups * self.d_state
+                 - self.nheads) // 2
+        z0, x0, z, xBC, dt = torch.split(
+            zxbcdt,
+            [d_mlp, d_mlp, self.d_ssm, self.d_ssm + 2 * self.ngroups * self.d_state, self.nheads],
+            dim=-1)
+        conv_weight = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
+        if fused is None:
+            xBC = ssd.causal_conv1d_ref(xBC, conv_weight, self.conv1d.bias, seq_idx=seq_idx,
+                                        activation=self.activation)
+            chunk_scan = ssd.mamba_chunk_scan_combined
+        else:
+            xBC = fused["causal_conv1d_fn"](xBC.transpose(1, 2), conv_weight,
+                                            bias=self.conv1d.bias, activation=self.activation,
+                                            seq_idx=seq_idx).transpose(1, 2)
+            chunk_scan = fused["mamba_chunk_scan_combined"]
+        x, B, C = torch.split(
+            xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
+        heads = (batch, seqlen, self.nheads, self.headdim)
+        groups = (batch, seqlen, self.ngroups, self.d_state)
+        y = chunk_scan(
+            x.reshape(heads), dt, A, B.reshape(groups), C.reshape(groups),
+            chunk_size=self.chunk_size,
+            D=self._D(),
+            z=None if self.rmsnorm else z.reshape(heads),
+            dt_bias=self.dt_bias,
+            dt_softplus=True,
+            seq_idx=seq_idx,
+            **self._dt_limit_kwargs(),
+        )
+        y = y.reshape(batch, seqlen, self.d_ssm)
+        if self.rmsnorm:
+            y = self.norm(y, z)
+        if d_mlp > 0:
+            y = torch.cat([F.silu(z0) * x0, y], dim=-1)
+        return self.out_proj(y)
