@@ -1,0 +1,312 @@
+"""Command-line flags of ``project/main.py``: definitions, --config YAML defaults, validation.
+
+The flag names and meanings of the original NeuroMamba README are kept (``--pretraining
+--use_autoregressive --calc_loss_without_background --clf_head_version ...``). ``parse_args``
+returns a validated ``argparse.Namespace`` with derived fields filled in (model sizes from
+``--model_size``, ``background_removal``, ``eval_batch_size`` ...); any bad or contradictory
+combination raises ``ValueError`` with one sentence, which ``main`` prints as one line.
+"""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Optional, Sequence
+
+import yaml
+
+MODEL_SIZES = ("small", "base", "medium", "large")
+BACKGROUND_REMOVALS = ("none", "batch", "packed")
+SCALING_METHODS = ("znorm_minback", "znorm_zeroback", "minmax_minback", "minmax_zeroback")
+TASK_TYPES = ("classification", "regression")
+LOGGERS = ("wandb", "tensorboard", "csv", "none")
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "deepspeed_stage_1",
+              "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3",
+              "deepspeed_stage_3_offload")
+# The README's short precision names and Lightning 2.x's own spellings.
+PRECISIONS = {"bf16": "bf16-mixed", "16": "16-mixed", "32": "32-true",
+              "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed", "32-true": "32-true",
+              "bf16-true": "bf16-true"}
+DATASETS_FALLBACK = ("Dummy", "HCP", "S1200", "ABCD", "UKB", "CSV")
+
+
+def _head_names() -> list[str]:
+    from neuromamba.models.heads import HEADS
+    return sorted(HEADS)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="main.py",
+        description="NeuroMamba: autoregressive pretraining and fine-tuning on 4D fMRI.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--config", type=str, default=None,
+                   help="YAML file of flag defaults (keys are flag names without '--'); "
+                        "flags given on the command line win")
+
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default="fmamba", choices=["fmamba"])
+    g.add_argument("--model_size", default="base", choices=MODEL_SIZES,
+                   help="named variant; explicit --embed_dim/--depth/--d_state/--headdim override it")
+    g.add_argument("--embed_dim", type=int, default=None)
+    g.add_argument("--depth", type=int, default=None)
+    g.add_argument("--d_state", type=int, default=None)
+    g.add_argument("--headdim", type=int, default=None)
+    g.add_argument("--patch_size", type=int, nargs=4, default=[6, 6, 6, 2], metavar=("D", "H", "W", "T"))
+    g.add_argument("--img_size", type=int, nargs=4, default=[96, 96, 96, 20], metavar=("D", "H", "W", "T"))
+    g.add_argument("--pos_embedding", default="nerf", choices=["nerf", "ff", "cpe", "none"])
+    g.add_argument("--drop_rate", type=float, default=0.0)
+    g.add_argument("--chunk_size", type=int, default=256, help="SSD chunk length of the Mamba2 scan")
+    g.add_argument("--grad_checkpointing", action="store_true",
+                   help="recompute block activations in backward (less memory, ~30%% slower)")
+
+    g = p.add_argument_group("objective and tokens")
+    g.add_argument("--pretraining", action="store_true", help="autoregressive pretraining (no labels)")
+    g.add_argument("--use_autoregressive", action="store_true",
+                   help="next-token prediction objective (the only pretraining objective; implied by --pretraining)")
+    g.add_argument("--calc_loss_without_background", action="store_true",
+                   help="drop background tokens before the blocks (same as --background_removal batch)")
+    g.add_argument("--background_removal", default=None, choices=BACKGROUND_REMOVALS,
+                   help="none: keep all tokens; batch: the original's batch-wide mask; "
+                        "packed: per-sample masks packed into one sequence")
+
+    g = p.add_argument_group("data")
+    g.add_argument("--dataset_name", default="Dummy")
+    g.add_argument("--image_path", default=None)
+    g.add_argument("--input_scaling_method", default="znorm_minback", choices=SCALING_METHODS)
+    g.add_argument("--stride_within_seq", type=int, default=1, help="frame step inside a clip")
+    g.add_argument("--stride_between_seq", type=int, default=1,
+                   help="clip start step, in clip lengths (1: non-overlapping clips)")
+    g.add_argument("--train_split", type=float, default=0.8)
+    g.add_argument("--val_split", type=float, default=0.1)
+    g.add_argument("--split_file", default=None, help="reuse this subject split file")
+    g.add_argument("--label_csv", default=None)
+    g.add_argument("--subject_column", default="subject")
+    g.add_argument("--target_column", default=None)
+    g.add_argument("--downstream_task", default=None, help="label name, e.g. sex, age, int_total")
+    g.add_argument("--downstream_task_type", default=None, choices=TASK_TYPES,
+                   help="default: classification")
+    g.add_argument("--batch_size", type=int, default=4)
+    g.add_argument("--eval_batch_size", type=int, default=None, help="default: --batch_size")
+    g.add_argument("--num_workers", type=int, default=0)
+    g.add_argument("--dummy_num_subjects", type=int, default=40)
+    g.add_argument("--dummy_num_frames", type=int, default=None)
+
+    g = p.add_argument_group("fine-tuning")
+    g.add_argument("--load_model_path", default=None,
+                   help="pretrained backbone: released .pt, this project's .ckpt or a DeepSpeed folder")
+    g.add_argument("--allow_pickle", action="store_true",
+                   help="allow unpickling arbitrary objects from --load_model_path (only for files you trust)")
+    g.add_argument("--clf_head_version", default="linear", help="head: linear | mamba")
+    g.add_argument("--freeze_feature_extractor", action="store_true",
+                   help="freeze the pretrained backbone and train only the head")
+    g.add_argument("--prompt_tuning", action="store_true",
+                   help="freeze the backbone; train --prompt_len prompt tokens and the head")
+    g.add_argument("--prompt_len", type=int, default=8)
+    g.add_argument("--label_smoothing", type=float, default=0.0)
+
+    g = p.add_argument_group("optimisation")
+    g.add_argument("--learning_rate", type=float, default=1e-4)
+    g.add_argument("--weight_decay", type=float, default=1e-2)
+    g.add_argument("--warmup_ratio", type=float, default=0.05)
+    g.add_argument("--min_lr_ratio", type=float, default=0.01)
+    g.add_argument("--cycle", type=float, default=1.0,
+                   help="cosine cycle length as a fraction of the run (1.0: no restarts)")
+    g.add_argument("--gamma", type=float, default=1.0, help="peak lr multiplier per restart")
+    g.add_argument("--clip_grad_norm", type=float, default=None)
+    g.add_argument("--gradient_accumulation_steps", type=int, default=1)
+    g.add_argument("--precision", default="32", choices=list(PRECISIONS))
+
+    g = p.add_argument_group("hardware")
+    g.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"])
+    g.add_argument("--devices", default="auto", help="'auto', a count, or a comma list of ids")
+    g.add_argument("--num_nodes", type=int, default=1)
+    g.add_argument("--strategy", default="auto", choices=STRATEGIES)
+
+    g = p.add_argument_group("run")
+    g.add_argument("--seed", type=int, default=1234)
+    g.add_argument("--max_epochs", type=int, default=10)
+    g.add_argument("--max_steps", type=int, default=-1)
+    g.add_argument("--limit_train_batches", type=float, default=None)
+    g.add_argument("--limit_val_batches", type=float, default=None)
+    g.add_argument("--limit_test_batches", type=float, default=None)
+    g.add_argument("--check_val_every_n_epoch", type=int, default=1)
+    g.add_argument("--log_every_n_steps", type=int, default=10)
+    g.add_argument("--num_sanity_val_steps", type=int, default=0)
+    g.add_argument("--deterministic", action="store_true")
+    g.add_argument("--output_dir", default="runs", help="parent folder of the run folder")
+    g.add_argument("--run_name", default=None, help="run folder name (default: from task, size, seed, job id/time)")
+    g.add_argument("--resume_ckpt_path", default=None, help="continue a killed run from its last.ckpt")
+    g.add_argument("--test_only", action="store_true", help="only evaluate --test_ckpt_path on the test split")
+    g.add_argument("--test_ckpt_path", default=None)
+    g.add_argument("--loggername", default="csv", choices=LOGGERS,
+                   help="metrics.csv is always written; this adds wandb or tensorboard")
+    g.add_argument("--project_name", default="neuromamba")
+    g.add_argument("--wandb_config", default=None, help="YAML with entity/project/mode/tags (see configs/)")
+    g.add_argument("--no_progress_bar", action="store_true")
+    return p
+
+
+def _yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"--config {path}: file not found")
+    with open(path) as f:
+        loaded = yaml.safe_load(f) or {}
+    if not isinstance(loaded, dict):
+        raise ValueError(f"--config {path}: expected a mapping of flag names to values")
+    known = {a.dest for a in parser._actions}
+    unknown = sorted(k for k in loaded if k.replace("-", "_") not in known or k == "config")
+    if unknown:
+        raise ValueError(f"--config {path}: unknown keys {unknown}")
+    return {k.replace("-", "_"): v for k, v in loaded.items()}
+
+
+def _check_choices(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    # argparse checks `choices` only for values typed on the command line, not for defaults
+    # that came from --config.
+    for action in parser._actions:
+        if action.choices is None or not action.dest or action.dest == "help":
+            continue
+        value = getattr(args, action.dest, None)
+        if value is not None and value not in action.choices:
+            raise ValueError(f"--{action.dest} {value!r} is not one of {list(action.choices)}")
+
+
+def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
+    """Parse and validate; raises ValueError/FileNotFoundError with one readable sentence."""
+    parser = build_parser()
+    pre, _ = parser.parse_known_args(argv)
+    if pre.config:
+        parser.set_defaults(**_yaml_defaults(parser, pre.config))
+    args = parser.parse_args(argv)
+    _check_choices(parser, args)
+    return finalize(args)
+
+
+def _parse_devices(value):
+    if isinstance(value, int) or value == "auto":
+        return value
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if "," in text:
+        return [int(v) for v in text.split(",") if v.strip()]
+    raise ValueError(f"--devices {value!r}: expected 'auto', a count, or a comma list of device ids")
+
+
+def finalize(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill derived fields and reject contradictory flags."""
+    from neuromamba.models.variants import variant_config
+
+    sizes = variant_config(args.model_size)
+    for key in ("embed_dim", "depth", "d_state", "headdim"):
+        if getattr(args, key) is None:
+            setattr(args, key, sizes[key])
+        elif getattr(args, key) < 1:
+            raise ValueError(f"--{key} must be positive, got {getattr(args, key)}")
+    if (2 * args.embed_dim) % args.headdim:
+        raise ValueError(f"--headdim {args.headdim} must divide 2 x --embed_dim = {2 * args.embed_dim} "
+                         "(Mamba2 heads split the expanded width)")
+
+    img, patch = list(args.img_size), list(args.patch_size)
+    if any(v < 1 for v in img + patch):
+        raise ValueError(f"--img_size {img} and --patch_size {patch} must be positive")
+    if any(i % q for i, q in zip(img, patch)):
+        raise ValueError(f"--img_size {img} is not divisible by --patch_size {patch} in every axis")
+
+    if args.background_removal is None:
+        args.background_removal = "batch" if args.calc_loss_without_background else "none"
+    elif args.calc_loss_without_background and args.background_removal == "none":
+        raise ValueError("--calc_loss_without_background contradicts --background_removal none")
+
+    if args.use_autoregressive and not args.pretraining:
+        raise ValueError("--use_autoregressive is the pretraining objective; add --pretraining or drop it")
+    if args.pretraining:
+        if args.downstream_task or args.downstream_task_type:
+            raise ValueError("--pretraining learns without labels; drop --downstream_task/--downstream_task_type")
+        if args.freeze_feature_extractor or args.prompt_tuning:
+            raise ValueError("--freeze_feature_extractor/--prompt_tuning are fine-tuning modes, not for --pretraining")
+        if args.label_smoothing:
+            raise ValueError("--label_smoothing applies to classification, not to --pretraining")
+        args.task = "pretraining"
+    else:
+        args.downstream_task_type = args.downstream_task_type or "classification"
+        if args.downstream_task is None:
+            if args.dataset_name != "Dummy":
+                raise ValueError("fine-tuning needs --downstream_task (e.g. sex, age) or --pretraining")
+            args.downstream_task = "sex" if args.downstream_task_type == "classification" else "age"
+        args.task = args.downstream_task_type
+        if args.task == "regression" and args.label_smoothing:
+            raise ValueError("--label_smoothing applies to classification, not to regression")
+        heads = _head_names()
+        if args.clf_head_version not in heads:
+            raise ValueError(f"--clf_head_version {args.clf_head_version!r} is not one of {heads}")
+
+    if args.freeze_feature_extractor and not args.load_model_path:
+        raise ValueError("--freeze_feature_extractor needs a pretrained backbone from --load_model_path")
+    if args.prompt_tuning and not args.load_model_path:
+        raise ValueError("--prompt_tuning needs a pretrained backbone from --load_model_path")
+    if args.prompt_tuning and args.prompt_len < 1:
+        raise ValueError(f"--prompt_len must be >= 1, got {args.prompt_len}")
+    if args.load_model_path and not Path(args.load_model_path).exists():
+        raise FileNotFoundError(f"--load_model_path {args.load_model_path}: no such file or folder")
+
+    if args.test_only and not args.test_ckpt_path:
+        raise ValueError("--test_only needs --test_ckpt_path (a checkpoint of this project)")
+    if args.test_ckpt_path and not args.test_only:
+        raise ValueError("--test_ckpt_path is used with --test_only (after training the best checkpoint is tested)")
+    if args.test_only and args.resume_ckpt_path:
+        raise ValueError("--test_only and --resume_ckpt_path contradict each other")
+    for flag in ("resume_ckpt_path", "test_ckpt_path", "split_file", "label_csv", "config", "wandb_config"):
+        path = getattr(args, flag)
+        if path and not Path(path).exists():
+            raise FileNotFoundError(f"--{flag} {path}: no such file")
+    if args.dataset_name != "Dummy":
+        if not args.image_path:
+            raise ValueError(f"--dataset_name {args.dataset_name} needs --image_path")
+        if not Path(args.image_path).exists():
+            raise FileNotFoundError(f"--image_path {args.image_path}: no such folder")
+
+    positive = ("batch_size", "num_nodes", "gradient_accumulation_steps", "stride_within_seq",
+                "stride_between_seq", "max_epochs", "dummy_num_subjects", "check_val_every_n_epoch",
+                "chunk_size")
+    for flag in positive:
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    args.eval_batch_size = args.eval_batch_size or args.batch_size
+    if args.eval_batch_size < 1:
+        raise ValueError(f"--eval_batch_size must be >= 1, got {args.eval_batch_size}")
+    if args.num_workers < 0:
+        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+    if args.learning_rate <= 0 or args.weight_decay < 0:
+        raise ValueError("--learning_rate must be > 0 and --weight_decay >= 0")
+    if not 0.0 <= args.warmup_ratio < 1.0:
+        raise ValueError(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
+    if not 0.0 <= args.min_lr_ratio <= 1.0:
+        raise ValueError(f"--min_lr_ratio must be in [0, 1], got {args.min_lr_ratio}")
+    if not 0.0 < args.cycle <= 1.0:
+        raise ValueError(f"--cycle is a fraction of the run in (0, 1], got {args.cycle}")
+    if args.gamma <= 0:
+        raise ValueError(f"--gamma must be > 0, got {args.gamma}")
+    if not 0.0 <= args.label_smoothing < 1.0:
+        raise ValueError(f"--label_smoothing must be in [0, 1), got {args.label_smoothing}")
+    if args.clip_grad_norm is not None and args.clip_grad_norm <= 0:
+        raise ValueError(f"--clip_grad_norm must be > 0, got {args.clip_grad_norm}")
+    if not (0 < args.train_split < 1 and 0 <= args.val_split < 1 and args.train_split + args.val_split < 1):
+        raise ValueError(f"--train_split {args.train_split} and --val_split {args.val_split} must leave a test split")
+
+    args.devices = _parse_devices(args.devices)
+    args.lightning_precision = PRECISIONS[args.precision]
+    if args.strategy.startswith("deepspeed"):
+        if args.accelerator == "cpu":
+            raise ValueError(f"--strategy {args.strategy} needs CUDA GPUs; use --strategy ddp or auto on CPU")
+    return args
+
+
+def args_to_dict(args: argparse.Namespace) -> dict:
+    """Plain, YAML/`weights_only`-friendly copy of the namespace."""
+    out = {}
+    for key, value in sorted(vars(args).items()):
+        if isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    return out
