@@ -1,0 +1,177 @@
+"""The work behind ``project/check_flops.py``: flags -> config, masks -> table text."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Dict, List, Optional
+
+import numpy as np
+
+from .atomic import atomic_write_text
+from .flops import FMambaFlopsConfig, count_parameters
+from .flops_report import (
+    ORIGINAL_CLAIM,
+    ORIGINAL_REDUCTION,
+    MaskBatch,
+    cost_settings,
+    dilation_sweep,
+    implied_clips_per_epoch,
+    jitter_sweep,
+    mni152_batch,
+    table_rows,
+)
+from .tables import format_table
+
+MAIN_COLUMNS = ["setting", "tokens/clip", "kept %", "params", "fwd GEMM/clip", "fwd scan/clip",
+                "fwd total/clip", "train/clip", "train/epoch", "FLOPs saved %"]
+
+
+@dataclass
+class FlopsReport:
+    text: str
+    rows: List[Dict]
+
+
+def model_dims(args) -> Dict[str, int]:
+    """embed_dim, d_state, headdim from --model_size (the variants registry) or the flags;
+    unset d_state/headdim follow the variants' rule d_state = C/4, headdim = C (SPEC §4)."""
+    dims: Dict[str, Optional[int]] = {"embed_dim": args.embed_dim, "d_state": args.d_state,
+                                      "headdim": args.headdim}
+    if args.model_size:
+        from neuromamba.models.variants import variant_config
+
+        variant = variant_config(args.model_size)
+        for key in dims:
+            if dims[key] is None:
+                dims[key] = int(variant[key])
+        if args.depth is None and "depth" in variant:
+            args.depth = int(variant["depth"])
+    if dims["embed_dim"] is None:
+        dims["embed_dim"] = 192
+    if dims["d_state"] is None:
+        dims["d_state"] = dims["embed_dim"] // 4
+    if dims["headdim"] is None:
+        dims["headdim"] = dims["embed_dim"]
+    return dims
+
+
+def build_config(args) -> FMambaFlopsConfig:
+    dims = model_dims(args)
+    return FMambaFlopsConfig(
+        embed_dim=dims["embed_dim"], depth=args.depth, d_state=dims["d_state"],
+        headdim=dims["headdim"], img_size=tuple(args.img_size), patch_size=tuple(args.patch_size),
+        chunk_size=args.chunk_size, pretraining=args.downstream_task is None,
+        head=None if args.downstream_task is None else args.clf_head_version,
+        num_outputs=args.num_classes,
+    )
+
+
+def clips_per_epoch(args) -> Optional[int]:
+    if args.num_clips_per_epoch is not None:
+        if args.num_clips_per_epoch <= 0:
+            raise ValueError("--num_clips_per_epoch must be positive")
+        return args.num_clips_per_epoch
+    if args.dataset_size is not None:
+        if args.dataset_size <= 0 or args.clips_per_subject <= 0:
+            raise ValueError("--dataset_size and --clips_per_subject must be positive")
+        return args.dataset_size * args.clips_per_subject
+    return None
+
+
+def mask_batch(args, cfg: FMambaFlopsConfig) -> Optional[MaskBatch]:
+    if args.batch_size <= 0:
+        raise ValueError("--batch_size must be positive")
+    source = args.mask
+    if args.mask_file:
+        source = "file"
+    if args.image_path:
+        source = "data"
+    if source == "none":
+        return None
+    if source == "mni152":
+        return mni152_batch(cfg, args.batch_size, args.mask_dilation_voxels, args.jitter_voxels)
+    if source == "file":
+        from .brain_masks import mask_from_nifti
+
+        if not args.mask_file:
+            raise ValueError("--mask file needs --mask_file PATH")
+        mask = mask_from_nifti(args.mask_file, cfg.img_size[:3])
+        return MaskBatch(f"mask {args.mask_file}", [mask] * args.batch_size)
+    if source == "data":
+        from .data_masks import masks_from_datamodule
+
+        return masks_from_datamodule(args, cfg)
+    raise ValueError(f"unknown --mask {source!r}")
+
+
+def run(args) -> FlopsReport:
+    cfg = build_config(args)
+    masks = mask_batch(args, cfg)
+    epoch = clips_per_epoch(args)
+    settings = cost_settings(cfg, masks)
+    rows = table_rows(cfg, settings, epoch)
+    columns = [c for c in MAIN_COLUMNS if c != "train/epoch" or epoch]
+    lines = [
+        f"FMamba C={cfg.embed_dim} depth={cfg.depth} d_state={cfg.d_state} headdim={cfg.headdim} "
+        f"nheads={cfg.mixer.nheads} chunk={cfg.chunk_size} img={cfg.img_size} patch={cfg.patch_size} "
+        f"-> {cfg.num_tokens} tokens/clip; params {count_parameters(cfg):,}"
+        + (f"; {epoch:,} clips/epoch" if epoch else ""),
+        "FLOPs = multiply + add; training = 3 x forward; per clip = per sample of the batch.",
+        "",
+        format_table(rows, columns, markdown=args.markdown),
+    ]
+    if args.verify:
+        lines += ["", verify_parameters(cfg)]
+    lines += ["", claim_text(cfg, settings)]
+    if args.explain:
+        lines += [
+            "",
+            "Kept tokens as the MNI152 mask is loosened (batch of 1):",
+            format_table(dilation_sweep(cfg), ["dilation (vox)", "dilation (mm @2mm)",
+                                               "brain voxels %", "kept tokens %", "FLOPs saved %"],
+                         markdown=args.markdown),
+            "",
+            "Kept tokens under the batch-shared rule with brains shifted by up to j voxels:",
+            format_table(jitter_sweep(cfg, [1, 3, 8], [0, 2, 4, 6]),
+                         ["batch", "jitter (vox)", "kept tokens %", "FLOPs saved %"],
+                         markdown=args.markdown),
+        ]
+    return FlopsReport("\n".join(lines), rows)
+
+
+def claim_text(cfg: FMambaFlopsConfig, settings) -> str:
+    implied = implied_clips_per_epoch(settings[0])
+    ours = ""
+    if len(settings) > 1:
+        saved = 1 - settings[1].forward_per_clip / settings[0].forward_per_clip
+        ours = f"; this table: {100 * saved:.1f}% ({settings[1].label})"
+    return (
+        f"Original claim ({ORIGINAL_CLAIM['model']}): {ORIGINAL_CLAIM['all_tokens']:.2e} -> "
+        f"{ORIGINAL_CLAIM['brain_tokens']:.2e} FLOPs/epoch = {100 * ORIGINAL_REDUCTION:.1f}% saved, "
+        f"i.e. {100 * (1 - ORIGINAL_REDUCTION):.1f}% of tokens kept{ours}.\n"
+        "The original's all-token figure corresponds, for this config, to "
+        + ", ".join(f"{v:,.0f} clips/epoch ({k})" for k, v in implied.items()) + "."
+    )
+
+
+def verify_parameters(cfg: FMambaFlopsConfig) -> str:
+    """Build the real model and compare its trainable parameter count with the analytic one."""
+    from neuromamba.models import FMamba
+
+    model = FMamba(embed_dim=cfg.embed_dim, depth=cfg.depth, d_state=cfg.d_state,
+                   headdim=cfg.headdim, img_size=cfg.img_size, patch_size=cfg.patch_size,
+                   chunk_size=cfg.chunk_size, pretraining=cfg.pretraining)
+    built = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    analytic = count_parameters(FMambaFlopsConfig(**{**cfg.__dict__, "pretraining": cfg.pretraining,
+                                                     "head": cfg.head}))
+    if not cfg.pretraining:
+        from .flops import head_parameters
+
+        analytic -= head_parameters(cfg)
+    status = "OK" if built == analytic else "MISMATCH"
+    return f"parameter check ({'backbone only' if not cfg.pretraining else 'with output layer'}): " \
+           f"built model {built:,} vs analytic {analytic:,} -> {status}"
+
+
+def write_json(path: str, rows: List[Dict]) -> None:
+    atomic_write_text(path, json.dumps(rows, indent=2, default=lambda o: np.asarray(o).tolist()))
