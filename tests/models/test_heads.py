@@ -1,0 +1,95 @@
+"""Heads: registry, output shapes, per-sample pooling in packed mode."""
+import pytest
+import torch
+
+from neuromamba.models import HEADS, build_head
+from neuromamba.models.fmamba import BackboneOutput
+from neuromamba.models.heads import LinearHead, MambaHead, last_token, mean_pool
+
+C = 16
+
+
+def padded_output(features):
+    b, length, _ = features.shape
+    return BackboneOutput(
+        features=features,
+        tokens=torch.zeros(b, length, 432),
+        seq_idx=None,
+        lengths=torch.full((b,), length),
+        keep_index=torch.arange(length).expand(b, length),
+        num_tokens_total=length,
+    )
+
+
+def packed_output(samples):
+    lengths = torch.tensor([s.shape[0] for s in samples])
+    features = torch.cat(samples).unsqueeze(0)
+    seq_idx = torch.repeat_interleave(torch.arange(len(samples), dtype=torch.int32), lengths).unsqueeze(0)
+    return BackboneOutput(
+        features=features,
+        tokens=torch.zeros(1, features.shape[1], 432),
+        seq_idx=seq_idx,
+        lengths=lengths,
+        keep_index=torch.cat([torch.arange(n) for n in lengths.tolist()]).unsqueeze(0),
+        num_tokens_total=64,
+    )
+
+
+def test_registry_and_errors():
+    assert HEADS == {"linear": LinearHead, "mamba": MambaHead}
+    with pytest.raises(ValueError, match="unknown head 'mlp'.*'linear', 'mamba'"):
+        build_head("mlp", C, 2)
+    with pytest.raises(ValueError, match="num_outputs"):
+        build_head("linear", C, 0)
+
+
+@pytest.mark.parametrize("name", ["linear", "mamba"])
+@pytest.mark.parametrize("num_outputs", [1, 2, 5])
+def test_head_output_shapes(name, num_outputs):
+    head = build_head(name, C, num_outputs)
+    out = head(padded_output(torch.randn(3, 10, C)))
+    assert out.shape == (3, num_outputs)
+    assert torch.isfinite(out).all()
+
+
+def test_mamba_head_layout():
+    head = build_head("mamba", 64, 2)
+    assert len(head.blocks) == 3
+    mixer = head.blocks[0][1]
+    assert mixer.A_log.shape == (2,)  # headdim = C -> 2 heads
+    assert mixer.in_proj.weight.shape == (2 * 128 + 2 * 4 + 2, 64)  # d_state = 64 // 16 = 4
+
+
+def test_linear_head_is_mean_then_linear():
+    head = build_head("linear", C, 3)
+    features = torch.randn(2, 7, C)
+    expected = head.fc(features.mean(dim=1))
+    assert torch.allclose(head(padded_output(features)), expected)
+
+
+def test_pooling_helpers_per_sample_in_packed_mode():
+    samples = [torch.randn(n, C) for n in (5, 1, 9)]
+    out = packed_output(samples)
+    assert torch.allclose(mean_pool(out), torch.stack([s.mean(0) for s in samples]), atol=1e-6)
+    assert torch.equal(last_token(out), torch.stack([s[-1] for s in samples]))
+
+
+@pytest.mark.parametrize("name", ["linear", "mamba"])
+def test_packed_equals_each_sample_alone(name):
+    head = build_head(name, C, 4).eval()
+    samples = [torch.randn(n, C) for n in (5, 1, 40)]
+    packed = head(packed_output(samples))
+    alone = torch.cat([head(padded_output(s.unsqueeze(0))) for s in samples])
+    assert packed.shape == (3, 4)
+    assert torch.allclose(packed, alone, atol=1e-5)
+
+
+def test_heads_backpropagate_under_bf16_autocast():
+    head = build_head("mamba", C, 2)
+    features = torch.randn(2, 12, C, requires_grad=True)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = head(padded_output(features))
+        loss = torch.nn.functional.cross_entropy(logits.float(), torch.tensor([0, 1]))
+    loss.backward()
+    assert torch.isfinite(features.grad).all() and features.grad.abs().sum() > 0
+    assert all(torch.isfinite(p.grad).all() for p in head.parameters())
