@@ -1,0 +1,164 @@
+"""Analytic FLOPs/params of FMamba: exact against the built model and a FLOP counter."""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from neuromamba.analysis.brain_masks import (
+    batch_shared_token_mask,
+    center_in_box,
+    kept_tokens,
+    mni152_voxel_mask,
+    token_mask_from_voxels,
+)
+from neuromamba.analysis.flops import (
+    FMambaFlopsConfig,
+    Mamba2Dims,
+    count_parameters,
+    fmamba_forward_flops,
+    group_terms,
+    packed_forward_flops,
+    ssd_scan_flops,
+    ssd_scan_matmul_flops,
+)
+from neuromamba.analysis.flops_report import ORIGINAL_REDUCTION, token_lengths
+
+TINY = dict(embed_dim=32, depth=2, d_state=8, headdim=32, img_size=(24, 24, 24, 4), chunk_size=16)
+
+
+def test_parameter_counts_match_the_readme_variants():
+    # SPEC §4 table: 1.4M / 3.1M / 5.4M with the 432-output layer.
+    expected = {(128, 32, 128): 1_416_056, (192, 48, 192): 3_082_296, (256, 64, 256): 5_387_512}
+    for (c, n, p), value in expected.items():
+        assert count_parameters(FMambaFlopsConfig(embed_dim=c, d_state=n, headdim=p)) == value
+
+
+@pytest.mark.parametrize("pretraining,head", [(True, None), (False, "linear"), (False, "mamba")])
+def test_parameter_count_equals_built_model(pretraining, head):
+    from neuromamba.models import FMamba, build_head
+
+    cfg = FMambaFlopsConfig(**TINY, pretraining=pretraining, head=head, num_outputs=3)
+    model = FMamba(**TINY, pretraining=pretraining)
+    built = sum(p.numel() for p in model.parameters())
+    if head:
+        built += sum(p.numel() for p in build_head(head, 32, 3).parameters())
+    assert count_parameters(cfg) == built
+
+
+def _count(model, x):
+    counter = FlopCounterMode(display=False)
+    with counter, torch.no_grad():
+        out = model(x)
+        model.output_layer(out.features)
+    return {str(k): v for k, v in counter.get_flop_counts()["Global"].items()}
+
+
+@pytest.mark.parametrize("removal", ["none", "batch"])
+def test_gemm_and_scan_matmuls_equal_flop_counter(removal):
+    """GEMMs (patch projection, in_proj, out_proj, output layer) = aten.mm + aten.addmm; the
+    four batched matmuls of the chunked scan = aten.bmm, exactly (pure-PyTorch path)."""
+    from neuromamba.models import FMamba
+
+    model = FMamba(**TINY, background_removal=removal).eval()
+    x = torch.full((2, 1, 24, 24, 24, 4), -3.0)  # background = the minimum (znorm_minback)
+    x[:, :, 6:18, 6:12, 0:12] = torch.randn(2, 1, 12, 6, 12, 4).clamp(min=-2)  # 2x1x2 tokens
+    counts = _count(model, x)
+    cfg = FMambaFlopsConfig(**TINY)
+    length = cfg.num_tokens if removal == "none" else 2 * 1 * 2 * 2
+    terms = fmamba_forward_flops(cfg, length)
+    gemm = group_terms(terms)["gemm"]
+    assert counts.get("aten.mm", 0) + counts.get("aten.addmm", 0) == 2 * gemm
+    scan_mm = cfg.depth * sum(ssd_scan_matmul_flops(length, cfg.mixer).values())
+    assert counts["aten.bmm"] == 2 * scan_mm
+
+
+def test_scan_formula_terms_by_hand():
+    dims = Mamba2Dims(d_model=4, d_state=3, headdim=4, chunk_size=5)  # E=8, H=2, P=4, N=3
+    t = ssd_scan_flops(7, dims)  # 2 chunks, padded length 10
+    assert t["scan_cb"] == 2 * 10 * 5 * 3
+    assert t["scan_intra"] == 3 * 10 * 5 * 2 + 2 * 10 * 5 * 2 * 4
+    assert t["scan_states"] == 2 * 10 * 2 * 3 * 4 + 2 * 10 * 2
+    assert t["scan_passing"] == 2 * 2 * 2 * 3 * 4
+    assert t["scan_output"] == 2 * 10 * 2 * 3 * 4 + 10 * 2 * 4
+    assert t["scan_skip"] == 2 * 10 * 2 * 4
+    half = ssd_scan_flops(7, dims, causal_half=True)
+    assert half["scan_cb"] == t["scan_cb"] // 2
+
+
+def test_flops_linear_in_tokens_and_training_factor():
+    cfg = FMambaFlopsConfig(embed_dim=256, d_state=64, headdim=256)
+    full = sum(fmamba_forward_flops(cfg).values())
+    half = sum(fmamba_forward_flops(cfg, cfg.num_tokens // 2).values())
+    assert half / full == pytest.approx(0.5, rel=1e-3)  # chunk padding only
+    # Medium, all tokens: 4.374e11 GEMM FLOPs per clip forward.
+    assert group_terms(fmamba_forward_flops(cfg))["gemm"] == 40960 * 2 * (
+        432 * 256 + 12 * (256 * 1154 + 512 * 256) + 256 * 432
+    )
+
+
+def test_packed_costs_equal_sum_of_samples_up_to_padding():
+    cfg = FMambaFlopsConfig(**TINY)
+    lengths = [16, 32]
+    packed = sum(packed_forward_flops(cfg, lengths).values())
+    separate = sum(sum(fmamba_forward_flops(cfg, n).values()) for n in lengths)
+    assert packed == separate  # 16 + 32 = 3 chunks either way
+
+
+def test_token_mask_any_voxel_rule_and_batch_or():
+    voxels = np.zeros((12, 12, 12), bool)
+    voxels[0, 0, 0] = True  # one voxel makes its token brain
+    other = np.zeros_like(voxels)
+    other[11, 11, 11] = True
+    a, b = (token_mask_from_voxels(m, (6, 6, 6)) for m in (voxels, other))
+    assert a.sum() == 1 and a[0, 0, 0]
+    shared = batch_shared_token_mask([a, b])
+    assert shared.sum() == 2
+    assert kept_tokens(shared, time_tokens=10) == 20
+    cfg = FMambaFlopsConfig(**{**TINY, "img_size": (12, 12, 12, 4)})
+    assert token_lengths(cfg, [voxels, other], "batch") == [4, 4]
+    assert token_lengths(cfg, [voxels, other], "packed") == [2, 2]
+
+
+def test_center_in_box_crops_and_pads_symmetrically():
+    m = np.zeros((10, 3, 4), bool)
+    m[2:8, 1, 1:3] = True  # box 6 x 1 x 2
+    out = center_in_box(m, (4, 3, 6))
+    assert out.sum() == 4 * 1 * 2
+    assert out[:, 1, 2:4].all()
+
+
+def test_mni152_mask_token_fraction():
+    mask = mni152_voxel_mask((96, 96, 96))
+    assert mask.shape == (96, 96, 96)
+    assert mask.sum() == 235375  # every voxel of nilearn's 2 mm mask fits into 96^3
+    kept = token_mask_from_voxels(mask, (6, 6, 6)).mean()
+    assert kept == pytest.approx(0.3616, abs=1e-3)
+    assert ORIGINAL_REDUCTION == pytest.approx(0.4655, abs=1e-3)
+
+
+def test_check_flops_cli_table_and_json(tmp_path, repo_root):
+    out = tmp_path / "rows.json"
+    cmd = [sys.executable, str(repo_root / "project" / "check_flops.py"), "--model", "fmamba",
+           "--embed_dim", "256", "--depth", "12", "--patch_size", "6", "6", "6", "2",
+           "--img_size", "96", "96", "96", "20", "--batch_size", "1",
+           "--num_clips_per_epoch", "1000", "--json", str(out)]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    assert "Original claim" in res.stdout
+    rows = json.loads(out.read_text())
+    assert rows[0]["setting"] == "all tokens" and rows[0]["params"] == 5_387_512
+    assert rows[1]["kept %"] == pytest.approx(36.2, abs=0.1)
+    assert rows[0]["train/epoch"] == pytest.approx(1000 * 3 * rows[0]["fwd total/clip"])
+
+
+def test_check_flops_cli_bad_input_is_one_line(repo_root):
+    cmd = [sys.executable, str(repo_root / "project" / "check_flops.py"), "--img_size", "95", "96",
+           "96", "20", "--mask", "none"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2
+    assert res.stderr.startswith("error:") and "not divisible" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
