@@ -1,0 +1,78 @@
+"""One run from validated flags: run folder, data, module, Trainer; fit then test the best
+checkpoint once, or only test a given checkpoint."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytorch_lightning as pl
+from lightning_fabric.utilities.rank_zero import rank_zero_only
+
+from neuromamba.cli import args_to_dict
+from neuromamba.training.module import NeuroMambaModule
+from neuromamba.training.outputs import default_run_name, make_run_dir, write_args_yaml
+from neuromamba.training.trainer import build_trainer
+
+
+def build_datamodule(args, run_dir: Path):
+    from neuromamba.data.datamodule import FMRIDataModule
+
+    return FMRIDataModule(
+        dataset_name=args.dataset_name, image_path=args.image_path, img_size=tuple(args.img_size),
+        stride_within_seq=args.stride_within_seq, stride_between_seq=args.stride_between_seq,
+        input_scaling_method=args.input_scaling_method, train_split=args.train_split,
+        val_split=args.val_split, split_file=args.split_file, output_dir=str(run_dir),
+        label_csv=args.label_csv, subject_column=args.subject_column, target_column=args.target_column,
+        downstream_task=None if args.pretraining else args.downstream_task,
+        downstream_task_type=args.downstream_task_type or "classification", pretraining=args.pretraining,
+        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, num_workers=args.num_workers,
+        seed=args.seed, dummy_num_subjects=args.dummy_num_subjects, dummy_num_frames=args.dummy_num_frames)
+
+
+def build_module(args, datamodule) -> NeuroMambaModule:
+    num_classes, mean, std = None, 0.0, 1.0
+    if args.task == "classification":
+        num_classes = datamodule.num_classes
+    elif args.task == "regression":
+        mean, std = datamodule.train_target_stats()
+    return NeuroMambaModule(args_to_dict(args), num_classes=num_classes, target_mean=float(mean),
+                            target_std=float(std))
+
+
+@rank_zero_only
+def _write_args(run_dir: Path, args) -> None:
+    write_args_yaml(run_dir, args_to_dict(args))
+
+
+def run(args) -> dict:
+    """Train (or only test) as the flags say; returns the test metrics of rank 0's view."""
+    pl.seed_everything(args.seed, workers=True)
+    run_dir = make_run_dir(args.output_dir, args.run_name or default_run_name(args))
+    args.run_dir = str(run_dir)
+    _write_args(run_dir, args)
+
+    datamodule = build_datamodule(args, run_dir)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if args.test_only:
+        module = NeuroMambaModule.from_checkpoint(args.test_ckpt_path)
+    else:
+        module = build_module(args, datamodule)
+    trainer = build_trainer(args, run_dir, args.task)
+
+    if args.test_only:
+        results = trainer.test(module, datamodule=datamodule)
+    else:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=args.resume_ckpt_path)
+        # Test once, on the best validation checkpoint (never the last one, never every epoch).
+        has_best = bool(trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path)
+        results = trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None)
+    metrics = dict(results[0]) if results else {}
+    _print_summary(run_dir, metrics)
+    return {"run_dir": str(run_dir), "metrics": metrics, "trainer": trainer, "module": module}
+
+
+@rank_zero_only
+def _print_summary(run_dir: Path, metrics: dict) -> None:
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if isinstance(v, float))
+    print(f"[neuromamba] run folder: {run_dir}")
+    print(f"[neuromamba] test: {shown or 'no metrics'}")

@@ -1,0 +1,158 @@
+"""Build the Lightning Trainer (strategy, loggers, callbacks) from validated flags.
+
+Multi-node launches rely on Lightning's own cluster environments (SLURM via ``srun``,
+torchelastic via ``torchrun``); nothing here parses ranks by hand.
+"""
+from __future__ import annotations
+
+import os
+from functools import partial
+from pathlib import Path
+
+import pytorch_lightning as pl
+import yaml
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+
+from neuromamba.training.outputs import TestOutputsWriter
+
+# What each task's "best" checkpoint maximises or minimises (subject-level validation metrics).
+MONITORS = {
+    "pretraining": ("val/loss", "min"),
+    "classification": ("val/auroc", "max"),
+    "regression": ("val/mse", "min"),
+}
+
+
+def deepspeed_config(stage: int, precision: str, offload: bool = False) -> dict:
+    """DeepSpeed ZeRO config. bf16 uses DeepSpeed's bf16 mode: bf16 weights for compute with an
+    fp32 master copy in the optimizer. Gradient accumulation and clipping are filled in by
+    Lightning from the Trainer (it refuses them in the config)."""
+    zero = {"stage": stage, "contiguous_gradients": True, "overlap_comm": True,
+            "allgather_partitions": True, "reduce_scatter": True,
+            "allgather_bucket_size": 200_000_000, "reduce_bucket_size": 200_000_000}
+    if offload:
+        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
+        if stage == 3:
+            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
+    if stage == 3:
+        # Save a consolidated 16-bit copy alongside the shards is not needed: checkpoints.read_state_dict
+        # consolidates DeepSpeed checkpoint folders itself.
+        zero["stage3_gather_16bit_weights_on_model_save"] = False
+    config = {"zero_allow_untested_optimizer": True, "zero_optimization": zero}
+    if precision.startswith("bf16"):
+        config["bf16"] = {"enabled": True}
+    elif precision.startswith("16"):
+        config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16,
+                          "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
+    return config
+
+
+def _deepspeed(args, stage: int, offload: bool = False):
+    from pytorch_lightning.strategies import DeepSpeedStrategy
+    return DeepSpeedStrategy(config=deepspeed_config(stage, args.lightning_precision, offload))
+
+
+def _ddp(args, find_unused: bool = False):
+    from pytorch_lightning.strategies import DDPStrategy
+    return DDPStrategy(find_unused_parameters=find_unused)
+
+
+STRATEGY_BUILDERS = {
+    "auto": lambda args: "auto",
+    "ddp": _ddp,
+    "ddp_find_unused_parameters_true": partial(_ddp, find_unused=True),
+    "deepspeed_stage_1": partial(_deepspeed, stage=1),
+    "deepspeed_stage_2": partial(_deepspeed, stage=2),
+    "deepspeed_stage_2_offload": partial(_deepspeed, stage=2, offload=True),
+    "deepspeed_stage_3": partial(_deepspeed, stage=3),
+    "deepspeed_stage_3_offload": partial(_deepspeed, stage=3, offload=True),
+}
+
+
+def build_strategy(args):
+    if args.strategy not in STRATEGY_BUILDERS:
+        raise ValueError(f"--strategy {args.strategy!r}; choose one of {sorted(STRATEGY_BUILDERS)}")
+    return STRATEGY_BUILDERS[args.strategy](args)
+
+
+def _wandb_logger(args, run_dir: Path):
+    settings = {}
+    if args.wandb_config:
+        with open(args.wandb_config) as f:
+            settings = yaml.safe_load(f) or {}
+    # Without credentials wandb runs offline (sync later with `wandb sync`), never prompts.
+    if not os.environ.get("WANDB_API_KEY") and not settings.get("api_key"):
+        os.environ.setdefault("WANDB_MODE", settings.get("mode", "offline"))
+    elif settings.get("mode"):
+        os.environ.setdefault("WANDB_MODE", settings["mode"])
+    if settings.get("api_key"):
+        os.environ.setdefault("WANDB_API_KEY", str(settings["api_key"]))
+    return WandbLogger(project=settings.get("project", args.project_name), entity=settings.get("entity"),
+                       name=run_dir.name, save_dir=str(run_dir), tags=settings.get("tags"),
+                       group=settings.get("group"))
+
+
+EXTRA_LOGGERS = {
+    "wandb": _wandb_logger,
+    "tensorboard": lambda args, run_dir: TensorBoardLogger(save_dir=str(run_dir), name="tensorboard",
+                                                           version=""),
+    "csv": None,
+    "none": None,
+}
+
+
+def build_loggers(args, run_dir: Path) -> list:
+    # metrics.csv in the run folder always exists, whatever else is chosen.
+    loggers = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    extra = EXTRA_LOGGERS[args.loggername]
+    if extra is not None:
+        loggers.append(extra(args, run_dir))
+    return loggers
+
+
+def build_callbacks(args, run_dir: Path, task: str) -> list:
+    monitor, mode = MONITORS[task]
+    checkpoint = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        filename="best-{epoch:02d}-{step}",
+        monitor=monitor, mode=mode, save_top_k=1, save_last=True, auto_insert_metric_name=False)
+    callbacks = [checkpoint, TestOutputsWriter(run_dir)]
+    if args.loggername != "none":
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if not args.no_progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    return callbacks
+
+
+def trainer_kwargs(args, run_dir: Path, task: str) -> dict:
+    kwargs = dict(
+        accelerator="gpu" if args.accelerator == "cuda" else args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=build_strategy(args),
+        precision=args.lightning_precision,
+        max_epochs=args.max_epochs,
+        max_steps=args.max_steps,
+        accumulate_grad_batches=args.gradient_accumulation_steps,
+        gradient_clip_val=args.clip_grad_norm,
+        gradient_clip_algorithm="norm" if args.clip_grad_norm else None,
+        check_val_every_n_epoch=args.check_val_every_n_epoch,
+        log_every_n_steps=args.log_every_n_steps,
+        num_sanity_val_steps=args.num_sanity_val_steps,
+        deterministic=args.deterministic,
+        default_root_dir=str(run_dir),
+        logger=build_loggers(args, run_dir),
+        callbacks=build_callbacks(args, run_dir, task),
+        enable_progress_bar=not args.no_progress_bar,
+        enable_model_summary=True,
+    )
+    for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        value = getattr(args, name)
+        if value is not None:
+            kwargs[name] = int(value) if float(value) > 1 else float(value)
+    return kwargs
+
+
+def build_trainer(args, run_dir: Path, task: str) -> pl.Trainer:
+    return pl.Trainer(**trainer_kwargs(args, run_dir, task))
