@@ -71,7 +71,7 @@ def test_planted_subject_pattern_is_retrieved_well_above_chance():
     emb, subjects, groups = [], [], []
     for s in range(num_subjects):
         for r in range(runs):
-            emb.append(0.8 * identity[s] + rng.normal(size=dim))
+            emb.append(1.2 * identity[s] + rng.normal(size=dim))
             subjects.append(f"sub{s}")
             groups.append(f"run{r}")
     m = reidentification_metrics(np.array(emb), subjects, groups)
