@@ -74,9 +74,11 @@ def _torch_load(path: Path, allow_pickle: bool):
     except Exception as error:  # torch raises many types for bad files; re-raise one readable one
         first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
         if not allow_pickle and "weights only load failed" in str(error).lower():
+            found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(error))
+            what = f" (first one: {found.group(1)})" if found else ""
             raise ValueError(
-                f"checkpoint {path} contains pickled Python objects, which torch.load(weights_only=True) "
-                f"refuses to load ({first_line}). Unpickling can run arbitrary code: {ALLOW_PICKLE_HINT}"
+                f"checkpoint {path} contains pickled Python objects{what}, which torch.load(weights_only=True) "
+                f"refuses to load. Unpickling can run arbitrary code: {ALLOW_PICKLE_HINT}"
             ) from error
         raise ValueError(
             f"could not read checkpoint {path}: {type(error).__name__}: {first_line} "
@@ -215,10 +217,6 @@ def compare_state_dicts(model_state: Mapping[str, torch.Tensor], state: Mapping[
     return missing, unexpected, mismatched
 
 
-def _describe_model(model: nn.Module) -> dict:
-    return infer_backbone_config(model.state_dict())
-
-
 def load_pretrained(model: nn.Module, path: PathLike, allow_pickle: bool = False, strict: bool = True) -> LoadReport:
     """Load every backbone key of a checkpoint into ``model`` (an FMamba).
 
@@ -239,7 +237,7 @@ def load_pretrained(model: nn.Module, path: PathLike, allow_pickle: bool = False
     if strict and (missing or unexpected or mismatched):
         raise CheckpointMismatchError(
             _mismatch_message(contents, missing, unexpected, mismatched, infer_backbone_config(contents.backbone),
-                              _describe_model(model))
+                              infer_backbone_config(model_state))
         )
     bad = set(unexpected) | {m.split(":")[0] for m in mismatched}
     loadable = {k: v for k, v in state.items() if k not in bad}
