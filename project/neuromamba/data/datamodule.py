@@ -1,0 +1,313 @@
+"""The Lightning DataModule: runs -> labels -> subject split -> clip datasets -> loaders.
+
+Several cohorts can be combined (``dataset_name`` and ``image_path`` as equal-length lists, for
+multi-cohort pretraining); subject ids then become ``"{cohort}:{subject}"`` so they never
+collide, the split is drawn per cohort (each cohort keeps its 80/10/10), and training samples
+clips either in proportion to cohort size or uniformly over cohorts (``cohort_sampling``).
+
+Under DDP the loaders carry their own samplers: a seeded ``DistributedSampler`` (or the
+cohort-weighted :class:`DistributedWeightedSampler`) for training and an
+:class:`UnpaddedDistributedSampler` for evaluation, so no clip is evaluated twice.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, WeightedRandomSampler
+
+from . import dummy as dummy_data
+from .datasets import (ClipDataset, ClipSpec, DummyReader, HDF5Reader, RunEntry,
+                       discover_hdf5_runs, dummy_entries, get_dataset_info)
+from .labels import (LabelTable, find_label_csv, load_label_table, report_unlabelled,
+                     save_class_mapping)
+from .samplers import DistributedWeightedSampler, UnpaddedDistributedSampler, cohort_weights
+from .splits import SPLIT_NAMES, resolve_split, write_split_file
+
+COHORT_SEPARATOR = ":"
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return [None]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+@dataclass
+class _Cohort:
+    name: str
+    entries: list          # RunEntry, subject ids already qualified in multi-cohort mode
+    reader: object
+    labels: LabelTable | None
+    prefix: str            # "" or "{name}:"
+
+    def local(self, subject: str) -> str:
+        return subject[len(self.prefix):]
+
+
+class FMRIDataModule(pl.LightningDataModule):
+    def __init__(self, dataset_name="Dummy", image_path=None, img_size=(96, 96, 96, 20),
+                 stride_within_seq=1, stride_between_seq=1, input_scaling_method="znorm_minback",
+                 train_split=0.8, val_split=0.1, split_file=None, output_dir=None, label_csv=None,
+                 subject_column="subject", target_column=None, downstream_task=None,
+                 downstream_task_type="classification", pretraining=False, batch_size=4,
+                 eval_batch_size=None, num_workers=0, seed=1234, dummy_num_subjects=40,
+                 dummy_num_frames=None, pin_memory=None, cohort_sampling="proportional",
+                 dummy_num_runs=1, dummy_label_level="subject", dummy_num_classes=2):
+        super().__init__()
+        self.dataset_names = [str(n) for n in _as_list(dataset_name)]
+        self.image_paths = _as_list(image_path)
+        if len(self.image_paths) == 1 and len(self.dataset_names) > 1:
+            raise ValueError("--image_path needs one folder per --dataset_name "
+                             f"({len(self.dataset_names)} given)")
+        if len(self.image_paths) != len(self.dataset_names):
+            raise ValueError(f"--dataset_name ({len(self.dataset_names)}) and --image_path "
+                             f"({len(self.image_paths)}) must have the same length")
+        self.label_csvs = _as_list(label_csv)
+        if len(self.label_csvs) == 1:
+            self.label_csvs = self.label_csvs * len(self.dataset_names)
+        if len(self.label_csvs) != len(self.dataset_names):
+            raise ValueError("--label_csv needs one file per --dataset_name (or one for all)")
+        for name in self.dataset_names:
+            get_dataset_info(name)
+        if len(img_size) != 4:
+            raise ValueError(f"--img_size needs 4 values (D H W T), got {list(img_size)}")
+        self.img_size = tuple(int(v) for v in img_size)
+        self.clip_spec = ClipSpec(self.img_size[3], int(stride_within_seq),
+                                  int(stride_between_seq), input_scaling_method)
+        self.train_split, self.val_split = float(train_split), float(val_split)
+        self.split_file, self.output_dir = split_file, output_dir
+        self.subject_column, self.target_column = subject_column, target_column
+        self.downstream_task, self.pretraining = downstream_task, bool(pretraining)
+        self.downstream_task_type = downstream_task_type
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers, self.seed = int(num_workers), int(seed)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        if cohort_sampling not in ("proportional", "uniform"):
+            raise ValueError(f"--cohort_sampling {cohort_sampling!r}: choose 'proportional' or "
+                             f"'uniform'")
+        self.cohort_sampling = cohort_sampling
+        self.dummy_spec_kwargs = dict(
+            num_subjects=int(dummy_num_subjects), img_size=self.img_size[:3],
+            num_frames=int(dummy_num_frames or 2 * self.img_size[3]), num_runs=int(dummy_num_runs),
+            seed=self.seed, num_classes=int(dummy_num_classes), label_level=dummy_label_level)
+        self.num_classes = None
+        self.splits: dict = {}
+        self.split_path: Path | None = None
+        self.datasets: dict = {}
+        self._cohorts: list = []
+        self._is_setup = False
+
+    # -----------------------------------------------------------------------------------------
+    @property
+    def uses_labels(self) -> bool:
+        return not self.pretraining and bool(self.downstream_task or self.target_column)
+
+    @property
+    def task_type(self) -> str | None:
+        return self.downstream_task_type if self.uses_labels else None
+
+    def _load_cohort(self, name: str, image_path, label_csv, prefix: str) -> _Cohort:
+        info = get_dataset_info(name)
+        if info.synthetic:
+            spec = dummy_data.DummySpec(**self.dummy_spec_kwargs)
+            task_type = self.downstream_task_type if self.uses_labels else "classification"
+            reader = DummyReader(dummy_data.DummyGenerator(spec, task_type))
+            entries = dummy_entries(spec)
+            labels = self._dummy_labels(spec, task_type) if self.uses_labels else None
+        else:
+            if image_path is None:
+                raise ValueError(f"--image_path is required for --dataset_name {name}")
+            entries = discover_hdf5_runs(image_path)
+            reader = HDF5Reader()
+            labels = None
+            if self.uses_labels:
+                csv_path = label_csv or find_label_csv(image_path)
+                labels = load_label_table(csv_path, info.cohort, self.downstream_task,
+                                          self.downstream_task_type, self.subject_column,
+                                          self.target_column)
+        if prefix:
+            entries = [RunEntry(prefix + e.subject, e.run, e.num_frames, e.path) for e in entries]
+        return _Cohort(name, entries, reader, labels, prefix)
+
+    def _dummy_labels(self, spec, task_type: str) -> LabelTable:
+        if task_type == "regression":
+            values = dummy_data.regression_targets(spec)
+            return LabelTable("regression", dict(values), column="age")
+        values = dummy_data.class_labels(spec)
+        return LabelTable("classification", dict(values),
+                          class_names=[str(c) for c in range(spec.num_classes)], column="label")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._is_setup:
+            return
+        multi = len(self.dataset_names) > 1
+        if multi and len(set(self.dataset_names)) != len(self.dataset_names):
+            raise ValueError("--dataset_name lists a cohort twice")
+        self._cohorts = [
+            self._load_cohort(name, path, csv, f"{name}{COHORT_SEPARATOR}" if multi else "")
+            for name, path, csv in zip(self.dataset_names, self.image_paths, self.label_csvs)]
+        self.splits, self.split_path = self._resolve_splits()
+        for cohort in self._cohorts:
+            if cohort.labels is not None:
+                report_unlabelled([cohort.local(s) for s in self._subjects(cohort)],
+                                  cohort.labels, f"{cohort.name} subjects")
+        tables = [c.labels for c in self._cohorts if c.labels is not None]
+        if tables and self.task_type == "classification":
+            self._check_same_classes(tables)
+            self.num_classes = tables[0].num_classes
+            if self.output_dir:
+                save_class_mapping(tables[0], Path(self.output_dir) / "label_classes.json")
+        self.datasets = {name: self._build(self.splits[name]) for name in SPLIT_NAMES}
+        empty = [n for n in ("train", "val") if len(self.datasets[n]) == 0]
+        if empty:
+            raise ValueError(f"no clips in the {', '.join(empty)} split: check the run length "
+                             f"against --img_size T={self.img_size[3]} and the strides, or labels")
+        self._is_setup = True
+
+    @staticmethod
+    def _subjects(cohort: _Cohort) -> list:
+        return sorted({e.subject for e in cohort.entries})
+
+    @staticmethod
+    def _check_same_classes(tables) -> None:
+        if any(t.class_names != tables[0].class_names for t in tables):
+            raise ValueError("the cohorts' label tables have different classes: "
+                             + "; ".join(str(t.class_names) for t in tables))
+
+    def _resolve_splits(self):
+        name = "+".join(self.dataset_names)
+        if self.split_file or len(self._cohorts) == 1:
+            subjects = sorted({s for c in self._cohorts for s in self._subjects(c)})
+            split, path = resolve_split(subjects, train_split=self.train_split,
+                                        val_split=self.val_split, seed=self.seed,
+                                        split_file=self.split_file, output_dir=self.output_dir,
+                                        dataset_name=name)
+        else:  # one split per cohort, merged: every cohort keeps its proportions
+            parts = [resolve_split(self._subjects(c), train_split=self.train_split,
+                                   val_split=self.val_split, seed=self.seed, output_dir=None)[0]
+                     for c in self._cohorts]
+            split = {k: sorted(s for p in parts for s in p[k]) for k in SPLIT_NAMES}
+            path = None
+            if self.output_dir:
+                path = Path(self.output_dir) / "splits" / f"split_{name}_seed{self.seed}.txt"
+                if path.exists():
+                    split, path = resolve_split([s for c in self._cohorts
+                                                 for s in self._subjects(c)],
+                                                split_file=path)
+                else:
+                    _rank0_write(path, split)
+        in_split = {s for k in SPLIT_NAMES for s in split[k]}
+        left_out = sorted(s for c in self._cohorts for s in self._subjects(c) if s not in in_split)
+        if left_out:
+            warnings.warn(f"{len(left_out)} subjects with data are in no split of {path} and are "
+                          f"not used: {', '.join(left_out[:5])}{', ...' if len(left_out) > 5 else ''}",
+                          stacklevel=2)
+        return split, path
+
+    def _build(self, subjects: Sequence[str]) -> ConcatDataset:
+        wanted = set(subjects)
+        parts = []
+        for cohort in self._cohorts:
+            entries = [e for e in cohort.entries if e.subject in wanted]
+            parts.append(ClipDataset(entries, self.clip_spec, cohort.reader,
+                                     target_fn=self._target_fn(cohort),
+                                     target_dtype=self._target_dtype()))
+        return ConcatDataset(parts)
+
+    def _target_dtype(self) -> torch.dtype:
+        return torch.float32 if self.task_type == "regression" else torch.int64
+
+    @staticmethod
+    def _target_fn(cohort: _Cohort):
+        if cohort.labels is None:
+            return None
+        table, local = cohort.labels, cohort.local
+        return lambda entry, first, last: table.target_for(local(entry.subject), entry.run,
+                                                           first, last)
+
+    # -----------------------------------------------------------------------------------------
+    def train_target_stats(self) -> tuple:
+        """(mean, std) of the regression targets of the train split (one value per labelled
+        subject or run), for standardising targets."""
+        if self.task_type != "regression":
+            raise ValueError("train_target_stats() is for regression tasks")
+        values = []
+        train = set(self.splits["train"])
+        for cohort in self._cohorts:
+            for (subject, run), value in cohort.labels.targets.items():
+                if cohort.prefix + subject in train:
+                    values.append(float(value))
+        if not values:
+            raise ValueError("no labelled subjects in the train split")
+        std = float(np.std(values))
+        return float(np.mean(values)), std if std > 0 else 1.0
+
+    def cohort_of_clips(self, split: str = "train") -> list:
+        return [i for i, part in enumerate(self.datasets[split].datasets) for _ in range(len(part))]
+
+    # -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _distributed() -> bool:
+        return (torch.distributed.is_available() and torch.distributed.is_initialized()
+                and torch.distributed.get_world_size() > 1)
+
+    def _loader(self, dataset, batch_size: int, sampler=None, shuffle: bool = False) -> DataLoader:
+        generator = None
+        if shuffle:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle,
+                          generator=generator, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory,
+                          drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.datasets["train"]
+        weights = cohort_weights(self.cohort_of_clips("train"), self.cohort_sampling) \
+            if len(self._cohorts) > 1 else None
+        if weights is not None:
+            if self._distributed():
+                sampler = DistributedWeightedSampler(dataset, weights, seed=self.seed)
+            else:
+                generator = torch.Generator()
+                generator.manual_seed(self.seed)
+                sampler = WeightedRandomSampler(weights, num_samples=len(dataset),
+                                                replacement=True, generator=generator)
+            return self._loader(dataset, self.batch_size, sampler=sampler)
+        if self._distributed():
+            return self._loader(dataset, self.batch_size,
+                                sampler=DistributedSampler(dataset, shuffle=True, seed=self.seed))
+        return self._loader(dataset, self.batch_size, shuffle=True)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = UnpaddedDistributedSampler(dataset) if self._distributed() else None
+        return self._loader(dataset, self.eval_batch_size, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+
+def _rank0_write(path: Path, split: dict) -> None:
+    from .splits import _dist_rank_world, _wait_for
+
+    rank, world, dist = _dist_rank_world()
+    if rank == 0:
+        write_split_file(path, split)
+    if dist is not None and world > 1:
+        dist.barrier()
+    else:
+        _wait_for(path, 600.0)

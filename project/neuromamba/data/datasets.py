@@ -1,0 +1,211 @@
+"""Clip datasets over runs (HDF5 or synthetic) and the dataset registry.
+
+An item is a dict: ``fmri`` float32 (1, D, H, W, T) scaled at load time, ``target`` (int64 class
+or float32 value; 0 when unlabelled, e.g. pretraining), ``subject``, ``run``, ``start`` (first
+frame). Only the clip's frames are read, in one HDF5 read straight into a preallocated array.
+"""
+from __future__ import annotations
+
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from . import store
+from .dummy import DummyGenerator, DummySpec
+from .scaling import get_scaling, scale_inplace
+from .windows import clip_slice, clip_span, clip_starts
+
+
+@dataclass(frozen=True)
+class RunEntry:
+    subject: str
+    run: str
+    num_frames: int
+    path: str | None = None  # HDF5 file; None for synthetic runs
+
+
+@dataclass(frozen=True)
+class ClipSpec:
+    sequence_length: int = 20
+    stride_within_seq: int = 1
+    stride_between_seq: int = 1
+    scaling_method: str = "znorm_minback"
+
+    def __post_init__(self):
+        get_scaling(self.scaling_method)  # fail early on a bad name
+        clip_span(self.sequence_length, self.stride_within_seq)
+
+
+# ---------------------------------------------------------------------------------------------
+# Frame readers: raw frames (T, D, H, W) float32 + the run's stats
+# ---------------------------------------------------------------------------------------------
+class HDF5Reader:
+    """Keeps open h5py handles per process (opened lazily, so after a DataLoader fork), LRU."""
+
+    def __init__(self, max_open: int = 64):
+        self.max_open = max_open
+        self._files: OrderedDict = OrderedDict()
+        self._pid = None
+
+    def __getstate__(self):  # never send open handles to workers
+        return {"max_open": self.max_open, "_files": OrderedDict(), "_pid": None}
+
+    def _handle(self, path: str):
+        import h5py
+
+        if self._pid != os.getpid():  # forked: the parent's handles are not ours
+            self._files, self._pid = OrderedDict(), os.getpid()
+        f = self._files.get(path)
+        if f is None:
+            try:
+                f = h5py.File(path, "r")
+            except Exception as err:
+                raise ValueError(f"{path}: cannot open HDF5 run ({type(err).__name__}: {err}); "
+                                 f"run `preprocess.py check` on the folder") from err
+            self._files[path] = f
+            while len(self._files) > self.max_open:
+                self._files.popitem(last=False)[1].close()
+        self._files.move_to_end(path)
+        return f
+
+    def stats(self, entry: RunEntry) -> dict:
+        return store.read_stats(self._handle(entry.path).attrs)
+
+    def frames(self, entry: RunEntry, frames: slice) -> np.ndarray:
+        """Frames in the stored dtype (T, D, H, W): one read of just those chunks."""
+        return store.read_frames(self._handle(entry.path)["fmri"], frames)
+
+    def close(self) -> None:
+        for f in self._files.values():
+            f.close()
+        self._files.clear()
+
+
+class DummyReader:
+    def __init__(self, generator: DummyGenerator):
+        self.generator = generator
+
+    def stats(self, entry: RunEntry) -> dict:
+        return self.generator.stats(entry.subject, entry.run)
+
+    def frames(self, entry: RunEntry, frames: slice) -> np.ndarray:
+        return self.generator.frames(entry.subject, entry.run, range(frames.start, frames.stop,
+                                                                        frames.step or 1))
+
+
+# ---------------------------------------------------------------------------------------------
+TargetFn = Callable[[RunEntry, int, int], object]  # (entry, first, last frame) -> value | None
+
+
+class ClipDataset(Dataset):
+    """All clips of the given runs; clips without a label (target_fn -> None) are left out."""
+
+    def __init__(self, entries: Sequence[RunEntry], spec: ClipSpec, reader,
+                 target_fn: TargetFn | None = None, target_dtype: torch.dtype = torch.int64,
+                 target_transform: Callable[[float], float] | None = None):
+        self.entries, self.spec, self.reader = list(entries), spec, reader
+        self.target_dtype, self.target_transform = target_dtype, target_transform
+        span = clip_span(spec.sequence_length, spec.stride_within_seq)
+        index, targets = [], []
+        for run_idx, entry in enumerate(self.entries):
+            for start in clip_starts(entry.num_frames, spec.sequence_length,
+                                     spec.stride_within_seq, spec.stride_between_seq):
+                target = target_fn(entry, start, start + span - 1) if target_fn else 0
+                if target is None:
+                    continue
+                index.append((run_idx, start))
+                targets.append(target)
+        self.index = index
+        self.targets = targets
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def clip_subjects(self) -> list:
+        return [self.entries[r].subject for r, _ in self.index]
+
+    def __getitem__(self, i: int) -> dict:
+        run_idx, start = self.index[i]
+        entry = self.entries[run_idx]
+        frames = clip_slice(start, self.spec.sequence_length, self.spec.stride_within_seq)
+        raw = self.reader.frames(entry, frames)  # (T, D, H, W), stored dtype
+        if raw.shape[0] != self.spec.sequence_length:
+            raise ValueError(f"{entry.path or entry.subject}: clip at frame {start} has "
+                             f"{raw.shape[0]} frames, expected {self.spec.sequence_length}")
+        # One pass converts to float32 and moves time last (the model's (D, H, W, T) layout).
+        clip = np.empty(raw.shape[1:] + raw.shape[:1], dtype=np.float32)
+        clip[...] = np.moveaxis(raw, 0, -1)
+        scale_inplace(clip, self.reader.stats(entry), self.spec.scaling_method)
+        fmri = torch.from_numpy(clip)[None]
+        target = self.targets[i]
+        if self.target_transform is not None:
+            target = self.target_transform(target)
+        return {"fmri": fmri, "target": torch.tensor(target, dtype=self.target_dtype),
+                "subject": entry.subject, "run": entry.run, "start": torch.tensor(start)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Run discovery and the registry
+# ---------------------------------------------------------------------------------------------
+def discover_hdf5_runs(image_path: str | Path) -> list:
+    """``{image_path}/{subject}/{run}.h5`` -> RunEntry list (frame counts read from the files)."""
+    import h5py
+
+    root = Path(image_path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"--image_path {root}: no such folder")
+    entries = []
+    for path in sorted(root.glob("*/*.h5")):
+        try:
+            with h5py.File(path, "r") as f:
+                if not f.attrs.get("complete", False):
+                    raise ValueError("incomplete file (no 'complete' attribute)")
+                entries.append(RunEntry(path.parent.name, path.stem, int(f["fmri"].shape[0]),
+                                        str(path)))
+        except Exception as err:
+            raise ValueError(f"{path}: unreadable HDF5 run ({type(err).__name__}: {err}); run "
+                             f"`python project/preprocess.py check {root} --remove` to list or "
+                             f"remove bad files") from err
+    if not entries:
+        raise ValueError(f"--image_path {root}: no runs found (expected {{subject}}/{{run}}.h5 "
+                         f"files written by project/preprocess.py)")
+    return entries
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """One registry entry: where runs come from and how labels are read."""
+
+    name: str
+    cohort: str          # key of labels.COHORTS
+    synthetic: bool = False
+
+
+DATASETS = {
+    "Dummy": DatasetInfo("Dummy", "CSV", synthetic=True),
+    "HCP": DatasetInfo("HCP", "HCP"),
+    "S1200": DatasetInfo("S1200", "HCP"),
+    "ABCD": DatasetInfo("ABCD", "ABCD"),
+    "UKB": DatasetInfo("UKB", "UKB"),
+    "CSV": DatasetInfo("CSV", "CSV"),
+}
+
+
+def get_dataset_info(name: str) -> DatasetInfo:
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"--dataset_name {name!r} is unknown; choose one of {sorted(DATASETS)} "
+                         f"(use CSV with --label_csv for a new dataset)") from None
+
+
+def dummy_entries(spec: DummySpec) -> list:
+    from .dummy import run_ids, subject_ids
+
+    return [RunEntry(s, r, spec.num_frames) for s in subject_ids(spec) for r in run_ids(spec)]

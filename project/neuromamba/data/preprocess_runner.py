@@ -1,0 +1,238 @@
+"""NIfTI runs -> HDF5 runs: discover inputs, process each run, in parallel, with a report.
+
+One bad file never stops the others: each run ends as ``done``, ``skipped`` (already complete)
+or ``failed`` with one line saying why; the caller turns any failure into a non-zero exit code.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import re
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from . import nifti, store
+
+NIFTI_SUFFIXES = (".nii.gz", ".nii")
+# subject = first path component (a subject folder) or the file name up to the first "_";
+# run = the rest of the name. "sub-01_task-rest_bold.nii.gz" -> ("sub-01", "task-rest_bold");
+# "100206/rfMRI_REST1_LR.nii.gz" -> ("100206", "rfMRI_REST1_LR").
+DEFAULT_SUBJECT_REGEX = r"^(?P<subject>[^/_]+)[/_](?P<run>.+)$"
+
+
+@dataclass(frozen=True)
+class RunJob:
+    source: str
+    subject: str
+    run: str
+
+
+@dataclass(frozen=True)
+class PreprocessOptions:
+    target_shape: tuple = (96, 96, 96)
+    resample_to: float | None = None  # mm; None keeps the input voxel size
+    min_frames: int = 20
+    compression: str = "none"
+    storage_dtype: str = "auto"
+    fp16_tolerance: float = store.DEFAULT_FP16_TOLERANCE
+    allow_crop_brain: bool = False
+    overwrite: bool = False
+
+
+@dataclass
+class RunResult:
+    job: RunJob
+    status: str  # done | skipped | failed
+    message: str = ""
+    path: str = ""
+    nbytes: int = 0
+
+
+@dataclass
+class Summary:
+    results: list = field(default_factory=list)
+
+    def count(self, status: str) -> int:
+        return sum(r.status == status for r in self.results)
+
+    @property
+    def failed(self) -> list:
+        return [r for r in self.results if r.status == "failed"]
+
+    def line(self, out_dir: str | Path) -> str:
+        size = folder_size(out_dir)
+        return (f"done {self.count('done')}, skipped {self.count('skipped')}, failed "
+                f"{self.count('failed')}; {out_dir} holds {size / 2**20:.1f} MiB")
+
+
+def strip_nifti_suffix(name: str) -> str:
+    for suffix in NIFTI_SUFFIXES:
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
+def safe_name(text: str) -> str:
+    """Subject/run ids become folder/file names: keep them portable."""
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run0"
+
+
+def job_from_relative_path(rel: str, source: str, subject_regex: str) -> RunJob:
+    stem = strip_nifti_suffix(rel.replace(os.sep, "/"))
+    match = re.search(subject_regex, stem)
+    if match and match.groupdict().get("subject"):
+        subject = match.group("subject")
+        run = match.groupdict().get("run") or "run0"
+    else:  # no match: the whole name is the subject, one run
+        subject, run = Path(stem).name, "run0"
+    return RunJob(source, safe_name(subject), safe_name(run))
+
+
+def discover_runs(input_path: str | Path, subject_regex: str = DEFAULT_SUBJECT_REGEX) -> list:
+    """A folder (searched recursively for .nii/.nii.gz) or a CSV with columns path[,subject,run]."""
+    input_path = Path(input_path)
+    if not input_path.exists():
+        raise FileNotFoundError(f"--input {input_path}: no such file or folder")
+    if input_path.is_file():
+        return _runs_from_csv(input_path, subject_regex)
+    jobs = []
+    for p in sorted(input_path.rglob("*")):
+        if p.is_file() and p.name.endswith(NIFTI_SUFFIXES):
+            jobs.append(job_from_relative_path(str(p.relative_to(input_path)), str(p), subject_regex))
+    if not jobs:
+        raise ValueError(f"--input {input_path}: no .nii or .nii.gz files found")
+    _check_unique(jobs)
+    return jobs
+
+
+def _runs_from_csv(path: Path, subject_regex: str) -> list:
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    if not rows or "path" not in rows[0]:
+        raise ValueError(f"--input {path}: a run list needs a 'path' column (and optional "
+                         f"'subject', 'run' columns)")
+    jobs = []
+    for row in rows:
+        src = Path(row["path"])
+        if not src.is_absolute():
+            src = path.parent / src
+        guess = job_from_relative_path(Path(row["path"]).name, str(src), subject_regex)
+        jobs.append(RunJob(str(src), safe_name(row.get("subject") or guess.subject),
+                           safe_name(row.get("run") or guess.run)))
+    _check_unique(jobs)
+    return jobs
+
+
+def _check_unique(jobs: Sequence[RunJob]) -> None:
+    seen = {}
+    for job in jobs:
+        key = (job.subject, job.run)
+        if key in seen:
+            raise ValueError(f"{seen[key]} and {job.source} both map to subject {job.subject!r} "
+                             f"run {job.run!r}; adjust --subject_regex or give a run list CSV")
+        seen[key] = job.source
+
+
+# ---------------------------------------------------------------------------------------------
+def preprocess_one(job: RunJob, out_dir: str, options: PreprocessOptions) -> RunResult:
+    """Validate, resample, crop/pad, compute stats, write. Never raises: failures are results."""
+    final = store.run_path(out_dir, job.subject, job.run)
+    try:
+        if not options.overwrite and final.exists() and store.is_complete(final):
+            return RunResult(job, "skipped", "already complete", str(final), final.stat().st_size)
+        img = nifti.load_nifti(job.source)
+        nifti.validate_header(img, job.source, options.min_frames)
+        source_shape, source_affine = img.shape[:3], np.asarray(img.affine)
+        resampled = False
+        if options.resample_to and nifti.needs_resampling(img, options.resample_to):
+            nifti.validate_data(nifti.read_nifti_data(img, job.source), job.source)
+            img = nifti.resample_to_voxel_size(img, options.resample_to)
+            resampled = True
+        data = nifti.read_nifti_data(img, job.source)
+        nifti.validate_data(data, job.source)
+        mask = nifti.brain_mask_of(data)
+        record = nifti.plan_crop_pad(mask, options.target_shape, np.asarray(img.affine),
+                                     allow_crop_brain=options.allow_crop_brain, path=job.source,
+                                     source_shape=source_shape, source_affine=source_affine,
+                                     resampled=resampled)
+        cropped = nifti.apply_crop_pad(data, record)  # (D, H, W, T), raw, background 0
+        del data
+        stats = store.compute_stats(cropped)
+        dtype, reason = store.choose_storage_dtype(cropped, stats, options.storage_dtype,
+                                                   options.fp16_tolerance)
+        store.write_run(final, np.moveaxis(cropped, -1, 0), subject=job.subject, run=job.run,
+                        stats=stats, brain_mask=nifti.brain_mask_of(cropped), storage_dtype=dtype,
+                        dtype_reason=reason, compression=options.compression,
+                        crop_pad_json=record.to_json(),
+                        voxel_size=tuple(float(z) for z in img.header.get_zooms()[:3]),
+                        source_file=str(Path(job.source).resolve()))
+        return RunResult(job, "done", reason, str(final), final.stat().st_size)
+    except Exception as err:  # one clear line per bad file; the others go through
+        return RunResult(job, "failed", _one_line(err, job.source))
+
+
+def _one_line(err: Exception, source: str) -> str:
+    text = " ".join(str(err).split())
+    return text if source in text else f"{source}: {text}"
+
+
+def run_jobs(jobs: Iterable, work: Callable, num_workers: int = 0, desc: str = "runs",
+             progress: bool = True) -> Summary:
+    """Apply ``work(job) -> RunResult`` to every job, in processes when num_workers > 0."""
+    from tqdm import tqdm
+
+    jobs = list(jobs)
+    summary = Summary()
+    bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress)
+    if num_workers and num_workers > 0:
+        with ProcessPoolExecutor(max_workers=num_workers) as pool:
+            futures = [pool.submit(work, job) for job in jobs]
+            for fut in as_completed(futures):
+                summary.results.append(fut.result())
+                bar.update(1)
+    else:
+        for job in jobs:
+            summary.results.append(work(job))
+            bar.update(1)
+    bar.close()
+    summary.results.sort(key=lambda r: (r.job.subject, r.job.run))
+    return summary
+
+
+class _Preprocess:
+    """Picklable callable for the process pool."""
+
+    def __init__(self, out_dir: str, options: PreprocessOptions):
+        self.out_dir, self.options = out_dir, options
+
+    def __call__(self, job: RunJob) -> RunResult:
+        return preprocess_one(job, self.out_dir, self.options)
+
+
+def preprocess_folder(input_path, out_dir, options: PreprocessOptions, *, num_workers: int = 0,
+                      subject_regex: str = DEFAULT_SUBJECT_REGEX, progress: bool = True) -> Summary:
+    jobs = discover_runs(input_path, subject_regex)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    summary = run_jobs(jobs, _Preprocess(str(out_dir), options), num_workers, "NIfTI -> HDF5",
+                       progress)
+    write_report(summary, Path(out_dir) / "preprocess_report.csv")
+    return summary
+
+
+def write_report(summary: Summary, path: Path) -> None:
+    tmp = path.with_name(path.name + store.TMP_MARKER + str(os.getpid()))
+    with open(tmp, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["subject", "run", "status", "source", "output", "bytes", "message"])
+        for r in summary.results:
+            writer.writerow([r.job.subject, r.job.run, r.status, r.job.source, r.path, r.nbytes,
+                             r.message])
+    os.replace(tmp, path)
+
+
+def folder_size(path: str | Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*.h5") if p.is_file())

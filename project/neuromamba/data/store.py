@@ -1,0 +1,214 @@
+"""The HDF5 run format: one file per run, one TR per chunk, raw values + brain statistics.
+
+Layout of ``{subject}/{run}.h5``::
+
+    /fmri        (T, D, H, W) raw values, chunks (1, D, H, W), dtype float16|int16|float32
+    /brain_mask  (D, H, W) uint8, voxels non-zero in any frame
+    attrs: format_version, subject, run, source_file, storage_dtype, dtype_reason,
+           compression, stats_valid_voxels, stats_mean, stats_std, stats_min, stats_max,
+           voxel_size, crop_pad (JSON of CropPadRecord), complete (written last)
+
+Files are written under a temporary name in the destination folder and renamed when complete,
+so a killed writer never leaves a file that looks finished.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+FORMAT_VERSION = 1
+COMPRESSIONS = {"none": None, "gzip": "gzip", "lzf": "lzf"}
+STORAGE_DTYPES = ("auto", "float16", "int16", "float32")
+FP16_MAX = 65504.0
+# fp16 is accepted when its worst rounding error is below this fraction of the brain std.
+DEFAULT_FP16_TOLERANCE = 1e-3
+STAT_KEYS = ("valid_voxels", "mean", "std", "min", "max")
+TMP_MARKER = ".tmp-"
+
+
+@dataclass(frozen=True)
+class RunStats:
+    valid_voxels: int
+    mean: float
+    std: float
+    min: float
+    max: float
+
+    def as_dict(self) -> dict:
+        return {k: getattr(self, k) for k in STAT_KEYS}
+
+
+def compute_stats(data: np.ndarray, *, frame_axis: int = -1, block: int = 64) -> RunStats:
+    """Count, mean, std, min, max over non-zero values (brain voxels), in float64 by blocks."""
+    n, total, total_sq = 0, 0.0, 0.0
+    lo, hi = np.inf, -np.inf
+    frames = data.shape[frame_axis]
+    for start in range(0, frames, block):
+        part = np.take(data, range(start, min(start + block, frames)), axis=frame_axis)
+        values = part[part != 0].astype(np.float64)
+        if values.size:
+            n += values.size
+            total += values.sum()
+            total_sq += np.square(values).sum()
+            lo, hi = min(lo, values.min()), max(hi, values.max())
+    if n == 0:
+        raise ValueError("no non-zero (brain) voxels")
+    mean = total / n
+    # Two-pass would be more exact; the block sums in float64 are exact enough for fMRI ranges.
+    var = max(total_sq / n - mean * mean, 0.0)
+    return RunStats(int(n), float(mean), float(np.sqrt(var)), float(lo), float(hi))
+
+
+def choose_storage_dtype(data: np.ndarray, stats: RunStats, requested: str = "auto",
+                         fp16_tolerance: float = DEFAULT_FP16_TOLERANCE) -> tuple:
+    """Pick the on-disk dtype; returns (numpy dtype, reason).
+
+    ``auto``: int16 when every value is an integer in int16 range (exact); else float16 when the
+    values fit and the worst fp16 rounding error is below ``fp16_tolerance`` x brain std; else
+    float32. A requested dtype that would lose information raises.
+    """
+    if requested not in STORAGE_DTYPES:
+        raise ValueError(f"--storage_dtype {requested!r}: choose one of {STORAGE_DTYPES}")
+    max_abs = max(abs(stats.min), abs(stats.max))
+    is_integer = max_abs <= 32767 and _all_integer(data)
+    if requested in ("auto", "int16") and is_integer:
+        return np.dtype(np.int16), "integer values within int16 range: stored exactly"
+    if requested == "int16":
+        raise ValueError("--storage_dtype int16: values are not all integers within int16 range")
+    if requested in ("auto", "float16"):
+        if max_abs > FP16_MAX:
+            reason = f"max |value| {max_abs:.6g} exceeds the float16 range"
+        else:
+            worst = _max_fp16_error(data)
+            rel = worst / max(stats.std, 1e-12)
+            if rel <= fp16_tolerance:
+                return np.dtype(np.float16), (f"float16 worst rounding error {worst:.3g} = "
+                                              f"{rel:.2e} x brain std (<= {fp16_tolerance:g})")
+            reason = (f"float16 worst rounding error {worst:.3g} = {rel:.2e} x brain std "
+                      f"(> {fp16_tolerance:g})")
+        if requested == "float16":
+            raise ValueError(f"--storage_dtype float16 would lose precision: {reason}")
+        return np.dtype(np.float32), f"float32: {reason}"
+    return np.dtype(np.float32), "float32 requested"
+
+
+def _all_integer(data: np.ndarray, block: int = 64) -> bool:
+    for start in range(0, data.shape[-1], block):
+        part = data[..., start:start + block]
+        if not np.array_equal(part, np.round(part)):
+            return False
+    return True
+
+
+def _max_fp16_error(data: np.ndarray, block: int = 64) -> float:
+    worst = 0.0
+    for start in range(0, data.shape[-1], block):
+        part = data[..., start:start + block].astype(np.float32)
+        worst = max(worst, float(np.max(np.abs(part.astype(np.float16).astype(np.float32) - part))))
+    return worst
+
+
+def run_path(root: str | Path, subject: str, run: str) -> Path:
+    return Path(root) / str(subject) / f"{run}.h5"
+
+
+def is_complete(path: str | Path) -> bool:
+    """True when ``path`` is a finished file of this format version."""
+    import h5py
+
+    try:
+        with h5py.File(path, "r") as f:
+            return bool(f.attrs.get("complete", False)) and \
+                int(f.attrs.get("format_version", -1)) == FORMAT_VERSION
+    except Exception:  # unreadable/partial file: not complete, will be redone
+        return False
+
+
+def remove_stale_temporaries(final_path: str | Path) -> None:
+    """Delete temporary files a killed writer left for this run."""
+    final_path = Path(final_path)
+    if final_path.parent.exists():
+        for tmp in final_path.parent.glob(final_path.name + TMP_MARKER + "*"):
+            tmp.unlink(missing_ok=True)
+
+
+def write_run(path: str | Path, frames_tdhw: np.ndarray, *, subject: str, run: str,
+              stats: RunStats, brain_mask: np.ndarray, storage_dtype: np.dtype,
+              dtype_reason: str = "", compression: str = "none", crop_pad_json: str = "",
+              voxel_size: Sequence[float] = (), source_file: str = "",
+              extra_attrs: Mapping[str, object] | None = None) -> Path:
+    """Write one run atomically. ``frames_tdhw`` is (T, D, H, W) raw values."""
+    import h5py
+
+    if compression not in COMPRESSIONS:
+        raise ValueError(f"--compression {compression!r}: choose one of {sorted(COMPRESSIONS)}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_temporaries(path)
+    tmp = path.with_name(path.name + TMP_MARKER + str(os.getpid()))
+    T, D, H, W = frames_tdhw.shape
+    try:
+        with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
+            kw = {"compression": COMPRESSIONS[compression]} if COMPRESSIONS[compression] else {}
+            dset = f.create_dataset("fmri", shape=(T, D, H, W), dtype=storage_dtype,
+                                    chunks=(1, D, H, W), track_times=False, **kw)
+            for t in range(T):  # frame by frame: bounded memory for the dtype conversion
+                dset[t] = frames_tdhw[t].astype(storage_dtype)
+            f.create_dataset("brain_mask", data=brain_mask.astype(np.uint8), track_times=False)
+            attrs = {
+                "format_version": FORMAT_VERSION, "subject": str(subject), "run": str(run),
+                "source_file": str(source_file), "storage_dtype": np.dtype(storage_dtype).name,
+                "dtype_reason": dtype_reason, "compression": compression,
+                "crop_pad": crop_pad_json,
+                "voxel_size": np.asarray(voxel_size, dtype=np.float64),
+            }
+            attrs.update({f"stats_{k}": v for k, v in stats.as_dict().items()})
+            attrs.update(extra_attrs or {})
+            for key, value in attrs.items():
+                f.attrs[key] = value
+            f.attrs["complete"] = True  # last: a file without it is partial
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    return path
+
+
+def read_stats(attrs) -> dict:
+    missing = [k for k in STAT_KEYS if f"stats_{k}" not in attrs]
+    if missing:
+        raise ValueError(f"statistics missing: {missing}")
+    return {k: float(attrs[f"stats_{k}"]) for k in STAT_KEYS}
+
+
+def read_frames(dset, indices: Sequence[int] | slice, out: np.ndarray | None = None) -> np.ndarray:
+    """Read frames of a (T, D, H, W) dataset straight into a preallocated array.
+
+    ``indices`` is a slice (contiguous or strided) or an evenly spaced index list; only those
+    chunks are read.
+    """
+    sel = _as_slice(indices)
+    n = len(range(*sel.indices(dset.shape[0])))
+    if out is None:
+        out = np.empty((n,) + tuple(dset.shape[1:]), dtype=dset.dtype)
+    if out.dtype == dset.dtype:
+        dset.read_direct(out, source_sel=np.s_[sel])
+    else:
+        out[...] = dset[sel]
+    return out
+
+
+def _as_slice(indices) -> slice:
+    if isinstance(indices, slice):
+        return indices
+    idx = np.asarray(indices, dtype=np.int64)
+    if idx.size == 0:
+        raise ValueError("no frames requested")
+    step = int(idx[1] - idx[0]) if idx.size > 1 else 1
+    if step <= 0 or not np.array_equal(idx, idx[0] + step * np.arange(idx.size)):
+        raise ValueError("frame indices must be evenly spaced and increasing")
+    return slice(int(idx[0]), int(idx[-1]) + 1, step)
