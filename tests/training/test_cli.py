@@ -1,0 +1,122 @@
+import subprocess
+import sys
+
+import pytest
+
+from neuromamba.cli import parse_args
+from neuromamba.training.trainer import STRATEGY_BUILDERS, build_strategy, deepspeed_config, trainer_kwargs
+
+README_PRETRAIN = ("--model fmamba --pretraining --use_autoregressive --calc_loss_without_background "
+                   "--embed_dim 192 --depth 12 --patch_size 6 6 6 2 --img_size 96 96 96 20 --batch_size 3 "
+                   "--gradient_accumulation_steps 1 --precision bf16 --dataset_name Dummy --max_epochs 40 "
+                   "--learning_rate 1e-4 --weight_decay 1e-2 --accelerator gpu --devices 12 --num_nodes 32 "
+                   "--strategy deepspeed_stage_1 --loggername wandb --project_name neuromamba_pretrain").split()
+
+
+def test_readme_pretraining_flags_parse():
+    a = parse_args(README_PRETRAIN)
+    assert a.task == "pretraining" and a.background_removal == "batch"
+    assert (a.embed_dim, a.depth, a.d_state, a.headdim) == (192, 12, 48, 192)
+    assert a.lightning_precision == "bf16-mixed" and a.devices == 12 and a.num_nodes == 32
+
+
+def test_readme_finetune_flags_parse(tmp_path):
+    ckpt = tmp_path / "3M_E192.pt"
+    ckpt.write_bytes(b"x")
+    a = parse_args(["--model", "fmamba", "--downstream_task", "sex", "--downstream_task_type", "classification",
+                    "--dataset_name", "HCP", "--image_path", str(tmp_path), "--load_model_path", str(ckpt),
+                    "--embed_dim", "192", "--depth", "12", "--clf_head_version", "mamba",
+                    "--freeze_feature_extractor", "--precision", "bf16"])
+    assert a.task == "classification" and a.freeze_feature_extractor and a.clf_head_version == "mamba"
+
+
+def test_model_size_and_explicit_override():
+    a = parse_args(["--pretraining", "--model_size", "medium", "--depth", "2"])
+    assert (a.embed_dim, a.depth, a.d_state, a.headdim) == (256, 2, 64, 256)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--freeze_feature_extractor"], "--freeze_feature_extractor needs"),
+    (["--prompt_tuning"], "--prompt_tuning needs"),
+    (["--pretraining", "--img_size", "96", "96", "96", "21"], "not divisible"),
+    (["--pretraining", "--downstream_task", "sex"], "--pretraining learns without labels"),
+    (["--use_autoregressive"], "add --pretraining"),
+    (["--pretraining", "--calc_loss_without_background", "--background_removal", "none"], "contradicts"),
+    (["--test_only"], "--test_only needs --test_ckpt_path"),
+    (["--pretraining", "--strategy", "deepspeed_stage_1", "--accelerator", "cpu"], "needs CUDA"),
+    (["--dataset_name", "HCP", "--downstream_task", "sex"], "needs --image_path"),
+    (["--clf_head_version", "transformer"], "--clf_head_version"),
+    (["--downstream_task_type", "regression", "--label_smoothing", "0.1"], "--label_smoothing"),
+    (["--pretraining", "--warmup_ratio", "1.5"], "--warmup_ratio"),
+    (["--pretraining", "--load_model_path", "/nonexistent.pt"], "no such file"),
+])
+def test_contradictions_fail_with_one_sentence(argv, message):
+    with pytest.raises((ValueError, FileNotFoundError), match=message.replace("-", r"\-")):
+        parse_args(argv)
+
+
+def test_unknown_flag_exits():
+    with pytest.raises(SystemExit):
+        parse_args(["--pretraining", "--no_such_flag"])
+
+
+def test_main_prints_one_line_error(repo_root):
+    proc = subprocess.run([sys.executable, str(repo_root / "project" / "main.py"), "--freeze_feature_extractor"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    assert lines == ["main.py: error: --freeze_feature_extractor needs a pretrained backbone from --load_model_path"]
+
+
+def test_config_yaml_defaults_and_command_line_wins(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("pretraining: true\nlearning_rate: 0.003\nbatch_size: 7\nimg_size: [48, 48, 48, 10]\n"
+                   "model_size: small\n")
+    a = parse_args(["--config", str(cfg), "--batch_size", "2"])
+    assert a.pretraining and a.learning_rate == 0.003 and a.batch_size == 2
+    assert a.img_size == [48, 48, 48, 10] and a.embed_dim == 128
+
+
+def test_config_yaml_unknown_key_and_bad_choice(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("pretraining: true\nlerning_rate: 0.1\n")
+    with pytest.raises(ValueError, match="unknown keys"):
+        parse_args(["--config", str(cfg)])
+    cfg.write_text("pretraining: true\nmodel_size: huge\n")
+    with pytest.raises(ValueError, match="model_size"):
+        parse_args(["--config", str(cfg)])
+
+
+def test_variant_presets_parse(repo_root):
+    for name in ("small", "base", "medium", "large"):
+        a = parse_args(["--config", str(repo_root / "configs" / f"pretrain_{name}.yaml"), "--accelerator", "gpu"])
+        assert a.model_size == name and a.pretraining
+
+
+@pytest.mark.parametrize("stage", [1, 2, 3])
+def test_deepspeed_strategy_objects_from_flags(stage):
+    from pytorch_lightning.strategies import DeepSpeedStrategy
+
+    a = parse_args(README_PRETRAIN[:-6] + ["--strategy", f"deepspeed_stage_{stage}"])
+    strategy = build_strategy(a)
+    assert isinstance(strategy, DeepSpeedStrategy)
+    assert strategy.config["zero_optimization"]["stage"] == stage
+    assert strategy.config["bf16"] == {"enabled": True}
+    assert "fp16" not in strategy.config
+    assert "gradient_accumulation_steps" not in strategy.config  # Lightning sets it from the Trainer
+
+
+def test_deepspeed_fp16_and_offload_config():
+    cfg = deepspeed_config(2, "16-mixed", offload=True)
+    assert cfg["fp16"]["enabled"] and "bf16" not in cfg
+    assert cfg["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+
+
+def test_trainer_kwargs_map_flags(tmp_path):
+    a = parse_args(["--pretraining", "--precision", "bf16", "--gradient_accumulation_steps", "4",
+                    "--clip_grad_norm", "1.0", "--strategy", "ddp", "--accelerator", "cpu", "--devices", "2",
+                    "--limit_train_batches", "3"])
+    kw = trainer_kwargs(a, tmp_path, "pretraining")
+    assert kw["precision"] == "bf16-mixed" and kw["accumulate_grad_batches"] == 4
+    assert kw["gradient_clip_val"] == 1.0 and kw["devices"] == 2 and kw["limit_train_batches"] == 3
+    assert set(STRATEGY_BUILDERS) >= {"ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"}
