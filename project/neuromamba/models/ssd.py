@@ -49,6 +49,67 @@ def process_dt(
     return dt
 
 
+def _shift_right(t: torch.Tensor, shift: int) -> torch.Tensor:
+    """out[:, i] = t[:, i - shift] (zeros for i < shift), time on dim 1."""
+    if shift == 0:
+        return t
+    out = torch.zeros_like(t)
+    if shift >= t.shape[1]:
+        return out
+    out[:, shift:] = t[:, : t.shape[1] - shift]
+    return out
+
+
+def _shift_left(t: torch.Tensor, shift: int) -> torch.Tensor:
+    """out[:, i] = t[:, i + shift] (zeros past the end), time on dim 1."""
+    if shift == 0:
+        return t
+    out = torch.zeros_like(t)
+    if shift >= t.shape[1]:
+        return out
+    out[:, : t.shape[1] - shift] = t[:, shift:]
+    return out
+
+
+class _CausalConv1d(torch.autograd.Function):
+    """Depthwise causal conv as shifted multiply-adds with a hand-written backward.
+
+    Autograd through slices would allocate and zero a full-size gradient per tap; this keeps
+    the backward to a few fused passes. Taps are dropped where ``same_seq[shift]`` is False.
+    """
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, same_seq):
+        width = weight.shape[1]
+        out = x * weight[:, width - 1]
+        for shift in range(1, width):
+            past = _shift_right(x, shift)
+            if same_seq is not None:
+                past = past * same_seq[shift - 1]
+            out.add_(past * weight[:, width - 1 - shift])
+        if bias is not None:
+            out.add_(bias)
+        ctx.save_for_backward(x, weight, same_seq)
+        ctx.has_bias = bias is not None
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight, same_seq = ctx.saved_tensors
+        width = weight.shape[1]
+        grad_out = grad_out.contiguous()
+        grad_x = grad_out * weight[:, width - 1]
+        grad_w = torch.empty_like(weight)
+        reduce_dims = tuple(range(x.dim() - 1))
+        grad_w[:, width - 1] = (grad_out * x).sum(reduce_dims)
+        for shift in range(1, width):
+            g = grad_out if same_seq is None else grad_out * same_seq[shift - 1]
+            grad_x.add_(_shift_left(g * weight[:, width - 1 - shift], shift))
+            grad_w[:, width - 1 - shift] = (g * _shift_right(x, shift)).sum(reduce_dims)
+        grad_b = grad_out.sum(reduce_dims) if ctx.has_bias else None
+        return grad_x, grad_w, grad_b, None
+
+
 def causal_conv1d_ref(
     x: torch.Tensor,
     weight: torch.Tensor,
@@ -64,22 +125,50 @@ def causal_conv1d_ref(
     """
     if activation not in (None, "silu", "swish"):
         raise ValueError(f"causal_conv1d_ref: unsupported activation {activation!r}")
-    seqlen = x.shape[1]
-    width = weight.shape[1]
-    out = x * weight[:, width - 1]  # the current token pairs with the last tap
-    for shift in range(1, min(width, seqlen + 1)):
-        if shift >= seqlen:
-            break
-        past = x[:, : seqlen - shift] * weight[:, width - 1 - shift]
-        if seq_idx is not None:
-            same_seq = seq_idx[:, shift:] == seq_idx[:, : seqlen - shift]
-            past = past * same_seq.unsqueeze(-1).to(past.dtype)
-        out = out + F.pad(past, (0, 0, shift, 0))
-    if bias is not None:
-        out = out + bias
-    if activation is not None:
-        out = F.silu(out)
-    return out
+    dtype = torch.promote_types(x.dtype, weight.dtype)  # autocast does not reach custom ops
+    x, weight = x.to(dtype), weight.to(dtype)
+    bias = None if bias is None else bias.to(dtype)
+    same_seq = None
+    if seq_idx is not None:
+        # same_seq[k-1][b, t] = 1 where token t and token t-k belong to the same sequence.
+        same_seq = torch.stack([seq_idx == _shift_right(seq_idx, k)
+                                for k in range(1, weight.shape[1])]).unsqueeze(-1).to(dtype)
+    out = _CausalConv1d.apply(x, weight, bias, same_seq)
+    return F.silu(out) if activation is not None else out
+
+
+class _StatePassing(torch.autograd.Function):
+    """H_c = a_c * H_{c-1} + S_c over chunks c, H_{-1} = h0; returns (H_{c-1} for each c, H_last).
+
+    A hand-written backward: autograd through a Python loop of indexing would build O(c^2)
+    zero-filled gradients. States are tiny (h x p x n per chunk), so the loop is cheap.
+    """
+
+    @staticmethod
+    def forward(ctx, chunk_states, chunk_decay, h0):
+        nchunks = chunk_states.shape[1]
+        before = torch.empty_like(chunk_states)
+        state = h0
+        for c in range(nchunks):
+            before[:, c] = state
+            state = torch.addcmul(chunk_states[:, c], chunk_decay[:, c, :, None, None], state)
+        ctx.save_for_backward(chunk_decay, before)
+        return before, state
+
+    @staticmethod
+    def backward(ctx, grad_before, grad_final):
+        chunk_decay, before = ctx.saved_tensors
+        nchunks = before.shape[1]
+        grad_states = torch.empty_like(before)
+        grad_h = grad_final if grad_final is not None else torch.zeros_like(before[:, 0])
+        if grad_before is None:
+            grad_before = torch.zeros_like(before)
+        for c in range(nchunks - 1, -1, -1):
+            grad_states[:, c] = grad_h
+            grad_h = torch.addcmul(grad_before[:, c], chunk_decay[:, c, :, None, None], grad_h)
+        # dL/da_c = <dL/dH_c, H_{c-1}> summed over (p, n); dL/dH_c is grad_states[:, c].
+        grad_decay = (grad_states * before).sum(dim=(-1, -2))
+        return grad_states, grad_decay, grad_h
 
 
 def _pad_to_chunks(t: torch.Tensor, pad: int) -> torch.Tensor:
@@ -192,18 +281,12 @@ def mamba_chunk_scan_combined(
         prev_end_seq = F.pad(end_seq[:, :-1], (1, 0))  # seq before chunk 0 counts as 0
         chunk_decay = chunk_decay * (end_seq == prev_end_seq).unsqueeze(-1)
     if initial_states is None:
-        state = chunk_states.new_zeros(batch, nheads, headdim, dstate)
-    else:
-        if initial_states.shape != (batch, nheads, headdim, dstate):
-            raise ValueError(f"initial_states must be {(batch, nheads, headdim, dstate)}, "
-                             f"got {tuple(initial_states.shape)}")
-        state = initial_states.to(dt.dtype)
-    states_before = []
-    for c in range(nchunks):
-        states_before.append(state)
-        state = chunk_decay[:, c, :, None, None] * state + chunk_states[:, c]
-    final_state = state
-    states_before = torch.stack(states_before, dim=1)  # (b, c, h, p, n)
+        initial_states = chunk_states.new_zeros(batch, nheads, headdim, dstate)
+    elif initial_states.shape != (batch, nheads, headdim, dstate):
+        raise ValueError(f"initial_states must be {(batch, nheads, headdim, dstate)}, "
+                         f"got {tuple(initial_states.shape)}")
+    states_before, final_state = _StatePassing.apply(
+        chunk_states.contiguous(), chunk_decay.contiguous(), initial_states.to(dt.dtype))
 
     # 4. Contribution of the carried state: y_t += exp(cs_t) C_t . state_before_chunk.
     s = states_before.view(batch, nchunks, ngroups, heads_per_group, headdim, dstate)
