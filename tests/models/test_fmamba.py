@@ -232,3 +232,19 @@ def test_pos_seed_is_reproducible_and_saved():
     assert not torch.equal(a.embedder.pos, c.embedder.pos)
     assert torch.equal(a.state_dict()["embedder.pos"], a.embedder.pos)
     assert math.prod(a.state_dict()["embedder.pos"].shape) == 128 * 16
+
+
+@pytest.mark.parametrize("mode", ["none", "batch", "packed"])
+def test_to_grid_puts_kept_tokens_back_in_voxel_space(mode):
+    from neuromamba.models.embedding import unpatchify
+
+    model = FMamba(**TINY, background_removal=mode).eval()
+    x = known_brain_volume()
+    out = model(x)
+    grid_tokens = out.to_grid(out.tokens, fill=-2.0)  # background of known_brain_volume is -2
+    assert grid_tokens.shape == (2, 128, 432)
+    assert torch.equal(unpatchify(grid_tokens, IMG, PATCH), x)
+    per_token = out.to_grid(torch.ones(out.features.shape[:2]))
+    assert per_token.sum(1).tolist() == out.lengths.float().tolist()
+    with pytest.raises(ValueError, match="kept-token shape"):
+        out.to_grid(torch.ones(3, 3))

@@ -42,6 +42,20 @@ class BackboneOutput:
     def batch_size(self) -> int:
         return self.lengths.numel()
 
+    def to_grid(self, values: torch.Tensor, fill: float = 0.0) -> torch.Tensor:
+        """Scatter per-kept-token ``values`` (B', L, ...) back to the full token grid
+        ``(B, num_tokens_total, ...)``, dropped tokens set to ``fill``. With values of 432 patch
+        values, :func:`~neuromamba.models.embedding.unpatchify` then gives a voxel map."""
+        if tuple(values.shape[:2]) != tuple(self.keep_index.shape):
+            raise ValueError(f"values must start with the kept-token shape {tuple(self.keep_index.shape)}, "
+                             f"got {tuple(values.shape)}")
+        grid = values.new_full((self.batch_size, self.num_tokens_total, *values.shape[2:]), fill)
+        if self.seq_idx is None:
+            rows = torch.arange(self.batch_size, device=values.device).unsqueeze(1).expand_as(self.keep_index)
+        else:
+            rows = self.seq_idx.long()
+        return grid.index_put((rows.flatten(), self.keep_index.flatten()), values.flatten(0, 1))
+
 
 def mamba_block(
     dim: int, d_state: int, headdim: int, chunk_size: int = 256, drop_rate: float = 0.0, layer_idx=None
