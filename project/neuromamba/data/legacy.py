@@ -1,0 +1,154 @@
+"""Convert the legacy per-frame layout (SwiFT / NeuroMamba / NeuroSTORM) to HDF5 runs.
+
+Legacy layout: ``img/{subject}/frame_{i}.pt`` (one (X, Y, Z, 1) fp16 tensor per TR, i from 0,
+no zero padding) plus ``img/{subject}/global_stats.pt`` (``valid_voxels``, ``global_mean``,
+``global_std``, ``global_max``, over non-zero voxels). The frames are already on the model grid,
+so they are stored as they are (fp16 stays fp16, exactly); the statistics are taken from
+``global_stats.pt`` (the minimum, which it lacks, is computed from the frames).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import store
+from .nifti import CropPadRecord, brain_bounding_box, brain_mask_of
+from .preprocess_runner import RunJob, RunResult, _one_line, run_jobs, safe_name, write_report
+
+FRAME_PATTERN = re.compile(r"^frame_(\d+)\.pt$")
+LEGACY_STATS_KEYS = {"valid_voxels": "valid_voxels", "mean": "global_mean",
+                     "std": "global_std", "max": "global_max"}
+# The whole folder name is the subject; give a regex with (?P<subject>...)(?P<run>...) groups
+# when folders are per run (e.g. "100206_REST1_LR").
+DEFAULT_LEGACY_REGEX = r"^(?P<subject>.+)$"
+
+
+def legacy_root(path: str | Path) -> Path:
+    path = Path(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"--input {path}: no such folder")
+    return path / "img" if (path / "img").is_dir() else path
+
+
+def discover_legacy_subjects(path: str | Path, subject_regex: str = DEFAULT_LEGACY_REGEX) -> list:
+    root = legacy_root(path)
+    jobs = []
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        m = re.search(subject_regex, folder.name)
+        subject = m.group("subject") if m and m.groupdict().get("subject") else folder.name
+        run = (m.groupdict().get("run") if m else None) or "run0"
+        jobs.append(RunJob(str(folder), safe_name(subject), safe_name(run)))
+    if not jobs:
+        raise ValueError(f"--input {root}: no subject folders with frame_*.pt files")
+    return jobs
+
+
+def _frame_files(folder: Path) -> list:
+    numbered = {}
+    for p in folder.iterdir():
+        m = FRAME_PATTERN.match(p.name)
+        if m:
+            numbered[int(m.group(1))] = p
+    if not numbered:
+        raise ValueError(f"{folder}: no frame_<i>.pt files")
+    missing = sorted(set(range(max(numbered) + 1)) - set(numbered))
+    if missing:
+        raise ValueError(f"{folder}: frames {missing[:5]} missing (frame_0 .. frame_{max(numbered)})")
+    return [numbered[i] for i in range(len(numbered))]
+
+
+def _load_tensor(path: Path):
+    import torch
+
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:
+        raise ValueError(f"{path}: cannot load ({type(err).__name__}: {err})") from err
+
+
+def _legacy_stats(folder: Path, frames: np.ndarray) -> store.RunStats:
+    computed = store.compute_stats(frames, frame_axis=0)
+    stats_file = folder / "global_stats.pt"
+    if not stats_file.exists():
+        return computed
+    raw = _load_tensor(stats_file)
+    if not isinstance(raw, dict):
+        raise ValueError(f"{stats_file}: expected a dict of statistics")
+    values = computed.as_dict()
+    for key, legacy_key in LEGACY_STATS_KEYS.items():
+        if legacy_key in raw:
+            values[key] = float(np.asarray(raw[legacy_key]).item())
+    values["valid_voxels"] = int(values["valid_voxels"])
+    return store.RunStats(**values)
+
+
+@dataclass(frozen=True)
+class LegacyOptions:
+    min_frames: int = 20
+    compression: str = "none"
+    overwrite: bool = False
+
+
+def convert_one(job: RunJob, out_dir: str, options: LegacyOptions) -> RunResult:
+    final = store.run_path(out_dir, job.subject, job.run)
+    try:
+        if not options.overwrite and final.exists() and store.is_complete(final):
+            return RunResult(job, "skipped", "already complete", str(final), final.stat().st_size)
+        folder = Path(job.source)
+        files = _frame_files(folder)
+        if len(files) < options.min_frames:
+            raise ValueError(f"{folder}: {len(files)} frames, fewer than --min_frames "
+                             f"{options.min_frames}")
+        first = np.asarray(_load_tensor(files[0]))
+        spatial = first.shape[:3]
+        frames = np.empty((len(files),) + spatial, dtype=first.dtype)
+        for t, path in enumerate(files):
+            frame = np.asarray(_load_tensor(path))
+            frame = frame.reshape(frame.shape[:3]) if frame.ndim == 4 and frame.shape[3] == 1 \
+                else frame
+            if frame.shape != spatial:
+                raise ValueError(f"{path}: frame shape {frame.shape} != {spatial} of frame_0")
+            frames[t] = frame
+        if not np.all(np.isfinite(frames)):
+            raise ValueError(f"{folder}: non-finite values (NaN/inf) in the frames")
+        stats = _legacy_stats(folder, frames)
+        if frames.dtype == np.float16:
+            dtype, reason = np.dtype(np.float16), "legacy frames were float16: kept exactly"
+        else:
+            dtype, reason = store.choose_storage_dtype(np.moveaxis(frames, 0, -1), stats)
+        mask = brain_mask_of(np.moveaxis(frames, 0, -1))
+        # The legacy grid is the only grid we know: identity record, unknown world affine.
+        record = CropPadRecord(original_shape=spatial, target_shape=spatial, shift=(0, 0, 0),
+                               affine=tuple(tuple(float(v) for v in row) for row in np.eye(4)),
+                               brain_bbox=brain_bounding_box(mask), source_shape=spatial,
+                               source_affine=tuple(tuple(float(v) for v in row) for row in np.eye(4)),
+                               resampled=False)
+        store.write_run(final, frames, subject=job.subject, run=job.run, stats=stats,
+                        brain_mask=mask, storage_dtype=dtype, dtype_reason=reason,
+                        compression=options.compression, crop_pad_json=record.to_json(),
+                        source_file=str(folder.resolve()),
+                        extra_attrs={"legacy_layout": True})
+        return RunResult(job, "done", reason, str(final), final.stat().st_size)
+    except Exception as err:
+        return RunResult(job, "failed", _one_line(err, job.source))
+
+
+class _Convert:
+    def __init__(self, out_dir: str, options: LegacyOptions):
+        self.out_dir, self.options = out_dir, options
+
+    def __call__(self, job: RunJob) -> RunResult:
+        return convert_one(job, self.out_dir, self.options)
+
+
+def convert_legacy_folder(input_path, out_dir, options: LegacyOptions, *, num_workers: int = 0,
+                          subject_regex: str = DEFAULT_LEGACY_REGEX, progress: bool = True):
+    jobs = discover_legacy_subjects(input_path, subject_regex)
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    summary = run_jobs(jobs, _Convert(str(out_dir), options), num_workers, "legacy -> HDF5",
+                       progress)
+    write_report(summary, Path(out_dir) / "legacy_report.csv")
+    return summary

@@ -1,0 +1,126 @@
+"""Preprocessing commands (see ADDING_YOUR_DATASET.md).
+
+  python project/preprocess.py nifti  --input RUNS --output_dir HDF5   # NIfTI -> HDF5 runs
+  python project/preprocess.py legacy --input OLD  --output_dir HDF5   # img/{subject}/frame_i.pt
+  python project/preprocess.py check  HDF5 [--remove]                  # verify / clean a folder
+
+Exit code: 0 when every run succeeded (or was already done), 1 when any failed, 2 on bad usage.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from neuromamba.data import store  # noqa: E402
+from neuromamba.data.legacy import DEFAULT_LEGACY_REGEX  # noqa: E402
+from neuromamba.data.preprocess_runner import DEFAULT_SUBJECT_REGEX  # noqa: E402
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--num_workers", type=int, default=0,
+                   help="processes working on runs in parallel (0: this process)")
+    p.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="preprocess.py", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("nifti", help="preprocessed 4D NIfTI runs -> per-TR HDF5 runs")
+    p.add_argument("--input", required=True,
+                   help="folder searched recursively for .nii/.nii.gz, or a CSV with columns "
+                        "path[,subject,run]")
+    p.add_argument("--output_dir", required=True, help="writes {subject}/{run}.h5 here")
+    p.add_argument("--target_shape", type=int, nargs=3, default=[96, 96, 96])
+    p.add_argument("--resample_to", type=float, default=None, metavar="MM",
+                   help="resample to this isotropic voxel size (e.g. 2.0) when it differs")
+    p.add_argument("--min_frames", type=int, default=20,
+                   help="runs with fewer frames fail (use at least the clip length T)")
+    p.add_argument("--compression", choices=sorted(store.COMPRESSIONS), default="none")
+    p.add_argument("--storage_dtype", choices=store.STORAGE_DTYPES, default="auto")
+    p.add_argument("--fp16_tolerance", type=float, default=store.DEFAULT_FP16_TOLERANCE,
+                   help="auto picks float16 when its worst rounding error <= this x brain std")
+    p.add_argument("--allow_crop_brain", action="store_true",
+                   help="crop a brain larger than --target_shape instead of failing")
+    p.add_argument("--subject_regex", default=DEFAULT_SUBJECT_REGEX,
+                   help="regex with (?P<subject>) and (?P<run>) groups, applied to the path "
+                        "relative to --input without the .nii(.gz) suffix")
+    p.add_argument("--overwrite", action="store_true", help="redo runs that are already complete")
+    _common(p)
+
+    p = sub.add_parser("legacy", help="img/{subject}/frame_{i}.pt + global_stats.pt -> HDF5")
+    p.add_argument("--input", required=True, help="the legacy folder (holding img/ or the "
+                                                  "subject folders)")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--min_frames", type=int, default=20)
+    p.add_argument("--compression", choices=sorted(store.COMPRESSIONS), default="none")
+    p.add_argument("--subject_regex", default=DEFAULT_LEGACY_REGEX,
+                   help="regex with (?P<subject>) and optional (?P<run>) groups, applied to "
+                        "each folder name")
+    p.add_argument("--overwrite", action="store_true")
+    _common(p)
+
+    p = sub.add_parser("check", help="verify a folder of HDF5 runs; list or remove bad files")
+    p.add_argument("folder")
+    p.add_argument("--remove", action="store_true", help="delete the bad files")
+    p.add_argument("--quick", action="store_true",
+                   help="check only the first and last frame for NaNs (not every frame)")
+    _common(p)
+    return parser
+
+
+def _print_summary(summary, out_dir) -> int:
+    for r in summary.failed:
+        print(f"FAILED {r.message}", file=sys.stderr)
+    print(summary.line(out_dir))
+    return 1 if summary.failed else 0
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "nifti":
+            from neuromamba.data.preprocess_runner import PreprocessOptions, preprocess_folder
+
+            options = PreprocessOptions(
+                target_shape=tuple(args.target_shape), resample_to=args.resample_to,
+                min_frames=args.min_frames, compression=args.compression,
+                storage_dtype=args.storage_dtype, fp16_tolerance=args.fp16_tolerance,
+                allow_crop_brain=args.allow_crop_brain, overwrite=args.overwrite)
+            summary = preprocess_folder(args.input, args.output_dir, options,
+                                        num_workers=args.num_workers,
+                                        subject_regex=args.subject_regex,
+                                        progress=not args.no_progress)
+            return _print_summary(summary, args.output_dir)
+        if args.command == "legacy":
+            from neuromamba.data.legacy import LegacyOptions, convert_legacy_folder
+
+            options = LegacyOptions(min_frames=args.min_frames, compression=args.compression,
+                                    overwrite=args.overwrite)
+            summary = convert_legacy_folder(args.input, args.output_dir, options,
+                                            num_workers=args.num_workers,
+                                            subject_regex=args.subject_regex,
+                                            progress=not args.no_progress)
+            return _print_summary(summary, args.output_dir)
+        from neuromamba.data.check import candidate_files, check_folder
+
+        total = len(candidate_files(args.folder))
+        bad = check_folder(args.folder, remove=args.remove, full=not args.quick,
+                           num_workers=args.num_workers, progress=not args.no_progress)
+        for r in bad:
+            print(f"{'REMOVED' if args.remove else 'BAD'} {r.path}: {r.message}", file=sys.stderr)
+        print(f"checked {total} files: {total - len(bad)} good, {len(bad)} bad"
+              + (" (removed)" if args.remove and bad else ""))
+        return 1 if bad and not args.remove else 0
+    except (ValueError, FileNotFoundError) as err:
+        print(f"preprocess.py {args.command}: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
