@@ -176,23 +176,27 @@ class Embedder(nn.Module):
 # Background-token removal (SPEC §3)
 # ----------------------------------------------------------------------------------------------
 
-BACKGROUND_VALUES = ("min", "zero")
-BACKGROUND_REMOVALS = ("none", "batch", "packed")
+def _background_min(tokens: torch.Tensor) -> torch.Tensor:
+    return tokens.amin(dim=(1, 2), keepdim=True)  # per sample, over all voxels
+
+
+def _background_zero(tokens: torch.Tensor) -> torch.Tensor:
+    return tokens.new_zeros(())
+
+
+# The background value of a sample: its minimum (znorm/minmax_minback scalings) or 0 (*_zeroback).
+BACKGROUND_VALUES: Dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "min": _background_min,
+    "zero": _background_zero,
+}
 
 
 def brain_token_mask(tokens: torch.Tensor, background_value: str = "min") -> torch.Tensor:
-    """``(B, N, P)`` -> bool ``(B, N)``: a token is brain if ANY value differs from the background.
-
-    The background of a sample is its minimum over all voxels ("min", znorm/minmax_minback
-    scalings) or 0 ("zero", the *_zeroback scalings).
-    """
-    if background_value == "min":
-        background = tokens.detach().amin(dim=(1, 2), keepdim=True)
-    elif background_value == "zero":
-        background = tokens.new_zeros(())
-    else:
+    """``(B, N, P)`` -> bool ``(B, N)``: a token is brain if ANY value differs from the background."""
+    if background_value not in BACKGROUND_VALUES:
         raise ValueError(f"unknown background_value {background_value!r}; choose one of {list(BACKGROUND_VALUES)}")
-    return (tokens.detach() != background).any(dim=-1)
+    tokens = tokens.detach()
+    return (tokens != BACKGROUND_VALUES[background_value](tokens)).any(dim=-1)
 
 
 @dataclass
@@ -210,40 +214,49 @@ class TokenSelection:
     lengths: torch.Tensor  # (B,) int64
 
 
+def _keep_all(tokens: torch.Tensor, mask: Optional[torch.Tensor]) -> TokenSelection:
+    b, n, _ = tokens.shape
+    positions = torch.arange(n, device=tokens.device).expand(b, n)
+    return TokenSelection(tokens, positions, None, torch.full((b,), n, dtype=torch.long, device=tokens.device))
+
+
+def _keep_batch_shared(tokens: torch.Tensor, mask: torch.Tensor) -> TokenSelection:
+    """The original rule: OR the masks over the batch, so the batch stays rectangular."""
+    b = tokens.shape[0]
+    keep = mask.any(dim=0).nonzero().flatten()
+    lengths = torch.full((b,), keep.numel(), dtype=torch.long, device=tokens.device)
+    return TokenSelection(tokens[:, keep], keep.expand(b, keep.numel()), None, lengths)
+
+
+def _keep_packed(tokens: torch.Tensor, mask: torch.Tensor) -> TokenSelection:
+    """Per-sample masks; samples concatenated into one row, told apart by ``seq_idx`` (the
+    Mamba2 layers reset their state at each boundary)."""
+    sample, position = mask.nonzero(as_tuple=True)  # row-major: samples in order, tokens in order
+    seq_idx = sample.to(torch.int32).unsqueeze(0)
+    return TokenSelection(tokens[sample, position].unsqueeze(0), position.unsqueeze(0), seq_idx, mask.sum(dim=1))
+
+
+# background_removal mode -> (needs a brain mask, selection rule)
+BACKGROUND_REMOVALS: Dict[str, Tuple[bool, Callable[..., TokenSelection]]] = {
+    "none": (False, _keep_all),
+    "batch": (True, _keep_batch_shared),
+    "packed": (True, _keep_packed),
+}
+
+
 def select_tokens(
     tokens: torch.Tensor, removal: str = "none", background_value: str = "min"
 ) -> TokenSelection:
-    """Drop background tokens from ``(B, N, P)`` patches according to ``removal``.
-
-    * "none": keep everything.
-    * "batch" (the original rule): OR the masks over the batch so all samples keep the same
-      tokens and the batch stays rectangular.
-    * "packed": per-sample masks; samples are concatenated into one row and told apart by
-      ``seq_idx``, which the Mamba2 layers use to reset their state between samples.
-    """
-    b, n, _ = tokens.shape
-    device = tokens.device
-    if removal == "none":
-        positions = torch.arange(n, device=device).expand(b, n)
-        lengths = torch.full((b,), n, dtype=torch.long, device=device)
-        return TokenSelection(tokens, positions, None, lengths)
+    """Choose the tokens of ``(B, N, P)`` patches that enter the backbone (see BACKGROUND_REMOVALS)."""
     if removal not in BACKGROUND_REMOVALS:
         raise ValueError(f"unknown background_removal {removal!r}; choose one of {list(BACKGROUND_REMOVALS)}")
-
-    mask = brain_token_mask(tokens, background_value)
-    counts = mask.sum(dim=1)
-    empty = (counts == 0).nonzero().flatten().tolist()
-    if empty:
-        raise ValueError(
-            f"sample(s) {empty} of the batch have no brain tokens: every voxel equals the "
-            f"background value ({background_value!r}); check the input scaling and the data"
-        )
-    if removal == "batch":
-        keep = mask.any(dim=0).nonzero().flatten()
-        positions = keep.expand(b, keep.numel())
-        lengths = torch.full((b,), keep.numel(), dtype=torch.long, device=device)
-        return TokenSelection(tokens[:, keep], positions, None, lengths)
-
-    sample, position = mask.nonzero(as_tuple=True)  # row-major: samples in order, tokens in order
-    seq_idx = sample.to(torch.int32).unsqueeze(0)
-    return TokenSelection(tokens[sample, position].unsqueeze(0), position.unsqueeze(0), seq_idx, counts.long())
+    needs_mask, rule = BACKGROUND_REMOVALS[removal]
+    mask = brain_token_mask(tokens, background_value) if needs_mask else None
+    if mask is not None:
+        empty = (mask.sum(dim=1) == 0).nonzero().flatten().tolist()
+        if empty:
+            raise ValueError(
+                f"sample(s) {empty} of the batch have no brain tokens: every voxel equals the "
+                f"background value ({background_value!r}); check the input scaling and the data"
+            )
+    return rule(tokens, mask)
