@@ -1,0 +1,150 @@
+"""Load any checkpoint as an encoder: the FMamba backbone, its head if it has one, and the
+settings needed to feed it (img_size, patch_size, input scaling, target statistics).
+
+Two kinds of files:
+
+* this project's Lightning ``.ckpt`` (``hyper_parameters`` + ``state_dict``): rebuilt exactly
+  with :meth:`NeuroMambaModule.from_checkpoint` (head, prompt, target mean/std included);
+* any backbone-only format :func:`neuromamba.checkpoints.read_checkpoint` reads (released
+  ``*.pt``, DeepSpeed folders, bare state_dicts): the architecture is inferred from the tensor
+  shapes, ``img_size``/``patch_size`` come from the caller and must give the checkpoint's
+  number of tokens.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+from torch import nn
+
+DEFAULT_IMG_SIZE = (96, 96, 96, 20)
+DEFAULT_PATCH_SIZE = (6, 6, 6, 2)
+
+
+@dataclass
+class Encoder:
+    """A loaded checkpoint, ready for inference (eval mode)."""
+
+    model: nn.Module  # FMamba
+    head: Optional[nn.Module]
+    prompt: Optional[torch.Tensor]
+    img_size: tuple
+    patch_size: tuple
+    input_scaling_method: str
+    task: str  # "backbone" (no head), "pretraining", "classification", "regression"
+    num_classes: Optional[int] = None
+    target_mean: float = 0.0
+    target_std: float = 1.0
+    source: str = ""
+    format: str = ""
+
+    def backbone(self, x: torch.Tensor):
+        """The backbone output for clips ``x (B, 1, D, H, W, T)`` (prompt included if any)."""
+        if self.prompt is not None:
+            return self.model(x, prompt=self.prompt)
+        return self.model(x)
+
+    def predict(self, x: torch.Tensor) -> torch.Tensor:
+        """Per-clip predictions: class probabilities ``(B, K)`` or regression values in
+        original units ``(B, 1)`` (un-standardised with the stored train statistics)."""
+        if self.head is None:
+            raise ValueError(f"{self.source}: the checkpoint has no task head (task "
+                             f"{self.task!r}); predictions need a fine-tuned checkpoint")
+        out = self.head(self.backbone(x)).float()
+        if self.task == "classification":
+            return torch.softmax(out, dim=-1)
+        return out * self.target_std + self.target_mean
+
+    def to(self, device) -> "Encoder":
+        self.model.to(device)
+        if self.head is not None:
+            self.head.to(device)
+        if self.prompt is not None:
+            self.prompt = self.prompt.to(device)
+        return self
+
+    def use_per_sample_tokens(self) -> None:
+        """Embeddings must not depend on which other clips share a batch; the original's
+        batch-wide background mask does, so switch it to per-sample (packed) masks, which
+        keep exactly the tokens a batch of one would keep."""
+        if getattr(self.model, "background_removal", "none") == "batch":
+            self.model.background_removal = "packed"
+
+
+def _lightning_hparams(path: Path) -> Optional[dict]:
+    if path.is_dir():
+        return None
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:
+        return None  # not a weights-only Lightning file; read_checkpoint explains the problem
+    if isinstance(obj, dict) and "hyper_parameters" in obj and "state_dict" in obj:
+        return dict(obj["hyper_parameters"])
+    return None
+
+
+def load_encoder(
+    path: str,
+    img_size: Optional[Sequence[int]] = None,
+    patch_size: Optional[Sequence[int]] = None,
+    input_scaling_method: str = "znorm_minback",
+    allow_pickle: bool = False,
+) -> Encoder:
+    """Load ``path`` (see the module docstring) in eval mode on the CPU."""
+    path = Path(os.fspath(path))
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint not found: {path}")
+    hparams = _lightning_hparams(path)
+    if hparams is not None and isinstance(hparams.get("config"), dict):
+        return _from_lightning(path, hparams)
+    return _from_backbone_checkpoint(path, img_size, patch_size, input_scaling_method, allow_pickle)
+
+
+def _from_lightning(path: Path, hparams: dict) -> Encoder:
+    from neuromamba.training.module import NeuroMambaModule
+
+    module = NeuroMambaModule.from_checkpoint(str(path)).eval()
+    config = hparams["config"]
+    task = config.get("task", "pretraining")
+    mean, std = module.target_stats()
+    prompt = module.prompt.detach() if getattr(module, "prompt", None) is not None else None
+    return Encoder(
+        model=module.model, head=module.head, prompt=prompt,
+        img_size=tuple(config["img_size"]), patch_size=tuple(config["patch_size"]),
+        input_scaling_method=config.get("input_scaling_method", "znorm_minback"), task=task,
+        num_classes=hparams.get("num_classes"), target_mean=mean, target_std=std,
+        source=str(path), format="lightning",
+    )
+
+
+def _from_backbone_checkpoint(path, img_size, patch_size, scaling, allow_pickle) -> Encoder:
+    from neuromamba.checkpoints import infer_backbone_config, load_pretrained, read_checkpoint
+    from neuromamba.data.scaling import background_value_for
+    from neuromamba.models import FMamba
+
+    contents = read_checkpoint(path, allow_pickle=allow_pickle)
+    cfg = infer_backbone_config(contents.backbone)
+    missing = [k for k in ("embed_dim", "depth", "d_state", "headdim") if k not in cfg]
+    if missing or not cfg.get("depth"):
+        raise ValueError(f"{path}: cannot infer the backbone architecture ({', '.join(missing)} missing)")
+    img_size = tuple(DEFAULT_IMG_SIZE if img_size is None else img_size)
+    patch_size = tuple(DEFAULT_PATCH_SIZE if patch_size is None else patch_size)
+    model = FMamba(
+        embed_dim=cfg["embed_dim"], depth=cfg["depth"], d_state=cfg["d_state"],
+        headdim=cfg["headdim"], img_size=img_size, patch_size=patch_size,
+        background_removal="packed", background_value=background_value_for(scaling),
+        pretraining=cfg.get("has_output_layer", False),
+    )
+    if "num_tokens" in cfg and cfg["num_tokens"] != model.num_tokens:
+        raise ValueError(
+            f"{path}: the checkpoint's positional encoding has {cfg['num_tokens']} tokens but "
+            f"--img_size {img_size} with --patch_size {patch_size} gives {model.num_tokens}; "
+            "pass the img_size/patch_size the backbone was trained with")
+    load_pretrained(model, path, allow_pickle=allow_pickle)
+    model.eval()
+    return Encoder(model=model, head=None, prompt=None, img_size=img_size, patch_size=patch_size,
+                   input_scaling_method=scaling, task="backbone", source=str(path),
+                   format=contents.format)
