@@ -1,0 +1,150 @@
+"""Bad inputs give clear errors and never stop the good ones; a killed preprocessing run
+resumes to the same files as an uninterrupted one."""
+import gzip
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from data_helpers import brain_run, save_nifti
+from neuromamba.data.check import check_folder
+from neuromamba.data.datasets import discover_hdf5_runs
+from neuromamba.data.preprocess_runner import PreprocessOptions, preprocess_folder
+
+REPO = Path(__file__).resolve().parents[2]
+CLI = [sys.executable, str(REPO / "project" / "preprocess.py")]
+OPTS = PreprocessOptions(target_shape=(24, 24, 24), min_frames=4)
+
+
+def _bad_inputs(folder: Path) -> dict:
+    good = save_nifti(folder / "good_rest.nii.gz", brain_run(0))
+    truncated = folder / "trunc_rest.nii.gz"
+    save_nifti(truncated, brain_run(1))
+    raw = truncated.read_bytes()
+    truncated.write_bytes(raw[: len(raw) // 2])
+    save_nifti(folder / "flat_rest.nii.gz", brain_run(2)[..., 0])  # 3D
+    nan = brain_run(3)
+    nan[10, 10, 10, 2] = np.nan
+    save_nifti(folder / "nan_rest.nii.gz", nan)
+    save_nifti(folder / "short_rest.nii.gz", brain_run(4)[..., :2])
+    save_nifti(folder / "huge_rest.nii.gz", brain_run(5), voxel=50.0)
+    return {"good": good}
+
+
+@pytest.mark.parametrize("subject, pattern", [
+    ("trunc", r"trunc_rest\.nii\.gz: cannot read voxel data, file truncated or corrupt"),
+    ("flat", r"flat_rest\.nii\.gz: expected a 4D \(X, Y, Z, T\) image, got 3D"),
+    ("nan", r"nan_rest\.nii\.gz: 1 non-finite voxel values"),
+    ("short", r"short_rest\.nii\.gz: 2 frames, fewer than the required 4"),
+    ("huge", r"huge_rest\.nii\.gz: implausible voxel size"),
+])
+def test_each_bad_file_gets_one_clear_line(tmp_path, subject, pattern):
+    import re
+
+    _bad_inputs(tmp_path)
+    summary = preprocess_folder(tmp_path, tmp_path / "out", OPTS, progress=False)
+    by_subject = {r.job.subject: r for r in summary.results}
+    assert by_subject["good"].status == "done"  # the good run went through
+    bad = by_subject[subject]
+    assert bad.status == "failed" and "\n" not in bad.message
+    assert re.search(pattern, bad.message), bad.message
+    assert not (tmp_path / "out" / subject).exists() or not list((tmp_path / "out" / subject).iterdir())
+
+
+def test_cli_exit_code_and_report(tmp_path):
+    _bad_inputs(tmp_path)
+    proc = subprocess.run(CLI + ["nifti", "--input", str(tmp_path), "--output_dir",
+                                 str(tmp_path / "out"), "--target_shape", "24", "24", "24",
+                                 "--min_frames", "4", "--no_progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1
+    failed_lines = [l for l in proc.stderr.splitlines() if l.startswith("FAILED")]
+    assert len(failed_lines) == 5
+    assert "done 1, skipped 0, failed 5" in proc.stdout
+    report = (tmp_path / "out" / "preprocess_report.csv").read_text()
+    assert report.count(",failed,") == 5 and report.count(",done,") == 1
+    # usage errors are one line and exit code 2
+    proc = subprocess.run(CLI + ["nifti", "--input", str(tmp_path / "missing"), "--output_dir",
+                                 str(tmp_path / "o")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0
+    assert "no such file or folder" in proc.stderr
+
+
+def test_unreadable_hdf5_is_reported_and_removed(tmp_path):
+    (tmp_path / "nifti").mkdir()
+    save_nifti(tmp_path / "nifti" / "a_rest.nii.gz", brain_run(0))
+    save_nifti(tmp_path / "nifti" / "b_rest.nii.gz", brain_run(1, integer=False))  # float16
+    out = tmp_path / "h5"
+    preprocess_folder(tmp_path / "nifti", out, OPTS, progress=False)
+    garbage = out / "c" / "rest.h5"
+    garbage.parent.mkdir()
+    garbage.write_bytes(b"not an hdf5 file at all")
+    nan_file = out / "b" / "rest.h5"
+    with h5py.File(nan_file, "r+") as f:
+        f["fmri"][1, 5, 5, 5] = np.nan
+    leftover = out / "a" / ("rest.h5.tmp-12345")
+    leftover.write_bytes(b"partial")
+    # the dataset refuses the folder with a clear message naming the file and the fix
+    with pytest.raises(ValueError, match=r"c/rest\.h5: unreadable HDF5 run.*preprocess\.py check"):
+        discover_hdf5_runs(out)
+    bad = {Path(r.path).relative_to(out).as_posix(): r.message for r in check_folder(out, progress=False)}
+    assert set(bad) == {"c/rest.h5", "b/rest.h5", "a/rest.h5.tmp-12345"}
+    assert "non-finite values in frame 1" in bad["b/rest.h5"]
+    assert "temporary file" in bad["a/rest.h5.tmp-12345"]
+    proc = subprocess.run(CLI + ["check", str(out), "--no_progress"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.count("BAD ") == 3
+    proc = subprocess.run(CLI + ["check", str(out), "--remove", "--no_progress"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stderr.count("REMOVED ") == 3
+    assert [e.subject for e in discover_hdf5_runs(out)] == ["a"]
+
+
+def _make_many_runs(folder: Path, n: int = 10) -> None:
+    folder.mkdir()
+    for i in range(n):
+        save_nifti(folder / f"s{i:02d}_rest.nii.gz", brain_run(i, shape=(30, 34, 28, 60)))
+
+
+def _files(root: Path) -> dict:
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*.h5"))}
+
+
+def test_killed_run_resumes_to_identical_files(tmp_path):
+    inputs = tmp_path / "nifti"
+    _make_many_runs(inputs)
+    args = ["nifti", "--input", str(inputs), "--target_shape", "24", "24", "24",
+            "--min_frames", "4", "--compression", "gzip", "--no_progress"]
+    reference = tmp_path / "reference"
+    subprocess.run(CLI + args + ["--output_dir", str(reference)], check=True, timeout=300,
+                   capture_output=True)
+
+    resumed = tmp_path / "resumed"
+    proc = subprocess.Popen(CLI + args + ["--output_dir", str(resumed)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(resumed.rglob("*.h5")) and time.monotonic() < deadline:
+        time.sleep(0.002)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    finished = list(resumed.rglob("*.h5"))
+    assert 1 <= len(finished) < 10, "the kill should land mid-way"
+    for path in finished:  # atomic writes: every visible file is complete
+        with h5py.File(path, "r") as f:
+            assert f.attrs["complete"]
+    # a stray partial file (e.g. a copy cut short) is redone, not skipped
+    partial = resumed / "s09" / "rest.h5"
+    partial.parent.mkdir(exist_ok=True)
+    partial.write_bytes(b"partial")
+    rerun = subprocess.run(CLI + args + ["--output_dir", str(resumed)], capture_output=True,
+                           text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert f"skipped {len(finished)}" in rerun.stdout
+    assert _files(resumed) == _files(reference)
+    assert not [p for p in resumed.rglob("*") if ".tmp-" in p.name]
