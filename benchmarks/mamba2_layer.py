@@ -1,0 +1,165 @@
+"""Mamba2 layer cost against its GEMM floor, and its memory growth with sequence length.
+
+Claim: for the Base layer (d_model 192, d_state 48, headdim 192, expand 2, chunk 256,
+batch 1) the pure-PyTorch path's forward+backward costs at most 2x its two GEMMs alone
+(in_proj + out_proj, forward+backward on the same shapes: a floor no implementation of the
+layer can beat), and its peak memory grows linearly with the sequence length.
+
+    python benchmarks/mamba2_layer.py                      # CPU, 4k/16k/41k tokens
+    python benchmarks/mamba2_layer.py --device cuda        # adds fused-vs-pure on a GPU
+
+Time: median wall-clock of --repeats forward+backward passes after one warm-up.
+Memory (CPU): each measurement runs in a fresh subprocess; after a 256-token warm-up pass it
+reports the growth of the process's peak resident set size (ru_maxrss) during one
+forward+backward over the resident size just before it (model and input already allocated):
+what the pass really costs in RAM, allocator overhead included. On CUDA: torch.cuda.max_memory_allocated over the pass.
+"""
+
+import argparse
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "project"))
+
+from neuromamba.models.mamba2 import BACKEND_ENV_VAR, Mamba2  # noqa: E402
+
+BASE_LAYER = dict(d_model=192, d_state=48, headdim=192, expand=2, chunk_size=256)
+
+
+def build(seqlen: int, device: str):
+    torch.manual_seed(0)
+    layer = Mamba2(**BASE_LAYER).to(device)
+    u = torch.randn(1, seqlen, BASE_LAYER["d_model"], device=device, requires_grad=True)
+    return layer, u
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def median_time(fn, device: str, repeats: int) -> float:
+    fn()  # warm-up (allocator, kernels' autotuning)
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        fn()
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def layer_step(layer, u):
+    def step():
+        out = layer(u)
+        out.backward(torch.ones_like(out))
+        layer.zero_grad(set_to_none=True)
+        u.grad = None
+    return step
+
+
+def gemm_floor_step(layer, u):
+    """in_proj and out_proj forward+backward on the layer's own shapes, nothing else."""
+    y = torch.randn(u.shape[0], u.shape[1], layer.d_inner, device=u.device, requires_grad=True)
+
+    def step():
+        a = layer.in_proj(u)
+        b = layer.out_proj(y)
+        torch.autograd.backward([a, b], [torch.ones_like(a), torch.ones_like(b)])
+        layer.zero_grad(set_to_none=True)
+        u.grad = y.grad = None
+    return step
+
+
+def rss_bytes() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def measure_memory_here(seqlen: int, device: str) -> int:
+    """Bytes one forward+backward adds at peak (runs inside the measuring subprocess)."""
+    # A short warm-up pass first so one-time costs (lazy libraries, thread pools) are not
+    # counted; its own peak is far below the measured pass's.
+    layer_step(*build(256, device))()
+    layer, u = build(seqlen, device)
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        before = torch.cuda.memory_allocated()
+        layer_step(layer, u)()
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - before
+    before = rss_bytes()
+    layer_step(layer, u)()
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+
+
+def measure_memory(seqlen: int, device: str, backend: str) -> int:
+    env = dict(os.environ, **{BACKEND_ENV_VAR: backend})
+    cmd = [sys.executable, __file__, "--memory-child", str(seqlen), "--device", device]
+    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+    return json.loads(out.strip().splitlines()[-1])["bytes"]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--seqlens", default="4096,16384,40960",
+                        help="comma-separated sequence lengths")
+    parser.add_argument("--memory-seqlens", default="16384,40960",
+                        help="comma-separated lengths for the memory table ('' to skip)")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    if args.memory_child is not None:
+        print(json.dumps({"bytes": measure_memory_here(args.memory_child, args.device)}))
+        return
+
+    seqlens = [int(s) for s in args.seqlens.split(",") if s]
+    backends = ["pure"] + (["fused"] if args.device.startswith("cuda") else [])
+    print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} "
+          f"config={BASE_LAYER} batch=1 repeats={args.repeats}")
+    header = f"{'seqlen':>7} {'backend':>7} {'layer fwd+bwd s':>16} {'GEMMs fwd+bwd s':>16} " \
+             f"{'ratio':>6}"
+    print(header)
+    for seqlen in seqlens:
+        layer, u = build(seqlen, args.device)
+        floor = median_time(gemm_floor_step(layer, u), args.device, args.repeats)
+        for backend in backends:
+            os.environ[BACKEND_ENV_VAR] = backend
+            t = median_time(layer_step(layer, u), args.device, args.repeats)
+            print(f"{seqlen:>7} {backend:>7} {t:>16.4f} {floor:>16.4f} {t / floor:>6.2f}",
+                  flush=True)
+        del layer, u
+
+    mem_lens = [int(s) for s in args.memory_seqlens.split(",") if s]
+    if mem_lens:
+        what = "peak RSS growth" if args.device == "cpu" else "max_memory_allocated growth"
+        print(f"\nmemory of one forward+backward ({what}, fresh subprocess each)")
+        print(f"{'seqlen':>7} {'backend':>7} {'MiB':>9} {'ratio to first':>15}")
+        for backend in backends:
+            first = None
+            for seqlen in mem_lens:
+                mib = measure_memory(seqlen, args.device, backend) / 2**20
+                first = first or mib
+                print(f"{seqlen:>7} {backend:>7} {mib:>9.1f} {mib / first:>15.2f}", flush=True)
+        if len(mem_lens) >= 2:
+            print(f"(linear growth predicts {mem_lens[-1] / mem_lens[0]:.2f}, "
+                  f"quadratic {(mem_lens[-1] / mem_lens[0]) ** 2:.2f})")
+
+
+if __name__ == "__main__":
+    main()
