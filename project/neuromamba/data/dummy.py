@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 
 BASELINE = 800.0          # raw brain intensity, like an unscaled BOLD image
-SUBJECT_VARIATION = 120.0  # smooth per-subject baseline variation
+SUBJECT_VARIATION = 60.0   # smooth per-subject baseline variation
 TEMPORAL_AMPLITUDE = 40.0  # fluctuation of the spatial components over time
 SIGNAL_GAIN = 0.5          # region intensity x (1 + SIGNAL_GAIN * label strength in [0, 1])
 NUM_COMPONENTS = 3
@@ -47,7 +47,7 @@ def run_ids(spec: DummySpec) -> list:
 
 
 def class_labels(spec: DummySpec) -> dict:
-    """Balanced classes, shuffled by the seed: {(subject, run): class index}."""
+    """Balanced classes: {(subject, run): class index}."""
     subjects, runs = subject_ids(spec), run_ids(spec)
     rng = np.random.default_rng([spec.seed, 7])
     if spec.label_level == "run":
@@ -55,8 +55,12 @@ def class_labels(spec: DummySpec) -> dict:
         offsets = rng.integers(spec.num_classes, size=len(subjects))
         return {(s, r): int((i + o) % spec.num_classes)
                 for s, o in zip(subjects, offsets) for i, r in enumerate(runs)}
-    classes = rng.permutation(np.arange(len(subjects)) % spec.num_classes)
-    return {(s, r): int(c) for s, c in zip(subjects, classes) for r in runs}
+    # Classes alternate along the order the subject split cuts (same seed), so every split with
+    # at least num_classes subjects holds every class and test AUC is always defined.
+    from .splits import shuffled_subjects
+
+    order = {s: i for i, s in enumerate(shuffled_subjects(subjects, spec.seed))}
+    return {(s, r): order[s] % spec.num_classes for s in subjects for r in runs}
 
 
 def regression_targets(spec: DummySpec) -> dict:

@@ -49,11 +49,17 @@ def make_split(subjects: Sequence[str], train_split: float = 0.8, val_split: flo
     """Shuffle the sorted unique subjects with a local seeded generator and cut."""
     unique = sorted(set(map(str, subjects)))
     n_train, n_val, _ = split_sizes(len(unique), train_split, val_split)
-    order = np.random.default_rng(seed).permutation(len(unique))
-    shuffled = [unique[i] for i in order]
+    shuffled = shuffled_subjects(unique, seed)
     return {"train": sorted(shuffled[:n_train]),
             "val": sorted(shuffled[n_train:n_train + n_val]),
             "test": sorted(shuffled[n_train + n_val:])}
+
+
+def shuffled_subjects(subjects: Sequence[str], seed: int) -> list:
+    """The seeded order a split cuts into train | val | test."""
+    unique = sorted(set(map(str, subjects)))
+    order = np.random.default_rng(seed).permutation(len(unique))
+    return [unique[i] for i in order]
 
 
 def write_split_file(path: str | Path, split: Mapping[str, Sequence[str]]) -> Path:

@@ -1,0 +1,164 @@
+"""The DataModule: batch contract, labels, splits, samplers, multi-cohort, workers."""
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from neuromamba.data.datamodule import FMRIDataModule
+from neuromamba.data.dummy import DummySpec, regression_targets, write_dummy_runs
+from neuromamba.data.samplers import (DistributedWeightedSampler, UnpaddedDistributedSampler,
+                                      cohort_weights)
+from neuromamba.data.windows import clip_starts
+
+SMALL = dict(img_size=(12, 12, 12, 4), dummy_num_subjects=10, dummy_num_frames=12, batch_size=3)
+
+
+def test_dummy_batch_contract(tmp_path):
+    dm = FMRIDataModule("Dummy", downstream_task="sex", output_dir=tmp_path, **SMALL)
+    dm.setup()
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["fmri"].shape == (3, 1, 12, 12, 12, 4) and batch["fmri"].dtype == torch.float32
+    assert batch["target"].dtype == torch.int64 and batch["start"].dtype == torch.int64
+    assert isinstance(batch["subject"], list) and isinstance(batch["run"], list)
+    assert dm.num_classes == 2
+    assert dm.split_path == tmp_path / "splits" / "split_Dummy_seed1234.txt"
+    assert dm.split_path.exists()
+    assert (tmp_path / "label_classes.json").exists()
+    assert sorted(sum(dm.splits.values(), [])) == [f"dummy{i:04d}" for i in range(10)]
+
+
+def test_dummy_is_deterministic_and_subjects_differ():
+    a = FMRIDataModule("Dummy", downstream_task="sex", **SMALL)
+    b = FMRIDataModule("Dummy", downstream_task="sex", **SMALL)
+    a.setup(), b.setup()
+    x, y = a.datasets["train"][3], b.datasets["train"][3]
+    assert x["subject"] == y["subject"] and torch.equal(x["fmri"], y["fmri"])
+    other = next(item for item in (a.datasets["train"][i] for i in range(len(a.datasets["train"])))
+                 if item["subject"] != x["subject"])
+    assert not torch.equal(other["fmri"], x["fmri"])
+    # brain-shaped: background (scaled raw 0) is the volume minimum, brain fills a good part
+    vol = x["fmri"][0, ..., 0]
+    background = vol == vol.min()
+    assert 0.4 < background.float().mean() < 0.9 and background[0, 0, 0]
+
+
+def test_strides_reach_the_dataset():
+    dm = FMRIDataModule("Dummy", stride_within_seq=2, stride_between_seq=3, **SMALL)
+    dm.setup()
+    per_run = clip_starts(12, 4, 2, 3)
+    assert per_run == [0, 3]
+    assert len(dm.datasets["train"]) == len(dm.splits["train"]) * len(per_run)
+    starts = sorted({dm.datasets["train"][i]["start"].item() for i in range(4)})
+    assert starts == [0, 3]
+
+
+def test_eval_loaders_keep_every_clip():
+    dm = FMRIDataModule("Dummy", eval_batch_size=4, **SMALL)  # pretraining style, target 0
+    dm.setup()
+    assert len(dm.datasets["val"]) % 4 != 0  # a last partial batch exists and must be kept
+    for split, loader in (("val", dm.val_dataloader()), ("test", dm.test_dataloader())):
+        n = sum(len(b["subject"]) for b in loader)
+        assert n == len(dm.datasets[split])
+        assert loader.drop_last is False
+    assert dm.train_dataloader().drop_last is False
+
+
+def test_hdf5_with_label_csv_excludes_unlabelled(tmp_path):
+    spec = DummySpec(num_subjects=8, img_size=(12, 12, 12), num_frames=8, seed=3)
+    write_dummy_runs(tmp_path / "h5", spec)
+    labels = (tmp_path / "h5" / "labels.csv").read_text().splitlines()
+    (tmp_path / "labels.csv").write_text("\n".join(labels[:-2]) + "\n")  # last 2 unlabelled
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        dm = FMRIDataModule("CSV", image_path=tmp_path / "h5", label_csv=tmp_path / "labels.csv",
+                            target_column="label", img_size=(12, 12, 12, 4), num_workers=2,
+                            output_dir=tmp_path / "out", batch_size=2)
+        dm.setup()
+    lines = [str(w.message) for w in caught if "no label" in str(w.message)]
+    assert len(lines) == 1 and lines[0].startswith("2 of 8 CSV subjects have no label")
+    used = {s for split in ("train", "val", "test") for s in dm.datasets[split].datasets[0].clip_subjects()}
+    assert used.isdisjoint({"dummy0006", "dummy0007"})
+    seen = [b for b in dm.train_dataloader()]  # forked workers open their own handles
+    assert sum(len(b["subject"]) for b in seen) == len(dm.datasets["train"])
+    assert all(torch.isfinite(b["fmri"]).all() for b in seen)
+
+
+def test_regression_target_stats_use_the_train_split_only():
+    dm = FMRIDataModule("Dummy", downstream_task="age", downstream_task_type="regression", **SMALL)
+    dm.setup()
+    assert dm.num_classes is None
+    ages = regression_targets(DummySpec(**dm.dummy_spec_kwargs))
+    train = [ages[(s, "run0")] for s in dm.splits["train"]]
+    mean, std = dm.train_target_stats()
+    assert mean == pytest.approx(np.mean(train)) and std == pytest.approx(np.std(train))
+    item = dm.datasets["val"][0]
+    assert item["target"].dtype == torch.float32
+    assert item["target"].item() == pytest.approx(ages[(item["subject"], "run0")], rel=1e-6)
+
+
+def test_run_level_labels_for_task_state():
+    dm = FMRIDataModule("Dummy", downstream_task="state", dummy_num_runs=2,
+                        dummy_label_level="run", **SMALL)
+    dm.setup()
+    ds = dm.datasets["train"]
+    per_run = {}
+    for i in range(len(ds)):
+        item = ds[i]
+        per_run.setdefault((item["subject"], item["run"]), set()).add(item["target"].item())
+    assert all(len(v) == 1 for v in per_run.values())
+    for s in dm.splits["train"]:  # the two runs of a subject have different states
+        assert per_run[(s, "run0")] != per_run[(s, "run1")]
+
+
+def test_unpadded_sampler_covers_each_clip_once():
+    data = list(range(10))
+    parts = [list(UnpaddedDistributedSampler(data, num_replicas=3, rank=r)) for r in range(3)]
+    assert sorted(sum(parts, [])) == data
+    assert [len(p) for p in parts] == [4, 3, 3]
+    assert [len(UnpaddedDistributedSampler(data, num_replicas=3, rank=r)) for r in range(3)] == [4, 3, 3]
+
+
+def test_weighted_sampler_balances_cohorts_and_splits_ranks():
+    cohorts = [0] * 90 + [1] * 10
+    weights = cohort_weights(cohorts, "uniform")
+    assert cohort_weights(cohorts, "proportional") is None
+    ranks = [DistributedWeightedSampler(list(range(100)), weights, num_replicas=2, rank=r, seed=5)
+             for r in range(2)]
+    for s in ranks:
+        s.set_epoch(1)
+    draws = [list(s) for s in ranks]
+    assert len(draws[0]) == len(draws[1]) == 50
+    share = np.mean([cohorts[i] for d in draws for i in d])
+    assert 0.35 < share < 0.65  # ~half from the small cohort, instead of 10 %
+    ranks[0].set_epoch(2)
+    assert list(ranks[0]) != draws[0]
+
+
+def test_multi_cohort_pretraining(tmp_path):
+    for name, n in (("a", 9), ("b", 3)):
+        write_dummy_runs(tmp_path / name, DummySpec(num_subjects=n, img_size=(12, 12, 12),
+                                                    num_frames=4, seed=len(name) + n))
+    dm = FMRIDataModule(["HCP", "UKB"], image_path=[tmp_path / "a", tmp_path / "b"],
+                        img_size=(12, 12, 12, 4), pretraining=True, cohort_sampling="uniform",
+                        output_dir=tmp_path / "out", batch_size=4)
+    dm.setup()
+    assert all(s.split(":")[0] in ("HCP", "UKB") for s in sum(dm.splits.values(), []))
+    for split in ("train", "val", "test"):  # every cohort is in every split
+        assert {s.split(":")[0] for s in dm.splits[split]} == {"HCP", "UKB"}
+    assert dm.split_path.exists()
+    loader = dm.train_dataloader()
+    assert isinstance(loader.sampler, torch.utils.data.WeightedRandomSampler)
+    batch = next(iter(loader))
+    assert batch["target"].tolist() == [0, 0, 0, 0]
+    with pytest.raises(ValueError, match="same length"):
+        FMRIDataModule(["HCP", "UKB", "ABCD"], image_path=[tmp_path / "a", tmp_path / "b"])
+
+
+def test_bad_flags_are_clear():
+    with pytest.raises(ValueError, match="--dataset_name 'Nope' is unknown"):
+        FMRIDataModule("Nope")
+    with pytest.raises(ValueError, match="--input_scaling_method"):
+        FMRIDataModule("Dummy", input_scaling_method="zscore")
+    with pytest.raises(ValueError, match="--image_path is required"):
+        FMRIDataModule("HCP", downstream_task="sex").setup()

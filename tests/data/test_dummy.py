@@ -1,0 +1,69 @@
+"""The Dummy data: brain-shaped, deterministic, and its planted label signal is learnable."""
+import numpy as np
+import torch
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import roc_auc_score
+from scipy.stats import pearsonr
+
+from neuromamba.data.datamodule import FMRIDataModule
+from neuromamba.data.dummy import DummyGenerator, DummySpec, signal_region, write_dummy_runs
+
+
+def _features(dm, split):
+    xs, ys = [], []
+    for batch in dm._loader(dm.datasets[split], 16):
+        x = batch["fmri"][:, 0].mean(-1)  # time-average, then 4^3 average pool: 64 features
+        xs.append(torch.nn.functional.adaptive_avg_pool3d(x, 4).flatten(1).numpy())
+        ys.append(batch["target"].numpy())
+    return np.concatenate(xs), np.concatenate(ys)
+
+
+def test_planted_class_signal_is_learnable_by_a_linear_probe():
+    dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), downstream_task="sex",
+                        dummy_num_subjects=40, dummy_num_frames=8, stride_between_seq=4)
+    dm.setup()
+    for split in ("train", "val", "test"):  # every split holds both classes
+        assert set(dm.datasets[split].datasets[0].targets) == {0, 1}
+    x_train, y_train = _features(dm, "train")
+    x_test, y_test = _features(dm, "test")
+    probe = LogisticRegression(max_iter=2000).fit(x_train, y_train)
+    assert roc_auc_score(y_test, probe.predict_proba(x_test)[:, 1]) >= 0.9
+
+
+def test_planted_regression_signal_is_learnable():
+    dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), downstream_task="age",
+                        downstream_task_type="regression", dummy_num_subjects=40,
+                        dummy_num_frames=4)
+    dm.setup()
+    x_train, y_train = _features(dm, "train")
+    x_test, y_test = np.concatenate([_features(dm, s)[0] for s in ("val", "test")]), \
+        np.concatenate([_features(dm, s)[1] for s in ("val", "test")])
+    model = Ridge(alpha=10.0).fit(x_train, y_train)
+    assert pearsonr(model.predict(x_test), y_test)[0] > 0.8
+
+
+def test_signal_sits_in_the_region_and_background_is_zero():
+    spec = DummySpec(num_subjects=4, img_size=(20, 20, 20), num_frames=6, seed=0)
+    gen = DummyGenerator(spec)
+    region = signal_region(spec.img_size)
+    labels = {s: c for (s, _), c in __import__("neuromamba.data.dummy", fromlist=["x"])
+              .class_labels(spec).items()}
+    means = {}
+    for subject, c in labels.items():
+        frames = gen.frames(subject, "run0", range(6))
+        assert frames.shape == (6, 20, 20, 20) and frames[:, 0, 0, 0].max() == 0
+        brain = frames[0] != 0
+        assert 0.15 < brain.mean() < 0.4  # an ellipsoid, not a box
+        means.setdefault(c, []).append(frames[:, region].mean() / frames[:, brain & ~region].mean())
+    assert min(means[1]) > 1.3 > 1.1 > max(means[0])
+    # frames depend on the frame index only: a clip equals the same frames of the whole run
+    np.testing.assert_array_equal(gen.frames("dummy0001", "run0", [2, 3]),
+                                  gen.frames("dummy0001", "run0", range(6))[2:4])
+
+
+def test_dummy_can_be_written_as_hdf5(tmp_path):
+    spec = DummySpec(num_subjects=3, img_size=(12, 12, 12), num_frames=5, seed=1)
+    paths = write_dummy_runs(tmp_path, spec)
+    assert len(paths) == 3 and all(p.exists() for p in paths)
+    text = (tmp_path / "labels.csv").read_text().splitlines()
+    assert text[0] == "subject,run,label,age" and len(text) == 4
