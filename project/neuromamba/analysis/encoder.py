@@ -148,3 +148,16 @@ def _from_backbone_checkpoint(path, img_size, patch_size, scaling, allow_pickle)
     return Encoder(model=model, head=None, prompt=None, img_size=img_size, patch_size=patch_size,
                    input_scaling_method=scaling, task="backbone", source=str(path),
                    format=contents.format)
+
+
+def require_task_checkpoint(path: str) -> None:
+    """Raise unless ``path`` is a fine-tuned (classification/regression) checkpoint of this
+    project: backbone-only files have no head to predict with."""
+    p = Path(os.fspath(path))
+    if not p.exists():
+        raise FileNotFoundError(f"checkpoint not found: {p}")
+    hparams = _lightning_hparams(p)
+    task = (hparams or {}).get("config", {}).get("task") if hparams else None
+    if task not in ("classification", "regression"):
+        raise ValueError(f"--checkpoint {p}: no task head ({task or 'backbone-only file'}); "
+                         "this needs a fine-tuned classification/regression checkpoint of project/main.py")

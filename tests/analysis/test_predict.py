@@ -1,0 +1,91 @@
+"""Predictor mode: one NIfTI -> preprocessing -> clips -> averaged prediction."""
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from analysis_helpers import save_lightning_like, tiny_module
+
+
+def write_nifti(path, shape=(22, 26, 20), frames=9, seed=0):
+    rng = np.random.default_rng(seed)
+    axes = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    brain = sum(((a - (n - 1) / 2) / (0.4 * n)) ** 2 for a, n in zip(axes, shape)) <= 1
+    # Integer values are stored exactly (int16), so the manual pipeline below can match exactly.
+    data = np.where(brain[..., None], np.round(800 + 50 * rng.normal(size=shape + (frames,))), 0)
+    data = data.astype(np.float32)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-20, -30, -10]
+    nib.save(nib.Nifti1Image(data, affine), str(path))
+    return data, affine
+
+
+def expected_clips(data, img_size=(24, 24, 24, 4)):
+    """The same pipeline by hand: crop/pad around the brain, z-norm over brain voxels,
+    background = the minimum, non-overlapping clips of T frames."""
+    from neuromamba.data.nifti import apply_crop_pad, brain_mask_of, plan_crop_pad
+
+    record = plan_crop_pad(brain_mask_of(data), img_size[:3], np.eye(4))
+    cropped = apply_crop_pad(data, record)
+    brain = cropped[cropped != 0]
+    scaled = (cropped - brain.mean()) / brain.std()
+    T = img_size[3]
+    return [torch.from_numpy(scaled[..., s:s + T].astype(np.float32))[None, None]
+            for s in range(0, data.shape[-1] - T + 1, T)]
+
+
+def _run(repo_root, *args):
+    cmd = [sys.executable, str(repo_root / "project" / "predict.py"), *map(str, args)]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+
+def test_classification_probabilities_match_manual_pipeline(tmp_path, repo_root):
+    module = tiny_module("classification", num_classes=3).eval()
+    run_dir = tmp_path / "run"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    ckpt = save_lightning_like(module, run_dir / "checkpoints" / "best.ckpt")
+    (run_dir / "label_classes.json").write_text(json.dumps(
+        {"column": "diagnosis", "classes": {"ADHD": 0, "ASD": 1, "HC": 2}}))
+    data, _ = write_nifti(tmp_path / "sub-01_task-rest_bold.nii.gz")
+    res = _run(repo_root, "--checkpoint", ckpt, "--nifti", tmp_path / "sub-01_task-rest_bold.nii.gz",
+               "--json", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    out = json.loads(res.stdout)
+    assert out["num_clips"] == 2 and out["target"] == "diagnosis"
+    assert list(out["probabilities"]) == ["ADHD", "ASD", "HC"]
+    with torch.no_grad():
+        probs = torch.cat([torch.softmax(module(x), -1) for x in expected_clips(data)]).mean(0)
+    np.testing.assert_allclose(list(out["probabilities"].values()), probs.numpy(), rtol=1e-4, atol=1e-5)
+    assert out["predicted_class"] == ["ADHD", "ASD", "HC"][int(probs.argmax())]
+
+
+def test_regression_value_in_original_units(tmp_path, repo_root):
+    module = tiny_module("regression", target_mean=40.0, target_std=12.0).eval()
+    ckpt = save_lightning_like(module, tmp_path / "reg.ckpt")
+    data, _ = write_nifti(tmp_path / "scan.nii.gz", frames=8)
+    res = _run(repo_root, "--checkpoint", ckpt, "--nifti", tmp_path / "scan.nii.gz", "--device", "cpu",
+               "--json", tmp_path / "p.json")
+    assert res.returncode == 0, res.stderr
+    assert "prediction:" in res.stdout
+    out = json.loads((tmp_path / "p.json").read_text())
+    with torch.no_grad():
+        std_values = torch.cat([module(x) for x in expected_clips(data)])[:, 0]
+    assert out["value"] == pytest.approx(float(std_values.mean()) * 12.0 + 40.0, rel=1e-4)
+
+
+def test_bad_inputs_are_one_line_errors(tmp_path, repo_root, tiny_released_checkpoint):
+    write_nifti(tmp_path / "scan.nii.gz", frames=3)
+    module = tiny_module("classification")
+    ckpt = save_lightning_like(module, tmp_path / "c.ckpt")
+    res = _run(repo_root, "--checkpoint", ckpt, "--nifti", tmp_path / "scan.nii.gz")
+    assert res.returncode == 2 and "frames" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
+    backbone, _ = tiny_released_checkpoint
+    res = _run(repo_root, "--checkpoint", backbone, "--nifti", tmp_path / "scan.nii.gz")
+    assert res.returncode == 2 and "no task head" in res.stderr
+    res = _run(repo_root, "--checkpoint", ckpt, "--nifti", tmp_path / "missing.nii.gz")
+    assert res.returncode == 2 and "missing.nii.gz" in res.stderr
