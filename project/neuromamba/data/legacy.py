@@ -118,7 +118,7 @@ def convert_one(job: RunJob, out_dir: str, options: LegacyOptions) -> RunResult:
         if frames.dtype == np.float16:
             dtype, reason = np.dtype(np.float16), "legacy frames were float16: kept exactly"
         else:
-            dtype, reason = store.choose_storage_dtype(np.moveaxis(frames, 0, -1), stats)
+            dtype, reason = store.choose_storage_dtype(frames, stats)
         mask = brain_mask_of(np.moveaxis(frames, 0, -1))
         # The legacy grid is the only grid we know: identity record, unknown world affine.
         record = CropPadRecord(original_shape=spatial, target_shape=spatial, shift=(0, 0, 0),

@@ -211,6 +211,18 @@ def apply_crop_pad(volume: np.ndarray, record: CropPadRecord, fill: float = 0.0)
     return out
 
 
+def crop_pad_frames(data_xyzt: np.ndarray, record: CropPadRecord, dtype=np.float32) -> np.ndarray:
+    """(X, Y, Z, T) input -> (T, D, H, W) C-contiguous model-grid frames (each TR contiguous,
+    so statistics and the per-TR HDF5 writes run over contiguous memory)."""
+    src, dst = _axis_slices(record)
+    frames = data_xyzt.shape[3]
+    out = np.zeros((frames,) + tuple(record.target_shape), dtype=dtype)
+    view = np.moveaxis(data_xyzt, -1, 0)
+    for t in range(frames):  # frame by frame: cache-friendly for F-ordered NIfTI arrays
+        out[t][dst] = view[t][src]
+    return out
+
+
 def to_original_space(volume: np.ndarray, record: CropPadRecord, fill: float = 0.0) -> np.ndarray:
     """Model grid -> original grid (the inverse of :func:`apply_crop_pad` on the kept region).
 

@@ -159,13 +159,13 @@ def preprocess_one(job: RunJob, out_dir: str, options: PreprocessOptions) -> Run
                                      allow_crop_brain=options.allow_crop_brain, path=job.source,
                                      source_shape=source_shape, source_affine=source_affine,
                                      resampled=resampled)
-        cropped = nifti.apply_crop_pad(data, record)  # (D, H, W, T), raw, background 0
+        frames = nifti.crop_pad_frames(data, record)  # (T, D, H, W), raw, background 0
         del data
-        stats = store.compute_stats(cropped)
-        dtype, reason = store.choose_storage_dtype(cropped, stats, options.storage_dtype,
-                                                   options.fp16_tolerance)
-        store.write_run(final, np.moveaxis(cropped, -1, 0), subject=job.subject, run=job.run,
-                        stats=stats, brain_mask=nifti.brain_mask_of(cropped), storage_dtype=dtype,
+        stats = store.compute_stats(frames, frame_axis=0)
+        dtype, reason = store.choose_storage_dtype(frames, stats, options.storage_dtype,
+                                                   options.fp16_tolerance, frame_axis=0)
+        store.write_run(final, frames, subject=job.subject, run=job.run, stats=stats,
+                        brain_mask=np.any(frames != 0, axis=0), storage_dtype=dtype,
                         dtype_reason=reason, compression=options.compression,
                         crop_pad_json=record.to_json(),
                         voxel_size=tuple(float(z) for z in img.header.get_zooms()[:3]),

@@ -42,29 +42,45 @@ class RunStats:
         return {k: getattr(self, k) for k in STAT_KEYS}
 
 
-def compute_stats(data: np.ndarray, *, frame_axis: int = -1, block: int = 64) -> RunStats:
-    """Count, mean, std, min, max over non-zero values (brain voxels), in float64 by blocks."""
+def compute_stats(data: np.ndarray, *, frame_axis: int = 0, block: int = 8) -> RunStats:
+    """Count, mean, std, min, max over non-zero values (brain voxels), float64 sums by blocks.
+
+    Zeros add nothing to the sums, so only the count and min/max need the non-zero mask.
+    """
+    data = np.moveaxis(data, frame_axis, 0)
     n, total, total_sq = 0, 0.0, 0.0
     lo, hi = np.inf, -np.inf
-    frames = data.shape[frame_axis]
-    for start in range(0, frames, block):
-        part = np.take(data, range(start, min(start + block, frames)), axis=frame_axis)
-        values = part[part != 0].astype(np.float64)
-        if values.size:
-            n += values.size
-            total += values.sum()
-            total_sq += np.square(values).sum()
-            lo, hi = min(lo, values.min()), max(hi, values.max())
+    for start in range(0, data.shape[0], block):
+        part = data[start:start + block]
+        nonzero = part != 0
+        count = int(np.count_nonzero(nonzero))
+        if count:
+            wide = part.astype(np.float64)
+            n += count
+            total += float(wide.sum())
+            flat = wide.ravel()
+            total_sq += float(np.dot(flat, flat))
+            lo = min(lo, float(np.min(part, where=nonzero, initial=np.inf)))
+            hi = max(hi, float(np.max(part, where=nonzero, initial=-np.inf)))
     if n == 0:
         raise ValueError("no non-zero (brain) voxels")
     mean = total / n
-    # Two-pass would be more exact; the block sums in float64 are exact enough for fMRI ranges.
     var = max(total_sq / n - mean * mean, 0.0)
     return RunStats(int(n), float(mean), float(np.sqrt(var)), float(lo), float(hi))
 
 
+def fp16_max_rounding_error(max_abs: float) -> float:
+    """Worst-case float16 rounding error for values up to ``max_abs``: half a unit in the last
+    place at the top binade (10 mantissa bits), an upper bound attained by dense data."""
+    if max_abs <= 0:
+        return 0.0
+    exponent = max(np.floor(np.log2(max_abs)), -14)  # below 2^-14: subnormal spacing
+    return float(2.0 ** (exponent - 11))
+
+
 def choose_storage_dtype(data: np.ndarray, stats: RunStats, requested: str = "auto",
-                         fp16_tolerance: float = DEFAULT_FP16_TOLERANCE) -> tuple:
+                         fp16_tolerance: float = DEFAULT_FP16_TOLERANCE,
+                         frame_axis: int = 0) -> tuple:
     """Pick the on-disk dtype; returns (numpy dtype, reason).
 
     ``auto``: int16 when every value is an integer in int16 range (exact); else float16 when the
@@ -74,7 +90,7 @@ def choose_storage_dtype(data: np.ndarray, stats: RunStats, requested: str = "au
     if requested not in STORAGE_DTYPES:
         raise ValueError(f"--storage_dtype {requested!r}: choose one of {STORAGE_DTYPES}")
     max_abs = max(abs(stats.min), abs(stats.max))
-    is_integer = max_abs <= 32767 and _all_integer(data)
+    is_integer = max_abs <= 32767 and _all_integer(np.moveaxis(data, frame_axis, 0))
     if requested in ("auto", "int16") and is_integer:
         return np.dtype(np.int16), "integer values within int16 range: stored exactly"
     if requested == "int16":
@@ -83,7 +99,7 @@ def choose_storage_dtype(data: np.ndarray, stats: RunStats, requested: str = "au
         if max_abs > FP16_MAX:
             reason = f"max |value| {max_abs:.6g} exceeds the float16 range"
         else:
-            worst = _max_fp16_error(data)
+            worst = fp16_max_rounding_error(max_abs)
             rel = worst / max(stats.std, 1e-12)
             if rel <= fp16_tolerance:
                 return np.dtype(np.float16), (f"float16 worst rounding error {worst:.3g} = "
@@ -91,25 +107,19 @@ def choose_storage_dtype(data: np.ndarray, stats: RunStats, requested: str = "au
             reason = (f"float16 worst rounding error {worst:.3g} = {rel:.2e} x brain std "
                       f"(> {fp16_tolerance:g})")
         if requested == "float16":
-            raise ValueError(f"--storage_dtype float16 would lose precision: {reason}")
+            raise ValueError(f"--storage_dtype float16 would lose precision: {reason}; raise "
+                             f"--fp16_tolerance to accept it")
         return np.dtype(np.float32), f"float32: {reason}"
     return np.dtype(np.float32), "float32 requested"
 
 
-def _all_integer(data: np.ndarray, block: int = 64) -> bool:
-    for start in range(0, data.shape[-1], block):
-        part = data[..., start:start + block]
+def _all_integer(frames: np.ndarray, block: int = 8) -> bool:
+    """Frames first; stops at the first block with a fraction (float data fails at once)."""
+    for start in range(0, frames.shape[0], block):
+        part = frames[start:start + block]
         if not np.array_equal(part, np.round(part)):
             return False
     return True
-
-
-def _max_fp16_error(data: np.ndarray, block: int = 64) -> float:
-    worst = 0.0
-    for start in range(0, data.shape[-1], block):
-        part = data[..., start:start + block].astype(np.float32)
-        worst = max(worst, float(np.max(np.abs(part.astype(np.float16).astype(np.float32) - part))))
-    return worst
 
 
 def run_path(root: str | Path, subject: str, run: str) -> Path:

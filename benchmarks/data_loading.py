@@ -1,0 +1,296 @@
+"""Data-loading benchmark: the HDF5 run format against the raw-bytes floor and the peers' layout.
+
+Reads 96^3 x 20 fp16 clips (realistic brain data: the Dummy generator's ellipsoid brain in a zero
+background) from
+  * HDF5 runs (uncompressed and lzf), one TR per chunk, ``read_direct`` into a preallocated array;
+  * a memory-mapped ``.npy`` of the same bytes (the floor: nothing can read them faster);
+  * one ``torch.save`` file per frame (the SwiFT/NeuroMamba/NeuroSTORM layout).
+Two levels: ``read`` (the clip's bytes into memory) and ``dataset`` (the full item: read, convert to
+float32, scale, move time last, through a DataLoader with 1 and 2 workers). Prints a table with
+clips/s, MB/s and the ratio to the floor. Then times preprocessing of one 96^3 x N run against
+nibabel's load of the same file. Files are read from a warm page cache (run twice to be sure).
+
+  python benchmarks/data_loading.py --out /tmp/nm_bench
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "project"))
+
+from neuromamba.data import store  # noqa: E402
+from neuromamba.data.datasets import ClipDataset, ClipSpec, HDF5Reader, RunEntry  # noqa: E402
+from neuromamba.data.dummy import DummyGenerator, DummySpec  # noqa: E402
+from neuromamba.data.scaling import scale_inplace  # noqa: E402
+from neuromamba.data.windows import clip_starts  # noqa: E402
+
+GRID = (96, 96, 96)
+
+
+# ---------------------------------------------------------------------------------------------
+def make_data(out: Path, runs: int, frames: int) -> dict:
+    """Write every format once; return paths and stats per run."""
+    spec = DummySpec(num_subjects=max(runs, 3), img_size=GRID, num_frames=frames, seed=0)
+    gen = DummyGenerator(spec)
+    info = {}
+    for r in range(runs):
+        subject = f"dummy{r:04d}"
+        raw = np.empty((frames,) + GRID, np.float16)
+        for start in range(0, frames, 50):  # bounded memory
+            idx = range(start, min(start + 50, frames))
+            raw[start:start + len(idx)] = gen.frames(subject, "run0", idx)
+        stats = store.compute_stats(raw, frame_axis=0)
+        mask = np.any(raw != 0, axis=0)
+        paths = {}
+        for comp in ("none", "lzf"):
+            p = out / f"h5_{comp}" / subject / "run0.h5"
+            if not p.exists():
+                store.write_run(p, raw, subject=subject, run="run0", stats=stats, brain_mask=mask,
+                                storage_dtype=np.dtype(np.float16), compression=comp)
+            paths[f"h5_{comp}"] = p
+        p = out / "npy" / f"{subject}.npy"
+        if not p.exists():
+            p.parent.mkdir(parents=True, exist_ok=True)
+            np.save(p, raw)
+        paths["npy"] = p
+        folder = out / "torch_frames" / "img" / subject
+        if not (folder / f"frame_{frames - 1}.pt").exists():
+            folder.mkdir(parents=True, exist_ok=True)
+            for t in range(frames):
+                torch.save(torch.from_numpy(raw[t][..., None].copy()), folder / f"frame_{t}.pt")
+            torch.save({"valid_voxels": stats.valid_voxels, "global_mean": stats.mean,
+                        "global_std": stats.std, "global_max": stats.max},
+                       folder / "global_stats.pt")
+        paths["torch_frames"] = folder
+        info[subject] = {"paths": paths, "stats": stats.as_dict(), "frames": frames}
+    return info
+
+
+def clip_list(info: dict, length: int, seed: int = 0) -> list:
+    clips = [(s, start) for s, d in info.items()
+             for start in clip_starts(d["frames"], length, 1, length)]
+    order = np.random.default_rng(seed).permutation(len(clips))
+    return [clips[i] for i in order]
+
+
+def dir_size(path: Path) -> int:
+    return sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file())
+
+
+# ---------------------------------------------------------------------------------------------
+# Read level: bytes of one clip into a preallocated (T, D, H, W) fp16 array
+# ---------------------------------------------------------------------------------------------
+def read_npy(info, clips, length, out):
+    arrays = {s: np.load(d["paths"]["npy"], mmap_mode="r") for s, d in info.items()}
+    for s, start in clips:
+        out[...] = arrays[s][start:start + length]
+
+
+def read_h5(kind, direct):
+    def reader(info, clips, length, out):
+        import h5py
+
+        files = {s: h5py.File(d["paths"][kind], "r") for s, d in info.items()}
+        for s, start in clips:
+            dset = files[s]["fmri"]
+            if direct:
+                dset.read_direct(out, source_sel=np.s_[start:start + length])
+            else:
+                out[...] = dset[start:start + length]
+        for f in files.values():
+            f.close()
+    return reader
+
+
+def read_torch_frames(info, clips, length, out):
+    for s, start in clips:
+        folder = info[s]["paths"]["torch_frames"]
+        for t in range(length):
+            out[t] = torch.load(folder / f"frame_{start + t}.pt", weights_only=True).numpy()[..., 0]
+
+
+def time_reads(name, fn, info, clips, length, repeats) -> float:
+    out = np.empty((length,) + GRID, np.float16)
+    fn(info, clips[:2], length, out)  # warm up
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn(info, clips, length, out)
+        best = min(best, time.perf_counter() - t0)
+    return len(clips) / best
+
+
+# ---------------------------------------------------------------------------------------------
+# Dataset level: the full item (float32, scaled, time last) through a DataLoader
+# ---------------------------------------------------------------------------------------------
+class _ClipsOf(Dataset):
+    """Same item as ClipDataset, from another storage layout (for the comparison only)."""
+
+    def __init__(self, info, clips, length, scaling="znorm_minback"):
+        self.info, self.clips, self.length, self.scaling = info, clips, length, scaling
+        self._arrays = None
+
+    def _raw(self, subject, start):
+        raise NotImplementedError
+
+    def __len__(self):
+        return len(self.clips)
+
+    def __getitem__(self, i):
+        subject, start = self.clips[i]
+        raw = self._raw(subject, start)
+        clip = np.empty(raw.shape[1:] + raw.shape[:1], np.float32)
+        clip[...] = np.moveaxis(raw, 0, -1)
+        scale_inplace(clip, self.info[subject]["stats"], self.scaling)
+        return {"fmri": torch.from_numpy(clip)[None], "subject": subject,
+                "start": torch.tensor(start)}
+
+
+class NpyClips(_ClipsOf):
+    def _raw(self, subject, start):
+        if self._arrays is None:
+            self._arrays = {s: np.load(d["paths"]["npy"], mmap_mode="r")
+                            for s, d in self.info.items()}
+        out = np.empty((self.length,) + GRID, np.float16)
+        out[...] = self._arrays[subject][start:start + self.length]
+        return out
+
+
+class TorchFrameClips(_ClipsOf):
+    def _raw(self, subject, start):
+        folder = self.info[subject]["paths"]["torch_frames"]
+        out = np.empty((self.length,) + GRID, np.float16)
+        for t in range(self.length):
+            out[t] = torch.load(folder / f"frame_{start + t}.pt", weights_only=True).numpy()[..., 0]
+        return out
+
+
+class _OrderedClipDataset(torch.utils.data.Dataset):
+    """ClipDataset items in the benchmark's shuffled clip order."""
+
+    def __init__(self, base: ClipDataset, clips):
+        position = {(base.entries[r].subject, s): i for i, (r, s) in enumerate(base.index)}
+        self.base, self.order = base, [position[c] for c in clips]
+
+    def __len__(self):
+        return len(self.order)
+
+    def __getitem__(self, i):
+        return self.base[self.order[i]]
+
+
+def hdf5_clips(info, clips, length, kind):
+    entries = [RunEntry(s, "run0", d["frames"], str(d["paths"][kind])) for s, d in info.items()]
+    base = ClipDataset(entries, ClipSpec(length, 1, length, "znorm_minback"), HDF5Reader())
+    return _OrderedClipDataset(base, clips)
+
+
+def time_loader(dataset, workers, repeats) -> float:
+    loader = DataLoader(dataset, batch_size=1, num_workers=workers,
+                        persistent_workers=workers > 0, shuffle=False)
+    for _ in loader:  # warm-up epoch (starts the workers, opens files)
+        break
+    best = np.inf
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        n = sum(1 for _ in loader)
+        best = min(best, time.perf_counter() - t0)
+    return n / best
+
+
+# ---------------------------------------------------------------------------------------------
+def preprocessing_timing(out: Path, frames: int) -> tuple:
+    """(nibabel load seconds, preprocess seconds) for one 96^3 x frames .nii.gz run."""
+    import nibabel as nib
+
+    from neuromamba.data.preprocess_runner import PreprocessOptions, RunJob, preprocess_one
+
+    path = out / "prep" / f"bench_run{frames}.nii.gz"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        spec = DummySpec(num_subjects=3, img_size=(91, 109, 91), num_frames=frames, seed=1)
+        data = DummyGenerator(spec).frames("dummy0000", "run0", range(frames))
+        affine = np.diag([2.0, 2.0, 2.0, 1.0])
+        nib.save(nib.Nifti1Image(np.moveaxis(data, 0, -1), affine), str(path))
+        del data
+    t0 = time.perf_counter()
+    arr = np.asarray(nib.load(str(path)).dataobj)
+    t_load = time.perf_counter() - t0
+    del arr
+    target = out / "prep" / "h5"
+    options = PreprocessOptions(min_frames=20, overwrite=True)
+    t0 = time.perf_counter()
+    result = preprocess_one(RunJob(str(path), "bench", "run0"), str(target), options)
+    t_prep = time.perf_counter() - t0
+    if result.status != "done":
+        raise RuntimeError(result.message)
+    return t_load, t_prep, result.message
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--out", type=Path, required=True, help="scratch folder for the files")
+    p.add_argument("--runs", type=int, default=4)
+    p.add_argument("--frames", type=int, default=120, help="frames per run")
+    p.add_argument("--length", type=int, default=20, help="clip length T")
+    p.add_argument("--repeats", type=int, default=3, help="best of N passes")
+    p.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    p.add_argument("--prep_frames", type=int, default=1200,
+                   help="frames of the preprocessing-timing run (0 skips it)")
+    args = p.parse_args(argv)
+    torch.set_num_threads(1)
+
+    info = make_data(args.out, args.runs, args.frames)
+    clips = clip_list(info, args.length)
+    mb_per_clip = args.length * np.prod(GRID) * 2 / 1e6
+    print(f"{len(clips)} clips of {GRID} x {args.length} fp16 ({mb_per_clip:.1f} MB each) from "
+          f"{args.runs} runs x {args.frames} frames; best of {args.repeats}; torch threads 1")
+    print("disk: " + ", ".join(f"{k} {dir_size(args.out / k) / 1e6:.0f} MB"
+                               for k in ("npy", "h5_none", "h5_lzf", "torch_frames")))
+
+    rows = []
+    readers = [("npy memmap (floor)", read_npy), ("hdf5 read_direct", read_h5("h5_none", True)),
+               ("hdf5 plain slice", read_h5("h5_none", False)),
+               ("hdf5 lzf read_direct", read_h5("h5_lzf", True)),
+               ("torch.save per frame", read_torch_frames)]
+    floor = None
+    for name, fn in readers:
+        rate = time_reads(name, fn, info, clips, args.length, args.repeats)
+        floor = floor or rate
+        rows.append(("read", name, "-", rate, rate * mb_per_clip, rate / floor))
+
+    for workers in args.workers:
+        datasets = [("npy memmap (floor)", NpyClips(info, clips, args.length)),
+                    ("hdf5 (ClipDataset)", hdf5_clips(info, clips, args.length, "h5_none")),
+                    ("hdf5 lzf (ClipDataset)", hdf5_clips(info, clips, args.length, "h5_lzf")),
+                    ("torch.save per frame", TorchFrameClips(info, clips, args.length))]
+        floor = None
+        for name, ds in datasets:
+            rate = time_loader(ds, workers, args.repeats)
+            floor = floor or rate
+            rows.append(("dataset", name, workers, rate, rate * mb_per_clip, rate / floor))
+
+    print()
+    print("| level | storage | workers | clips/s | MB/s | ratio to floor |")
+    print("|---|---|---|---|---|---|")
+    for level, name, workers, rate, mbs, ratio in rows:
+        print(f"| {level} | {name} | {workers} | {rate:.1f} | {mbs:.0f} | {ratio:.2f} |")
+
+    if args.prep_frames:
+        t_load, t_prep, dtype = preprocessing_timing(args.out, args.prep_frames)
+        print()
+        print(f"preprocessing one 91x109x91 x {args.prep_frames} float32 .nii.gz run -> 96^3 HDF5: "
+              f"{t_prep:.1f} s; nibabel load of the same file: {t_load:.1f} s; ratio "
+              f"{t_prep / t_load:.2f} (stored as: {dtype})")
+
+
+if __name__ == "__main__":
+    main()
