@@ -241,20 +241,26 @@ def _ctor_kwargs(m: Mamba2) -> dict:
                 chunk_size=m.chunk_size)
 
 
-def test_chunk_size_does_not_change_results():
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_chunk_size_does_not_change_results(dtype):
     torch.manual_seed(0)
-    m = randomize_(Mamba2(d_model=16, d_state=8, headdim=8, ngroups=2, chunk_size=16))
-    u = torch.randn(2, 300, 16, requires_grad=True)
+    m = randomize_(Mamba2(d_model=16, d_state=8, headdim=8, ngroups=2, chunk_size=16)).to(dtype)
+    u = torch.randn(2, 300, 16, dtype=dtype, requires_grad=True)
     results = []
     for chunk in (16, 64, 256, 7):
         m.chunk_size = chunk
         out = m(u)
-        results.append((out, torch.autograd.grad(out.square().sum(), [u, m.A_log, m.dt_bias])))
+        results.append((out, torch.autograd.grad(out.square().sum(), [u] + list(m.parameters()))))
     out0, grads0 = results[0]
+    # Exact math: float64 agrees to rounding. In fp32 the parameter gradients (sums over all
+    # 600 tokens with cancellation, decays from fp32 cumsums over up to 256 tokens) move by
+    # ~1e-5 between chunkings, as in mamba_ssm's kernels; outputs and input grads do not.
+    tol_out, tol_param = (1e-10, 1e-10) if dtype == torch.float64 else (1e-5, 1e-4)
     for out, grads in results[1:]:
-        assert rel_err(out, out0) <= 1e-5
-        for g, g0 in zip(grads, grads0):
-            assert rel_err(g, g0) <= 1e-5
+        assert rel_err(out, out0) <= tol_out
+        assert rel_err(grads[0], grads0[0]) <= tol_out
+        for g, g0 in zip(grads[1:], grads0[1:]):
+            assert rel_err(g, g0) <= tol_param
 
 
 def test_packed_seq_idx_equals_separate_sequences():

@@ -137,38 +137,253 @@ def causal_conv1d_ref(
     return F.silu(out) if activation is not None else out
 
 
-class _StatePassing(torch.autograd.Function):
-    """H_c = a_c * H_{c-1} + S_c over chunks c, H_{-1} = h0; returns (H_{c-1} for each c, H_last).
+def _pass_states(chunk_states, chunk_decay, h0):
+    """H_c = a_c * H_{c-1} + S_c over chunks c, with H_{-1} = h0.
 
-    A hand-written backward: autograd through a Python loop of indexing would build O(c^2)
-    zero-filled gradients. States are tiny (h x p x n per chunk), so the loop is cheap.
+    chunk_states (b, c, h, p, n), chunk_decay a (b, c, h). Returns the state *before* each
+    chunk (b, c, h, p, n) and the final state. A loop over chunks only: states are tiny.
+    """
+    before = torch.empty_like(chunk_states)
+    state = h0
+    for c in range(chunk_states.shape[1]):
+        before[:, c] = state
+        state = torch.addcmul(chunk_states[:, c], chunk_decay[:, c, :, None, None], state)
+    return before, state
+
+
+def _pass_states_backward(chunk_decay, before, grad_before, grad_final):
+    """Adjoint of _pass_states: returns d/d(chunk_states), d/d(chunk_decay), d/d(h0)."""
+    grad_states = torch.empty_like(before)
+    grad_h = grad_final
+    for c in range(before.shape[1] - 1, -1, -1):
+        grad_states[:, c] = grad_h  # dL/dH_c
+        grad_h = torch.addcmul(grad_before[:, c], chunk_decay[:, c, :, None, None], grad_h)
+    grad_decay = (grad_states * before).sum(dim=(-1, -2))  # <dL/dH_c, H_{c-1}>
+    return grad_states, grad_decay, grad_h
+
+
+def _chunk_masks(seq_idx, batch, nchunks, Q, device):
+    """Masks that implement the causal structure and the packed-sequence resets.
+
+    Returns (intra (.., Q, Q) bool, to_end (b,c,Q) or None, from_start (b,c,Q) or None,
+    carry (b,c) or None): pairs (t, s) inside a chunk that interact; tokens that reach the
+    chunk's end state; tokens the carried state reaches; chunks the previous state survives.
+    """
+    causal = torch.ones(Q, Q, dtype=torch.bool, device=device).tril()
+    if seq_idx is None:
+        return causal, None, None, None
+    seq = seq_idx.view(batch, nchunks, Q)
+    intra = (causal & (seq.unsqueeze(-1) == seq.unsqueeze(-2))).unsqueeze(2)  # (b,c,1,Q,Q)
+    end_seq = seq[..., -1]  # (b, c)
+    start_seq = F.pad(end_seq[:, :-1], (1, 0))  # sequence of the token before each chunk (0 first)
+    to_end = seq == end_seq.unsqueeze(-1)
+    from_start = seq == start_seq.unsqueeze(-1)
+    carry = end_seq == start_seq
+    return intra, to_end, from_start, carry
+
+
+class _ChunkScan(torch.autograd.Function):
+    """The SSD scan on chunk-aligned inputs, with a hand-written backward.
+
+    Per (batch, chunk, head), with cs = cumsum(dt * A) inside the chunk (fp32):
+        Xd    = dt * x                                    (Q, p)
+        M     = (C B^T) o exp(cs_t - cs_s) [s <= t]        (Q, Q)
+        y     = M Xd + (exp(cs) o C) S_prev^T + D x        (Q, p)
+        S     = Xd^T (exp(cs_end - cs) o B)                (p, n)   the chunk's own end state
+        S_prev: the states passed along chunks by _pass_states.
+    Autograd through these would store and revisit many (Q, Q) and (L, h, p) intermediates;
+    the backward below touches each big tensor a few times only. Matmuls run in the autocast
+    dtype when autocast is on (decays stay fp32); autocast itself is off inside.
     """
 
     @staticmethod
-    def forward(ctx, chunk_states, chunk_decay, h0):
-        nchunks = chunk_states.shape[1]
-        before = torch.empty_like(chunk_states)
-        state = h0
-        for c in range(nchunks):
-            before[:, c] = state
-            state = torch.addcmul(chunk_states[:, c], chunk_decay[:, c, :, None, None], state)
-        ctx.save_for_backward(chunk_decay, before)
-        return before, state
+    def forward(ctx, x, dt, A, B, C, D, h0, seq_idx, chunk_size):
+        device_type = x.device.type
+        if torch.is_autocast_enabled(device_type):
+            mm_dtype = torch.get_autocast_dtype(device_type)
+        else:
+            mm_dtype = x.dtype
+        with torch.autocast(device_type, enabled=False):
+            return _ChunkScan._forward(ctx, x, dt, A, B, C, D, h0, seq_idx, chunk_size, mm_dtype)
 
     @staticmethod
-    def backward(ctx, grad_before, grad_final):
-        chunk_decay, before = ctx.saved_tensors
-        nchunks = before.shape[1]
-        grad_states = torch.empty_like(before)
-        grad_h = grad_final if grad_final is not None else torch.zeros_like(before[:, 0])
-        if grad_before is None:
-            grad_before = torch.zeros_like(before)
-        for c in range(nchunks - 1, -1, -1):
-            grad_states[:, c] = grad_h
-            grad_h = torch.addcmul(grad_before[:, c], chunk_decay[:, c, :, None, None], grad_h)
-        # dL/da_c = <dL/dH_c, H_{c-1}> summed over (p, n); dL/dH_c is grad_states[:, c].
-        grad_decay = (grad_states * before).sum(dim=(-1, -2))
-        return grad_states, grad_decay, grad_h
+    def _forward(ctx, x, dt, A, B, C, D, h0, seq_idx, Q, mm_dtype):
+        batch, seqlen, nheads, headdim = x.shape
+        ngroups, dstate = B.shape[2:]
+        nchunks, rep = seqlen // Q, nheads // ngroups
+        f32 = dt.dtype  # decays and states: fp32 (fp64 when the inputs are fp64)
+        intra, to_end, from_start, carry = _chunk_masks(seq_idx, batch, nchunks, Q, x.device)
+
+        xc = x.view(batch, nchunks, Q, nheads, headdim)
+        dtc = dt.view(batch, nchunks, Q, nheads)
+        cs = torch.cumsum((dtc * A).transpose(2, 3).contiguous(), dim=-1)  # (b, c, h, Q)
+        Bg = B.view(batch, nchunks, Q, ngroups, dstate).transpose(2, 3).to(mm_dtype)
+        Cg = C.view(batch, nchunks, Q, ngroups, dstate).transpose(2, 3).to(mm_dtype)
+        Bg, Cg = Bg.contiguous(), Cg.contiguous()  # (b, c, g, Q, n)
+
+        # Xd in the (b, c, h, Q, p) layout the matmuls want, written in one pass.
+        Xd = torch.empty(batch, nchunks, nheads, Q, headdim, dtype=mm_dtype, device=x.device)
+        torch.mul(xc, dtc.unsqueeze(-1), out=Xd.transpose(2, 3))
+
+        # Intra-chunk decays: -inf above the diagonal (and across sequences) *before* exp.
+        decay = cs.unsqueeze(-1) - cs.unsqueeze(-2)  # (b, c, h, Q, Q)
+        decay.masked_fill_(~intra, -math.inf).exp_()
+        G = torch.matmul(Cg, Bg.transpose(-1, -2))  # (b, c, g, Q, Q)
+        M = torch.empty(batch, nchunks, ngroups, rep, Q, Q, dtype=mm_dtype, device=x.device)
+        torch.mul(decay.view(batch, nchunks, ngroups, rep, Q, Q), G.unsqueeze(3), out=M)
+        M = M.view(batch, nchunks, nheads, Q, Q)
+
+        # Chunk end states: fold the decay-to-end into B (n < p: the cheaper side).
+        w_end = torch.exp(cs[..., -1:] - cs)  # (b, c, h, Q)
+        if to_end is not None:
+            w_end = w_end * to_end.unsqueeze(2)
+        Bh = _expand_heads(Bg, rep)  # (b, c, h, Q, n)
+        Bw = (Bh * w_end.unsqueeze(-1)).to(mm_dtype)
+        chunk_states = torch.matmul(Xd.transpose(-1, -2), Bw).to(f32)  # (b, c, h, p, n)
+
+        chunk_decay = torch.exp(cs[..., -1])  # (b, c, h)
+        if carry is not None:
+            chunk_decay = chunk_decay * carry.unsqueeze(-1)
+        if h0 is None:
+            h0_ = chunk_states.new_zeros(batch, nheads, headdim, dstate)
+        else:
+            h0_ = h0.to(f32)
+        S_prev, final = _pass_states(chunk_states, chunk_decay, h0_)
+
+        # y = M Xd + Ce S_prev^T with Ce = exp(cs) o C: one batched multiply-accumulate.
+        E = torch.exp(cs)
+        if from_start is not None:
+            E = E * from_start.unsqueeze(2)
+        Ch = _expand_heads(Cg, rep)
+        Ce = (Ch * E.unsqueeze(-1)).to(mm_dtype)
+        flat = batch * nchunks * nheads
+        y = torch.baddbmm(torch.bmm(M.view(flat, Q, Q), Xd.view(flat, Q, headdim)),
+                          Ce.view(flat, Q, dstate),
+                          S_prev.to(mm_dtype).view(flat, headdim, dstate).transpose(1, 2))
+        y = y.view(batch, nchunks, nheads, Q, headdim).transpose(2, 3)  # (b, c, Q, h, p)
+        out = torch.empty(xc.shape, dtype=x.dtype, device=x.device)
+        if D is None:
+            out.copy_(y)
+        else:
+            torch.addcmul(y, xc, _D_heads(D), out=out)
+
+        ctx.save_for_backward(x, dt, A, D, cs, Bg, Cg, Xd, decay, M, w_end, Bh, Bw, chunk_decay,
+                              S_prev, E, Ch, Ce)
+        ctx.shapes = (Q, mm_dtype, h0 is not None)
+        return out.view(x.shape), final
+
+    @staticmethod
+    def backward(ctx, grad_out, grad_final):
+        device_type = grad_out.device.type
+        with torch.autocast(device_type, enabled=False):
+            return _ChunkScan._backward(ctx, grad_out, grad_final)
+
+    @staticmethod
+    def _backward(ctx, grad_out, grad_final):
+        (x, dt, A, D, cs, Bg, Cg, Xd, decay, M, w_end, Bh, Bw, chunk_decay, S_prev, E, Ch,
+         Ce) = ctx.saved_tensors
+        Q, mm_dtype, has_h0 = ctx.shapes
+        batch, seqlen, nheads, headdim = x.shape
+        ngroups, dstate = Bg.shape[2], Bg.shape[-1]
+        nchunks, rep = seqlen // Q, nheads // ngroups
+        flat = batch * nchunks * nheads
+        f32 = dt.dtype
+
+        dYc = grad_out.view(batch, nchunks, Q, nheads, headdim)
+        dY = dYc.transpose(2, 3).to(mm_dtype).contiguous()  # (b, c, h, Q, p)
+
+        # y = M Xd: dXd = M^T dY; dM = dY Xd^T.
+        dXd = torch.matmul(M.transpose(-1, -2), dY)
+        dM = torch.matmul(dY, Xd.transpose(-1, -2))
+        # M = G o decay, decay = exp(segsum): d segsum = dM o M (zero where masked).
+        # segsum[t, s] = sum of dA over (s, t], so d dA_k = sum_{t >= k > s} dsegsum[t, s]:
+        # summed over that rectangle directly (row cumsum, then strictly-lower column sums)
+        # rather than as row sums minus column sums, which cancel badly for long chunks.
+        dseg = torch.empty(M.shape, dtype=f32, device=M.device)
+        torch.mul(dM, M, out=dseg)
+        dseg.cumsum_(-1).masked_fill_(_upper_incl(Q, dseg.device), 0.0)
+        ddA = F.pad(dseg.sum(-2)[..., :-1], (1, 0))  # (b, c, h, Q)
+        del dseg
+        dG = dM.mul_(decay.to(mm_dtype) if decay.dtype != mm_dtype else decay)
+        dG = dG.view(batch, nchunks, ngroups, rep, Q, Q).sum(3) if rep > 1 else \
+            dG.view(batch, nchunks, ngroups, Q, Q)
+        dCg = torch.matmul(dG, Bg)
+        dBg = torch.matmul(dG.transpose(-1, -2), Cg)
+
+        # y += Ce S_prev^T, Ce = E o C.
+        dCe = torch.matmul(dY, S_prev.to(mm_dtype))  # (b, c, h, Q, n)
+        dS_prev = torch.matmul(dY.transpose(-1, -2), Ce).to(f32)  # (b, c, h, p, n)
+        dcs = (dCe * Ch).sum(-1).to(f32) * E  # d/d cs_t, reaching dA_k for k <= t
+        dCh = dCe * E.unsqueeze(-1)
+
+        # State passing.
+        if grad_final is None:
+            grad_final = S_prev.new_zeros(S_prev[:, 0].shape)
+        dS, dchunk_decay, dh0 = _pass_states_backward(chunk_decay, S_prev, dS_prev,
+                                                      grad_final.to(f32))
+        ddA += (dchunk_decay * chunk_decay).unsqueeze(-1)  # exp(cs_end) depends on every dA_k
+
+        # chunk_states = Xd^T Bw, Bw = w_end o B.
+        dS_mm = dS.to(mm_dtype)
+        dXd.view(flat, Q, headdim).baddbmm_(Bw.view(flat, Q, dstate),
+                                            dS_mm.view(flat, headdim, dstate).transpose(1, 2))
+        dBw = torch.matmul(Xd, dS_mm)  # (b, c, h, Q, n)
+        # w_end[s] = exp(cs_end - cs_s) depends on dA_k for s < k: an exclusive cumsum.
+        dw = (dBw * Bh).sum(-1).to(f32) * w_end
+        ddA += F.pad(dw.cumsum(-1)[..., :-1], (1, 0))
+        dBh = dBw * w_end.unsqueeze(-1)
+
+        # B and C gradients: back to (b, L, g, n), summing the heads of each group.
+        dB = dBg.to(f32) + _sum_heads(dBh, rep).to(f32)
+        dC = dCg.to(f32) + _sum_heads(dCh, rep).to(f32)
+        dB = dB.transpose(2, 3).reshape(batch, seqlen, ngroups, dstate).to(Bg.dtype)
+        dC = dC.transpose(2, 3).reshape(batch, seqlen, ngroups, dstate).to(Cg.dtype)
+
+        # Xd = dt o x, and the D skip.
+        xc = x.view(batch, nchunks, Q, nheads, headdim)
+        dtc = dt.view(batch, nchunks, Q, nheads)
+        dXd_t = dXd.transpose(2, 3)  # (b, c, Q, h, p) view
+        dx = torch.empty(xc.shape, dtype=x.dtype, device=x.device)
+        torch.mul(dXd_t, dtc.unsqueeze(-1), out=dx)
+        ddt = (xc * dXd_t).sum(-1).to(f32)  # (b, c, Q, h)
+        dD = None
+        if D is not None:
+            dx.addcmul_(dYc, _D_heads(D))
+            xdY = (xc * dYc).sum(dim=(0, 1, 2))  # (h, p)
+            dD = (xdY if D.dim() == 2 else xdY.sum(-1)).to(D.dtype)
+
+        # cs = cumsum(dt * A) inside each chunk.
+        ddA = (ddA + dcs.flip(-1).cumsum(-1).flip(-1)).transpose(2, 3)  # (b, c, Q, h)
+        ddt = ddt + ddA * A
+        dA = (ddA * dtc).sum(dim=(0, 1, 2)).to(A.dtype)
+        return (dx.view(x.shape), ddt.reshape(dt.shape).to(dt.dtype), dA, dB, dC, dD,
+                dh0 if has_h0 else None, None, None)
+
+
+def _upper_incl(Q: int, device) -> torch.Tensor:
+    """(Q, Q) bool, True where row <= column."""
+    return torch.ones(Q, Q, dtype=torch.bool, device=device).triu()
+
+
+def _expand_heads(t: torch.Tensor, rep: int) -> torch.Tensor:
+    """(b, c, g, Q, n) -> (b, c, g*rep, Q, n): head h uses group h // rep."""
+    if rep == 1:
+        return t
+    b, c, g, q, n = t.shape
+    return t.unsqueeze(3).expand(b, c, g, rep, q, n).reshape(b, c, g * rep, q, n)
+
+
+def _sum_heads(t: torch.Tensor, rep: int) -> torch.Tensor:
+    """Adjoint of _expand_heads."""
+    if rep == 1:
+        return t
+    b, c, h, q, n = t.shape
+    return t.view(b, c, h // rep, rep, q, n).sum(3)
+
+
+def _D_heads(D: torch.Tensor) -> torch.Tensor:
+    """D (h,) or (h, p) broadcastable against (..., h, p)."""
+    return D.unsqueeze(-1) if D.dim() == 1 else D
 
 
 def _pad_to_chunks(t: torch.Tensor, pad: int) -> torch.Tensor:
@@ -208,8 +423,8 @@ def mamba_chunk_scan_combined(
         seq_idx: (batch, seqlen) int, non-decreasing along time; the state is reset wherever it
             changes (mamba_ssm semantics: initial_states only reach tokens with seq_idx 0)
     Returns:
-        out (batch, seqlen, nheads, headdim) in x's dtype, and the final states
-        (batch, nheads, headdim, d_state) fp32 when return_final_states.
+        out (batch, seqlen, nheads, headdim) in x's dtype, and, with return_final_states, the
+        final states (batch, nheads, headdim, d_state) in fp32 (fp64 for fp64 inputs).
     """
     batch, seqlen, nheads, headdim = x.shape
     if B.dim() != 4 or B.shape[:2] != (batch, seqlen) or C.shape != B.shape:
@@ -221,91 +436,28 @@ def mamba_chunk_scan_combined(
     if dt.shape != (batch, seqlen, nheads) or A.shape != (nheads,):
         raise ValueError(f"dt must be {(batch, seqlen, nheads)} and A {(nheads,)}; "
                          f"got {tuple(dt.shape)} and {tuple(A.shape)}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
-    heads_per_group = nheads // ngroups
-    out_dtype = x.dtype
-
-    dt = process_dt(dt, dt_bias, dt_softplus, dt_limit)  # (b, l, h) fp32
-    x_in = x
-    # Padding with dt = 0 makes the extra tokens decay-free and input-free: results unchanged.
-    pad = (-seqlen) % chunk_size
-    x, dt, B, C = (_pad_to_chunks(t, pad) for t in (x, dt, B, C))
-    if seq_idx is not None:
-        if seq_idx.shape != (batch, seqlen):
-            raise ValueError(f"seq_idx must be (batch, seqlen) = {(batch, seqlen)}, "
-                             f"got {tuple(seq_idx.shape)}")
-        if pad:
-            seq_idx = torch.cat([seq_idx, seq_idx[:, -1:].expand(batch, pad)], dim=1)
-    nchunks = x.shape[1] // chunk_size
-    Q = chunk_size
-
-    # Chunked views. Heads are laid out (group, head-in-group) so B/C are never repeated.
-    x = x.view(batch, nchunks, Q, nheads, headdim)
-    dt = dt.view(batch, nchunks, Q, nheads)
-    B = B.view(batch, nchunks, Q, ngroups, dstate).transpose(2, 3)  # (b, c, g, Q, n)
-    C = C.view(batch, nchunks, Q, ngroups, dstate).transpose(2, 3)  # (b, c, g, Q, n)
-
-    # Cumulative log-decay inside each chunk, fp32: dA_cs[..., t] = sum_{s<=t} dt_s * A.
-    dA_cs = torch.cumsum((dt * A.to(dt.dtype)).transpose(2, 3), dim=-1)  # (b, c, h, Q)
-    x_dt = (x * dt.unsqueeze(-1).to(x.dtype)).transpose(2, 3)  # (b, c, h, Q, p)
-
-    seq = None if seq_idx is None else seq_idx.view(batch, nchunks, Q)
-
-    # 1. Intra-chunk (diagonal blocks): y_t = sum_{s<=t} (C_t . B_s) exp(cs_t - cs_s) dt_s x_s.
-    causal = torch.ones(Q, Q, dtype=torch.bool, device=x.device).tril()
-    if seq is not None:
-        causal = causal & (seq.unsqueeze(-1) == seq.unsqueeze(-2)).unsqueeze(2)  # (b,c,1,Q,Q)
-    segsum = dA_cs.unsqueeze(-1) - dA_cs.unsqueeze(-2)  # (b, c, h, Q, Q)
-    decay = torch.exp(segsum.masked_fill(~causal, -math.inf))
-    CB = torch.matmul(C, B.transpose(-1, -2))  # (b, c, g, Q, Q)
-    scores = decay.view(batch, nchunks, ngroups, heads_per_group, Q, Q) * CB.unsqueeze(3)
-    scores = scores.view(batch, nchunks, nheads, Q, Q).to(x_dt.dtype)
-    y = torch.matmul(scores, x_dt)  # (b, c, h, Q, p)
-
-    # 2. State at the end of each chunk from its own tokens only.
-    decay_to_end = torch.exp(dA_cs[..., -1:] - dA_cs)  # (b, c, h, Q)
-    if seq is not None:
-        decay_to_end = decay_to_end * (seq == seq[..., -1:]).unsqueeze(2)
-    x_w = (x_dt * decay_to_end.unsqueeze(-1).to(x_dt.dtype))
-    x_w = x_w.view(batch, nchunks, ngroups, heads_per_group, Q, headdim)
-    # (b, c, g, hpg*p, Q) @ (b, c, g, Q, n): all heads of a group in one matmul.
-    x_w = x_w.transpose(-1, -2).reshape(batch, nchunks, ngroups, heads_per_group * headdim, Q)
-    chunk_states = torch.matmul(x_w, B.to(x_w.dtype)).to(dt.dtype)
-    chunk_states = chunk_states.view(batch, nchunks, nheads, headdim, dstate)
-
-    # 3. Pass states across chunks (sequential over chunks, tiny tensors).
-    chunk_decay = torch.exp(dA_cs[..., -1])  # (b, c, h)
-    if seq is not None:
-        end_seq = seq[..., -1]  # (b, c)
-        prev_end_seq = F.pad(end_seq[:, :-1], (1, 0))  # seq before chunk 0 counts as 0
-        chunk_decay = chunk_decay * (end_seq == prev_end_seq).unsqueeze(-1)
-    if initial_states is None:
-        initial_states = chunk_states.new_zeros(batch, nheads, headdim, dstate)
-    elif initial_states.shape != (batch, nheads, headdim, dstate):
+    if D is not None and D.shape not in ((nheads,), (nheads, headdim)):
+        raise ValueError(f"D must be ({nheads},) or ({nheads}, {headdim}), got {tuple(D.shape)}")
+    if seq_idx is not None and seq_idx.shape != (batch, seqlen):
+        raise ValueError(f"seq_idx must be (batch, seqlen) = {(batch, seqlen)}, "
+                         f"got {tuple(seq_idx.shape)}")
+    if initial_states is not None and initial_states.shape != (batch, nheads, headdim, dstate):
         raise ValueError(f"initial_states must be {(batch, nheads, headdim, dstate)}, "
                          f"got {tuple(initial_states.shape)}")
-    states_before, final_state = _StatePassing.apply(
-        chunk_states.contiguous(), chunk_decay.contiguous(), initial_states.to(dt.dtype))
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be positive, got {chunk_size}")
 
-    # 4. Contribution of the carried state: y_t += exp(cs_t) C_t . state_before_chunk.
-    s = states_before.view(batch, nchunks, ngroups, heads_per_group, headdim, dstate)
-    s = s.permute(0, 1, 2, 5, 3, 4).reshape(batch, nchunks, ngroups, dstate,
-                                             heads_per_group * headdim)
-    y_carry = torch.matmul(C, s.to(C.dtype))
-    decay_from_start = torch.exp(dA_cs)  # (b, c, h, Q)
-    if seq is not None:
-        start_seq = F.pad(seq[:, :-1, -1], (1, 0))  # seq of the token before each chunk
-        decay_from_start = decay_from_start * (seq == start_seq.unsqueeze(-1)).unsqueeze(2)
-    y_carry = y_carry.view(batch, nchunks, ngroups, Q, heads_per_group, headdim)
-    y_carry = y_carry.permute(0, 1, 2, 4, 3, 5).reshape(batch, nchunks, nheads, Q, headdim)
-    y = y + y_carry * decay_from_start.unsqueeze(-1)
-
-    y = y.transpose(2, 3).reshape(batch, nchunks * Q, nheads, headdim)[:, :seqlen]
-    if D is not None:
-        D = D.to(dt.dtype)
-        y = y + x_in * (D.unsqueeze(-1) if D.dim() == 1 else D)
+    dt = process_dt(dt, dt_bias, dt_softplus, dt_limit)  # (b, l, h), fp32 or fp64
+    # Padding with dt = 0 makes the extra tokens decay-free and input-free: results unchanged.
+    pad = (-seqlen) % chunk_size
+    x_p, dt, B, C = (_pad_to_chunks(t, pad) for t in (x, dt, B, C))
+    if seq_idx is not None and pad:
+        seq_idx = torch.cat([seq_idx, seq_idx[:, -1:].expand(batch, pad)], dim=1)
+    out, final_state = _ChunkScan.apply(x_p, dt, A.to(dt.dtype), B, C,
+                                        None if D is None else D.to(dt.dtype),
+                                        initial_states, seq_idx, chunk_size)
+    if pad:
+        out = out[:, :seqlen]
     if z is not None:
-        y = y * F.silu(z)
-    out = y.to(out_dtype)
+        out = out * F.silu(z)
     return (out, final_state) if return_final_states else out
