@@ -123,24 +123,35 @@ def needs_resampling(img, voxel_size_mm: float, tolerance: float = 1e-3) -> bool
     return bool(np.any(np.abs(zooms - voxel_size_mm) > tolerance))
 
 
-def resample_to_voxel_size(img, voxel_size_mm: float):
-    """Resample to isotropic ``voxel_size_mm`` with nilearn (continuous interpolation).
+def resample_to_voxel_size(img, voxel_size_mm: float, data: np.ndarray | None = None):
+    """Resample to isotropic ``voxel_size_mm`` with nilearn; returns (image, float32 data).
 
-    The new grid keeps the image origin and covers the same field of view.
+    The new grid keeps the origin and the axis directions and covers the same field of view.
+    Values use continuous (spline) interpolation, which rings into the background, so the brain
+    mask is resampled with nearest-neighbour interpolation and the background set back to 0.
     """
+    import nibabel as nib
     from nilearn.image import resample_img  # slow import: only when needed
 
     zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
     target_affine = np.array(img.affine, dtype=float)
-    # Keep the axis directions, change the step length only.
     target_affine[:3, :3] = img.affine[:3, :3] / zooms * voxel_size_mm
     target_shape = tuple(int(np.ceil(s * z / voxel_size_mm)) for s, z in zip(img.shape[:3], zooms))
-    kwargs = dict(target_affine=target_affine, target_shape=target_shape,
-                  interpolation="continuous")
-    try:
-        return resample_img(img, copy_header=True, force_resample=True, **kwargs)
-    except TypeError:  # older nilearn without these keywords
-        return resample_img(img, **kwargs)
+    data = read_nifti_data(img, "<image>") if data is None else data
+    mask_img = nib.Nifti1Image(brain_mask_of(data).astype(np.uint8), img.affine)
+
+    def _resample(image, interpolation):
+        kwargs = dict(target_affine=target_affine, target_shape=target_shape,
+                      interpolation=interpolation)
+        try:
+            return resample_img(image, copy_header=True, force_resample=True, **kwargs)
+        except TypeError:  # older nilearn without these keywords
+            return resample_img(image, **kwargs)
+
+    resampled = _resample(nib.Nifti1Image(data, img.affine, img.header), "continuous")
+    mask = np.asarray(_resample(mask_img, "nearest").dataobj) > 0
+    values = np.asarray(resampled.dataobj, dtype=np.float32) * mask[..., None]
+    return resampled, values
 
 
 # ---------------------------------------------------------------------------------------------

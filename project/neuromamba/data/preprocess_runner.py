@@ -147,13 +147,11 @@ def preprocess_one(job: RunJob, out_dir: str, options: PreprocessOptions) -> Run
         img = nifti.load_nifti(job.source)
         nifti.validate_header(img, job.source, options.min_frames)
         source_shape, source_affine = img.shape[:3], np.asarray(img.affine)
-        resampled = False
-        if options.resample_to and nifti.needs_resampling(img, options.resample_to):
-            nifti.validate_data(nifti.read_nifti_data(img, job.source), job.source)
-            img = nifti.resample_to_voxel_size(img, options.resample_to)
-            resampled = True
         data = nifti.read_nifti_data(img, job.source)
         nifti.validate_data(data, job.source)
+        resampled = bool(options.resample_to) and nifti.needs_resampling(img, options.resample_to)
+        if resampled:
+            img, data = nifti.resample_to_voxel_size(img, options.resample_to, data)
         mask = nifti.brain_mask_of(data)
         record = nifti.plan_crop_pad(mask, options.target_shape, np.asarray(img.affine),
                                      allow_crop_brain=options.allow_crop_brain, path=job.source,
