@@ -1,0 +1,74 @@
+"""Attribution maps (integrated gradients) of a fine-tuned model, in the input's space.
+
+    python project/attribute.py --checkpoint runs/x/checkpoints/best.ckpt --nifti run.nii.gz \
+        --output_dir attributions/ [--target 1] [--four_d]
+    python project/attribute.py --checkpoint best.ckpt --dataset_name HCP --image_path /data/h5 \
+        --subject 100206 --output_dir attributions/
+
+Per run: <name>_ig.nii.gz (3D, mean over the run's clips; 4D with --four_d) on the original
+input grid and affine (via the preprocessing's crop/pad record), <name>_ig.png (orthogonal
+slices through the peak over the mean input volume) and <name>_ig.json (target, peak, files).
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from neuromamba.analysis.cli_errors import run_cli  # noqa: E402
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", required=True, help="a fine-tuned Lightning .ckpt of this project")
+    p.add_argument("--output_dir", required=True)
+    src = p.add_argument_group("input: one NIfTI run, or one subject of a dataset")
+    src.add_argument("--nifti", default=None)
+    src.add_argument("--voxel_size", type=float, default=None, help="resample first (mm), as in preprocessing")
+    src.add_argument("--allow_crop_brain", action="store_true")
+    src.add_argument("--subject", default=None)
+    src.add_argument("--run", default=None, help="only this run of --subject (default: each run)")
+    src.add_argument("--dataset_name", default="Dummy")
+    src.add_argument("--image_path", default=None)
+    src.add_argument("--seed", type=int, default=1234, help="Dummy data seed")
+    src.add_argument("--dummy_num_subjects", type=int, default=40)
+    src.add_argument("--dummy_num_frames", type=int, default=None)
+    src.add_argument("--dummy_num_runs", type=int, default=1)
+    p.add_argument("--stride_within_seq", type=int, default=1)
+    p.add_argument("--stride_between_seq", type=int, default=None,
+                   help="frames between clip starts (default: one clip span, non-overlapping)")
+    ig = p.add_argument_group("integrated gradients")
+    ig.add_argument("--target", type=int, default=None,
+                    help="class index to explain (default: the predicted class)")
+    ig.add_argument("--class_names", nargs="*", default=None)
+    ig.add_argument("--n_steps", type=int, default=32)
+    ig.add_argument("--baseline", default="brain_mean", choices=["brain_mean", "background"])
+    ig.add_argument("--reduce", default="abs", choices=["abs", "signed"],
+                    help="per-voxel magnitude or signed attribution (summed over a clip's frames)")
+    ig.add_argument("--four_d", action="store_true", help="also write the 4D map on the run's timeline")
+    ig.add_argument("--internal_batch_size", type=int, default=None,
+                    help="integration points per forward pass (lower it if memory is short)")
+    p.add_argument("--batch_size", type=int, default=1)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--allow_pickle", action="store_true")
+    return p
+
+
+def main(argv=None) -> int:
+    from neuromamba.analysis.attribute_cli import run
+
+    args = build_parser().parse_args(argv)
+    if args.n_steps < 1:
+        raise ValueError("--n_steps must be >= 1")
+    for summary in run(args):
+        print(f"{summary['name']}: target {summary['target_name']}, {summary['num_clips']} clips, "
+              f"peak voxel {summary['peak_voxel']} ({summary['space']})")
+        for kind, path in summary["files"].items():
+            print(f"  wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run_cli(main))

@@ -1,0 +1,138 @@
+"""Integrated gradients: a planted region is where the attribution goes; maps land in the
+original input space."""
+import json
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pytest
+import torch
+
+from analysis_helpers import save_lightning_like, tiny_module
+from neuromamba.analysis.attribution import (
+    brain_mean_baseline,
+    mass_in_region,
+    subject_attribution,
+)
+from neuromamba.analysis.encoder import Encoder
+
+S, T = 24, 4
+
+
+def _planted_model(signal=3.0, seed=0):
+    """A random tiny backbone + a linear head fitted (logistic regression on pooled features)
+    to detect a brighter 6x6x6 region: a model that provably uses that region."""
+    from sklearn.linear_model import LogisticRegression
+
+    from neuromamba.models import FMamba, build_head
+    from neuromamba.models.heads import mean_pool
+
+    torch.manual_seed(seed)
+    rng = np.random.default_rng(seed)
+    brain = np.zeros((S, S, S), bool)
+    brain[3:21, 3:21, 3:21] = True
+    region = np.zeros_like(brain)
+    region[12:18, 6:12, 6:12] = True  # exactly one spatial token
+
+    def sample(label):
+        x = rng.normal(size=(S, S, S, T))
+        if label:
+            x[region] += signal
+        return np.where(brain[..., None], x, -5.0).astype(np.float32)
+
+    model = FMamba(embed_dim=32, depth=2, d_state=8, headdim=32, img_size=(S, S, S, T), chunk_size=64,
+                   background_removal="packed", pretraining=False).eval()
+    y = np.arange(64) % 2
+    x = torch.from_numpy(np.stack([sample(v) for v in y]))[:, None]
+    with torch.no_grad():
+        features = mean_pool(model(x)).numpy()
+    clf = LogisticRegression(max_iter=5000).fit(features[:48], y[:48])
+    head = build_head("linear", 32, 2)
+    with torch.no_grad():
+        w = torch.tensor(clf.coef_[0], dtype=torch.float32) / 2
+        b = float(clf.intercept_[0]) / 2
+        head.fc.weight.copy_(torch.stack([-w, w]))
+        head.fc.bias.copy_(torch.tensor([-b, b]))
+    encoder = Encoder(model=model, head=head, prompt=None, img_size=(S, S, S, T),
+                      patch_size=(6, 6, 6, 2), input_scaling_method="znorm_minback",
+                      task="classification", num_classes=2)
+    return encoder, sample, brain, region, clf.score(features[48:], y[48:])
+
+
+def test_attribution_concentrates_on_planted_region():
+    encoder, sample, brain, region, accuracy = _planted_model()
+    assert accuracy >= 0.75  # the model uses the region
+    batches = [{"fmri": torch.from_numpy(sample(1))[None, None], "start": torch.tensor([0])}
+               for _ in range(2)]
+    result = subject_attribution(encoder, batches, target=1, n_steps=16, reduce="abs")
+    inside, share = mass_in_region(result.volume_3d, region, brain)
+    assert share == pytest.approx(1 / 27)
+    assert inside > 2.5 * share
+    # The region's token carries the largest mean attribution of all 4x4x4 spatial tokens.
+    blocks = result.volume_3d.reshape(4, 6, 4, 6, 4, 6).mean(axis=(1, 3, 5))
+    assert np.unravel_index(blocks.argmax(), blocks.shape) == (2, 1, 1)
+    # Completeness: the attributions add up to F(x) - F(baseline).
+    assert result.completeness_error < 1e-3
+    # Nothing is attributed to the background (it equals the baseline).
+    assert np.all(result.volume_3d[~brain] == 0)
+
+
+def test_brain_mean_baseline_keeps_the_background_and_flattens_the_brain():
+    x = torch.full((1, 1, 4, 4, 4, 2), -3.0)
+    x[..., 1:3, 1:3, 1:3, :] = torch.arange(16, dtype=torch.float32).view(2, 2, 2, 2)
+    x0 = brain_mean_baseline(x, "min")
+    assert torch.all(x0[x == -3.0] == -3.0)
+    assert torch.allclose(x0[x != -3.0], torch.tensor(7.5))
+
+
+def _nifti(path, shape=(22, 26, 20), frames=9, seed=0):
+    rng = np.random.default_rng(seed)
+    axes = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    brain = sum(((a - (n - 1) / 2) / (0.4 * n)) ** 2 for a, n in zip(axes, shape)) <= 1
+    data = np.where(brain[..., None], np.round(800 + 50 * rng.normal(size=shape + (frames,))), 0)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = [-20, -30, -10]
+    nib.save(nib.Nifti1Image(data.astype(np.float32), affine), str(path))
+    return brain, affine
+
+
+def test_attribute_cli_writes_maps_in_original_space(tmp_path, repo_root):
+    module = tiny_module("classification", num_classes=2, extra=["--background_removal", "batch"])
+    ckpt = save_lightning_like(module, tmp_path / "m.ckpt")
+    brain, affine = _nifti(tmp_path / "sub-01_rest.nii.gz")
+    cmd = [sys.executable, str(repo_root / "project" / "attribute.py"), "--checkpoint", ckpt,
+           "--nifti", str(tmp_path / "sub-01_rest.nii.gz"), "--output_dir", str(tmp_path / "out"),
+           "--four_d", "--n_steps", "4", "--device", "cpu", "--target", "1",
+           "--class_names", "F", "M"]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "out" / "sub-01_rest_ig.json").read_text())
+    assert summary["target_name"] == "M" and summary["num_clips"] == 2
+    img = nib.load(summary["files"]["nifti"])
+    assert img.shape == brain.shape
+    np.testing.assert_allclose(img.affine, affine)
+    vol = np.asarray(img.dataobj)
+    assert np.all(vol[~brain] == 0) and vol[brain].sum() > 0  # aligned with the input's brain
+    four = nib.load(summary["files"]["nifti_4d"])
+    assert four.shape == brain.shape + (9,)
+    frames = np.asarray(four.dataobj).sum(axis=(0, 1, 2))
+    assert np.all(frames[:8] > 0) and frames[8] == 0  # clips cover frames 0-7 only
+    with open(summary["files"]["png"], "rb") as f:
+        assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_attribute_cli_dataset_subject_and_errors(tmp_path, repo_root):
+    module = tiny_module("regression", target_mean=50.0, target_std=10.0)
+    ckpt = save_lightning_like(module, tmp_path / "r.ckpt")
+    base = [sys.executable, str(repo_root / "project" / "attribute.py"), "--checkpoint", ckpt,
+            "--output_dir", str(tmp_path / "out"), "--n_steps", "2", "--device", "cpu",
+            "--dataset_name", "Dummy", "--dummy_num_subjects", "4", "--dummy_num_frames", "4"]
+    res = subprocess.run(base + ["--subject", "dummy0001"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "out" / "dummy0001_run0_ig.json").read_text())
+    assert summary["space"].startswith("model grid") and summary["num_clips"] == 1
+    assert nib.load(summary["files"]["nifti"]).shape == (24, 24, 24)
+    res = subprocess.run(base + ["--subject", "nobody"], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 2 and "nobody" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1
