@@ -57,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", action="store_true", help="print Markdown tables")
     p.add_argument("--json", default=None, help="also write the rows to this JSON file")
     p.add_argument("--verify", action="store_true",
-                   help="build the model and check the analytic parameter count against it")
+                   help="build the model, run one forward under torch's FlopCounterMode and "
+                        "compare parameters, GEMM and scan-matmul FLOPs with the analytic counts")
     return p
 
 

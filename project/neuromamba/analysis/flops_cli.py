@@ -121,7 +121,7 @@ def run(args) -> FlopsReport:
         format_table(rows, columns, markdown=args.markdown),
     ]
     if args.verify:
-        lines += ["", verify_parameters(cfg)]
+        lines += ["", verify_against_model(cfg, masks)]
     lines += ["", claim_text(cfg, settings)]
     if args.explain:
         lines += [
@@ -154,23 +154,58 @@ def claim_text(cfg: FMambaFlopsConfig, settings) -> str:
     )
 
 
-def verify_parameters(cfg: FMambaFlopsConfig) -> str:
-    """Build the real model and compare its trainable parameter count with the analytic one."""
+def verify_against_model(cfg: FMambaFlopsConfig, masks: Optional[MaskBatch]) -> str:
+    """Build the real model: compare its parameter count, and the FLOPs that
+    torch.utils.flop_counter sees in one forward (aten.mm/addmm = GEMMs, aten.bmm/baddbmm = the
+    scan's batched matmuls on the pure-PyTorch path), with the analytic counts."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
     from neuromamba.models import FMamba
 
-    model = FMamba(embed_dim=cfg.embed_dim, depth=cfg.depth, d_state=cfg.d_state,
-                   headdim=cfg.headdim, img_size=cfg.img_size, patch_size=cfg.patch_size,
-                   chunk_size=cfg.chunk_size, pretraining=cfg.pretraining)
-    built = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    analytic = count_parameters(FMambaFlopsConfig(**{**cfg.__dict__, "pretraining": cfg.pretraining,
-                                                     "head": cfg.head}))
-    if not cfg.pretraining:
-        from .flops import head_parameters
+    from .flops import fmamba_forward_flops, ssd_scan_matmul_flops
 
-        analytic -= head_parameters(cfg)
-    status = "OK" if built == analytic else "MISMATCH"
-    return f"parameter check ({'backbone only' if not cfg.pretraining else 'with output layer'}): " \
-           f"built model {built:,} vs analytic {analytic:,} -> {status}"
+    lines = []
+    settings = [("all tokens", "none", None)]
+    if masks is not None:
+        settings.append((masks.label + ", batch", "batch", masks.voxel_masks[0]))
+    for label, removal, voxel_mask in settings:
+        torch.manual_seed(0)
+        model = FMamba(embed_dim=cfg.embed_dim, depth=cfg.depth, d_state=cfg.d_state,
+                       headdim=cfg.headdim, img_size=cfg.img_size, patch_size=cfg.patch_size,
+                       chunk_size=cfg.chunk_size, background_removal=removal,
+                       pretraining=True).eval()
+        if not lines:
+            built = sum(p.numel() for p in model.parameters())
+            analytic = count_parameters(config_with(cfg, pretraining=True))
+            lines.append(f"parameters: built model {built:,} vs analytic {analytic:,} -> "
+                         f"{'OK' if built == analytic else 'MISMATCH'}")
+        x = torch.randn(1, 1, *cfg.img_size)
+        if voxel_mask is not None:  # brain voxels random, background at the minimum
+            brain = torch.from_numpy(np.asarray(voxel_mask))[None, None, ..., None]
+            x = torch.where(brain, x.clamp(min=-4), torch.tensor(-5.0))
+        counter = FlopCounterMode(display=False)
+        with counter, torch.no_grad():
+            out = model(x)
+            model.output_layer(out.features)
+        counts = {str(k): int(v) for k, v in counter.get_flop_counts()["Global"].items()}
+        length = int(out.lengths[0])
+        terms = fmamba_forward_flops(config_with(cfg, pretraining=True), length)
+        gemm = sum(v for k, v in terms.items() if k in ("patch_projection", "in_proj", "out_proj",
+                                                         "output_layer"))
+        scan = cfg.depth * sum(ssd_scan_matmul_flops(length, cfg.mixer).values())
+        seen_gemm = counts.get("aten.mm", 0) + counts.get("aten.addmm", 0)
+        seen_scan = counts.get("aten.bmm", 0) + counts.get("aten.baddbmm", 0)
+        lines.append(f"FlopCounterMode, {label} ({length} tokens): GEMMs {seen_gemm:.4e} vs analytic "
+                     f"{gemm:.4e}; scan matmuls {seen_scan:.4e} vs analytic {scan:.4e} -> "
+                     f"{'OK' if (seen_gemm, seen_scan) == (gemm, scan) else 'MISMATCH'}")
+    return "\n".join(lines)
+
+
+def config_with(cfg: FMambaFlopsConfig, **changes) -> FMambaFlopsConfig:
+    from .flops import config_for
+
+    return config_for(cfg, **changes)
 
 
 def write_json(path: str, rows: List[Dict]) -> None:
