@@ -70,16 +70,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "packed: per-sample masks packed into one sequence")
 
     g = p.add_argument_group("data")
-    g.add_argument("--dataset_name", default="Dummy")
-    g.add_argument("--image_path", default=None)
+    g.add_argument("--dataset_name", nargs="+", default=["Dummy"],
+                   help="one name, or several for multi-cohort pretraining (one --image_path each)")
+    g.add_argument("--image_path", nargs="+", default=None)
+    g.add_argument("--cohort_sampling", default="proportional", choices=["proportional", "uniform"],
+                   help="multi-cohort training: clips in proportion to cohort size, or uniform per cohort")
     g.add_argument("--input_scaling_method", default="znorm_minback", choices=SCALING_METHODS)
     g.add_argument("--stride_within_seq", type=int, default=1, help="frame step inside a clip")
     g.add_argument("--stride_between_seq", type=int, default=1,
-                   help="clip start step, in clip lengths (1: non-overlapping clips)")
+                   help="step between the first frames of consecutive clips, in frames")
     g.add_argument("--train_split", type=float, default=0.8)
     g.add_argument("--val_split", type=float, default=0.1)
     g.add_argument("--split_file", default=None, help="reuse this subject split file")
-    g.add_argument("--label_csv", default=None)
+    g.add_argument("--label_csv", nargs="+", default=None)
     g.add_argument("--subject_column", default="subject")
     g.add_argument("--target_column", default=None)
     g.add_argument("--downstream_task", default=None, help="label name, e.g. sex, age, int_total")
@@ -90,6 +93,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--num_workers", type=int, default=0)
     g.add_argument("--dummy_num_subjects", type=int, default=40)
     g.add_argument("--dummy_num_frames", type=int, default=None)
+    g.add_argument("--dummy_num_runs", type=int, default=1)
+    g.add_argument("--dummy_num_classes", type=int, default=2)
+    g.add_argument("--dummy_label_level", default="subject", choices=["subject", "run"],
+                   help="run: a task-state label per run (use with --eval_level run)")
+    g.add_argument("--eval_level", default="subject", choices=["subject", "run", "clip"],
+                   help="unit whose clip predictions are averaged before val/test metrics")
 
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--load_model_path", default=None,
@@ -213,6 +222,16 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     if any(i % q for i, q in zip(img, patch)):
         raise ValueError(f"--img_size {img} is not divisible by --patch_size {patch} in every axis")
 
+    # One cohort is passed on as a plain string; several stay a list (multi-cohort pretraining).
+    for flag in ("dataset_name", "image_path", "label_csv"):
+        value = getattr(args, flag)
+        if isinstance(value, (list, tuple)):
+            setattr(args, flag, list(value)[0] if len(value) == 1 else list(value))
+    cohorts = args.dataset_name if isinstance(args.dataset_name, list) else [args.dataset_name]
+    paths = args.image_path if isinstance(args.image_path, list) else [args.image_path]
+    if len(cohorts) > 1 and len(paths) != len(cohorts):
+        raise ValueError(f"--image_path needs one folder per --dataset_name ({len(cohorts)} given)")
+
     if args.background_removal is None:
         args.background_removal = "batch" if args.calc_loss_without_background else "none"
     elif args.calc_loss_without_background and args.background_removal == "none":
@@ -231,7 +250,7 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     else:
         args.downstream_task_type = args.downstream_task_type or "classification"
         if args.downstream_task is None:
-            if args.dataset_name != "Dummy":
+            if cohorts != ["Dummy"]:
                 raise ValueError("fine-tuning needs --downstream_task (e.g. sex, age) or --pretraining")
             args.downstream_task = "sex" if args.downstream_task_type == "classification" else "age"
         args.task = args.downstream_task_type
@@ -257,24 +276,31 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     if args.test_only and args.resume_ckpt_path:
         raise ValueError("--test_only and --resume_ckpt_path contradict each other")
     for flag in ("resume_ckpt_path", "test_ckpt_path", "split_file", "label_csv", "config", "wandb_config"):
-        path = getattr(args, flag)
-        if path and not Path(path).exists():
-            raise FileNotFoundError(f"--{flag} {path}: no such file")
-    if args.dataset_name != "Dummy":
-        if not args.image_path:
-            raise ValueError(f"--dataset_name {args.dataset_name} needs --image_path")
-        if not Path(args.image_path).exists():
-            raise FileNotFoundError(f"--image_path {args.image_path}: no such folder")
+        value = getattr(args, flag)
+        for path in (value if isinstance(value, list) else [value]):
+            if path and not Path(path).exists():
+                raise FileNotFoundError(f"--{flag} {path}: no such file")
+    for name, path in zip(cohorts, paths if len(paths) == len(cohorts) else paths * len(cohorts)):
+        if name == "Dummy":
+            continue
+        if not path:
+            raise ValueError(f"--dataset_name {name} needs --image_path")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--image_path {path}: no such folder")
+    if args.dummy_label_level == "run" and args.eval_level == "subject" and not args.pretraining:
+        raise ValueError("--dummy_label_level run gives each run its own label; add --eval_level run")
 
     positive = ("batch_size", "num_nodes", "gradient_accumulation_steps", "stride_within_seq",
                 "stride_between_seq", "max_epochs", "dummy_num_subjects", "check_val_every_n_epoch",
-                "chunk_size")
+                "chunk_size", "dummy_num_runs")
     for flag in positive:
         if getattr(args, flag) < 1:
             raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
     args.eval_batch_size = args.eval_batch_size or args.batch_size
     if args.eval_batch_size < 1:
         raise ValueError(f"--eval_batch_size must be >= 1, got {args.eval_batch_size}")
+    if args.dummy_num_classes < 2:
+        raise ValueError(f"--dummy_num_classes must be >= 2, got {args.dummy_num_classes}")
     if args.num_workers < 0:
         raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
     if args.learning_rate <= 0 or args.weight_decay < 0:

@@ -5,6 +5,7 @@ to even out the ranks are counted once, and metrics on N processes equal those o
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,22 +66,35 @@ class SubjectTable:
     num_clips: np.ndarray  # (S,)
 
 
-def aggregate_by_subject(records: ClipRecords) -> SubjectTable:
-    """Drop duplicate clips, then average each subject's clip outputs (sorted by subject id)."""
+# What one evaluation unit is: a subject (the paper's protocol), a run (task-state labels per
+# run) or a single clip (labels per clip).
+EVAL_LEVELS = {
+    "subject": lambda subject, run, start: subject,
+    "run": lambda subject, run, start: f"{subject}/{run}",
+    "clip": lambda subject, run, start: f"{subject}/{run}/{start}",
+}
+
+
+def aggregate_by_subject(records: ClipRecords, level: str = "subject") -> SubjectTable:
+    """Drop duplicate clips, then average the clip outputs of each unit (sorted by id); the
+    unit is a subject by default, or a run / clip (``level``)."""
+    if level not in EVAL_LEVELS:
+        raise ValueError(f"unknown evaluation level {level!r}; choose one of {list(EVAL_LEVELS)}")
+    unit_of = EVAL_LEVELS[level]
     unique = {}
     for i, key in enumerate(zip(records.subjects, records.runs, records.starts)):
         unique.setdefault(key, i)
     by_subject: dict[str, list[int]] = {}
-    for (subject, _, _), i in unique.items():
-        by_subject.setdefault(subject, []).append(i)
+    for key, i in unique.items():
+        by_subject.setdefault(unit_of(*key), []).append(i)
     subjects = sorted(by_subject)
     outputs, targets, counts = [], [], []
     for subject in subjects:
         idx = by_subject[subject]
         clip_targets = {records.targets[i] for i in idx}
         if len(clip_targets) > 1:
-            raise ValueError(f"subject {subject!r} has clips with different targets {sorted(clip_targets)}; "
-                             "subject-level evaluation needs one label per subject")
+            raise ValueError(f"{level} {subject!r} has clips with different targets {sorted(clip_targets)}; "
+                             f"{level}-level evaluation needs one label per {level} (see --eval_level)")
         outputs.append(np.mean(np.stack([records.outputs[i] for i in idx]), axis=0))
         targets.append(records.targets[idx[0]])
         counts.append(len(idx))
@@ -98,8 +112,10 @@ def classification_metrics(probs: np.ndarray, targets: np.ndarray) -> dict[str, 
     y = np.asarray(targets).astype(np.int64)
     num_classes = probs.shape[1]
     pred = probs.argmax(axis=1)
-    out = {"acc": float((pred == y).mean()) if len(y) else float("nan"),
-           "balanced_acc": float(balanced_accuracy_score(y, pred)) if len(y) else float("nan")}
+    with warnings.catch_warnings():  # a class predicted but absent from y is fine here
+        warnings.simplefilter("ignore", UserWarning)
+        balanced = float(balanced_accuracy_score(y, pred)) if len(y) else float("nan")
+    out = {"acc": float((pred == y).mean()) if len(y) else float("nan"), "balanced_acc": balanced}
     per_class = []
     for k in range(num_classes):
         positives = y == k

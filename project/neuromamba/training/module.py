@@ -92,6 +92,7 @@ class NeuroMambaModule(pl.LightningModule):
 
         self._records = {"val": ClipRecords(), "test": ClipRecords()}
         self._batch_started = None
+        self._first_epoch_of_fit = True
         self._kept_tokens = 0
         self.test_table = None
         self.test_metrics: dict = {}
@@ -126,6 +127,7 @@ class NeuroMambaModule(pl.LightningModule):
         return self
 
     def on_fit_start(self) -> None:
+        self._first_epoch_of_fit = True
         trainable, total = self.trainable_fraction()
         fraction = trainable / max(total, 1)
         rank_zero_info(f"trainable parameters: {trainable:,} of {total:,} ({100 * fraction:.2f}%)")
@@ -189,6 +191,20 @@ class NeuroMambaModule(pl.LightningModule):
                 f"the state was saved to {path}. Lower --learning_rate, set --clip_grad_norm, "
                 "or check the inputs for NaN")
 
+    def on_train_epoch_start(self) -> None:
+        # A shuffling loader with its own generator would replay epoch 0's order after a resume;
+        # keying the generator by (seed, epoch) makes every epoch's order reproducible. The
+        # DataLoader draws one base seed from this generator when its iterator is created: in the
+        # first epoch of a fit (fresh or resumed) that happened before this hook, in later epochs
+        # it happens after, so the first epoch consumes that draw here to keep the two identical.
+        loader = self.trainer.train_dataloader
+        generator = getattr(getattr(loader, "sampler", None), "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(int(self.config.get("seed", 0)) * 1000 + self.current_epoch)
+            if self._first_epoch_of_fit:
+                torch.empty((), dtype=torch.int64).random_(generator=generator)
+        self._first_epoch_of_fit = False
+
     def on_train_batch_start(self, batch, batch_idx):
         self._batch_started = time.perf_counter()
 
@@ -231,7 +247,7 @@ class NeuroMambaModule(pl.LightningModule):
         records, self._records[stage] = self._records[stage], ClipRecords()
         if self.task == "pretraining":
             return None, {}
-        table = aggregate_by_subject(gather_records(records))
+        table = aggregate_by_subject(gather_records(records), self.config.get("eval_level", "subject"))
         if not table.subjects:
             return table, {}
         if self.task == "classification":

@@ -47,7 +47,8 @@ def default_run_name(args) -> str:
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID", "").split(".")[0]
     if not job:
         job = os.environ.setdefault("NEUROMAMBA_RUN_STAMP", time.strftime("%Y%m%d-%H%M%S"))
-    return f"{args.dataset_name}_{task}_{size}_seed{args.seed}_{job}"
+    dataset = "+".join(args.dataset_name) if isinstance(args.dataset_name, list) else args.dataset_name
+    return f"{dataset}_{task}_{size}_seed{args.seed}_{job}"
 
 
 def make_run_dir(output_dir: str, run_name: str) -> Path:
@@ -116,7 +117,8 @@ def plot_roc(path: Path, table: SubjectTable, title: str = "") -> Path:
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate",
            title=title or f"subject-level ROC (n={len(y)})")
-    ax.legend(loc="lower right", fontsize=8)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(loc="lower right", fontsize=8)
     _save_figure(fig, path)
     plt.close(fig)
     return Path(path)

@@ -25,7 +25,9 @@ def build_datamodule(args, run_dir: Path):
         downstream_task=None if args.pretraining else args.downstream_task,
         downstream_task_type=args.downstream_task_type or "classification", pretraining=args.pretraining,
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, num_workers=args.num_workers,
-        seed=args.seed, dummy_num_subjects=args.dummy_num_subjects, dummy_num_frames=args.dummy_num_frames)
+        seed=args.seed, dummy_num_subjects=args.dummy_num_subjects, dummy_num_frames=args.dummy_num_frames,
+        dummy_num_runs=args.dummy_num_runs, dummy_num_classes=args.dummy_num_classes,
+        dummy_label_level=args.dummy_label_level, cohort_sampling=args.cohort_sampling)
 
 
 def build_module(args, datamodule) -> NeuroMambaModule:
@@ -43,8 +45,9 @@ def _write_args(run_dir: Path, args) -> None:
     write_args_yaml(run_dir, args_to_dict(args))
 
 
-def run(args) -> dict:
-    """Train (or only test) as the flags say; returns the test metrics of rank 0's view."""
+def run(args, extra_callbacks=()) -> dict:
+    """Train (or only test) as the flags say. Returns the run folder, the test metrics, the
+    trainer and the module (``extra_callbacks`` are appended, e.g. by tests)."""
     pl.seed_everything(args.seed, workers=True)
     run_dir = make_run_dir(args.output_dir, args.run_name or default_run_name(args))
     args.run_dir = str(run_dir)
@@ -57,7 +60,7 @@ def run(args) -> dict:
         module = NeuroMambaModule.from_checkpoint(args.test_ckpt_path)
     else:
         module = build_module(args, datamodule)
-    trainer = build_trainer(args, run_dir, args.task)
+    trainer = build_trainer(args, run_dir, args.task, extra_callbacks)
 
     if args.test_only:
         results = trainer.test(module, datamodule=datamodule)

@@ -125,7 +125,7 @@ def build_callbacks(args, run_dir: Path, task: str) -> list:
     return callbacks
 
 
-def trainer_kwargs(args, run_dir: Path, task: str) -> dict:
+def trainer_kwargs(args, run_dir: Path, task: str, extra_callbacks=()) -> dict:
     kwargs = dict(
         accelerator="gpu" if args.accelerator == "cuda" else args.accelerator,
         devices=args.devices,
@@ -143,7 +143,7 @@ def trainer_kwargs(args, run_dir: Path, task: str) -> dict:
         deterministic=args.deterministic,
         default_root_dir=str(run_dir),
         logger=build_loggers(args, run_dir),
-        callbacks=build_callbacks(args, run_dir, task),
+        callbacks=build_callbacks(args, run_dir, task) + list(extra_callbacks),
         enable_progress_bar=not args.no_progress_bar,
         enable_model_summary=True,
     )
@@ -154,5 +154,5 @@ def trainer_kwargs(args, run_dir: Path, task: str) -> dict:
     return kwargs
 
 
-def build_trainer(args, run_dir: Path, task: str) -> pl.Trainer:
-    return pl.Trainer(**trainer_kwargs(args, run_dir, task))
+def build_trainer(args, run_dir: Path, task: str, extra_callbacks=()) -> pl.Trainer:
+    return pl.Trainer(**trainer_kwargs(args, run_dir, task, extra_callbacks))
