@@ -93,14 +93,16 @@ def read_npy(info, clips, length, out):
         out[...] = arrays[s][start:start + length]
 
 
-def read_h5(kind, direct):
+def read_h5(kind, how):
     def reader(info, clips, length, out):
         import h5py
 
         files = {s: h5py.File(d["paths"][kind], "r") for s, d in info.items()}
         for s, start in clips:
             dset = files[s]["fmri"]
-            if direct:
+            if how == "store":  # what ClipDataset uses
+                store.read_frames(dset, slice(start, start + length), out)
+            elif how == "read_direct":
                 dset.read_direct(out, source_sel=np.s_[start:start + length])
             else:
                 out[...] = dset[start:start + length]
@@ -257,9 +259,11 @@ def main(argv=None) -> None:
                                for k in ("npy", "h5_none", "h5_lzf", "torch_frames")))
 
     rows = []
-    readers = [("npy memmap (floor)", read_npy), ("hdf5 read_direct", read_h5("h5_none", True)),
-               ("hdf5 plain slice", read_h5("h5_none", False)),
-               ("hdf5 lzf read_direct", read_h5("h5_lzf", True)),
+    readers = [("npy memmap (floor)", read_npy),
+               ("hdf5 store.read_frames (raw chunks)", read_h5("h5_none", "store")),
+               ("hdf5 read_direct", read_h5("h5_none", "read_direct")),
+               ("hdf5 plain slice", read_h5("h5_none", "slice")),
+               ("hdf5 lzf store.read_frames", read_h5("h5_lzf", "store")),
                ("torch.save per frame", read_torch_frames)]
     floor = None
     for name, fn in readers:

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from data_helpers import brain_run, save_nifti
-from neuromamba.data.nifti import CropPadRecord, to_original_space
+from neuromamba.data.nifti import CropPadRecord, to_original_space, to_source_space
 from neuromamba.data.preprocess_runner import (PreprocessOptions, discover_runs,
                                                job_from_relative_path, preprocess_folder)
 from neuromamba.data.preprocess_runner import DEFAULT_SUBJECT_REGEX as REGEX
@@ -49,8 +49,18 @@ def test_resampling_to_2mm_with_nilearn(tmp_path):
         assert record.resampled and record.source_shape == (20, 22, 18)
         assert record.original_shape == (30, 33, 27)  # 20*3/2, 22*3/2, 18*3/2
         np.testing.assert_allclose(np.diag(record.affine)[:3], [2.0, 2.0, 2.0])
-        back = to_original_space(f["brain_mask"][()], record)
+        mask = f["brain_mask"][()]
+        back = to_original_space(mask, record)
         assert back.shape == (30, 33, 27)
+        source = to_source_space(mask, record, interpolation="nearest")
+        assert source.shape == (20, 22, 18)
+        np.testing.assert_allclose(source.affine, np.diag([3.0, 3.0, 3.0, 1.0]) +
+                                   np.array([[0, 0, 0, -30], [0, 0, 0, -40], [0, 0, 0, -20],
+                                             [0, 0, 0, 0]]))
+        brain = np.asarray(source.dataobj) > 0  # the brain comes back where it was
+        expected = np.zeros((20, 22, 18), bool)
+        expected[4:16, 5:17, 3:15] = True
+        assert (brain == expected).mean() > 0.97
 
 
 def test_dtype_rules():

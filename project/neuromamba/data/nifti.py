@@ -251,6 +251,30 @@ def to_original_space(volume: np.ndarray, record: CropPadRecord, fill: float = 0
     return out
 
 
+def to_source_space(volume: np.ndarray, record: CropPadRecord, interpolation: str = "continuous",
+                    fill: float = 0.0):
+    """Model grid -> the input file's own grid, as a nibabel image (undoing the resampling too).
+
+    Without resampling this is :func:`to_original_space` with the input affine; with it, the map
+    is resampled back to ``source_shape``/``source_affine`` with nilearn. 3D volumes, or 4D with
+    one trailing axis (e.g. time).
+    """
+    import nibabel as nib
+
+    back = to_original_space(np.asarray(volume, dtype=np.float32), record, fill)
+    image = nib.Nifti1Image(back, np.asarray(record.affine))
+    if not record.resampled:
+        return image
+    from nilearn.image import resample_img
+
+    kwargs = dict(target_affine=np.asarray(record.source_affine),
+                  target_shape=tuple(record.source_shape), interpolation=interpolation)
+    try:
+        return resample_img(image, copy_header=True, force_resample=True, **kwargs)
+    except TypeError:  # older nilearn
+        return resample_img(image, **kwargs)
+
+
 def original_index(target_index: Sequence[int], record: CropPadRecord) -> tuple:
     """Model-grid voxel index -> original voxel index (may fall outside: that voxel is padding)."""
     return tuple(int(j) - s for j, s in zip(target_index, record.shift))

