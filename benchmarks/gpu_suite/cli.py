@@ -9,11 +9,13 @@ import argparse
 import os
 import shlex
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import List, Optional, Sequence
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
+SCRATCH = os.path.join(tempfile.gettempdir(), "neuromamba_gpu_suite")
 
 
 def _ensure_project_on_path() -> None:
@@ -68,7 +70,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="NeuroMamba GPU validation: fused-kernel parity, throughput, memory, "
                     "pretrain+fine-tune and MFU, written as results.md / .csv / .json.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--out", default=os.environ.get("OUT") or "gpu_suite_out",
+    p.add_argument("--out", default=os.environ.get("OUT") or os.path.join(SCRATCH, "results"),
                    help="folder for results.md, results.csv, results.json (default: $OUT if set)")
     p.add_argument("--sections", type=_name_list, default=None,
                    help="comma list of sections to run, in the suite's order (default: all): "
@@ -79,9 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--peak_tflops", type=_positive_float, default=None,
                    help="device dense bf16 peak for MFU (default: from the device name, e.g. H100 SXM / H200 989)")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--work_dir", default=None,
-                   help="scratch folder for the training runs and their logs "
-                        "(default: <out>/../gpu_suite_work, outside $OUT so it is not fetched)")
+    p.add_argument("--work_dir", default=os.path.join(SCRATCH, "work"),
+                   help="scratch folder for the training runs and their logs (outside $OUT: "
+                        "checkpoints are not results)")
     p.add_argument("--python", default=sys.executable, help="interpreter that runs project/main.py")
     g = p.add_argument_group("overrides of the full/dry-run settings")
     g.add_argument("--batches", type=_int_list, default=None, help="throughput batch sizes, e.g. 1,2,3,4")
@@ -99,7 +101,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     """Parse and validate; raises ValueError with one sentence for bad values."""
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
+    args.argv = argv  # recorded in the results' header
     known = _section_names()
     if args.sections is None:
         args.sections = tuple(known)
@@ -115,8 +119,6 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
             raise ValueError(f"--removals: unknown {bad}; choose from {list(REMOVALS)}")
     if args.warmup is not None and args.warmup < 0:
         raise ValueError(f"--warmup must be >= 0, got {args.warmup}")
-    if args.work_dir is None:
-        args.work_dir = str(Path(args.out).resolve().parent / "gpu_suite_work")
     return args
 
 
@@ -140,15 +142,17 @@ def peak_for(args: argparse.Namespace, info) -> tuple:
     return value, (f"dense bf16 of {info.name}" if value else "unknown")
 
 
-def build_context(args: argparse.Namespace, echo=print):
+def build_context(args: argparse.Namespace, echo=print, settings=None):
+    """The context the sections run in; ``settings`` (default: from the flags) lets tests shrink
+    the shapes further."""
     from .context import SuiteContext
     from .env import detect_device, environment_meta
     from .results import ResultSink
 
-    settings = settings_for(args)
+    settings = settings or settings_for(args)
     info = detect_device(args.dry_run)
     peak, source = peak_for(args, info)
-    meta = {"command": "gpu_suite " + " ".join(shlex.quote(a) for a in (args.argv or [])),
+    meta = {"command": "gpu_suite " + " ".join(shlex.quote(a) for a in args.argv),
             "mode": settings.label, "date_utc": time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime()),
             **environment_meta(info), "peak_bf16_tflops": f"{peak} ({source})" if peak else "unknown"}
     sink = ResultSink(args.out, meta, echo=None if args.quiet else echo)
@@ -176,10 +180,8 @@ def run_sections(ctx, names: Sequence[str]) -> None:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     _ensure_project_on_path()
-    argv = list(sys.argv[1:] if argv is None else argv)
     try:
         args = parse_args(argv)
-        args.argv = argv
         ctx = build_context(args)
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"gpu_suite: error: {err}", file=sys.stderr)

@@ -93,16 +93,28 @@ def mamba_backend(name: str):
             os.environ[BACKEND_ENV_VAR] = before
 
 
+TRITON_F32_ENV = "TRITON_F32_DEFAULT"  # Triton's default precision of fp32 tl.dot ("tf32")
+
+
 @contextlib.contextmanager
 def no_tf32():
-    """fp32 matmuls/convolutions in full fp32 (TF32 off), restored afterwards."""
+    """fp32 matmuls/convolutions in full fp32 (TF32 off), restored afterwards: PyTorch's
+    cuBLAS/cuDNN flags, and Triton's default for fp32 ``tl.dot`` (mamba_ssm's kernels call
+    ``tl.dot`` without a precision, which is TF32 on Ampere/Hopper unless this says "ieee";
+    Triton reads it when it compiles a kernel, and fp32 inputs get their own compiled kernels)."""
     matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    triton_default = os.environ.get(TRITON_F32_ENV)
     torch.backends.cuda.matmul.allow_tf32 = False
     torch.backends.cudnn.allow_tf32 = False
+    os.environ[TRITON_F32_ENV] = "ieee"
     try:
         yield
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+        if triton_default is None:
+            os.environ.pop(TRITON_F32_ENV, None)
+        else:
+            os.environ[TRITON_F32_ENV] = triton_default
 
 
 def _fp32(device: torch.device):

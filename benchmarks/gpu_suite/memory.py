@@ -47,9 +47,8 @@ def _measure(ctx: SuiteContext, dims, removal: str, backend: str, fields: dict) 
         for _ in range(STEPS):
             step()
     peak = peak_memory_gib(ctx.device)
-    what = "GPU" if ctx.info.is_cuda else "CPU peak RSS (dry-run stand-in)"
-    note = (f"{what}; reserved {peak['reserved']:.2f} GiB; kept {step.last.kept_tokens} tokens; "
-            f"loss {step.last.loss:.4f}")
+    what = f"GPU, reserved {peak['reserved']:.2f} GiB" if ctx.info.is_cuda else "CPU peak RSS (dry-run stand-in)"
+    note = f"{what}; kept {step.last.kept_tokens} tokens; loss {step.last.loss:.4f}"
     ctx.add(value=peak["allocated"], status=checked(peak["allocated"], s.memory_budget_gib), note=note,
             extra={"reserved_gib": peak["reserved"], "kept_tokens": step.last.kept_tokens,
                    "lengths": step.last.lengths}, **fields)
