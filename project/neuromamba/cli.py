@@ -248,11 +248,15 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
             raise ValueError("--label_smoothing applies to classification, not to --pretraining")
         args.task = "pretraining"
     else:
-        args.downstream_task_type = args.downstream_task_type or "classification"
+        from neuromamba.data.labels import DEFAULT_TASK_TYPES
+
         if args.downstream_task is None:
             if cohorts != ["Dummy"]:
                 raise ValueError("fine-tuning needs --downstream_task (e.g. sex, age) or --pretraining")
-            args.downstream_task = "sex" if args.downstream_task_type == "classification" else "age"
+            args.downstream_task = "age" if args.downstream_task_type == "regression" else "sex"
+        # sex -> classification, age/intelligence -> regression unless the flag says otherwise
+        args.downstream_task_type = (args.downstream_task_type
+                                     or DEFAULT_TASK_TYPES.get(args.downstream_task, "classification"))
         args.task = args.downstream_task_type
         if args.task == "regression" and args.label_smoothing:
             raise ValueError("--label_smoothing applies to classification, not to regression")

@@ -1,0 +1,35 @@
+"""Print mean ± std of the test metrics of several run folders (e.g. the same fine-tune with 3
+seeds): ``python sample_scripts/summarize_runs.py runs/a_seed1 runs/a_seed2 runs/a_seed3``."""
+import csv
+import math
+import sys
+from pathlib import Path
+
+
+def test_metrics(run_dir: Path) -> dict:
+    values = {}
+    with open(run_dir / "metrics.csv") as f:
+        for row in csv.DictReader(f):
+            for key, value in row.items():
+                if key.startswith("test/") and value not in ("", None):
+                    values[key] = float(value)  # the last test row wins
+    if not values:
+        raise SystemExit(f"{run_dir}/metrics.csv has no test metrics")
+    return values
+
+
+def main(paths) -> None:
+    if not paths:
+        raise SystemExit(__doc__)
+    runs = [test_metrics(Path(p)) for p in paths]
+    keys = sorted(set.intersection(*(set(r) for r in runs)))
+    print(f"{len(runs)} runs: " + ", ".join(Path(p).name for p in paths))
+    for key in keys:
+        xs = [r[key] for r in runs]
+        mean = sum(xs) / len(xs)
+        std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else 0.0
+        print(f"{key:24s} {mean:.4f} ± {std:.4f}   ({', '.join(f'{x:.4f}' for x in xs)})")
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
