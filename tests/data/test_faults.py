@@ -109,7 +109,7 @@ def test_unreadable_hdf5_is_reported_and_removed(tmp_path):
 def _make_many_runs(folder: Path, n: int = 10) -> None:
     folder.mkdir()
     for i in range(n):
-        save_nifti(folder / f"s{i:02d}_rest.nii.gz", brain_run(i, shape=(30, 34, 28, 60)))
+        save_nifti(folder / f"s{i:02d}_rest.nii.gz", brain_run(i, shape=(30, 34, 28, 30)))
 
 
 def _files(root: Path) -> dict:
