@@ -167,12 +167,16 @@ def test_dry_run_parity_throughput_memory_mfu_rows(tmp_path):
     assert not [r for r in rows if r.status in ("error", "fail")], [r.note for r in rows if r.status == "error"]
 
     parity = [r for r in rows if r.section == "parity"]
-    # 2 packings x 2 precisions x 3 candidates x 3 metrics; fused ones skipped without CUDA
-    assert len(parity) == 36
+    # 2 packings x 2 precisions x 3 candidates x 4 metrics; fused ones skipped without CUDA
+    assert len(parity) == 48
     measured = [r for r in parity if r.backend == "pure-chunk/2"]
-    assert len(measured) == 12 and all(r.status == "pass" for r in measured)
+    assert len(measured) == 16
+    assert [r.metric for r in measured[:4]] == ["rel err output", "rel err grad input",
+                                                "rel err grad params (all)", "rel err grad params (max)"]
     for r in measured:  # the chunked scan must not depend on the chunk length
         assert math.isfinite(r.value) and r.value < (1e-5 if r.precision == "fp32" else 2e-2)
+        unchecked = r.precision == "bf16" and r.metric == "rel err grad params (max)"
+        assert r.status == ("ok" if unchecked else "pass") and (r.limit == "") == unchecked
     assert {r.case for r in parity} == {"tiny d32/N8/P16 plain L=40", "tiny d32/N8/P16 seq_idx L=40"}
     assert all(r.status == "skipped" and r.note == "skipped: no CUDA" for r in parity if r.backend != "pure-chunk/2")
 
@@ -204,6 +208,25 @@ def test_dry_run_parity_throughput_memory_mfu_rows(tmp_path):
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
     assert len(saved["rows"]) == len(rows) and saved["meta"]["mode"] == "dry-run"
     assert len(list(csv.DictReader(open(tmp_path / "out" / "results.csv")))) == len(rows)
+
+
+def test_parity_compare_reports_global_and_worst_parameter_errors():
+    import torch
+
+    from gpu_suite.parity import compare, relative_error
+
+    assert relative_error(torch.tensor([3.0, 4.0]), torch.tensor([3.0, 4.0])) == 0.0
+    assert relative_error(torch.tensor([3.0, 4.5]), torch.tensor([3.0, 4.0])) == pytest.approx(0.1)
+    reference = {"output": torch.ones(4), "grad_input": torch.ones(2),
+                 "params": {"big": torch.full((99,), 1.0), "small": torch.ones(1)}}
+    candidate = {"output": torch.full((4,), 1.01), "grad_input": torch.ones(2),
+                 "params": {"big": torch.full((99,), 1.0), "small": torch.full((1,), 2.0)}}
+    errors = compare(candidate, reference)
+    assert errors["output"][0] == pytest.approx(0.01) and errors["grad input"][0] == 0.0
+    assert errors["grad params (all)"][0] == pytest.approx(0.1)  # 1 / sqrt(100)
+    assert errors["grad params (max)"] == (pytest.approx(1.0), "small")
+    with pytest.raises(ValueError, match="parameters with gradients differ"):
+        compare({**candidate, "params": {"big": torch.ones(99)}}, reference)
 
 
 def test_a_failing_case_becomes_an_error_row_and_the_suite_goes_on(tmp_path):
