@@ -434,3 +434,16 @@ def test_fused_matches_pure_on_gpu(monkeypatch, use_mem_eff_path):
             assert rel_err(out_f, out_p) <= tol
             for g_f, g_p in zip(grads_f, grads_p):
                 assert rel_err(g_f, g_p) <= 5 * tol
+
+
+@pytest.mark.parametrize("norm_before_gate", [False, True])
+@pytest.mark.parametrize("with_gate", [False, True])
+def test_rmsnorm_gated_gradcheck(norm_before_gate, with_gate):
+    norm = RMSNormGated(6, group_size=3, norm_before_gate=norm_before_gate).double()
+    with torch.no_grad():
+        norm.weight.copy_(torch.tensor([0.5, 1.0, 1.5, 2.0, -1.0, 0.3]))
+    x = torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True)
+    z = torch.randn(2, 4, 6, dtype=torch.float64, requires_grad=True) if with_gate else None
+    inputs = (x, z, norm.weight) if with_gate else (x, norm.weight)
+    fn = (lambda a, b, w: norm(a, b)) if with_gate else (lambda a, w: norm(a))
+    assert torch.autograd.gradcheck(fn, inputs)

@@ -43,9 +43,9 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x32 = x.float()
+        x32 = x.to(_compute_dtype(x))
         out = x32 * torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + self.eps)
-        return (out * self.weight.float()).to(x.dtype)
+        return (out * self.weight.to(x32.dtype)).to(x.dtype)
 
 
 class RMSNormGated(nn.Module):
@@ -67,17 +67,71 @@ class RMSNormGated(nn.Module):
         self.register_parameter("bias", None)
 
     def forward(self, x: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
-        dtype = x.dtype
-        x = x.float()
-        if z is not None and not self.norm_before_gate:
-            x = x * F.silu(z.float())
         group = self.group_size or x.shape[-1]
-        xg = x.unflatten(-1, (x.shape[-1] // group, group))
-        out = (xg * torch.rsqrt(xg.square().mean(dim=-1, keepdim=True) + self.eps)).flatten(-2)
-        out = out * self.weight.float()
-        if z is not None and self.norm_before_gate:
-            out = out * F.silu(z.float())
-        return out.to(dtype)
+        return _GatedRMSNorm.apply(x, z, self.weight, self.eps, group, self.norm_before_gate)
+
+
+class _GatedRMSNorm(torch.autograd.Function):
+    """Gated RMSNorm with a hand-written backward (fp32 inside, output in x's dtype).
+
+    Autograd would save and revisit ~6 full-size fp32 intermediates; this saves only the
+    inputs and the per-group inverse RMS and recomputes the cheap products.
+    """
+
+    @staticmethod
+    def forward(ctx, x, z, weight, eps, group, norm_before_gate):
+        cdt = _compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            g = _gate_input(x, z, norm_before_gate, group)  # fp32, (..., groups, group)
+            rstd = torch.rsqrt(g.square().mean(dim=-1, keepdim=True) + eps)
+            out = (g * rstd).flatten(-2) * weight.to(cdt)
+            if z is not None and norm_before_gate:
+                out = out * F.silu(z.to(cdt))
+        ctx.save_for_backward(x, z, weight, rstd)
+        ctx.config = (group, norm_before_gate)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, z, weight, rstd = ctx.saved_tensors
+        group, norm_before_gate = ctx.config
+        cdt = _compute_dtype(x)
+        with torch.autocast(x.device.type, enabled=False):
+            g = _gate_input(x, z, norm_before_gate, group)
+            normed = (g * rstd).flatten(-2)
+            dout = grad_out.to(cdt)
+            if z is not None and norm_before_gate:
+                silu_z = F.silu(z.to(cdt))
+                grad_z = torch.ops.aten.silu_backward(dout * normed * weight.to(cdt), z.to(cdt))
+                dout = dout * silu_z
+            rows = dout.reshape(-1, dout.shape[-1])
+            grad_w = torch.linalg.vecdot(rows, normed.reshape(rows.shape), dim=0)
+            dn = (dout * weight.to(cdt)).unflatten(-1, g.shape[-2:])
+            normed = normed.unflatten(-1, g.shape[-2:])
+            mean_dn_n = torch.linalg.vecdot(dn, normed, dim=-1).unsqueeze(-1) / group
+            grad_g = (dn - normed * mean_dn_n).mul_(rstd).flatten(-2)
+            if z is not None and not norm_before_gate:
+                z32 = z.to(cdt)
+                grad_z = torch.ops.aten.silu_backward(grad_g * x.to(cdt), z32)
+                grad_x = grad_g * F.silu(z32)
+            else:
+                grad_x = grad_g
+        return (grad_x.to(x.dtype), None if z is None else grad_z.to(z.dtype),
+                grad_w.to(weight.dtype), None, None, None)
+
+
+def _gate_input(x, z, norm_before_gate, group):
+    """The tensor whose RMS is taken, fp32, split into (..., groups, group)."""
+    cdt = _compute_dtype(x)
+    g = x.to(cdt)
+    if z is not None and not norm_before_gate:
+        g = g * F.silu(z.to(cdt))
+    return g.unflatten(-1, (g.shape[-1] // group, group))
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """fp32 for fp32/bf16/fp16 inputs, fp64 for fp64 (the tests run in double)."""
+    return torch.promote_types(x.dtype, torch.float32)
 
 
 # --------------------------------------------------------------------------- backend choice
@@ -278,7 +332,7 @@ class Mamba2(nn.Module):
         """Step by step: conv, scan, norm, out_proj (fused kernels for conv/scan if given)."""
         batch, seqlen, _ = u.shape
         zxbcdt = self.in_proj(u)
-        A = -torch.exp(self.A_log.float())
+        A = -torch.exp(self.A_log.to(_compute_dtype(self.A_log)))  # fp32 (fp64 stays fp64)
         d_mlp = (zxbcdt.shape[-1] - 2 * self.d_ssm - 2 * self.ngroups * self.d_state
                  - self.nheads) // 2
         z0, x0, z, xBC, dt = torch.split(

@@ -60,35 +60,26 @@ def _shift_right(t: torch.Tensor, shift: int) -> torch.Tensor:
     return out
 
 
-def _shift_left(t: torch.Tensor, shift: int) -> torch.Tensor:
-    """out[:, i] = t[:, i + shift] (zeros past the end), time on dim 1."""
-    if shift == 0:
-        return t
-    out = torch.zeros_like(t)
-    if shift >= t.shape[1]:
-        return out
-    out[:, : t.shape[1] - shift] = t[:, shift:]
-    return out
-
-
 class _CausalConv1d(torch.autograd.Function):
     """Depthwise causal conv as shifted multiply-adds with a hand-written backward.
 
-    Autograd through slices would allocate and zero a full-size gradient per tap; this keeps
-    the backward to a few fused passes. Taps are dropped where ``same_seq[shift]`` is False.
+    Each tap is one in-place multiply-add on a time-shifted slice (no padded copies; autograd
+    through slices would allocate a zero-filled full-size gradient per tap). Taps are dropped
+    where ``same_seq[shift - 1]`` is 0 (packed-sequence boundaries).
     """
 
     @staticmethod
     def forward(ctx, x, weight, bias, same_seq):
-        width = weight.shape[1]
-        out = x * weight[:, width - 1]
-        for shift in range(1, width):
-            past = _shift_right(x, shift)
+        seqlen, width = x.shape[1], weight.shape[1]
+        if bias is None:
+            out = x * weight[:, width - 1]
+        else:
+            out = torch.addcmul(bias, x, weight[:, width - 1])
+        for shift in range(1, min(width, seqlen)):
+            past = x[:, : seqlen - shift]
             if same_seq is not None:
-                past = past * same_seq[shift - 1]
-            out.add_(past * weight[:, width - 1 - shift])
-        if bias is not None:
-            out.add_(bias)
+                past = past * same_seq[shift - 1][:, shift:]
+            out[:, shift:].addcmul_(past, weight[:, width - 1 - shift])
         ctx.save_for_backward(x, weight, same_seq)
         ctx.has_bias = bias is not None
         return out
@@ -96,18 +87,25 @@ class _CausalConv1d(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):
         x, weight, same_seq = ctx.saved_tensors
-        width = weight.shape[1]
+        seqlen, width = x.shape[1], weight.shape[1]
         grad_out = grad_out.contiguous()
         grad_x = grad_out * weight[:, width - 1]
-        grad_w = torch.empty_like(weight)
+        grad_w = torch.zeros_like(weight)
         reduce_dims = tuple(range(x.dim() - 1))
-        grad_w[:, width - 1] = (grad_out * x).sum(reduce_dims)
-        for shift in range(1, width):
-            g = grad_out if same_seq is None else grad_out * same_seq[shift - 1]
-            grad_x.add_(_shift_left(g * weight[:, width - 1 - shift], shift))
-            grad_w[:, width - 1 - shift] = (g * _shift_right(x, shift)).sum(reduce_dims)
+        grad_w[:, width - 1] = _channel_dot(grad_out, x)
+        for shift in range(1, min(width, seqlen)):
+            g = grad_out[:, shift:]
+            if same_seq is not None:
+                g = g * same_seq[shift - 1][:, shift:]
+            grad_x[:, : seqlen - shift].addcmul_(g, weight[:, width - 1 - shift])
+            grad_w[:, width - 1 - shift] = _channel_dot(g, x[:, : seqlen - shift])
         grad_b = grad_out.sum(reduce_dims) if ctx.has_bias else None
         return grad_x, grad_w, grad_b, None
+
+
+def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """sum over all leading dims of a * b, per channel (last dim)."""
+    return torch.linalg.vecdot(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), dim=0)
 
 
 def causal_conv1d_ref(
