@@ -96,6 +96,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--memory_budget_gib", type=_positive_float, default=None,
                    help="pass/fail limit of the memory section (default 24)")
     p.add_argument("--quiet", action="store_true", help="do not print a line per row")
+    p.add_argument("--merge", nargs="+", metavar="RESULTS_JSON", default=None,
+                   help="run nothing: merge these results.json files (e.g. one per device call) "
+                        "into one results.md/.csv/.json in --out")
     return p
 
 
@@ -178,10 +181,24 @@ def run_sections(ctx, names: Sequence[str]) -> None:
         ctx.log(f"== section {name} done in {time.perf_counter() - started:.1f} s ==")
 
 
+def merge(args: argparse.Namespace) -> int:
+    from .results import markdown_table, merge_results
+
+    for path in args.merge:
+        if not os.path.isfile(path):
+            raise FileNotFoundError(f"--merge {path}: no such file")
+    rows = merge_results(args.merge, args.out)
+    print(markdown_table(rows))
+    print(f"merged {len(rows)} rows from {len(args.merge)} file(s) into {os.path.abspath(args.out)}")
+    return 0
+
+
 def main(argv: Optional[Sequence[str]] = None) -> int:
     _ensure_project_on_path()
     try:
         args = parse_args(argv)
+        if args.merge:
+            return merge(args)
         ctx = build_context(args)
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"gpu_suite: error: {err}", file=sys.stderr)

@@ -116,6 +116,39 @@ def json_text(rows: Sequence[Row], meta: Dict) -> str:
                       indent=1, sort_keys=False) + "\n"
 
 
+def load_json(path: str):
+    """(rows, meta) of a ``results.json`` this module wrote."""
+    with open(path, encoding="utf-8") as f:
+        data = json.load(f)
+    if not isinstance(data, dict) or not isinstance(data.get("rows"), list):
+        raise ValueError(f"{path}: not a gpu_suite results.json (no 'rows' list)")
+    fields = set(Row.__dataclass_fields__)
+    rows = []
+    for i, item in enumerate(data["rows"]):
+        unknown = set(item) - fields
+        if unknown:
+            raise ValueError(f"{path}: row {i} has unknown fields {sorted(unknown)}")
+        if isinstance(item.get("value"), str):  # "inf"/"-inf" as json_text wrote them (NaN: null)
+            item["value"] = float(item["value"])
+        rows.append(Row(**item))
+    return rows, data.get("meta", {})
+
+
+def merge_results(json_paths, out_dir: str) -> List[Row]:
+    """One table from several calls' ``results.json`` (e.g. one device call per section), in
+    the given order; the header lists each source's meta."""
+    rows: List[Row] = []
+    meta: Dict = {}
+    for i, path in enumerate(json_paths, 1):
+        part_rows, part_meta = load_json(path)
+        rows.extend(part_rows)
+        meta[f"part {i}"] = f"{path}: " + "; ".join(f"{k}={v}" for k, v in part_meta.items())
+    sink = ResultSink(out_dir, meta)
+    sink.rows = rows
+    sink.flush()
+    return rows
+
+
 def summary_counts(rows: Sequence[Row]) -> Dict[str, int]:
     counts = {s: 0 for s in STATUSES}
     for row in rows:

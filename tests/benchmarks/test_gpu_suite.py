@@ -135,6 +135,21 @@ def test_result_sink_rewrites_all_three_files_after_every_row(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["results.csv", "results.json", "results.md"]
 
 
+def test_merge_joins_several_calls_results(tmp_path, capsys):
+    for name, rows in (("a", ROWS[:2]), ("b", ROWS[2:])):
+        sink = ResultSink(str(tmp_path / name), {"device": name})
+        for row in rows:
+            sink.add(row)
+    paths = [str(tmp_path / "a" / "results.json"), str(tmp_path / "b" / "results.json")]
+    assert cli.main(["--merge", *paths, "--out", str(tmp_path / "all")]) == 0
+    merged = json.loads((tmp_path / "all" / "results.json").read_text())
+    assert [r["section"] for r in merged["rows"]] == ["parity", "memory", "throughput", "mfu"]
+    assert merged["meta"]["part 2"].startswith(paths[1] + ": device=b")
+    assert (tmp_path / "all" / "results.csv").read_text().splitlines()[1:3] == csv_text(ROWS).splitlines()[1:3]
+    assert "merged 4 rows from 2 file(s)" in capsys.readouterr().out
+    assert cli.main(["--merge", str(tmp_path / "missing.json")]) == 2
+
+
 def test_row_status_is_validated_and_checked_handles_nan():
     with pytest.raises(ValueError, match="status"):
         Row(section="s", case="c", metric="m", status="great")
