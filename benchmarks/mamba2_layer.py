@@ -8,7 +8,9 @@ layer can beat), and its peak memory grows linearly with the sequence length.
     python benchmarks/mamba2_layer.py                      # CPU, 4k/16k/41k tokens
     python benchmarks/mamba2_layer.py --device cuda        # adds fused-vs-pure on a GPU
 
-Time: median wall-clock of --repeats forward+backward passes after one warm-up.
+Time: median wall-clock of --repeats forward+backward passes after one warm-up, and the median
+process CPU time (all threads) of the same passes: on a shared machine the CPU-time ratio is
+the steadier of the two. --breakdown times the pure path's pieces alone.
 Memory (CPU): each measurement runs in a fresh subprocess; after a 256-token warm-up pass it
 reports the growth of the process's peak resident set size (ru_maxrss) during one
 forward+backward over the resident size just before it (model and input already allocated):
@@ -46,16 +48,18 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def median_time(fn, device: str, repeats: int) -> float:
+def median_time(fn, device: str, repeats: int):
+    """Median wall-clock seconds, and median process CPU seconds (all threads), per call."""
     fn()  # warm-up (allocator, kernels' autotuning)
-    times = []
+    wall, cpu = [], []
     for _ in range(repeats):
         sync(device)
-        start = time.perf_counter()
+        start, start_cpu = time.perf_counter(), time.process_time()
         fn()
         sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        wall.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - start_cpu)
+    return statistics.median(wall), statistics.median(cpu)
 
 
 def layer_step(layer, u):
@@ -78,6 +82,37 @@ def gemm_floor_step(layer, u):
         layer.zero_grad(set_to_none=True)
         u.grad = y.grad = None
     return step
+
+
+def component_steps(layer, u):
+    """The pure path's pieces on the layer's own shapes, each forward+backward alone."""
+    from neuromamba.models import ssd
+
+    seqlen = u.shape[1]
+    torch.manual_seed(1)
+    conv_dim = layer.conv1d.weight.shape[0]
+    xBC = torch.randn(1, seqlen, conv_dim, device=u.device, requires_grad=True)
+    x = torch.randn(1, seqlen, layer.nheads, layer.headdim, device=u.device, requires_grad=True)
+    dt = torch.randn(1, seqlen, layer.nheads, device=u.device, requires_grad=True)
+    B = torch.randn(1, seqlen, layer.ngroups, layer.d_state, device=u.device, requires_grad=True)
+    C = torch.randn_like(B, requires_grad=True)
+    y = torch.randn(1, seqlen, layer.d_ssm, device=u.device, requires_grad=True)
+    z = torch.randn_like(y, requires_grad=True)
+    A = -torch.exp(layer.A_log.detach())
+
+    def backward(out):
+        out.backward(torch.ones_like(out))
+        layer.zero_grad(set_to_none=True)
+
+    return {
+        "conv1d+silu": lambda: backward(ssd.causal_conv1d_ref(
+            xBC, layer.conv1d.weight.squeeze(1), layer.conv1d.bias, activation="silu")),
+        "ssd scan": lambda: backward(ssd.mamba_chunk_scan_combined(
+            x, dt, A, B, C, layer.chunk_size, D=layer.D, dt_bias=layer.dt_bias,
+            dt_softplus=True)),
+        "gated rmsnorm": lambda: backward(layer.norm(y, z)),
+        "GEMMs": gemm_floor_step(layer, u),
+    }
 
 
 def rss_bytes() -> int:
@@ -118,6 +153,8 @@ def main(argv=None) -> None:
     parser.add_argument("--memory-seqlens", default="16384,40960",
                         help="comma-separated lengths for the memory table ('' to skip)")
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--breakdown", action="store_true",
+                        help="also time the pure path's pieces at the longest seqlen")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -131,18 +168,25 @@ def main(argv=None) -> None:
     seqlens = [int(s) for s in args.seqlens.split(",") if s]
     backends = ["pure"] + (["fused"] if args.device.startswith("cuda") else [])
     print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} "
-          f"config={BASE_LAYER} batch=1 repeats={args.repeats}")
-    header = f"{'seqlen':>7} {'backend':>7} {'layer fwd+bwd s':>16} {'GEMMs fwd+bwd s':>16} " \
-             f"{'ratio':>6}"
-    print(header)
+          f"config={BASE_LAYER} batch=1 repeats={args.repeats} "
+          f"loadavg={os.getloadavg()[0]:.1f} (other processes share these cores when > 0)")
+    print(f"{'seqlen':>7} {'backend':>7} {'layer s':>9} {'GEMMs s':>9} {'ratio':>6} "
+          f"{'layer cpu-s':>12} {'GEMMs cpu-s':>12} {'cpu ratio':>9}")
     for seqlen in seqlens:
         layer, u = build(seqlen, args.device)
-        floor = median_time(gemm_floor_step(layer, u), args.device, args.repeats)
+        floor, floor_cpu = median_time(gemm_floor_step(layer, u), args.device, args.repeats)
         for backend in backends:
             os.environ[BACKEND_ENV_VAR] = backend
-            t = median_time(layer_step(layer, u), args.device, args.repeats)
-            print(f"{seqlen:>7} {backend:>7} {t:>16.4f} {floor:>16.4f} {t / floor:>6.2f}",
-                  flush=True)
+            t, t_cpu = median_time(layer_step(layer, u), args.device, args.repeats)
+            print(f"{seqlen:>7} {backend:>7} {t:>9.3f} {floor:>9.3f} {t / floor:>6.2f} "
+                  f"{t_cpu:>12.3f} {floor_cpu:>12.3f} {t_cpu / floor_cpu:>9.2f}", flush=True)
+        os.environ[BACKEND_ENV_VAR] = "pure"
+        if args.breakdown and seqlen == max(seqlens):
+            print(f"\npure-path pieces at {seqlen} tokens, each forward+backward alone")
+            print(f"{'piece':>14} {'s':>8} {'cpu-s':>8}")
+            for name, step in component_steps(layer, u).items():
+                t, t_cpu = median_time(step, args.device, args.repeats)
+                print(f"{name:>14} {t:>8.3f} {t_cpu:>8.3f}", flush=True)
         del layer, u
 
     mem_lens = [int(s) for s in args.memory_seqlens.split(",") if s]
