@@ -170,7 +170,7 @@ def _chunk_masks(seq_idx, batch, nchunks, Q, device):
     causal = torch.ones(Q, Q, dtype=torch.bool, device=device).tril()
     if seq_idx is None:
         return causal, None, None, None
-    seq = seq_idx.view(batch, nchunks, Q)
+    seq = seq_idx.reshape(batch, nchunks, Q)
     intra = (causal & (seq.unsqueeze(-1) == seq.unsqueeze(-2))).unsqueeze(2)  # (b,c,1,Q,Q)
     end_seq = seq[..., -1]  # (b, c)
     start_seq = F.pad(end_seq[:, :-1], (1, 0))  # sequence of the token before each chunk (0 first)
@@ -212,11 +212,11 @@ class _ChunkScan(torch.autograd.Function):
         f32 = dt.dtype  # decays and states: fp32 (fp64 when the inputs are fp64)
         intra, to_end, from_start, carry = _chunk_masks(seq_idx, batch, nchunks, Q, x.device)
 
-        xc = x.view(batch, nchunks, Q, nheads, headdim)
+        xc = x.reshape(batch, nchunks, Q, nheads, headdim)  # a view for Mamba2's inputs
         dtc = dt.view(batch, nchunks, Q, nheads)
         cs = torch.cumsum((dtc * A).transpose(2, 3).contiguous(), dim=-1)  # (b, c, h, Q)
-        Bg = B.view(batch, nchunks, Q, ngroups, dstate).transpose(2, 3).to(mm_dtype)
-        Cg = C.view(batch, nchunks, Q, ngroups, dstate).transpose(2, 3).to(mm_dtype)
+        Bg = B.reshape(batch, nchunks, Q, ngroups, dstate).transpose(2, 3).to(mm_dtype)
+        Cg = C.reshape(batch, nchunks, Q, ngroups, dstate).transpose(2, 3).to(mm_dtype)
         Bg, Cg = Bg.contiguous(), Cg.contiguous()  # (b, c, g, Q, n)
 
         # Xd in the (b, c, h, Q, p) layout the matmuls want, written in one pass.
@@ -267,7 +267,7 @@ class _ChunkScan(torch.autograd.Function):
 
         ctx.save_for_backward(x, dt, A, D, cs, Bg, Cg, Xd, decay, M, w_end, Bh, Bw, chunk_decay,
                               S_prev, E, Ch, Ce)
-        ctx.shapes = (Q, mm_dtype, h0 is not None)
+        ctx.config = (Q, mm_dtype, h0 is not None, B.dtype, C.dtype)
         return out.view(x.shape), final
 
     @staticmethod
@@ -280,14 +280,14 @@ class _ChunkScan(torch.autograd.Function):
     def _backward(ctx, grad_out, grad_final):
         (x, dt, A, D, cs, Bg, Cg, Xd, decay, M, w_end, Bh, Bw, chunk_decay, S_prev, E, Ch,
          Ce) = ctx.saved_tensors
-        Q, mm_dtype, has_h0 = ctx.shapes
+        Q, mm_dtype, has_h0, B_dtype, C_dtype = ctx.config
         batch, seqlen, nheads, headdim = x.shape
         ngroups, dstate = Bg.shape[2], Bg.shape[-1]
         nchunks, rep = seqlen // Q, nheads // ngroups
         flat = batch * nchunks * nheads
         f32 = dt.dtype
 
-        dYc = grad_out.view(batch, nchunks, Q, nheads, headdim)
+        dYc = grad_out.reshape(batch, nchunks, Q, nheads, headdim)
         dY = dYc.transpose(2, 3).to(mm_dtype).contiguous()  # (b, c, h, Q, p)
 
         # y = M Xd: dXd = M^T dY; dM = dY Xd^T.
@@ -334,11 +334,11 @@ class _ChunkScan(torch.autograd.Function):
         # B and C gradients: back to (b, L, g, n), summing the heads of each group.
         dB = dBg.to(f32) + _sum_heads(dBh, rep).to(f32)
         dC = dCg.to(f32) + _sum_heads(dCh, rep).to(f32)
-        dB = dB.transpose(2, 3).reshape(batch, seqlen, ngroups, dstate).to(Bg.dtype)
-        dC = dC.transpose(2, 3).reshape(batch, seqlen, ngroups, dstate).to(Cg.dtype)
+        dB = dB.transpose(2, 3).reshape(batch, seqlen, ngroups, dstate).to(B_dtype)
+        dC = dC.transpose(2, 3).reshape(batch, seqlen, ngroups, dstate).to(C_dtype)
 
         # Xd = dt o x, and the D skip.
-        xc = x.view(batch, nchunks, Q, nheads, headdim)
+        xc = x.reshape(batch, nchunks, Q, nheads, headdim)
         dtc = dt.view(batch, nchunks, Q, nheads)
         dXd_t = dXd.transpose(2, 3)  # (b, c, Q, h, p) view
         dx = torch.empty(xc.shape, dtype=x.dtype, device=x.device)
