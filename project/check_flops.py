@@ -42,13 +42,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset_size", type=int, default=None, help="subjects (with --clips_per_subject)")
     p.add_argument("--clips_per_subject", type=int, default=1)
     # Brain masks.
-    p.add_argument("--mask", default="mni152", choices=["mni152", "file", "data", "none"],
+    p.add_argument("--mask", default="mni152", choices=["mni152", "file", "hdf5", "data", "none"],
                    help="where brain masks come from (default: nilearn MNI152 2 mm)")
     p.add_argument("--mask_file", default=None, help="NIfTI brain mask (implies --mask file)")
+    p.add_argument("--hdf5_file", default=None,
+                   help="a preprocessed HDF5 run: use its stored brain mask (implies --mask hdf5)")
     p.add_argument("--mask_dilation_voxels", type=int, default=0)
     p.add_argument("--jitter_voxels", type=int, default=0,
                    help="shift the batch's MNI masks by up to this many voxels (inter-subject variation)")
-    p.add_argument("--dataset_name", default=None)
+    p.add_argument("--dataset_name", default=None, help="with --image_path (or Dummy): masks of real clips")
     p.add_argument("--image_path", default=None, help="dataset root (implies --mask data)")
     p.add_argument("--input_scaling_method", default="znorm_minback")
     p.add_argument("--num_batches", type=int, default=4, help="batches of real data to average over")

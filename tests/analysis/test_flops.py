@@ -162,3 +162,43 @@ def test_check_flops_cli_bad_input_is_one_line(repo_root):
     assert res.returncode == 2
     assert res.stderr.startswith("error:") and "not divisible" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_data_masks_give_the_models_own_kept_tokens():
+    """Token counts from real clips (the data-module path of check_flops) equal what FMamba's
+    background removal keeps on the same batches."""
+    from argparse import Namespace
+
+    from neuromamba.analysis.data_masks import masks_from_datamodule
+    from neuromamba.data.datamodule import FMRIDataModule
+    from neuromamba.models.embedding import patchify, select_tokens
+
+    cfg = FMambaFlopsConfig(**TINY)
+    args = Namespace(dataset_name="Dummy", image_path=None, input_scaling_method="znorm_minback",
+                     batch_size=3, num_batches=2)
+    masks = masks_from_datamodule(args, cfg)
+    assert len(masks.batches) == 2 and all(len(b) == 3 for b in masks.batches)
+    dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=True, batch_size=3, seed=1234)
+    dm.setup("fit")
+    for batch, voxel_masks in zip(dm._loader(dm.datasets["train"], 3), masks.batches):
+        tokens = patchify(batch["fmri"], (6, 6, 6, 2))
+        for rule in ("batch", "packed"):
+            expected = select_tokens(tokens, rule, "min").lengths.tolist()
+            assert token_lengths(cfg, voxel_masks, rule) == expected
+
+
+def test_hdf5_run_mask(tmp_path, repo_root):
+    from neuromamba.data.dummy import DummySpec, write_dummy_runs
+
+    (path,) = write_dummy_runs(tmp_path, DummySpec(num_subjects=3, img_size=(24, 24, 24), num_frames=4))[:1]
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        stored = np.asarray(f["brain_mask"]).astype(bool)
+    kept = token_mask_from_voxels(stored, (6, 6, 6)).mean()
+    cmd = [sys.executable, str(repo_root / "project" / "check_flops.py"), "--embed_dim", "32",
+           "--img_size", "24", "24", "24", "4", "--hdf5_file", str(path), "--json", str(tmp_path / "r.json")]
+    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    rows = json.loads((tmp_path / "r.json").read_text())
+    assert rows[1]["kept %"] == pytest.approx(100 * kept, abs=0.05)

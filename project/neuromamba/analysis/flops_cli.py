@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Dict, List, Optional
 
 import numpy as np
@@ -78,30 +79,49 @@ def clips_per_epoch(args) -> Optional[int]:
     return None
 
 
+def _mni152_masks(args, cfg) -> MaskBatch:
+    return mni152_batch(cfg, args.batch_size, args.mask_dilation_voxels, args.jitter_voxels)
+
+
+def _file_masks(args, cfg) -> MaskBatch:
+    from .brain_masks import mask_from_nifti
+
+    if not args.mask_file:
+        raise ValueError("--mask file needs --mask_file PATH")
+    mask = mask_from_nifti(args.mask_file, cfg.img_size[:3])
+    return MaskBatch(f"mask {Path(args.mask_file).name}", [mask] * args.batch_size)
+
+
+def _hdf5_masks(args, cfg) -> MaskBatch:
+    from .data_masks import mask_from_hdf5
+
+    if not args.hdf5_file:
+        raise ValueError("--mask hdf5 needs --hdf5_file PATH")
+    mask = mask_from_hdf5(args.hdf5_file, cfg.img_size[:3])
+    return MaskBatch(f"mask of {Path(args.hdf5_file).name}", [mask] * args.batch_size)
+
+
+def _data_masks(args, cfg) -> MaskBatch:
+    from .data_masks import masks_from_datamodule
+
+    return masks_from_datamodule(args, cfg)
+
+
+# --mask: where the brain masks come from.
+MASK_SOURCES = {"mni152": _mni152_masks, "file": _file_masks, "hdf5": _hdf5_masks,
+                "data": _data_masks, "none": lambda args, cfg: None}
+
+
 def mask_batch(args, cfg: FMambaFlopsConfig) -> Optional[MaskBatch]:
+    """Masks from --mask; --mask_file / --hdf5_file / --image_path imply their source."""
     if args.batch_size <= 0:
         raise ValueError("--batch_size must be positive")
-    source = args.mask
-    if args.mask_file:
-        source = "file"
-    if args.image_path:
-        source = "data"
-    if source == "none":
-        return None
-    if source == "mni152":
-        return mni152_batch(cfg, args.batch_size, args.mask_dilation_voxels, args.jitter_voxels)
-    if source == "file":
-        from .brain_masks import mask_from_nifti
-
-        if not args.mask_file:
-            raise ValueError("--mask file needs --mask_file PATH")
-        mask = mask_from_nifti(args.mask_file, cfg.img_size[:3])
-        return MaskBatch(f"mask {args.mask_file}", [mask] * args.batch_size)
-    if source == "data":
-        from .data_masks import masks_from_datamodule
-
-        return masks_from_datamodule(args, cfg)
-    raise ValueError(f"unknown --mask {source!r}")
+    implied = [name for name, given in (("file", args.mask_file), ("hdf5", args.hdf5_file),
+                                        ("data", args.image_path)) if given]
+    source = implied[-1] if implied else args.mask
+    if source not in MASK_SOURCES:
+        raise ValueError(f"unknown --mask {source!r}; choose one of {sorted(MASK_SOURCES)}")
+    return MASK_SOURCES[source](args, cfg)
 
 
 def run(args) -> FlopsReport:

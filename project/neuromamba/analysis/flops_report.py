@@ -9,7 +9,7 @@ nilearn's MNI152 mask (or the user's data) and report next to the claim.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
@@ -28,10 +28,16 @@ ORIGINAL_REDUCTION = 1.0 - ORIGINAL_CLAIM["brain_tokens"] / ORIGINAL_CLAIM["all_
 
 @dataclass(frozen=True)
 class MaskBatch:
-    """Per-sample voxel masks of one batch and where they came from."""
+    """Per-sample voxel masks of one or more batches (the batch-shared rule ORs within each
+    batch) and where they came from."""
 
     label: str
-    voxel_masks: List[np.ndarray]
+    voxel_masks: List[np.ndarray]  # the first batch
+    more_batches: Tuple[List[np.ndarray], ...] = ()
+
+    @property
+    def batches(self) -> List[List[np.ndarray]]:
+        return [self.voxel_masks, *self.more_batches]
 
 
 def token_lengths(
@@ -70,9 +76,9 @@ def cost_settings(
     settings = [summarize(cfg, "all tokens", [cfg.num_tokens] * batch)]
     if masks is not None:
         for rule in rules:
-            if rule == "packed" and batch == 1:
+            if rule == "packed" and max(len(b) for b in masks.batches) == 1:
                 continue  # identical to the batch rule
-            lengths = token_lengths(cfg, masks.voxel_masks, rule)
+            lengths = [n for b in masks.batches for n in token_lengths(cfg, b, rule)]
             settings.append(summarize(cfg, f"{masks.label}, {rule}", lengths))
     return settings
 
