@@ -118,15 +118,22 @@ def read_torch_frames(info, clips, length, out):
             out[t] = torch.load(folder / f"frame_{start + t}.pt", weights_only=True).numpy()[..., 0]
 
 
-def time_reads(name, fn, info, clips, length, repeats) -> float:
+def time_reads(fn, info, clips, length) -> float:
+    """Clips/s of one pass (a fresh buffer per call, warm handles inside ``fn``)."""
     out = np.empty((length,) + GRID, np.float16)
-    fn(info, clips[:2], length, out)  # warm up
-    best = np.inf
+    t0 = time.perf_counter()
+    fn(info, clips, length, out)
+    return len(clips) / (time.perf_counter() - t0)
+
+
+def interleaved_best(timers: dict, repeats: int) -> dict:
+    """Best rate of each timer over ``repeats`` rounds, the timers taking turns in every round,
+    so a burst of load from other processes hits all of them alike."""
+    best = {name: 0.0 for name in timers}
     for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn(info, clips, length, out)
-        best = min(best, time.perf_counter() - t0)
-    return len(clips) / best
+        for name, timer in timers.items():
+            best[name] = max(best[name], timer())
+    return best
 
 
 # ---------------------------------------------------------------------------------------------
@@ -194,17 +201,19 @@ def hdf5_clips(info, clips, length, kind):
     return _OrderedClipDataset(base, clips)
 
 
-def time_loader(dataset, workers, repeats) -> float:
-    loader = DataLoader(dataset, batch_size=1, num_workers=workers,
-                        persistent_workers=workers > 0, shuffle=False)
-    for _ in loader:  # warm-up epoch (starts the workers, opens files)
-        break
-    best = np.inf
-    for _ in range(repeats):
+class LoaderTimer:
+    """Clips/s of one epoch through a DataLoader with persistent workers."""
+
+    def __init__(self, dataset, workers: int):
+        self.loader = DataLoader(dataset, batch_size=1, num_workers=workers,
+                                 persistent_workers=workers > 0, shuffle=False)
+        for _ in self.loader:  # warm-up epoch: starts the workers, opens the files
+            pass
+
+    def __call__(self) -> float:
         t0 = time.perf_counter()
-        n = sum(1 for _ in loader)
-        best = min(best, time.perf_counter() - t0)
-    return n / best
+        n = sum(1 for _ in self.loader)
+        return n / (time.perf_counter() - t0)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,33 +263,39 @@ def main(argv=None) -> None:
     clips = clip_list(info, args.length)
     mb_per_clip = args.length * np.prod(GRID) * 2 / 1e6
     print(f"{len(clips)} clips of {GRID} x {args.length} fp16 ({mb_per_clip:.1f} MB each) from "
-          f"{args.runs} runs x {args.frames} frames; best of {args.repeats}; torch threads 1")
+          f"{args.runs} runs x {args.frames} frames; best of {args.repeats} interleaved rounds; "
+          f"torch threads 1")
     print("disk: " + ", ".join(f"{k} {dir_size(args.out / k) / 1e6:.0f} MB"
                                for k in ("npy", "h5_none", "h5_lzf", "torch_frames")))
 
     rows = []
-    readers = [("npy memmap (floor)", read_npy),
-               ("hdf5 store.read_frames (raw chunks)", read_h5("h5_none", "store")),
-               ("hdf5 read_direct", read_h5("h5_none", "read_direct")),
-               ("hdf5 plain slice", read_h5("h5_none", "slice")),
-               ("hdf5 lzf store.read_frames", read_h5("h5_lzf", "store")),
-               ("torch.save per frame", read_torch_frames)]
-    floor = None
-    for name, fn in readers:
-        rate = time_reads(name, fn, info, clips, args.length, args.repeats)
-        floor = floor or rate
+    readers = {"npy memmap (floor)": read_npy,
+               "hdf5 store.read_frames (raw chunks)": read_h5("h5_none", "store"),
+               "hdf5 read_direct": read_h5("h5_none", "read_direct"),
+               "hdf5 plain slice": read_h5("h5_none", "slice"),
+               "hdf5 lzf store.read_frames": read_h5("h5_lzf", "store"),
+               "torch.save per frame": read_torch_frames}
+    for fn in readers.values():  # warm the page cache
+        time_reads(fn, info, clips, args.length)
+    rates = interleaved_best({name: (lambda fn=fn: time_reads(fn, info, clips, args.length))
+                              for name, fn in readers.items()}, args.repeats)
+    floor = rates["npy memmap (floor)"]
+    for name, rate in rates.items():
         rows.append(("read", name, "-", rate, rate * mb_per_clip, rate / floor))
 
     for workers in args.workers:
-        datasets = [("npy memmap (floor)", NpyClips(info, clips, args.length)),
-                    ("hdf5 (ClipDataset)", hdf5_clips(info, clips, args.length, "h5_none")),
-                    ("hdf5 lzf (ClipDataset)", hdf5_clips(info, clips, args.length, "h5_lzf")),
-                    ("torch.save per frame", TorchFrameClips(info, clips, args.length))]
-        floor = None
-        for name, ds in datasets:
-            rate = time_loader(ds, workers, args.repeats)
-            floor = floor or rate
+        timers = {"npy memmap (floor)": LoaderTimer(NpyClips(info, clips, args.length), workers),
+                  "hdf5 (ClipDataset)": LoaderTimer(
+                      hdf5_clips(info, clips, args.length, "h5_none"), workers),
+                  "hdf5 lzf (ClipDataset)": LoaderTimer(
+                      hdf5_clips(info, clips, args.length, "h5_lzf"), workers),
+                  "torch.save per frame": LoaderTimer(
+                      TorchFrameClips(info, clips, args.length), workers)}
+        rates = interleaved_best(timers, args.repeats)
+        floor = rates["npy memmap (floor)"]
+        for name, rate in rates.items():
             rows.append(("dataset", name, workers, rate, rate * mb_per_clip, rate / floor))
+        del timers  # stop the persistent workers
 
     print()
     print("| level | storage | workers | clips/s | MB/s | ratio to floor |")
