@@ -46,3 +46,30 @@ def planted_subject_clips(num_subjects=8, runs=2, clips_per_run=2, size=24, fram
                 batches.append({"fmri": torch.from_numpy(x)[None, None], "subject": [f"s{s}"],
                                 "run": [f"r{r}"], "start": torch.tensor([c * frames])})
     return batches
+
+
+class ScriptResult:
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_script(repo_root, name, *argv):
+    """Run ``project/<name>.py`` in-process (no new interpreter: saves the torch import) with
+    the CLI's own error handling; returns returncode/stdout/stderr like subprocess.run."""
+    import contextlib
+    import importlib.util
+    import io
+
+    from neuromamba.analysis.cli_errors import run_cli
+
+    path = repo_root / "project" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = run_cli(lambda: module.main([str(a) for a in argv]))
+        except SystemExit as exc:  # argparse errors
+            code = exc.code
+    return ScriptResult(code, out.getvalue(), err.getvalue())

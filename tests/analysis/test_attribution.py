@@ -1,15 +1,13 @@
 """Integrated gradients: a planted region is where the attribution goes; maps land in the
 original input space."""
 import json
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from analysis_helpers import save_lightning_like, tiny_module
+from analysis_helpers import run_script, save_lightning_like, tiny_module
 from neuromamba.analysis.attribution import (
     brain_mean_baseline,
     mass_in_region,
@@ -101,11 +99,10 @@ def test_attribute_cli_writes_maps_in_original_space(tmp_path, repo_root):
     module = tiny_module("classification", num_classes=2, extra=["--background_removal", "batch"])
     ckpt = save_lightning_like(module, tmp_path / "m.ckpt")
     brain, affine = _nifti(tmp_path / "sub-01_rest.nii.gz")
-    cmd = [sys.executable, str(repo_root / "project" / "attribute.py"), "--checkpoint", ckpt,
-           "--nifti", str(tmp_path / "sub-01_rest.nii.gz"), "--output_dir", str(tmp_path / "out"),
-           "--four_d", "--n_steps", "4", "--device", "cpu", "--target", "1",
-           "--class_names", "F", "M"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    res = run_script(repo_root, "attribute", "--checkpoint", ckpt,
+                     "--nifti", tmp_path / "sub-01_rest.nii.gz", "--output_dir", tmp_path / "out",
+                     "--four_d", "--n_steps", "4", "--device", "cpu", "--target", "1",
+                     "--class_names", "F", "M")
     assert res.returncode == 0, res.stderr
     summary = json.loads((tmp_path / "out" / "sub-01_rest_ig.json").read_text())
     assert summary["target_name"] == "M" and summary["num_clips"] == 2
@@ -125,14 +122,13 @@ def test_attribute_cli_writes_maps_in_original_space(tmp_path, repo_root):
 def test_attribute_cli_dataset_subject_and_errors(tmp_path, repo_root):
     module = tiny_module("regression", target_mean=50.0, target_std=10.0)
     ckpt = save_lightning_like(module, tmp_path / "r.ckpt")
-    base = [sys.executable, str(repo_root / "project" / "attribute.py"), "--checkpoint", ckpt,
-            "--output_dir", str(tmp_path / "out"), "--n_steps", "2", "--device", "cpu",
+    base = ["--checkpoint", ckpt, "--output_dir", tmp_path / "out", "--n_steps", "2", "--device", "cpu",
             "--dataset_name", "Dummy", "--dummy_num_subjects", "4", "--dummy_num_frames", "4"]
-    res = subprocess.run(base + ["--subject", "dummy0001"], capture_output=True, text=True, timeout=300)
+    res = run_script(repo_root, "attribute", *base, "--subject", "dummy0001")
     assert res.returncode == 0, res.stderr
     summary = json.loads((tmp_path / "out" / "dummy0001_run0_ig.json").read_text())
     assert summary["space"].startswith("model grid") and summary["num_clips"] == 1
     assert nib.load(summary["files"]["nifti"]).shape == (24, 24, 24)
-    res = subprocess.run(base + ["--subject", "nobody"], capture_output=True, text=True, timeout=300)
+    res = run_script(repo_root, "attribute", *base, "--subject", "nobody")
     assert res.returncode == 2 and "nobody" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1

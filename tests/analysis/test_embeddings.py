@@ -1,13 +1,11 @@
 """Encoder mode: loading any checkpoint, clip/subject embeddings, writers, embed.py end to end."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from analysis_helpers import planted_subject_clips, save_lightning_like, tiny_module
+from analysis_helpers import planted_subject_clips, run_script, save_lightning_like, tiny_module
 from neuromamba.analysis.embeddings import (
     extract_clip_embeddings,
     read_embeddings,
@@ -112,12 +110,11 @@ def test_planted_subject_pattern_is_reidentified(tiny_released_checkpoint):
 def test_embed_cli_on_dummy(tmp_path, repo_root, tiny_released_checkpoint):
     path, _ = tiny_released_checkpoint
     out = tmp_path / "emb.npz"
-    cmd = [sys.executable, str(repo_root / "project" / "embed.py"), "--checkpoint", str(path),
-           "--img_size", "24", "24", "24", "4", "--dataset_name", "Dummy",
-           "--dummy_num_subjects", "10", "--dummy_num_runs", "2", "--dummy_num_frames", "4",
-           "--output", str(out), "--probe_targets", "label", "--reid", "--json",
-           str(tmp_path / "r.json"), "--device", "cpu"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    res = run_script(repo_root, "embed", "--checkpoint", path,
+                     "--img_size", "24", "24", "24", "4", "--dataset_name", "Dummy",
+                     "--dummy_num_subjects", "10", "--dummy_num_runs", "2", "--dummy_num_frames", "4",
+                     "--output", out, "--probe_targets", "label", "--reid", "--json",
+                     tmp_path / "r.json", "--device", "cpu")
     assert res.returncode == 0, res.stderr
     result = json.loads((tmp_path / "r.json").read_text())
     assert result["num_clips"] == 20 and result["num_subjects"] == 10
@@ -129,8 +126,7 @@ def test_embed_cli_on_dummy(tmp_path, repo_root, tiny_released_checkpoint):
 
 
 def test_embed_cli_missing_checkpoint_is_one_line(tmp_path, repo_root):
-    cmd = [sys.executable, str(repo_root / "project" / "embed.py"), "--checkpoint",
-           str(tmp_path / "nope.pt"), "--output", str(tmp_path / "e.csv")]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    res = run_script(repo_root, "embed", "--checkpoint", tmp_path / "nope.pt",
+                     "--output", tmp_path / "e.csv")
     assert res.returncode == 2 and res.stderr.strip().startswith("error:")
     assert "nope.pt" in res.stderr and len(res.stderr.strip().splitlines()) == 1

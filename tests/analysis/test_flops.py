@@ -1,13 +1,12 @@
 """Analytic FLOPs/params of FMamba: exact against the built model and a FLOP counter."""
 import json
-import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from analysis_helpers import run_script
 from neuromamba.analysis.brain_masks import (
     batch_shared_token_mask,
     center_in_box,
@@ -142,11 +141,10 @@ def test_mni152_mask_token_fraction():
 
 def test_check_flops_cli_table_and_json(tmp_path, repo_root):
     out = tmp_path / "rows.json"
-    cmd = [sys.executable, str(repo_root / "project" / "check_flops.py"), "--model", "fmamba",
-           "--embed_dim", "256", "--depth", "12", "--patch_size", "6", "6", "6", "2",
-           "--img_size", "96", "96", "96", "20", "--batch_size", "1",
-           "--num_clips_per_epoch", "1000", "--json", str(out)]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    res = run_script(repo_root, "check_flops", "--model", "fmamba",
+                     "--embed_dim", "256", "--depth", "12", "--patch_size", "6", "6", "6", "2",
+                     "--img_size", "96", "96", "96", "20", "--batch_size", "1",
+                     "--num_clips_per_epoch", "1000", "--json", out)
     assert res.returncode == 0, res.stderr
     assert "Original claim" in res.stdout
     rows = json.loads(out.read_text())
@@ -156,9 +154,7 @@ def test_check_flops_cli_table_and_json(tmp_path, repo_root):
 
 
 def test_check_flops_cli_bad_input_is_one_line(repo_root):
-    cmd = [sys.executable, str(repo_root / "project" / "check_flops.py"), "--img_size", "95", "96",
-           "96", "20", "--mask", "none"]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=60)
+    res = run_script(repo_root, "check_flops", "--img_size", "95", "96", "96", "20", "--mask", "none")
     assert res.returncode == 2
     assert res.stderr.startswith("error:") and "not divisible" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
@@ -196,9 +192,8 @@ def test_hdf5_run_mask(tmp_path, repo_root):
     with h5py.File(path, "r") as f:
         stored = np.asarray(f["brain_mask"]).astype(bool)
     kept = token_mask_from_voxels(stored, (6, 6, 6)).mean()
-    cmd = [sys.executable, str(repo_root / "project" / "check_flops.py"), "--embed_dim", "32",
-           "--img_size", "24", "24", "24", "4", "--hdf5_file", str(path), "--json", str(tmp_path / "r.json")]
-    res = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    res = run_script(repo_root, "check_flops", "--embed_dim", "32", "--img_size", "24", "24", "24", "4",
+                     "--hdf5_file", path, "--json", tmp_path / "r.json")
     assert res.returncode == 0, res.stderr
     rows = json.loads((tmp_path / "r.json").read_text())
     assert rows[1]["kept %"] == pytest.approx(100 * kept, abs=0.05)

@@ -1,14 +1,11 @@
 """Predictor mode: one NIfTI -> preprocessing -> clips -> averaged prediction."""
 import json
-import subprocess
-import sys
-
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
-from analysis_helpers import save_lightning_like, tiny_module
+from analysis_helpers import run_script, save_lightning_like, tiny_module
 
 
 def write_nifti(path, shape=(22, 26, 20), frames=9, seed=0):
@@ -39,8 +36,7 @@ def expected_clips(data, img_size=(24, 24, 24, 4)):
 
 
 def _run(repo_root, *args):
-    cmd = [sys.executable, str(repo_root / "project" / "predict.py"), *map(str, args)]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    return run_script(repo_root, "predict", *args)
 
 
 def test_classification_probabilities_match_manual_pipeline(tmp_path, repo_root):
