@@ -23,13 +23,17 @@ class ClipRecords:
     starts: list = field(default_factory=list)
     outputs: list = field(default_factory=list)   # one np.ndarray (num_outputs,) per clip
     targets: list = field(default_factory=list)
+    losses: list = field(default_factory=list)    # per-clip loss, for an exact epoch mean
 
-    def add(self, subjects, runs, starts, outputs: torch.Tensor, targets: torch.Tensor) -> None:
+    def add(self, subjects, runs, starts, outputs: torch.Tensor, targets: torch.Tensor,
+            losses: torch.Tensor | None = None) -> None:
         self.subjects.extend(str(s) for s in subjects)
         self.runs.extend(str(r) for r in runs)
         self.starts.extend(int(s) for s in torch.as_tensor(starts).reshape(-1).tolist())
         self.outputs.extend(outputs.detach().float().cpu().numpy())
         self.targets.extend(targets.detach().float().cpu().reshape(-1).numpy().tolist())
+        if losses is not None:
+            self.losses.extend(losses.detach().float().cpu().reshape(-1).numpy().tolist())
 
     def __len__(self) -> int:
         return len(self.subjects)
@@ -37,7 +41,7 @@ class ClipRecords:
     def as_payload(self) -> dict:
         return {"subjects": self.subjects, "runs": self.runs, "starts": self.starts,
                 "outputs": [np.asarray(o, dtype=np.float32) for o in self.outputs],
-                "targets": self.targets}
+                "targets": self.targets, "losses": self.losses}
 
 
 def gather_records(records: ClipRecords) -> ClipRecords:
@@ -55,7 +59,16 @@ def gather_records(records: ClipRecords) -> ClipRecords:
         merged.starts += part["starts"]
         merged.outputs += list(part["outputs"])
         merged.targets += part["targets"]
+        merged.losses += part["losses"]
     return merged
+
+
+def mean_clip_loss(records: ClipRecords) -> float:
+    """Mean per-clip loss over unique clips (a DDP pad duplicate is counted once)."""
+    seen = {}
+    for key, loss in zip(zip(records.subjects, records.runs, records.starts), records.losses):
+        seen.setdefault(key, loss)
+    return float(np.mean(list(seen.values()))) if seen else float("nan")
 
 
 @dataclass

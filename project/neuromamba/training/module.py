@@ -28,7 +28,7 @@ from neuromamba.data.scaling import background_value_for
 from neuromamba.models.fmamba import FMamba
 from neuromamba.models.heads import build_head
 from neuromamba.training.metrics import (ClipRecords, aggregate_by_subject, classification_metrics,
-                                         gather_records, regression_metrics)
+                                         gather_records, mean_clip_loss, regression_metrics)
 from neuromamba.training.schedule import CosineAnnealingWarmUpRestarts, build_optimizer
 
 TASKS = ("pretraining", "classification", "regression")
@@ -150,7 +150,7 @@ class NeuroMambaModule(pl.LightningModule):
         return self.head(self.backbone(x))
 
     def _step(self, batch):
-        """(loss, per-clip outputs for metrics, kept-token count)."""
+        """(per-clip or scalar loss, per-clip outputs for metrics, kept tokens, all tokens)."""
         out = self.backbone(batch["fmri"])
         kept = int(out.lengths.sum())
         total = out.num_tokens_total * out.batch_size
@@ -159,11 +159,12 @@ class NeuroMambaModule(pl.LightningModule):
         result = self.head(out).float()
         target = batch["target"]
         if self.task == "classification":
-            loss = F.cross_entropy(result, target.long(), label_smoothing=self.config.get("label_smoothing", 0.0))
-            return loss, torch.softmax(result, dim=-1), kept, total
+            losses = F.cross_entropy(result, target.long(), reduction="none",
+                                     label_smoothing=self.config.get("label_smoothing", 0.0))
+            return losses, torch.softmax(result, dim=-1), kept, total
         target_std = self._standardise(target)
-        loss = F.mse_loss(result.squeeze(-1), target_std)
-        return loss, result, kept, total
+        losses = F.mse_loss(result.squeeze(-1), target_std, reduction="none")
+        return losses, result, kept, total
 
     def _standardise(self, target: torch.Tensor) -> torch.Tensor:
         mean, std = self.target_stats()
@@ -172,6 +173,7 @@ class NeuroMambaModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
         loss, _, kept, total = self._step(batch)
+        loss = loss.mean()
         self._check_finite(loss)
         self._kept_tokens = kept
         batch_size = batch["fmri"].shape[0]
@@ -229,13 +231,14 @@ class NeuroMambaModule(pl.LightningModule):
     # ------------------------------------------------------------------ evaluation
     def _evaluation_step(self, batch, stage: str):
         loss, outputs, _, _ = self._step(batch)
-        self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=batch["fmri"].shape[0])
-        if outputs is not None:
-            target = batch["target"]
-            if self.task == "regression":
-                target = self._standardise(target)
-            self._records[stage].add(batch["subject"], batch["run"], batch["start"], outputs, target)
-        return loss
+        if outputs is None:  # pretraining: a batch mean, averaged by Lightning
+            self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=batch["fmri"].shape[0])
+            return loss
+        target = batch["target"]
+        if self.task == "regression":
+            target = self._standardise(target)
+        self._records[stage].add(batch["subject"], batch["run"], batch["start"], outputs, target, loss)
+        return loss.mean()
 
     def validation_step(self, batch, batch_idx):
         return self._evaluation_step(batch, "val")
@@ -247,9 +250,12 @@ class NeuroMambaModule(pl.LightningModule):
         records, self._records[stage] = self._records[stage], ClipRecords()
         if self.task == "pretraining":
             return None, {}
-        table = aggregate_by_subject(gather_records(records), self.config.get("eval_level", "subject"))
+        records = gather_records(records)
+        table = aggregate_by_subject(records, self.config.get("eval_level", "subject"))
         if not table.subjects:
             return table, {}
+        # clip-level loss over the gathered clips: exact also when ranks hold unequal numbers
+        self.log(f"{stage}/loss", mean_clip_loss(records), sync_dist=True)
         if self.task == "classification":
             metrics = classification_metrics(table.outputs, table.targets)
         else:

@@ -6,11 +6,13 @@ torchelastic via ``torchrun``); nothing here parses ranks by hand.
 from __future__ import annotations
 
 import os
+import warnings
 from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
 import yaml
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
@@ -102,8 +104,22 @@ EXTRA_LOGGERS = {
 }
 
 
+def _keep_previous_metrics(run_dir: Path) -> None:
+    # Lightning's CSV logger deletes an existing metrics.csv; a resumed or re-tested run keeps
+    # the earlier one as metrics.1.csv, metrics.2.csv, ... (rank 0 only: one file system owner).
+    old = run_dir / "metrics.csv"
+    if not old.exists() or rank_zero_only.rank != 0:
+        return
+    k = 1
+    while (run_dir / f"metrics.{k}.csv").exists():
+        k += 1
+    os.replace(old, run_dir / f"metrics.{k}.csv")
+
+
 def build_loggers(args, run_dir: Path) -> list:
     # metrics.csv in the run folder always exists, whatever else is chosen.
+    _keep_previous_metrics(run_dir)
+    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
     loggers = [CSVLogger(save_dir=str(run_dir), name="", version="")]
     extra = EXTRA_LOGGERS[args.loggername]
     if extra is not None:
