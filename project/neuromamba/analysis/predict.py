@@ -7,7 +7,7 @@ for regression (the checkpoint stores the train-split mean/std used for standard
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
@@ -31,7 +31,7 @@ class Prediction:
     value: Optional[float] = None  # regression, original units
     value_std_over_clips: Optional[float] = None
     target: str = ""
-    per_clip: List = field(default_factory=list)
+    per_clip: Optional[List] = None  # every clip's output, on request
 
     def as_dict(self) -> dict:
         return {k: v for k, v in asdict(self).items() if v is not None}
