@@ -10,7 +10,6 @@ project's data module). See neuromamba/analysis/flops.py for every formula.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
