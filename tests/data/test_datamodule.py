@@ -26,6 +26,9 @@ def test_dummy_batch_contract(tmp_path):
     assert dm.split_path.exists()
     assert (tmp_path / "label_classes.json").exists()
     assert sorted(sum(dm.splits.values(), [])) == [f"dummy{i:04d}" for i in range(10)]
+    test_items = [dm.datasets["test"][i] for i in range(len(dm.datasets["test"]))]
+    assert dm.clip_subjects("test") == [it["subject"] for it in test_items]
+    assert dm.clip_targets("test") == [it["target"].item() for it in test_items]
 
 
 def test_dummy_is_deterministic_and_subjects_differ():

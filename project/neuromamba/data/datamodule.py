@@ -27,7 +27,7 @@ from .datasets import (ClipDataset, ClipSpec, DummyReader, HDF5Reader, RunEntry,
 from .labels import (LabelTable, find_label_csv, load_label_table, report_unlabelled,
                      save_class_mapping)
 from .samplers import DistributedWeightedSampler, UnpaddedDistributedSampler, cohort_weights
-from .splits import SPLIT_NAMES, resolve_split, write_split_file
+from .splits import SPLIT_NAMES, publish_split, resolve_split
 
 COHORT_SEPARATOR = ":"
 
@@ -197,12 +197,9 @@ class FMRIDataModule(pl.LightningDataModule):
             path = None
             if self.output_dir:
                 path = Path(self.output_dir) / "splits" / f"split_{name}_seed{self.seed}.txt"
-                if path.exists():
-                    split, path = resolve_split([s for c in self._cohorts
-                                                 for s in self._subjects(c)],
-                                                split_file=path)
-                else:
-                    _rank0_write(path, split)
+                publish_split(path, lambda: split)
+                split, path = resolve_split([s for c in self._cohorts for s in self._subjects(c)],
+                                            split_file=path)
         in_split = {s for k in SPLIT_NAMES for s in split[k]}
         left_out = sorted(s for c in self._cohorts for s in self._subjects(c) if s not in in_split)
         if left_out:
@@ -248,6 +245,14 @@ class FMRIDataModule(pl.LightningDataModule):
             raise ValueError("no labelled subjects in the train split")
         std = float(np.std(values))
         return float(np.mean(values)), std if std > 0 else 1.0
+
+    def clip_subjects(self, split: str) -> list:
+        """Subject id of every clip of a split, in dataset order."""
+        return [s for part in self.datasets[split].datasets for s in part.clip_subjects()]
+
+    def clip_targets(self, split: str) -> list:
+        """Target of every clip of a split, in dataset order (0 when unlabelled)."""
+        return [t for part in self.datasets[split].datasets for t in part.targets]
 
     def cohort_of_clips(self, split: str = "train") -> list:
         return [i for i, part in enumerate(self.datasets[split].datasets) for _ in range(len(part))]
@@ -299,15 +304,3 @@ class FMRIDataModule(pl.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         return self._eval_loader("test")
-
-
-def _rank0_write(path: Path, split: dict) -> None:
-    from .splits import _dist_rank_world, _wait_for
-
-    rank, world, dist = _dist_rank_world()
-    if rank == 0:
-        write_split_file(path, split)
-    if dist is not None and world > 1:
-        dist.barrier()
-    else:
-        _wait_for(path, 600.0)

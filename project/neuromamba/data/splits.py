@@ -149,16 +149,23 @@ def resolve_split(subjects: Sequence[str], *, train_split: float = 0.8, val_spli
     if output_dir is None:
         return make_split(subjects, train_split, val_split, seed), None
     path = default_split_path(output_dir, dataset_name, seed)
-    rank, world, dist = _dist_rank_world()
-    if rank == 0 and not path.exists():
-        write_split_file(path, make_split(subjects, train_split, val_split, seed))
-    if dist is not None and world > 1:
-        dist.barrier()
-    else:
-        _wait_for(path, wait_timeout_s)
+    publish_split(path, lambda: make_split(subjects, train_split, val_split, seed),
+                  wait_timeout_s)
     split = read_split_file(path)
     check_known(split, subjects, f"split file {path}")
     return split, path
+
+
+def publish_split(path: Path, make, wait_timeout_s: float = 600.0) -> None:
+    """Rank 0 writes ``make()`` to ``path`` unless it exists; every rank returns once it does
+    (a barrier under an initialised process group, else polling with a timeout)."""
+    rank, world, dist = _dist_rank_world()
+    if rank == 0 and not Path(path).exists():
+        write_split_file(path, make())
+    if dist is not None and world > 1:
+        dist.barrier()
+    else:
+        _wait_for(Path(path), wait_timeout_s)
 
 
 def _wait_for(path: Path, timeout_s: float) -> None:
