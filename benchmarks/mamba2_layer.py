@@ -12,7 +12,7 @@ Time: median wall-clock of --repeats forward+backward passes after one warm-up, 
 process CPU time (all threads) of the same passes: on a shared machine the CPU-time ratio is
 the steadier of the two. --breakdown times the pure path's pieces alone.
 Memory (CPU): each measurement runs in a fresh subprocess; after a 256-token warm-up pass it
-reports the growth of the process's peak resident set size (ru_maxrss) during one
+reports (median of 3 runs) the growth of the process's peak resident set size (ru_maxrss) during one
 forward+backward over the resident size just before it (model and input already allocated):
 what the pass really costs in RAM, allocator overhead included. On CUDA: torch.cuda.max_memory_allocated over the pass.
 """
@@ -138,11 +138,17 @@ def measure_memory_here(seqlen: int, device: str) -> int:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
 
 
-def measure_memory(seqlen: int, device: str, backend: str) -> int:
+def measure_memory(seqlen: int, device: str, backend: str, threads, runs: int = 3) -> int:
+    """Median over `runs` fresh subprocesses (RSS readings jitter on a busy machine)."""
     env = dict(os.environ, **{BACKEND_ENV_VAR: backend})
     cmd = [sys.executable, __file__, "--memory-child", str(seqlen), "--device", device]
-    out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
-    return json.loads(out.strip().splitlines()[-1])["bytes"]
+    if threads:
+        cmd += ["--threads", str(threads)]
+    results = []
+    for _ in range(runs):
+        out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
+        results.append(json.loads(out.strip().splitlines()[-1])["bytes"])
+    return int(statistics.median(results))
 
 
 def main(argv=None) -> None:
@@ -192,12 +198,12 @@ def main(argv=None) -> None:
     mem_lens = [int(s) for s in args.memory_seqlens.split(",") if s]
     if mem_lens:
         what = "peak RSS growth" if args.device == "cpu" else "max_memory_allocated growth"
-        print(f"\nmemory of one forward+backward ({what}, fresh subprocess each)")
+        print(f"\nmemory of one forward+backward ({what}, median of 3 fresh subprocesses)")
         print(f"{'seqlen':>7} {'backend':>7} {'MiB':>9} {'ratio to first':>15}")
         for backend in backends:
             first = None
             for seqlen in mem_lens:
-                mib = measure_memory(seqlen, args.device, backend) / 2**20
+                mib = measure_memory(seqlen, args.device, backend, args.threads) / 2**20
                 first = first or mib
                 print(f"{seqlen:>7} {backend:>7} {mib:>9.1f} {mib / first:>15.2f}", flush=True)
         if len(mem_lens) >= 2:
