@@ -147,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--resume_ckpt_path", default=None, help="continue a killed run from its last.ckpt")
     g.add_argument("--test_only", action="store_true", help="only evaluate --test_ckpt_path on the test split")
     g.add_argument("--test_ckpt_path", default=None)
+    g.add_argument("--monitor", default=None,
+                   help="validation metric choosing the best checkpoint, e.g. auroc, balanced_acc, mse "
+                        "(default: val loss; val/mse for regression)")
+    g.add_argument("--monitor_mode", default=None, choices=["min", "max"],
+                   help="default: max for auroc/acc/balanced_acc/pearson_r, else min")
     g.add_argument("--loggername", default="csv", choices=LOGGERS,
                    help="metrics.csv is always written; this adds wandb or tensorboard")
     g.add_argument("--project_name", default="neuromamba")

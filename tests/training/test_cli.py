@@ -120,3 +120,13 @@ def test_trainer_kwargs_map_flags(tmp_path):
     assert kw["precision"] == "bf16-mixed" and kw["accumulate_grad_batches"] == 4
     assert kw["gradient_clip_val"] == 1.0 and kw["devices"] == 2 and kw["limit_train_batches"] == 3
     assert set(STRATEGY_BUILDERS) >= {"ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"}
+
+
+def test_best_checkpoint_monitor_defaults_and_override():
+    from neuromamba.training.trainer import monitor_for
+
+    assert monitor_for(parse_args(["--pretraining"]), "pretraining") == ("val/loss", "min")
+    assert monitor_for(parse_args([]), "classification") == ("val/loss", "min")
+    assert monitor_for(parse_args(["--downstream_task_type", "regression"]), "regression") == ("val/mse", "min")
+    assert monitor_for(parse_args(["--monitor", "auroc"]), "classification") == ("val/auroc", "max")
+    assert monitor_for(parse_args(["--monitor", "val/mae", "--monitor_mode", "min"]), "regression") == ("val/mae", "min")

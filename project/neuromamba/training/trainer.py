@@ -18,12 +18,25 @@ from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from neuromamba.training.outputs import TestOutputsWriter
 
-# What each task's "best" checkpoint maximises or minimises (subject-level validation metrics).
+# What each task's "best" checkpoint minimises by default (--monitor/--monitor_mode change it).
+# Classification uses the validation cross-entropy rather than AUROC: on small validation sets
+# AUROC saturates at 1.0 within a few epochs and the first tie would be kept as "best".
 MONITORS = {
     "pretraining": ("val/loss", "min"),
-    "classification": ("val/auroc", "max"),
+    "classification": ("val/loss", "min"),
     "regression": ("val/mse", "min"),
 }
+
+
+def monitor_for(args, task: str) -> tuple[str, str]:
+    monitor, mode = MONITORS[task]
+    if getattr(args, "monitor", None):
+        monitor = args.monitor if "/" in args.monitor else f"val/{args.monitor}"
+        mode = args.monitor_mode or ("max" if monitor.split("/")[-1] in MAXIMISED else "min")
+    return monitor, mode
+
+
+MAXIMISED = {"auroc", "acc", "balanced_acc", "pearson_r"}
 
 
 def deepspeed_config(stage: int, precision: str, offload: bool = False) -> dict:
@@ -128,7 +141,7 @@ def build_loggers(args, run_dir: Path) -> list:
 
 
 def build_callbacks(args, run_dir: Path, task: str) -> list:
-    monitor, mode = MONITORS[task]
+    monitor, mode = monitor_for(args, task)
     checkpoint = ModelCheckpoint(
         dirpath=str(run_dir / "checkpoints"),
         filename="best-{epoch:02d}-{step}",
