@@ -130,3 +130,16 @@ def test_embed_cli_missing_checkpoint_is_one_line(tmp_path, repo_root):
                      "--output", tmp_path / "e.csv")
     assert res.returncode == 2 and res.stderr.strip().startswith("error:")
     assert "nope.pt" in res.stderr and len(res.stderr.strip().splitlines()) == 1
+
+
+def test_embed_cli_run_level_probe_for_task_state(tmp_path, repo_root, tiny_released_checkpoint):
+    """Per-run labels (task state): the probe's rows are runs, folds grouped by subject."""
+    path, _ = tiny_released_checkpoint
+    res = run_script(repo_root, "embed", "--checkpoint", path, "--img_size", "24", "24", "24", "4",
+                     "--dummy_num_subjects", "12", "--dummy_num_runs", "4", "--dummy_label_level", "run",
+                     "--dummy_num_frames", "4", "--output", tmp_path / "e.csv", "--probe_targets", "label",
+                     "--probe_level", "run", "--json", tmp_path / "r.json", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    (probe,) = json.loads((tmp_path / "r.json").read_text())["probes"]
+    assert probe["n"] == 48 and probe["subjects"] == 12
+    assert probe["auroc"] >= 0.9
