@@ -56,14 +56,18 @@ def run(args, extra_callbacks=()) -> dict:
     datamodule = build_datamodule(args, run_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
-    if args.test_only:
+    # A checkpoint file carries its own hyper-parameters; a DeepSpeed checkpoint folder is
+    # loaded by the DeepSpeed strategy into a module built from the flags.
+    from_file = args.test_only and Path(args.test_ckpt_path).is_file()
+    if from_file:
         module = NeuroMambaModule.from_checkpoint(args.test_ckpt_path)
     else:
         module = build_module(args, datamodule)
     trainer = build_trainer(args, run_dir, args.task, extra_callbacks)
 
     if args.test_only:
-        results = trainer.test(module, datamodule=datamodule)
+        results = trainer.test(module, datamodule=datamodule,
+                               ckpt_path=None if from_file else args.test_ckpt_path)
     else:
         trainer.fit(module, datamodule=datamodule, ckpt_path=args.resume_ckpt_path)
         # Test once, on the best validation checkpoint (never the last one, never every epoch).
