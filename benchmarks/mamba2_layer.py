@@ -12,15 +12,14 @@ Time: median wall-clock of --repeats forward+backward passes after one warm-up, 
 process CPU time (all threads) of the same passes: on a shared machine the CPU-time ratio is
 the steadier of the two. --breakdown times the pure path's pieces alone.
 Memory (CPU): each measurement runs in a fresh subprocess; after a 256-token warm-up pass it
-reports (median of 3 runs) the growth of the process's peak resident set size (ru_maxrss) during one
-forward+backward over the resident size just before it (model and input already allocated):
-what the pass really costs in RAM, allocator overhead included. On CUDA: torch.cuda.max_memory_allocated over the pass.
+reports (median of 3 runs) the process's peak resident set size (VmHWM, reset just before)
+during one forward+backward minus the resident size just before it (model and input already
+allocated): what the pass really costs in RAM, allocator overhead included. On CUDA: torch.cuda.max_memory_allocated over the pass.
 """
 
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -115,9 +114,21 @@ def component_steps(layer, u):
     }
 
 
-def rss_bytes() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+def _status_bytes(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # reported in kB
+    raise RuntimeError(f"/proc/self/status has no {field} (Linux only)")
+
+
+def reset_peak_rss() -> None:
+    """Reset VmHWM to the current RSS (Linux >= 4.0); harmless where not permitted."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+    except OSError:
+        pass
 
 
 def measure_memory_here(seqlen: int, device: str) -> int:
@@ -133,9 +144,11 @@ def measure_memory_here(seqlen: int, device: str) -> int:
         layer_step(layer, u)()
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - before
-    before = rss_bytes()
+    # VmHWM, not ru_maxrss: the latter carries the parent's RSS over fork+exec.
+    reset_peak_rss()
+    before = _status_bytes("VmRSS")
     layer_step(layer, u)()
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+    return _status_bytes("VmHWM") - before
 
 
 def measure_memory(seqlen: int, device: str, backend: str, threads, runs: int = 3) -> int:
