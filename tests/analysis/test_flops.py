@@ -176,6 +176,7 @@ def test_data_masks_give_the_models_own_kept_tokens():
     assert len(masks.batches) == 2 and all(len(b) == 3 for b in masks.batches)
     dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=True, batch_size=3, seed=1234)
     dm.setup("fit")
+    assert masks.clips_per_epoch == len(dm.datasets["train"])
     for batch, voxel_masks in zip(dm._loader(dm.datasets["train"], 3), masks.batches):
         tokens = patchify(batch["fmri"], (6, 6, 6, 2))
         for rule in ("batch", "packed"):

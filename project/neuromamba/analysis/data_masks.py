@@ -31,7 +31,8 @@ def mask_from_hdf5(path: str, spatial_size) -> np.ndarray:
 
 def masks_from_datamodule(args, cfg) -> MaskBatch:
     """Voxel masks of the first ``--num_batches`` training batches of ``--dataset_name`` /
-    ``--image_path`` (unshuffled order; the clips' own background rule)."""
+    ``--image_path`` (unshuffled order; the clips' own background rule); the epoch size is the
+    number of training clips (default clip windows)."""
     from neuromamba.data.datamodule import FMRIDataModule
     from neuromamba.data.scaling import background_value_for
 
@@ -50,4 +51,5 @@ def masks_from_datamodule(args, cfg) -> MaskBatch:
     if not batches:
         raise ValueError(f"--image_path {args.image_path}: no clips to build masks from")
     clips = sum(len(b) for b in batches)
-    return MaskBatch(f"{args.dataset_name} data ({clips} clips)", batches[0], tuple(batches[1:]))
+    return MaskBatch(f"{args.dataset_name} data ({clips} clips)", batches[0], tuple(batches[1:]),
+                     clips_per_epoch=len(dm.datasets["train"]))

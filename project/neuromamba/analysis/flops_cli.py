@@ -127,7 +127,7 @@ def mask_batch(args, cfg: FMambaFlopsConfig) -> Optional[MaskBatch]:
 def run(args) -> FlopsReport:
     cfg = build_config(args)
     masks = mask_batch(args, cfg)
-    epoch = clips_per_epoch(args)
+    epoch = clips_per_epoch(args) or (masks.clips_per_epoch if masks is not None else None)
     settings = cost_settings(cfg, masks)
     rows = table_rows(cfg, settings, epoch)
     columns = [c for c in MAIN_COLUMNS if c != "train/epoch" or epoch]

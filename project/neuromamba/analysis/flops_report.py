@@ -34,6 +34,7 @@ class MaskBatch:
     label: str
     voxel_masks: List[np.ndarray]  # the first batch
     more_batches: Tuple[List[np.ndarray], ...] = ()
+    clips_per_epoch: Optional[int] = None  # known when the masks come from a dataset
 
     @property
     def batches(self) -> List[List[np.ndarray]]:
