@@ -135,7 +135,8 @@ def test_task_state_labels_per_run(tmp_path):
 def test_sample_scripts_exist_for_every_family_and_mode(repo_root):
     folder = repo_root / "sample_scripts" / "tasks"
     for name in ("demographic", "phenotype_regression", "disease_diagnosis", "reidentification",
-                 "task_state", "encoder_mode", "predictor_mode", "attribution"):
+                 "task_state", "encoder_mode", "predictor_mode", "attribution", "prompt_tuning",
+                 "multi_cohort_pretraining"):
         script = folder / f"{name}.sh"
         assert script.exists(), name
         assert "common.sh" in script.read_text()
