@@ -114,6 +114,23 @@ def component_steps(layer, u):
     }
 
 
+def keep_freed_memory_in_heap() -> None:
+    """glibc: serve every allocation from the heap and never trim it (mallopt).
+
+    By default glibc mmaps each block over 32 MiB and unmaps it on free, so every 80 MB
+    activation of a 41k-token pass is page-faulted (zeroed by the kernel) afresh: at 41k
+    tokens that system time exceeds the layer's arithmetic. With heap reuse, freed activations
+    are recycled like a caching allocator would. Process-wide; used only when asked for.
+    """
+    import ctypes
+
+    libc = ctypes.CDLL("libc.so.6")
+    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+    ok = libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
+    if not ok:
+        raise RuntimeError("mallopt failed: --allocator heap-reuse needs glibc")
+
+
 def _status_bytes(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -151,12 +168,14 @@ def measure_memory_here(seqlen: int, device: str) -> int:
     return _status_bytes("VmHWM") - before
 
 
-def measure_memory(seqlen: int, device: str, backend: str, threads, runs: int = 3) -> int:
+def measure_memory(seqlen: int, device: str, backend: str, threads, allocator: str,
+                   runs: int = 3) -> int:
     """Median over `runs` fresh subprocesses (RSS readings jitter on a busy machine)."""
     env = dict(os.environ, **{BACKEND_ENV_VAR: backend})
     cmd = [sys.executable, __file__, "--memory-child", str(seqlen), "--device", device]
     if threads:
         cmd += ["--threads", str(threads)]
+    cmd += ["--allocator", allocator]
     results = []
     for _ in range(runs):
         out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
@@ -175,10 +194,14 @@ def main(argv=None) -> None:
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the pure path's pieces at the longest seqlen")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--allocator", choices=("default", "heap-reuse"), default="default",
+                        help="heap-reuse: glibc keeps freed blocks (no page faults per pass)")
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.allocator == "heap-reuse":
+        keep_freed_memory_in_heap()
 
     if args.memory_child is not None:
         print(json.dumps({"bytes": measure_memory_here(args.memory_child, args.device)}))
@@ -187,7 +210,7 @@ def main(argv=None) -> None:
     seqlens = [int(s) for s in args.seqlens.split(",") if s]
     backends = ["pure"] + (["fused"] if args.device.startswith("cuda") else [])
     print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} "
-          f"config={BASE_LAYER} batch=1 repeats={args.repeats} "
+          f"config={BASE_LAYER} batch=1 repeats={args.repeats} allocator={args.allocator} "
           f"loadavg={os.getloadavg()[0]:.1f} (other processes share these cores when > 0)")
     print(f"{'seqlen':>7} {'backend':>7} {'layer s':>9} {'GEMMs s':>9} {'ratio':>6} "
           f"{'layer cpu-s':>12} {'GEMMs cpu-s':>12} {'cpu ratio':>9}")
@@ -216,7 +239,8 @@ def main(argv=None) -> None:
         for backend in backends:
             first = None
             for seqlen in mem_lens:
-                mib = measure_memory(seqlen, args.device, backend, args.threads) / 2**20
+                mib = measure_memory(seqlen, args.device, backend, args.threads,
+                                     args.allocator) / 2**20
                 first = first or mib
                 print(f"{seqlen:>7} {backend:>7} {mib:>9.1f} {mib / first:>15.2f}", flush=True)
         if len(mem_lens) >= 2:
