@@ -218,3 +218,29 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
     lr_full = full["trainer"].optimizers[0].param_groups[0]["lr"]
     assert resumed["trainer"].optimizers[0].param_groups[0]["lr"] == pytest.approx(lr_full)
+
+
+def test_multiclass_diagnosis_per_class_auroc(tmp_path):
+    result = run_cli(tmp_path, "dx", "--downstream_task", "diagnosis", "--dummy_num_classes", "3",
+                     "--dummy_num_subjects", "18", "--stride_between_seq", "4", "--train_split", "0.5",
+                     "--val_split", "0.2", "--batch_size", "4", "--max_epochs", "1", "--learning_rate", "1e-2")
+    m = result["metrics"]
+    assert {"test/auroc", "test/auroc_class0", "test/auroc_class1", "test/auroc_class2", "test/balanced_acc"} <= set(m)
+    defined = [m[f"test/auroc_class{k}"] for k in range(3) if not np.isnan(m[f"test/auroc_class{k}"])]
+    assert m["test/auroc"] == pytest.approx(np.mean(defined))
+    assert result["module"].head.fc.out_features == 3
+    with open(Path(result["run_dir"]) / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert "prob_class2" in rows[0]
+    assert all(sum(float(r[f"prob_class{k}"]) for k in range(3)) == pytest.approx(1.0, abs=1e-5) for r in rows)
+
+
+def test_run_level_evaluation_for_task_state_labels(tmp_path):
+    result = run_cli(tmp_path, "state", "--downstream_task", "state", "--dummy_num_runs", "2",
+                     "--dummy_label_level", "run", "--eval_level", "run", "--dummy_num_subjects", "6",
+                     "--stride_between_seq", "4", "--batch_size", "4", "--max_epochs", "1")
+    with open(Path(result["run_dir"]) / "predictions_test.csv") as f:
+        rows = list(csv.DictReader(f))
+    # one row per (subject, run): the test subject's two runs carry different states
+    assert len(rows) == 2 and {r["subject"].split("/")[1] for r in rows} == {"run0", "run1"}
+    assert {r["target"] for r in rows} == {"0", "1"}
