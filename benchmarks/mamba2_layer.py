@@ -30,7 +30,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "project"))
 
-from neuromamba.models.mamba2 import BACKEND_ENV_VAR, Mamba2  # noqa: E402
+from neuromamba.models.mamba2 import BACKEND_ENV_VAR, PURE_CPU_MAX_CHUNK, Mamba2  # noqa: E402
 
 BASE_LAYER = dict(d_model=192, d_state=48, headdim=192, expand=2, chunk_size=256)
 
@@ -98,6 +98,9 @@ def component_steps(layer, u):
     y = torch.randn(1, seqlen, layer.d_ssm, device=u.device, requires_grad=True)
     z = torch.randn_like(y, requires_grad=True)
     A = -torch.exp(layer.A_log.detach())
+    chunk = layer.chunk_size
+    if u.device.type == "cpu":
+        chunk = min(chunk, PURE_CPU_MAX_CHUNK)  # what the layer's pure path uses
 
     def backward(out):
         out.backward(torch.ones_like(out))
@@ -107,7 +110,7 @@ def component_steps(layer, u):
         "conv1d+silu": lambda: backward(ssd.causal_conv1d_ref(
             xBC, layer.conv1d.weight.squeeze(1), layer.conv1d.bias, activation="silu")),
         "ssd scan": lambda: backward(ssd.mamba_chunk_scan_combined(
-            x, dt, A, B, C, layer.chunk_size, D=layer.D, dt_bias=layer.dt_bias,
+            x, dt, A, B, C, chunk, D=layer.D, dt_bias=layer.dt_bias,
             dt_softplus=True)),
         "gated rmsnorm": lambda: backward(layer.norm(y, z)),
         "GEMMs": gemm_floor_step(layer, u),

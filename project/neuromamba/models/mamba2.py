@@ -31,6 +31,12 @@ BACKEND_ENV_VAR = "NEUROMAMBA_MAMBA_BACKEND"
 BACKENDS = ("auto", "pure", "fused")
 MIN_MAMBA_SSM = (2, 3, 0)  # stride fixes for in_proj widths not a multiple of 8; seq_idx grads
 MIN_CAUSAL_CONV1D = (1, 5, 1)
+# The pure path on CPU scans in chunks of at most this many tokens, whatever chunk_size says:
+# the SSD result does not depend on the chunking (tests/models/test_mamba2.py checks 7 to 256
+# against each other and against a token-by-token recurrence), while the (Q x Q) work per
+# token grows with Q. Scan forward+backward at 41k tokens, Base layer, 1 thread: 0.68 s at
+# Q=256, 0.45 s at 128, 0.37 s at 64, 0.38 s at 48 and 32 (benchmarks/README_mamba2.md).
+PURE_CPU_MAX_CHUNK = 64
 
 
 # --------------------------------------------------------------------------- norms
@@ -340,10 +346,13 @@ class Mamba2(nn.Module):
             [d_mlp, d_mlp, self.d_ssm, self.d_ssm + 2 * self.ngroups * self.d_state, self.nheads],
             dim=-1)
         conv_weight = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
+        chunk_size = self.chunk_size
         if fused is None:
             xBC = ssd.causal_conv1d_ref(xBC, conv_weight, self.conv1d.bias, seq_idx=seq_idx,
                                         activation=self.activation)
             chunk_scan = ssd.mamba_chunk_scan_combined
+            if u.device.type == "cpu":
+                chunk_size = min(chunk_size, PURE_CPU_MAX_CHUNK)
         else:
             xBC = fused["causal_conv1d_fn"](xBC.transpose(1, 2), conv_weight,
                                             bias=self.conv1d.bias, activation=self.activation,
@@ -355,7 +364,7 @@ class Mamba2(nn.Module):
         groups = (batch, seqlen, self.ngroups, self.d_state)
         y = chunk_scan(
             x.reshape(heads), dt, A, B.reshape(groups), C.reshape(groups),
-            chunk_size=self.chunk_size,
+            chunk_size=chunk_size,
             D=self._D(),
             z=None if self.rmsnorm else z.reshape(heads),
             dt_bias=self.dt_bias,
