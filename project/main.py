@@ -13,9 +13,14 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"main.py: error: {error}", file=sys.stderr)
         return 2
+    from neuromamba.checkpoints import CheckpointMismatchError
     from neuromamba.training.runner import run
 
-    run(args)
+    try:
+        run(args)
+    except (CheckpointMismatchError, FileNotFoundError) as error:  # bad inputs, not bugs: no traceback
+        print(f"main.py: error: {error}", file=sys.stderr)
+        return 2
     return 0
 
 
