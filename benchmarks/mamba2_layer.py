@@ -14,7 +14,8 @@ the steadier of the two. --breakdown times the pure path's pieces alone.
 Memory (CPU): each measurement runs in a fresh subprocess; after a 256-token warm-up pass it
 reports (median of 3 runs) the process's peak resident set size (VmHWM, reset just before)
 during one forward+backward minus the resident size just before it (model and input already
-allocated): what the pass really costs in RAM, allocator overhead included. On CUDA: torch.cuda.max_memory_allocated over the pass.
+allocated): what the pass really costs in RAM, allocator overhead included. On CUDA: the
+growth of torch.cuda.max_memory_allocated over the pass.
 """
 
 import argparse

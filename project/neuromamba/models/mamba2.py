@@ -65,7 +65,8 @@ class RMSNormGated(nn.Module):
                  norm_before_gate: bool = True, device=None, dtype=None):
         super().__init__()
         if group_size is not None and hidden_size % group_size != 0:
-            raise ValueError(f"hidden_size {hidden_size} is not a multiple of group_size {group_size}")
+            raise ValueError(f"hidden_size {hidden_size} is not a multiple of "
+                             f"group_size {group_size}")
         self.eps = eps
         self.group_size = group_size
         self.norm_before_gate = norm_before_gate
@@ -242,12 +243,15 @@ class Mamba2(nn.Module):
         self.d_ssm = self.d_inner if d_ssm is None else d_ssm
         self.ngroups = ngroups
         if self.d_ssm % headdim != 0:
-            raise ValueError(f"Mamba2: d_ssm ({self.d_ssm}) must be a multiple of headdim ({headdim})")
+            raise ValueError(f"Mamba2: d_ssm ({self.d_ssm}) must be a multiple of "
+                             f"headdim ({headdim})")
         if self.d_ssm > self.d_inner:
-            raise ValueError(f"Mamba2: d_ssm ({self.d_ssm}) exceeds expand*d_model ({self.d_inner})")
+            raise ValueError(f"Mamba2: d_ssm ({self.d_ssm}) exceeds "
+                             f"expand*d_model ({self.d_inner})")
         self.nheads = self.d_ssm // headdim
         if self.nheads % ngroups != 0:
-            raise ValueError(f"Mamba2: nheads ({self.nheads}) must be a multiple of ngroups ({ngroups})")
+            raise ValueError(f"Mamba2: nheads ({self.nheads}) must be a multiple of "
+                             f"ngroups ({ngroups})")
         if not (A_init_range[0] > 0 and A_init_range[1] >= A_init_range[0]):
             raise ValueError(f"Mamba2: A_init_range must satisfy 0 < lo <= hi, got {A_init_range}")
         self.D_has_hdim = D_has_hdim
