@@ -6,7 +6,8 @@ from sklearn.metrics import roc_auc_score
 from scipy.stats import pearsonr
 
 from neuromamba.data.datamodule import FMRIDataModule
-from neuromamba.data.dummy import DummyGenerator, DummySpec, signal_region, write_dummy_runs
+from neuromamba.data.dummy import (DummyGenerator, DummySpec, class_labels, signal_region,
+                                   write_dummy_runs)
 
 
 def _features(dm, split):
@@ -46,8 +47,7 @@ def test_signal_sits_in_the_region_and_background_is_zero():
     spec = DummySpec(num_subjects=4, img_size=(20, 20, 20), num_frames=6, seed=0)
     gen = DummyGenerator(spec)
     region = signal_region(spec.img_size)
-    labels = {s: c for (s, _), c in __import__("neuromamba.data.dummy", fromlist=["x"])
-              .class_labels(spec).items()}
+    labels = {s: c for (s, _), c in class_labels(spec).items()}
     means = {}
     for subject, c in labels.items():
         frames = gen.frames(subject, "run0", range(6))

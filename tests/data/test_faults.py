@@ -1,7 +1,5 @@
 """Bad inputs give clear errors and never stop the good ones; a killed preprocessing run
 resumes to the same files as an uninterrupted one."""
-import gzip
-import os
 import signal
 import subprocess
 import sys

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from neuromamba.data.windows import clip_frame_indices, clip_slice, clip_span, clip_starts
