@@ -135,9 +135,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seed", type=int, default=1234)
     g.add_argument("--max_epochs", type=int, default=10)
     g.add_argument("--max_steps", type=int, default=-1)
-    g.add_argument("--limit_train_batches", type=float, default=None)
-    g.add_argument("--limit_val_batches", type=float, default=None)
-    g.add_argument("--limit_test_batches", type=float, default=None)
+    for split in ("train", "val", "test"):
+        g.add_argument(f"--limit_{split}_batches", default=None,
+                       help="a count of batches (e.g. 20) or a fraction (e.g. 0.25) per epoch")
     g.add_argument("--check_val_every_n_epoch", type=int, default=1)
     g.add_argument("--log_every_n_steps", type=int, default=10)
     g.add_argument("--num_sanity_val_steps", type=int, default=0)
@@ -205,6 +205,20 @@ def _parse_devices(value):
     if "," in text:
         return [int(v) for v in text.split(",") if v.strip()]
     raise ValueError(f"--devices {value!r}: expected 'auto', a count, or a comma list of device ids")
+
+
+def _parse_limit(flag: str, value):
+    """Lightning's meaning: an int counts batches, a float is a fraction of the epoch."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        number = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise ValueError(f"--{flag} {value!r}: expected a batch count or a fraction") from None
+    if number < 0 or (isinstance(number, float) and number > 1):
+        raise ValueError(f"--{flag} {value!r}: a fraction must be in [0, 1], a count >= 0")
+    return number
 
 
 def finalize(args: argparse.Namespace) -> argparse.Namespace:
@@ -329,6 +343,9 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     if not (0 < args.train_split < 1 and 0 <= args.val_split < 1 and args.train_split + args.val_split < 1):
         raise ValueError(f"--train_split {args.train_split} and --val_split {args.val_split} must leave a test split")
 
+    for split in ("train", "val", "test"):
+        flag = f"limit_{split}_batches"
+        setattr(args, flag, _parse_limit(flag, getattr(args, flag)))
     args.devices = _parse_devices(args.devices)
     args.lightning_precision = PRECISIONS[args.precision]
     if args.strategy.startswith("deepspeed"):

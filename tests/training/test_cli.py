@@ -118,7 +118,10 @@ def test_trainer_kwargs_map_flags(tmp_path):
                     "--limit_train_batches", "3"])
     kw = trainer_kwargs(a, tmp_path, "pretraining")
     assert kw["precision"] == "bf16-mixed" and kw["accumulate_grad_batches"] == 4
-    assert kw["gradient_clip_val"] == 1.0 and kw["devices"] == 2 and kw["limit_train_batches"] == 3
+    assert kw["gradient_clip_val"] == 1.0 and kw["devices"] == 2
+    assert kw["limit_train_batches"] == 3 and isinstance(kw["limit_train_batches"], int)
+    assert parse_args(["--pretraining", "--limit_val_batches", "0.25"]).limit_val_batches == 0.25
+    assert parse_args(["--pretraining", "--limit_val_batches", "1"]).limit_val_batches == 1
     assert set(STRATEGY_BUILDERS) >= {"ddp", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_3"}
 
 

@@ -177,9 +177,8 @@ def trainer_kwargs(args, run_dir: Path, task: str, extra_callbacks=()) -> dict:
         enable_model_summary=True,
     )
     for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        value = getattr(args, name)
-        if value is not None:
-            kwargs[name] = int(value) if float(value) > 1 else float(value)
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
     return kwargs
 
 
