@@ -3,6 +3,7 @@
   python project/preprocess.py nifti  --input RUNS --output_dir HDF5   # NIfTI -> HDF5 runs
   python project/preprocess.py legacy --input OLD  --output_dir HDF5   # img/{subject}/frame_i.pt
   python project/preprocess.py check  HDF5 [--remove]                  # verify / clean a folder
+  python project/preprocess.py dummy  --output_dir HDF5                # demo runs + labels.csv
 
 Exit code: 0 when every run succeeded (or was already done), 1 when any failed, 2 on bad usage.
 """
@@ -70,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quick", action="store_true",
                    help="check only the first and last frame for NaNs (not every frame)")
     _common(p)
+
+    p = sub.add_parser("dummy", help="write the synthetic Dummy data as HDF5 runs + labels.csv "
+                                     "(to try the file-based path without real data)")
+    p.add_argument("--output_dir", required=True)
+    p.add_argument("--num_subjects", type=int, default=40)
+    p.add_argument("--num_runs", type=int, default=1)
+    p.add_argument("--num_frames", type=int, default=40)
+    p.add_argument("--img_size", type=int, nargs=3, default=[96, 96, 96])
+    p.add_argument("--seed", type=int, default=1234)
+    p.add_argument("--compression", choices=sorted(store.COMPRESSIONS), default="none")
     return parser
 
 
@@ -107,6 +118,14 @@ def main(argv=None) -> int:
                                             subject_regex=args.subject_regex,
                                             progress=not args.no_progress)
             return _print_summary(summary, args.output_dir)
+        if args.command == "dummy":
+            from neuromamba.data.dummy import DummySpec, write_dummy_runs
+
+            spec = DummySpec(num_subjects=args.num_subjects, img_size=tuple(args.img_size),
+                             num_frames=args.num_frames, num_runs=args.num_runs, seed=args.seed)
+            paths = write_dummy_runs(args.output_dir, spec, compression=args.compression)
+            print(f"wrote {len(paths)} runs and {Path(args.output_dir) / 'labels.csv'}")
+            return 0
         from neuromamba.data.check import candidate_files, check_folder
 
         total = len(candidate_files(args.folder))

@@ -165,3 +165,23 @@ def test_bad_flags_are_clear():
         FMRIDataModule("Dummy", input_scaling_method="zscore")
     with pytest.raises(ValueError, match="--image_path is required"):
         FMRIDataModule("HCP", downstream_task="sex").setup()
+
+
+def test_dummy_cli_writes_a_folder_the_csv_dataset_reads(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    cli = Path(__file__).resolve().parents[2] / "project" / "preprocess.py"
+    proc = subprocess.run([sys.executable, str(cli), "dummy", "--output_dir", str(tmp_path / "h5"),
+                           "--num_subjects", "6", "--img_size", "12", "12", "12",
+                           "--num_frames", "8"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote 6 runs" in proc.stdout
+    check = subprocess.run([sys.executable, str(cli), "check", str(tmp_path / "h5"),
+                            "--no_progress"], capture_output=True, text=True, timeout=120)
+    assert check.returncode == 0 and "6 good, 0 bad" in check.stdout
+    dm = FMRIDataModule("CSV", image_path=tmp_path / "h5", label_csv=tmp_path / "h5" / "labels.csv",
+                        target_column="label", img_size=(12, 12, 12, 4), batch_size=2)
+    dm.setup()
+    assert dm.num_classes == 2 and len(dm.datasets["train"]) == 4 * 5
