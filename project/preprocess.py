@@ -65,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true")
     _common(p)
 
-    p = sub.add_parser("check", help="verify a folder of HDF5 runs; list or remove bad files")
+    p = sub.add_parser("check", aliases=["check_and_clean"],
+                       help="verify a folder of HDF5 runs; list or remove bad files")
     p.add_argument("folder")
     p.add_argument("--remove", action="store_true", help="delete the bad files")
     p.add_argument("--quick", action="store_true",
