@@ -83,17 +83,6 @@ class LabelTable:
             return self.targets[(subject, run)]
         return self.targets.get((subject, None))
 
-    def subject_values(self, subjects: Sequence[str]) -> list:
-        """One value per subject (first run-level value when labels are per run)."""
-        values = []
-        for s in subjects:
-            v = self.targets.get((s, None))
-            if v is None:
-                v = next((val for (sub, _), val in self.targets.items() if sub == s), None)
-            if v is not None:
-                values.append(v)
-        return values
-
 
 def resolve_column(columns: Sequence[str], cohort: CohortLabels, downstream_task: str | None,
                    target_column: str | None, path) -> str:
