@@ -1,5 +1,6 @@
 """Print mean ± std of the test metrics of several run folders (e.g. the same fine-tune with 3
-seeds): ``python sample_scripts/summarize_runs.py runs/a_seed1 runs/a_seed2 runs/a_seed3``."""
+seeds): ``python sample_scripts/summarize_runs.py runs/a_seed1 runs/a_seed2 runs/a_seed3``.
+With ``--train RUN``: peak GPU memory, median throughput and tokens kept of one run."""
 import csv
 import math
 import sys
@@ -18,9 +19,27 @@ def test_metrics(run_dir: Path) -> dict:
     return values
 
 
+def train_summary(run_dir: Path) -> None:
+    with open(run_dir / "metrics.csv") as f:
+        rows = list(csv.DictReader(f))
+
+    def col(key):
+        return [float(r[key]) for r in rows if r.get(key) not in (None, "")]
+
+    speeds, kept, mem = col("tok/s")[3:] or col("tok/s"), col("kept%"), col("gpu_mem_peak_gb")
+    median = sorted(speeds)[len(speeds) // 2] if speeds else float("nan")
+    print(f"{run_dir.name}: {len(col('train/loss_step'))} logged steps, median {median:,.0f} kept tokens/s per device, "
+          f"tokens kept {sum(kept) / max(len(kept), 1):.1f}%, "
+          f"peak GPU memory {max(mem) if mem else float('nan'):.2f} GiB")
+
+
 def main(paths) -> None:
     if not paths:
         raise SystemExit(__doc__)
+    if paths[0] == "--train":
+        for p in paths[1:]:
+            train_summary(Path(p))
+        return
     runs = [test_metrics(Path(p)) for p in paths]
     keys = sorted(set.intersection(*(set(r) for r in runs)))
     print(f"{len(runs)} runs: " + ", ".join(Path(p).name for p in paths))

@@ -16,7 +16,7 @@ DATASET=Dummy
 source "${SLURM_SUBMIT_DIR:-$(dirname "${BASH_SOURCE[0]}")/../..}/sample_scripts/env.sh"
 
 if [ "$ACCELERATOR" = "cpu" ]; then
-    steps=(--max_epochs 1 --limit_train_batches 20 --limit_val_batches 2 --limit_test_batches 2)
+    steps=(--max_epochs 1 --limit_train_batches 20 --limit_val_batches 2 --limit_test_batches 2 --log_every_n_steps 1)
 else
     "$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'; print(torch.cuda.get_device_name(0))"
     "$PYTHON" -c "import mamba_ssm, causal_conv1d; print('fused Mamba2 kernels:', mamba_ssm.__version__)" \
@@ -27,6 +27,5 @@ else
 fi
 neuromamba --run_name "dummy_smoke_${SLURM_JOB_ID:-local}" --pretraining --use_autoregressive \
     --calc_loss_without_background "${steps[@]}" "$@"
-if [ "$ACCELERATOR" != "cpu" ]; then
-    echo "peak GPU memory and throughput: see tok/s in $OUT/dummy_smoke_${SLURM_JOB_ID:-local}/metrics.csv"
-fi
+# Peak GPU memory, median throughput (kept tokens/s per device) and tokens kept, from metrics.csv.
+"$PYTHON" "$REPO/sample_scripts/summarize_runs.py" --train "$OUT/dummy_smoke_${SLURM_JOB_ID:-local}"

@@ -217,6 +217,11 @@ class NeuroMambaModule(pl.LightningModule):
         self.log("tok/s", self._kept_tokens / elapsed, on_step=True, prog_bar=True,
                  batch_size=batch["fmri"].shape[0])
 
+    def on_train_epoch_end(self) -> None:
+        if self.device.type == "cuda":  # for the smoke tests' memory report
+            self.log("gpu_mem_peak_gb", torch.cuda.max_memory_allocated(self.device) / 2**30, sync_dist=True,
+                     reduce_fx="max")
+
     def configure_optimizers(self):
         optimizer = build_optimizer(self.named_parameters(), learning_rate=self.config["learning_rate"],
                                     weight_decay=self.config["weight_decay"])
