@@ -185,7 +185,8 @@ class _OrderedClipDataset(torch.utils.data.Dataset):
     """ClipDataset items in the benchmark's shuffled clip order."""
 
     def __init__(self, base: ClipDataset, clips):
-        position = {(base.entries[r].subject, s): i for i, (r, s) in enumerate(base.index)}
+        position = {(base.entries[int(r)].subject, int(s)): i
+                    for i, (r, s) in enumerate(base.index)}
         self.base, self.order = base, [position[c] for c in clips]
 
     def __len__(self):

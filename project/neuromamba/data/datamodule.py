@@ -252,7 +252,7 @@ class FMRIDataModule(pl.LightningDataModule):
 
     def clip_targets(self, split: str) -> list:
         """Target of every clip of a split, in dataset order (0 when unlabelled)."""
-        return [t for part in self.datasets[split].datasets for t in part.targets]
+        return [t for part in self.datasets[split].datasets for t in part.targets.tolist()]
 
     def cohort_of_clips(self, split: str = "train") -> list:
         return [i for i, part in enumerate(self.datasets[split].datasets) for _ in range(len(part))]

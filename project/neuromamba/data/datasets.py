@@ -112,26 +112,38 @@ class ClipDataset(Dataset):
         self.entries, self.spec, self.reader = list(entries), spec, reader
         self.target_dtype, self.target_transform = target_dtype, target_transform
         span = clip_span(spec.sequence_length, spec.stride_within_seq)
-        index, targets = [], []
+        # Compact arrays, not Python tuples: a large cohort with stride_between_seq 1 has tens of
+        # millions of clips.
+        runs, starts_kept, targets = [], [], []
         for run_idx, entry in enumerate(self.entries):
-            for start in clip_starts(entry.num_frames, spec.sequence_length,
-                                     spec.stride_within_seq, spec.stride_between_seq):
-                target = target_fn(entry, start, start + span - 1) if target_fn else 0
-                if target is None:
-                    continue
-                index.append((run_idx, start))
-                targets.append(target)
-        self.index = index
-        self.targets = targets
+            starts = np.asarray(clip_starts(entry.num_frames, spec.sequence_length,
+                                            spec.stride_within_seq, spec.stride_between_seq),
+                                dtype=np.int64)
+            if target_fn is None:
+                values = np.zeros(len(starts))
+            else:
+                found = [target_fn(entry, int(s), int(s) + span - 1) for s in starts]
+                labelled = np.array([v is not None for v in found], dtype=bool)
+                starts = starts[labelled] if len(starts) else starts
+                values = np.asarray([v for v in found if v is not None], dtype=np.float64)
+            runs.append(np.full(len(starts), run_idx, dtype=np.int64))
+            starts_kept.append(starts)
+            targets.append(values)
+        self.index = np.stack([np.concatenate(runs or [np.zeros(0, np.int64)]),
+                               np.concatenate(starts_kept or [np.zeros(0, np.int64)])],
+                              axis=1).astype(np.int32)  # run index, first frame
+        all_targets = np.concatenate(targets or [np.zeros(0)])
+        # Integer labels stay integers (classes); regression values stay floats.
+        self.targets = all_targets.astype(np.int64) if target_dtype == torch.int64 else all_targets
 
     def __len__(self) -> int:
         return len(self.index)
 
     def clip_subjects(self) -> list:
-        return [self.entries[r].subject for r, _ in self.index]
+        return [self.entries[r].subject for r in self.index[:, 0]]
 
     def __getitem__(self, i: int) -> dict:
-        run_idx, start = self.index[i]
+        run_idx, start = (int(v) for v in self.index[i])
         entry = self.entries[run_idx]
         frames = clip_slice(start, self.spec.sequence_length, self.spec.stride_within_seq)
         raw = self.reader.frames(entry, frames)  # (T, D, H, W), stored dtype
@@ -143,7 +155,7 @@ class ClipDataset(Dataset):
         clip[...] = np.moveaxis(raw, 0, -1)
         scale_inplace(clip, self.reader.stats(entry), self.spec.scaling_method)
         fmri = torch.from_numpy(clip)[None]
-        target = self.targets[i]
+        target = self.targets[i].item()
         if self.target_transform is not None:
             target = self.target_transform(target)
         return {"fmri": fmri, "target": torch.tensor(target, dtype=self.target_dtype),
