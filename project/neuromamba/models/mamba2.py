@@ -89,11 +89,14 @@ class _GatedRMSNorm(torch.autograd.Function):
     def forward(ctx, x, z, weight, eps, group, norm_before_gate):
         cdt = _compute_dtype(x)
         with torch.autocast(x.device.type, enabled=False):
-            g = _gate_input(x, z, norm_before_gate, group)  # fp32, (..., groups, group)
-            rstd = torch.rsqrt(g.square().mean(dim=-1, keepdim=True) + eps)
+            silu_z = None if z is None else F.silu(z.to(cdt))
+            g = _gate_input(x, silu_z, norm_before_gate, group)  # (..., groups, group)
+            # vector_norm is one fused pass; square().mean() would be two.
+            rms = torch.linalg.vector_norm(g, dim=-1, keepdim=True) * group ** -0.5
+            rstd = torch.rsqrt(rms.square() + eps)
             out = (g * rstd).flatten(-2) * weight.to(cdt)
-            if z is not None and norm_before_gate:
-                out = out * F.silu(z.to(cdt))
+            if silu_z is not None and norm_before_gate:
+                out = out * silu_z
         ctx.save_for_backward(x, z, weight, rstd)
         ctx.config = (group, norm_before_gate)
         return out.to(x.dtype)
@@ -104,12 +107,13 @@ class _GatedRMSNorm(torch.autograd.Function):
         group, norm_before_gate = ctx.config
         cdt = _compute_dtype(x)
         with torch.autocast(x.device.type, enabled=False):
-            g = _gate_input(x, z, norm_before_gate, group)
+            z32 = None if z is None else z.to(cdt)
+            silu_z = None if z is None else F.silu(z32)
+            g = _gate_input(x, silu_z, norm_before_gate, group)
             normed = (g * rstd).flatten(-2)
             dout = grad_out.to(cdt)
             if z is not None and norm_before_gate:
-                silu_z = F.silu(z.to(cdt))
-                grad_z = torch.ops.aten.silu_backward(dout * normed * weight.to(cdt), z.to(cdt))
+                grad_z = torch.ops.aten.silu_backward(dout * normed * weight.to(cdt), z32)
                 dout = dout * silu_z
             rows = dout.reshape(-1, dout.shape[-1])
             grad_w = torch.linalg.vecdot(rows, normed.reshape(rows.shape), dim=0)
@@ -118,21 +122,19 @@ class _GatedRMSNorm(torch.autograd.Function):
             mean_dn_n = torch.linalg.vecdot(dn, normed, dim=-1).unsqueeze(-1) / group
             grad_g = (dn - normed * mean_dn_n).mul_(rstd).flatten(-2)
             if z is not None and not norm_before_gate:
-                z32 = z.to(cdt)
                 grad_z = torch.ops.aten.silu_backward(grad_g * x.to(cdt), z32)
-                grad_x = grad_g * F.silu(z32)
+                grad_x = grad_g * silu_z
             else:
                 grad_x = grad_g
         return (grad_x.to(x.dtype), None if z is None else grad_z.to(z.dtype),
                 grad_w.to(weight.dtype), None, None, None)
 
 
-def _gate_input(x, z, norm_before_gate, group):
+def _gate_input(x, silu_z, norm_before_gate, group):
     """The tensor whose RMS is taken, fp32, split into (..., groups, group)."""
-    cdt = _compute_dtype(x)
-    g = x.to(cdt)
-    if z is not None and not norm_before_gate:
-        g = g * F.silu(z.to(cdt))
+    g = x.to(_compute_dtype(x))
+    if silu_z is not None and not norm_before_gate:
+        g = g * silu_z
     return g.unflatten(-1, (g.shape[-1] // group, group))
 
 
