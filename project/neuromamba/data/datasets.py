@@ -51,10 +51,11 @@ class HDF5Reader:
     def __init__(self, max_open: int = 64):
         self.max_open = max_open
         self._files: OrderedDict = OrderedDict()
+        self._stats: dict = {}
         self._pid = None
 
     def __getstate__(self):  # never send open handles to workers
-        return {"max_open": self.max_open, "_files": OrderedDict(), "_pid": None}
+        return {"max_open": self.max_open, "_files": OrderedDict(), "_stats": {}, "_pid": None}
 
     def _handle(self, path: str):
         import h5py
@@ -75,7 +76,10 @@ class HDF5Reader:
         return f
 
     def stats(self, entry: RunEntry) -> dict:
-        return store.read_stats(self._handle(entry.path).attrs)
+        stats = self._stats.get(entry.path)
+        if stats is None:  # read once per run and process: attrs are slow-ish to parse
+            stats = self._stats[entry.path] = store.read_stats(self._handle(entry.path).attrs)
+        return stats
 
     def frames(self, entry: RunEntry, frames: slice) -> np.ndarray:
         """Frames in the stored dtype (T, D, H, W): one read of just those chunks."""
