@@ -210,7 +210,9 @@ class _ChunkScan(torch.autograd.Function):
         ngroups, dstate = B.shape[2:]
         nchunks, rep = seqlen // Q, nheads // ngroups
         f32 = dt.dtype  # decays and states: fp32 (fp64 when the inputs are fp64)
-        intra, to_end, from_start, carry = _chunk_masks(seq_idx, batch, nchunks, Q, x.device)
+        dev = x.device
+        intra, to_end, from_start, carry = _chunk_masks(seq_idx, batch, nchunks, Q, dev)
+        by_group = (batch, nchunks, ngroups, rep)  # heads split as (group, head in group)
 
         xc = x.reshape(batch, nchunks, Q, nheads, headdim)  # a view for Mamba2's inputs
         dtc = dt.view(batch, nchunks, Q, nheads)
@@ -219,24 +221,27 @@ class _ChunkScan(torch.autograd.Function):
         Cg = C.reshape(batch, nchunks, Q, ngroups, dstate).transpose(2, 3).to(mm_dtype)
         Bg, Cg = Bg.contiguous(), Cg.contiguous()  # (b, c, g, Q, n)
 
-        # Xd in the (b, c, h, Q, p) layout the matmuls want, written in one pass.
-        Xd = torch.empty(batch, nchunks, nheads, Q, headdim, dtype=mm_dtype, device=x.device)
-        torch.mul(xc, dtc.unsqueeze(-1), out=Xd.transpose(2, 3))
+        # The output of a chunk is one matmul:  y = [M | Ce] @ [Xd ; S_prev^T]  where
+        # M (Q x Q) mixes the chunk's own tokens and Ce = exp(cs) o C (Q x n) reads the state
+        # carried in. Both operands are assembled in place; the backward reuses the pairing.
+        lhs = torch.empty(*by_group, Q, Q + dstate, dtype=mm_dtype, device=dev)
+        rhs = torch.empty(batch, nchunks, nheads, Q + dstate, headdim, dtype=mm_dtype,
+                          device=dev)
+        Xd = rhs[..., :Q, :]  # (b, c, h, Q, p)
+        torch.mul(xc, dtc.unsqueeze(-1), out=Xd.transpose(2, 3))  # Xd = dt o x, one pass
 
         # Intra-chunk decays: -inf above the diagonal (and across sequences) *before* exp.
         decay = cs.unsqueeze(-1) - cs.unsqueeze(-2)  # (b, c, h, Q, Q)
         decay.masked_fill_(~intra, -math.inf).exp_()
         G = torch.matmul(Cg, Bg.transpose(-1, -2))  # (b, c, g, Q, Q)
-        M = torch.empty(batch, nchunks, ngroups, rep, Q, Q, dtype=mm_dtype, device=x.device)
-        torch.mul(decay.view(batch, nchunks, ngroups, rep, Q, Q), G.unsqueeze(3), out=M)
-        M = M.view(batch, nchunks, nheads, Q, Q)
+        torch.mul(decay.view(*by_group, Q, Q), G.unsqueeze(3), out=lhs[..., :Q])
 
         # Chunk end states: fold the decay-to-end into B (n < p: the cheaper side).
         w_end = torch.exp(cs[..., -1:] - cs)  # (b, c, h, Q)
         if to_end is not None:
             w_end = w_end * to_end.unsqueeze(2)
-        Bh = _expand_heads(Bg, rep)  # (b, c, h, Q, n)
-        Bw = (Bh * w_end.unsqueeze(-1)).to(mm_dtype)
+        Bw = (Bg.unsqueeze(3) * w_end.view(*by_group, Q, 1)).to(mm_dtype)
+        Bw = Bw.view(batch, nchunks, nheads, Q, dstate)
         chunk_states = torch.matmul(Xd.transpose(-1, -2), Bw).to(f32)  # (b, c, h, p, n)
 
         chunk_decay = torch.exp(cs[..., -1])  # (b, c, h)
@@ -247,26 +252,23 @@ class _ChunkScan(torch.autograd.Function):
         else:
             h0_ = h0.to(f32)
         S_prev, final = _pass_states(chunk_states, chunk_decay, h0_)
+        rhs[..., Q:, :].copy_(S_prev.transpose(-1, -2))
 
-        # y = M Xd + Ce S_prev^T with Ce = exp(cs) o C: one batched multiply-accumulate.
-        E = torch.exp(cs)
+        E = torch.exp(cs)  # decay from the chunk start
         if from_start is not None:
             E = E * from_start.unsqueeze(2)
-        Ch = _expand_heads(Cg, rep)
-        Ce = (Ch * E.unsqueeze(-1)).to(mm_dtype)
-        flat = batch * nchunks * nheads
-        y = torch.baddbmm(torch.bmm(M.view(flat, Q, Q), Xd.view(flat, Q, headdim)),
-                          Ce.view(flat, Q, dstate),
-                          S_prev.to(mm_dtype).view(flat, headdim, dstate).transpose(1, 2))
-        y = y.view(batch, nchunks, nheads, Q, headdim).transpose(2, 3)  # (b, c, Q, h, p)
-        out = torch.empty(xc.shape, dtype=x.dtype, device=x.device)
+        torch.mul(Cg.unsqueeze(3), E.view(*by_group, Q, 1), out=lhs[..., Q:])
+        lhs = lhs.view(batch, nchunks, nheads, Q, Q + dstate)
+
+        y = torch.matmul(lhs, rhs).transpose(2, 3)  # (b, c, Q, h, p)
+        out = torch.empty(xc.shape, dtype=x.dtype, device=dev)
         if D is None:
             out.copy_(y)
         else:
             torch.addcmul(y, xc, _D_heads(D), out=out)
 
-        ctx.save_for_backward(x, dt, A, D, cs, Bg, Cg, Xd, decay, M, w_end, Bh, Bw, chunk_decay,
-                              S_prev, E, Ch, Ce)
+        ctx.save_for_backward(x, dt, A, D, Bg, Cg, decay, lhs, rhs, w_end, Bw, chunk_decay,
+                              S_prev, E)
         ctx.config = (Q, mm_dtype, h0 is not None, B.dtype, C.dtype)
         return out.view(x.shape), final
 
@@ -278,21 +280,26 @@ class _ChunkScan(torch.autograd.Function):
 
     @staticmethod
     def _backward(ctx, grad_out, grad_final):
-        (x, dt, A, D, cs, Bg, Cg, Xd, decay, M, w_end, Bh, Bw, chunk_decay, S_prev, E, Ch,
-         Ce) = ctx.saved_tensors
+        (x, dt, A, D, Bg, Cg, decay, lhs, rhs, w_end, Bw, chunk_decay, S_prev,
+         E) = ctx.saved_tensors
         Q, mm_dtype, has_h0, B_dtype, C_dtype = ctx.config
         batch, seqlen, nheads, headdim = x.shape
         ngroups, dstate = Bg.shape[2], Bg.shape[-1]
         nchunks, rep = seqlen // Q, nheads // ngroups
+        by_group = (batch, nchunks, ngroups, rep)
         flat = batch * nchunks * nheads
         f32 = dt.dtype
+        Xd, M = rhs[..., :Q, :], lhs[..., :Q]
 
         dYc = grad_out.reshape(batch, nchunks, Q, nheads, headdim)
         dY = dYc.transpose(2, 3).to(mm_dtype).contiguous()  # (b, c, h, Q, p)
 
-        # y = M Xd: dXd = M^T dY; dM = dY Xd^T.
-        dXd = torch.matmul(M.transpose(-1, -2), dY)
-        dM = torch.matmul(dY, Xd.transpose(-1, -2))
+        # y = lhs @ rhs: d rhs = [dXd ; dS_prev^T], d lhs = [dM | dCe], one matmul each.
+        drhs = torch.matmul(lhs.transpose(-1, -2), dY)  # (b, c, h, Q + n, p)
+        dlhs = torch.matmul(dY, rhs.transpose(-1, -2))  # (b, c, h, Q, Q + n)
+        dXd, dS_prev = drhs[..., :Q, :], drhs[..., Q:, :].transpose(-1, -2).to(f32)
+        dM, dCe = dlhs[..., :Q], dlhs[..., Q:]
+
         # M = G o decay, decay = exp(segsum): d segsum = dM o M (zero where masked).
         # segsum[t, s] = sum of dA over (s, t], so d dA_k = sum_{t >= k > s} dsegsum[t, s]:
         # summed over that rectangle directly (row cumsum, then strictly-lower column sums)
@@ -302,17 +309,14 @@ class _ChunkScan(torch.autograd.Function):
         dseg.cumsum_(-1).masked_fill_(_upper_incl(Q, dseg.device), 0.0)
         ddA = F.pad(dseg.sum(-2)[..., :-1], (1, 0))  # (b, c, h, Q)
         del dseg
-        dG = dM.mul_(decay.to(mm_dtype) if decay.dtype != mm_dtype else decay)
-        dG = dG.view(batch, nchunks, ngroups, rep, Q, Q).sum(3) if rep > 1 else \
-            dG.view(batch, nchunks, ngroups, Q, Q)
+        dG = dM.mul_(decay.to(mm_dtype)).reshape(*by_group, Q, Q).sum(3)  # (b, c, g, Q, Q)
         dCg = torch.matmul(dG, Bg)
         dBg = torch.matmul(dG.transpose(-1, -2), Cg)
 
-        # y += Ce S_prev^T, Ce = E o C.
-        dCe = torch.matmul(dY, S_prev.to(mm_dtype))  # (b, c, h, Q, n)
-        dS_prev = torch.matmul(dY.transpose(-1, -2), Ce).to(f32)  # (b, c, h, p, n)
-        dcs = (dCe * Ch).sum(-1).to(f32) * E  # d/d cs_t, reaching dA_k for k <= t
-        dCh = dCe * E.unsqueeze(-1)
+        # Ce = E o C (C shared by the heads of a group).
+        dCe = dCe.reshape(*by_group, Q, dstate)
+        dcs = (dCe * Cg.unsqueeze(3)).sum(-1).to(f32).view(batch, nchunks, nheads, Q) * E
+        dCg += (dCe * E.view(*by_group, Q, 1).to(dCe.dtype)).sum(3)
 
         # State passing.
         if grad_final is None:
@@ -323,19 +327,17 @@ class _ChunkScan(torch.autograd.Function):
 
         # chunk_states = Xd^T Bw, Bw = w_end o B.
         dS_mm = dS.to(mm_dtype)
-        dXd.view(flat, Q, headdim).baddbmm_(Bw.view(flat, Q, dstate),
-                                            dS_mm.view(flat, headdim, dstate).transpose(1, 2))
-        dBw = torch.matmul(Xd, dS_mm)  # (b, c, h, Q, n)
+        dXd.reshape(flat, Q, headdim).baddbmm_(
+            Bw.view(flat, Q, dstate), dS_mm.view(flat, headdim, dstate).transpose(1, 2))
+        dBw = torch.matmul(Xd, dS_mm).view(*by_group, Q, dstate)
         # w_end[s] = exp(cs_end - cs_s) depends on dA_k for s < k: an exclusive cumsum.
-        dw = (dBw * Bh).sum(-1).to(f32) * w_end
+        dw = (dBw * Bg.unsqueeze(3)).sum(-1).to(f32).view(batch, nchunks, nheads, Q) * w_end
         ddA += F.pad(dw.cumsum(-1)[..., :-1], (1, 0))
-        dBh = dBw * w_end.unsqueeze(-1)
+        dBg += (dBw * w_end.view(*by_group, Q, 1).to(dBw.dtype)).sum(3)
 
-        # B and C gradients: back to (b, L, g, n), summing the heads of each group.
-        dB = dBg.to(f32) + _sum_heads(dBh, rep).to(f32)
-        dC = dCg.to(f32) + _sum_heads(dCh, rep).to(f32)
-        dB = dB.transpose(2, 3).reshape(batch, seqlen, ngroups, dstate).to(B_dtype)
-        dC = dC.transpose(2, 3).reshape(batch, seqlen, ngroups, dstate).to(C_dtype)
+        # B and C gradients back to (b, L, g, n).
+        dB = dBg.transpose(2, 3).reshape(batch, seqlen, ngroups, dstate).to(B_dtype)
+        dC = dCg.transpose(2, 3).reshape(batch, seqlen, ngroups, dstate).to(C_dtype)
 
         # Xd = dt o x, and the D skip.
         xc = x.reshape(batch, nchunks, Q, nheads, headdim)
@@ -361,22 +363,6 @@ class _ChunkScan(torch.autograd.Function):
 def _upper_incl(Q: int, device) -> torch.Tensor:
     """(Q, Q) bool, True where row <= column."""
     return torch.ones(Q, Q, dtype=torch.bool, device=device).triu()
-
-
-def _expand_heads(t: torch.Tensor, rep: int) -> torch.Tensor:
-    """(b, c, g, Q, n) -> (b, c, g*rep, Q, n): head h uses group h // rep."""
-    if rep == 1:
-        return t
-    b, c, g, q, n = t.shape
-    return t.unsqueeze(3).expand(b, c, g, rep, q, n).reshape(b, c, g * rep, q, n)
-
-
-def _sum_heads(t: torch.Tensor, rep: int) -> torch.Tensor:
-    """Adjoint of _expand_heads."""
-    if rep == 1:
-        return t
-    b, c, h, q, n = t.shape
-    return t.view(b, c, h // rep, rep, q, n).sum(3)
 
 
 def _D_heads(D: torch.Tensor) -> torch.Tensor:
