@@ -65,6 +65,8 @@ def write_args_yaml(run_dir: Path, args_dict: dict) -> Path:
 
 def predictions_rows(table: SubjectTable, task: str, target_mean: float = 0.0,
                      target_std: float = 1.0) -> tuple[list[str], list[list]]:
+    """One row per evaluation unit (a subject; ``subject/run`` or ``subject/run/start`` with
+    --eval_level run|clip), with the clip-averaged prediction."""
     if task == "classification":
         k = table.outputs.shape[1]
         header = ["subject", "num_clips", "target", "predicted"] + [f"prob_class{i}" for i in range(k)]
