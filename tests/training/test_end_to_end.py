@@ -209,7 +209,10 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
         run_cli(tmp_path, "killed", *flags, callbacks=[_KillAtStep(steps_per_epoch + 1)])
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == steps_per_epoch
-    resumed = run_cli(tmp_path, "killed", *flags, "--resume_ckpt_path", str(last))
+    # no --run_name: resuming <out>/killed/checkpoints/last.ckpt continues in <out>/killed
+    resumed = run(parse_args(TINY + ["--output_dir", str(tmp_path), *flags, "--resume_ckpt_path", str(last)]))
+    assert Path(resumed["run_dir"]) == tmp_path / "killed"
+    assert (tmp_path / "killed" / "metrics.1.csv").exists()  # the killed run's log is kept
     assert resumed["trainer"].global_step == full["trainer"].global_step
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(last, weights_only=True)["state_dict"]  # overwritten by the resumed run

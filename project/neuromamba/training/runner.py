@@ -40,6 +40,16 @@ def build_module(args, datamodule) -> NeuroMambaModule:
                             target_std=float(std))
 
 
+def _resumed_run_name(args):
+    """Resuming <output_dir>/<run>/checkpoints/last.ckpt continues in the same run folder."""
+    if not args.resume_ckpt_path:
+        return None
+    ckpt = Path(args.resume_ckpt_path).resolve()
+    if ckpt.parent.name == "checkpoints" and ckpt.parent.parent.parent == Path(args.output_dir).resolve():
+        return ckpt.parent.parent.name
+    return None
+
+
 @rank_zero_only
 def _write_args(run_dir: Path, args) -> None:
     write_args_yaml(run_dir, args_to_dict(args))
@@ -49,7 +59,7 @@ def run(args, extra_callbacks=()) -> dict:
     """Train (or only test) as the flags say. Returns the run folder, the test metrics, the
     trainer and the module (``extra_callbacks`` are appended, e.g. by tests)."""
     pl.seed_everything(args.seed, workers=True)
-    run_dir = make_run_dir(args.output_dir, args.run_name or default_run_name(args))
+    run_dir = make_run_dir(args.output_dir, args.run_name or _resumed_run_name(args) or default_run_name(args))
     args.run_dir = str(run_dir)
     _write_args(run_dir, args)
 
