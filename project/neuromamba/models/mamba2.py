@@ -120,7 +120,7 @@ class _GatedRMSNorm(torch.autograd.Function):
             dn = (dout * weight.to(cdt)).unflatten(-1, g.shape[-2:])
             normed = normed.unflatten(-1, g.shape[-2:])
             mean_dn_n = torch.linalg.vecdot(dn, normed, dim=-1).unsqueeze(-1) / group
-            grad_g = (dn - normed * mean_dn_n).mul_(rstd).flatten(-2)
+            grad_g = torch.addcmul(dn, normed, mean_dn_n, value=-1).mul_(rstd).flatten(-2)
             if z is not None and not norm_before_gate:
                 grad_z = torch.ops.aten.silu_backward(grad_g * x.to(cdt), z32)
                 grad_x = grad_g * silu_z

@@ -327,8 +327,11 @@ class _ChunkScan(torch.autograd.Function):
 
         # chunk_states = Xd^T Bw, Bw = w_end o B.
         dS_mm = dS.to(mm_dtype)
-        dXd.reshape(flat, Q, headdim).baddbmm_(
-            Bw.view(flat, Q, dstate), dS_mm.view(flat, headdim, dstate).transpose(1, 2))
+        # Out of place: dXd is a strided slice of drhs, and an in-place baddbmm_ on it would
+        # fall back to one small matmul per chunk.
+        dXd = torch.baddbmm(dXd.reshape(flat, Q, headdim), Bw.view(flat, Q, dstate),
+                            dS_mm.view(flat, headdim, dstate).transpose(1, 2))
+        dXd = dXd.view(batch, nchunks, nheads, Q, headdim)
         dBw = torch.matmul(Xd, dS_mm).view(*by_group, Q, dstate)
         # w_end[s] = exp(cs_end - cs_s) depends on dA_k for s < k: an exclusive cumsum.
         dw = (dBw * Bg.unsqueeze(3)).sum(-1).to(f32).view(batch, nchunks, nheads, Q) * w_end
