@@ -189,7 +189,7 @@ class NeuroMambaModule(pl.LightningModule):
             path = Path(self.trainer.default_root_dir) / "checkpoints" / f"nonfinite-step{self.global_step}.ckpt"
             self.trainer.save_checkpoint(str(path))
             raise NonFiniteLossError(
-                f"training loss is {float(loss)} at step {self.global_step} (epoch {self.current_epoch}); "
+                f"training loss is {float(loss.detach())} at step {self.global_step} (epoch {self.current_epoch}); "
                 f"the state was saved to {path}. Lower --learning_rate, set --clip_grad_norm, "
                 "or check the inputs for NaN")
 
