@@ -139,25 +139,33 @@ def _pass_states(chunk_states, chunk_decay, h0):
     """H_c = a_c * H_{c-1} + S_c over chunks c, with H_{-1} = h0.
 
     chunk_states (b, c, h, p, n), chunk_decay a (b, c, h). Returns the state *before* each
-    chunk (b, c, h, p, n) and the final state. A loop over chunks only: states are tiny.
+    chunk (b, c, h, p, n) and the final state. A loop over chunks only (states are small),
+    one fused multiply-add per chunk written straight into its slot.
     """
-    before = torch.empty_like(chunk_states)
-    state = h0
-    for c in range(chunk_states.shape[1]):
-        before[:, c] = state
-        state = torch.addcmul(chunk_states[:, c], chunk_decay[:, c, :, None, None], state)
-    return before, state
+    batch, nchunks = chunk_states.shape[:2]
+    states = chunk_states.new_empty(batch, nchunks + 1, *chunk_states.shape[2:])
+    states[:, 0] = h0
+    decay = chunk_decay[..., None, None]
+    for c in range(nchunks):
+        torch.addcmul(chunk_states[:, c], decay[:, c], states[:, c], out=states[:, c + 1])
+    return states[:, :nchunks], states[:, nchunks]
 
 
 def _pass_states_backward(chunk_decay, before, grad_before, grad_final):
-    """Adjoint of _pass_states: returns d/d(chunk_states), d/d(chunk_decay), d/d(h0)."""
-    grad_states = torch.empty_like(before)
-    grad_h = grad_final
-    for c in range(before.shape[1] - 1, -1, -1):
-        grad_states[:, c] = grad_h  # dL/dH_c
-        grad_h = torch.addcmul(grad_before[:, c], chunk_decay[:, c, :, None, None], grad_h)
+    """Adjoint of _pass_states: returns d/d(chunk_states), d/d(chunk_decay), d/d(h0).
+
+    dL/dH_c = dL/d before_{c+1} + a_{c+1} dL/dH_{c+1}, and dL/dH_last = grad_final.
+    """
+    nchunks = before.shape[1]
+    decay = chunk_decay[..., None, None]
+    grad_states = torch.empty_like(before)  # dL/dH_c = dL/dS_c
+    grad_states[:, nchunks - 1] = grad_final
+    for c in range(nchunks - 2, -1, -1):
+        torch.addcmul(grad_before[:, c + 1], decay[:, c + 1], grad_states[:, c + 1],
+                      out=grad_states[:, c])
+    grad_h0 = torch.addcmul(grad_before[:, 0], decay[:, 0], grad_states[:, 0])
     grad_decay = (grad_states * before).sum(dim=(-1, -2))  # <dL/dH_c, H_{c-1}>
-    return grad_states, grad_decay, grad_h
+    return grad_states, grad_decay, grad_h0
 
 
 def _chunk_masks(seq_idx, batch, nchunks, Q, device):
