@@ -37,8 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--dummy_num_frames", type=int, default=None)
     src.add_argument("--dummy_num_runs", type=int, default=1)
     p.add_argument("--stride_within_seq", type=int, default=1)
-    p.add_argument("--stride_between_seq", type=int, default=None,
-                   help="frames between clip starts (default: one clip span, non-overlapping)")
+    p.add_argument("--stride_between_seq", type=float, default=1.0,
+                   help="distance between clip starts in clip lengths (1: non-overlapping, 0.5: half overlap)")
     ig = p.add_argument_group("integrated gradients")
     ig.add_argument("--target", type=int, default=None,
                     help="class index to explain (default: the predicted class)")

@@ -33,7 +33,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--image_path", default=None)
     p.add_argument("--input_scaling_method", default=None, help="default: the checkpoint's")
     p.add_argument("--stride_within_seq", type=int, default=1)
-    p.add_argument("--stride_between_seq", type=int, default=1)
+    p.add_argument("--stride_between_seq", type=float, default=1.0,
+                   help="distance between clip starts in clip lengths (1: non-overlapping, 0.5: half overlap)")
     p.add_argument("--split", default="all", choices=["all", "train", "val", "test"])
     p.add_argument("--split_file", default=None)
     p.add_argument("--seed", type=int, default=1234)

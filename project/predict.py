@@ -30,8 +30,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resample to this isotropic voxel size (mm) first, as in preprocessing")
     p.add_argument("--allow_crop_brain", action="store_true")
     p.add_argument("--stride_within_seq", type=int, default=1)
-    p.add_argument("--stride_between_seq", type=int, default=None,
-                   help="frames between clip starts (default: the clip span, non-overlapping clips)")
+    p.add_argument("--stride_between_seq", type=float, default=1.0,
+                   help="distance between clip starts in clip lengths (1: non-overlapping, 0.5: half overlap)")
     p.add_argument("--batch_size", type=int, default=4)
     p.add_argument("--device", default="auto")
     p.add_argument("--per_clip", action="store_true", help="include every clip's output in the JSON")

@@ -23,7 +23,7 @@ def common_flags(out: Path) -> list:
     return ["--accelerator", "cpu", "--embed_dim", "32", "--depth", "2", "--d_state", "16", "--headdim", "32",
             "--img_size", "24", "24", "24", "4", "--patch_size", "6", "6", "6", "2",
             "--calc_loss_without_background", "--dataset_name", "Dummy", "--dummy_num_subjects", "40",
-            "--train_split", "0.5", "--val_split", "0.2", "--stride_between_seq", "4", "--batch_size", "4",
+            "--train_split", "0.5", "--val_split", "0.2", "--batch_size", "4",
             "--seed", "3", "--output_dir", str(out), "--no_progress_bar"]
 
 

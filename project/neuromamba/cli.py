@@ -77,8 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="multi-cohort training: clips in proportion to cohort size, or uniform per cohort")
     g.add_argument("--input_scaling_method", default="znorm_minback", choices=SCALING_METHODS)
     g.add_argument("--stride_within_seq", type=int, default=1, help="frame step inside a clip")
-    g.add_argument("--stride_between_seq", type=int, default=1,
-                   help="step between the first frames of consecutive clips, in frames")
+    g.add_argument("--stride_between_seq", type=float, default=1.0,
+                   help="step between consecutive clip starts in clip lengths (sequence_length x "
+                        "stride_within_seq frames), as in the original: 1 tiles the run without "
+                        "overlap, 0.5 overlaps clips by half")
     g.add_argument("--train_split", type=float, default=0.8)
     g.add_argument("--val_split", type=float, default=0.1)
     g.add_argument("--split_file", default=None, help="reuse this subject split file")
@@ -313,8 +315,10 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     if args.dummy_label_level == "run" and args.eval_level == "subject" and not args.pretraining:
         raise ValueError("--dummy_label_level run gives each run its own label; add --eval_level run")
 
+    if not args.stride_between_seq > 0:
+        raise ValueError(f"--stride_between_seq must be > 0 (clip lengths), got {args.stride_between_seq}")
     positive = ("batch_size", "num_nodes", "gradient_accumulation_steps", "stride_within_seq",
-                "stride_between_seq", "max_epochs", "dummy_num_subjects", "check_val_every_n_epoch",
+                "max_epochs", "dummy_num_subjects", "check_val_every_n_epoch",
                 "chunk_size", "dummy_num_runs")
     for flag in positive:
         if getattr(args, flag) < 1:

@@ -47,9 +47,10 @@ def test_dummy_is_deterministic_and_subjects_differ():
 
 
 def test_strides_reach_the_dataset():
-    dm = FMRIDataModule("Dummy", stride_within_seq=2, stride_between_seq=3, **SMALL)
+    # clips of 4 frames every 2nd frame (span 7), starts 0.375 clip lengths = 3 frames apart
+    dm = FMRIDataModule("Dummy", stride_within_seq=2, stride_between_seq=0.375, **SMALL)
     dm.setup()
-    per_run = clip_starts(12, 4, 2, 3)
+    per_run = clip_starts(12, 4, 2, 0.375)
     assert per_run == [0, 3]
     assert len(dm.datasets["train"]) == len(dm.splits["train"]) * len(per_run)
     starts = sorted({dm.datasets["train"][i]["start"].item() for i in range(4)})
@@ -184,4 +185,5 @@ def test_dummy_cli_writes_a_folder_the_csv_dataset_reads(tmp_path):
     dm = FMRIDataModule("CSV", image_path=tmp_path / "h5", label_csv=tmp_path / "h5" / "labels.csv",
                         target_column="label", img_size=(12, 12, 12, 4), batch_size=2)
     dm.setup()
-    assert dm.num_classes == 2 and len(dm.datasets["train"]) == 4 * 5
+    # 4 train subjects x 2 non-overlapping 4-frame clips of their 8 frames
+    assert dm.num_classes == 2 and len(dm.datasets["train"]) == 4 * 2

@@ -20,7 +20,8 @@ def _worker(rank, world, port, out_dir, result_dir):
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
         dm = FMRIDataModule("Dummy", img_size=(8, 8, 8, 2), dummy_num_subjects=12,
-                            dummy_num_frames=5, downstream_task="sex", output_dir=out_dir,
+                            dummy_num_frames=5, stride_between_seq=0.5,  # every window
+                            downstream_task="sex", output_dir=out_dir,
                             batch_size=2, seed=7)
         dm.setup()
         val = dm.val_dataloader()

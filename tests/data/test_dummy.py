@@ -21,7 +21,7 @@ def _features(dm, split):
 
 def test_planted_class_signal_is_learnable_by_a_linear_probe():
     dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), downstream_task="sex",
-                        dummy_num_subjects=40, dummy_num_frames=8, stride_between_seq=4)
+                        dummy_num_subjects=40, dummy_num_frames=8)
     dm.setup()
     for split in ("train", "val", "test"):  # every split holds both classes
         assert set(dm.datasets[split].datasets[0].targets) == {0, 1}

@@ -47,7 +47,7 @@ def run_folder(tmp_path):
     return folder, data
 
 
-def _dataset(root, method, length=3, within=1, between=1):
+def _dataset(root, method, length=3, within=1, between=1 / 3):  # every window
     entries = discover_hdf5_runs(root)
     return ClipDataset(entries, ClipSpec(length, within, between, method), HDF5Reader()), entries
 
@@ -72,7 +72,8 @@ def test_dtype_choice_is_recorded(run_folder, tmp_path):
 def test_dataset_returns_exact_scaled_values(run_folder, tmp_path, method):
     folder, data = run_folder
     preprocess_folder(folder, tmp_path / "h5", OPTS, progress=False)
-    ds, entries = _dataset(tmp_path / "h5", method, length=3, within=2, between=1)
+    # clips of 3 frames every 2nd frame (length 6, span 5), starts 1/6 clip length = 1 frame apart
+    ds, entries = _dataset(tmp_path / "h5", method, length=3, within=2, between=1 / 6)
     assert len(ds) == 3 * 2  # 6 frames, span 5 -> starts 0, 1 per run
     for i in range(len(ds)):
         item = ds[i]

@@ -3,15 +3,18 @@ import pytest
 from neuromamba.data.windows import clip_frame_indices, clip_slice, clip_span, clip_starts
 
 
+# stride_between_seq is in clip lengths (sequence_length x stride_within_seq frames), as in the
+# original: 1 tiles the run without overlap.
 @pytest.mark.parametrize("n, length, within, between, starts", [
-    (10, 3, 1, 1, [0, 1, 2, 3, 4, 5, 6, 7]),
-    (10, 3, 1, 3, [0, 3, 6]),            # non-overlapping: between = span
-    (10, 3, 2, 1, [0, 1, 2, 3, 4, 5]),   # span 5
-    (10, 3, 2, 2, [0, 2, 4]),
-    (10, 3, 3, 4, [0]),                  # span 7, next start 4 would end at 10 > 9
-    (11, 3, 3, 4, [0, 4]),
-    (4, 5, 1, 1, []),                    # run shorter than a clip: no clip, never a short one
+    (10, 3, 1, 1, [0, 3, 6]),                  # non-overlapping
+    (10, 3, 1, 1 / 3, [0, 1, 2, 3, 4, 5, 6, 7]),  # every window
+    (10, 3, 1, 0.5, [0, 2, 4, 6]),             # step round(1.5) = 2
+    (10, 3, 1, 2, [0, 6]),                     # skip a clip's worth of frames
+    (12, 3, 2, 1, [0, 6]),                     # span 5, step 6: frames 0 2 4 | 6 8 10
+    (10, 3, 2, 0.5, [0, 3]),                   # span 5, step 3; a start at 6 would end at 10 > 9
+    (4, 5, 1, 1, []),                          # run shorter than a clip: no clip, never a short one
     (20, 20, 1, 1, [0]),
+    (5, 2, 1, 0.01, [0, 1, 2, 3]),             # a step rounds to at least one frame
 ])
 def test_clip_starts_exact(n, length, within, between, starts):
     assert clip_starts(n, length, within, between) == starts
@@ -35,7 +38,7 @@ def test_every_clip_has_full_length_and_fits():
                         assert len(idx) == length and idx[-1] < n
 
 
-@pytest.mark.parametrize("bad", [0, -1, 1.5])
+@pytest.mark.parametrize("bad", [0, -1, -0.5, "1"])
 def test_bad_strides_raise(bad):
     with pytest.raises(ValueError, match="stride_between_seq"):
         clip_starts(10, 3, 1, bad)

@@ -82,7 +82,7 @@ def _backbone_after(result):
 @pytest.mark.parametrize("mode", ["full", "frozen"])
 def test_finetune_each_head_and_mode(tmp_path, pretrained, head, mode):
     ckpt = Path(pretrained["run_dir"]) / "checkpoints" / "last.ckpt"
-    flags = ["--downstream_task", "sex", "--dummy_num_subjects", "10", "--stride_between_seq", "4", "--batch_size", "4",
+    flags = ["--downstream_task", "sex", "--dummy_num_subjects", "10", "--batch_size", "4",
              "--max_epochs", "2", "--learning_rate", "3e-3", "--load_model_path", str(ckpt),
              "--clf_head_version", head, "--label_smoothing", "0.1"]
     if mode == "frozen":
@@ -112,7 +112,7 @@ def test_finetune_each_head_and_mode(tmp_path, pretrained, head, mode):
 def test_prompt_tuning_trains_only_prompt_and_head(tmp_path, pretrained):
     ckpt = Path(pretrained["run_dir"]) / "checkpoints" / "last.ckpt"
     torch.manual_seed(0)
-    result = run_cli(tmp_path, "prompt", "--downstream_task", "sex", "--dummy_num_subjects", "10", "--stride_between_seq", "4",
+    result = run_cli(tmp_path, "prompt", "--downstream_task", "sex", "--dummy_num_subjects", "10", "--stride_between_seq", "1",
                      "--batch_size", "4", "--max_epochs", "1", "--learning_rate", "1e-2",
                      "--load_model_path", str(ckpt), "--prompt_tuning", "--prompt_len", "3")
     module = result["module"]
@@ -147,7 +147,7 @@ def test_prompt_receives_gradient(pretrained):
 def test_regression_standardised_targets_and_outputs(tmp_path, pretrained):
     ckpt = Path(pretrained["run_dir"]) / "checkpoints" / "last.ckpt"
     result = run_cli(tmp_path, "reg", "--downstream_task", "age", "--downstream_task_type", "regression",
-                     "--dummy_num_subjects", "10", "--stride_between_seq", "4", "--batch_size", "4", "--max_epochs", "2",
+                     "--dummy_num_subjects", "10", "--batch_size", "4", "--max_epochs", "2",
                      "--learning_rate", "3e-3", "--load_model_path", str(ckpt), "--clf_head_version", "linear")
     run_dir = Path(result["run_dir"])
     module = result["module"]
@@ -168,10 +168,10 @@ def test_regression_standardised_targets_and_outputs(tmp_path, pretrained):
 
 def test_test_only_reproduces_post_fit_test(tmp_path, pretrained):
     ckpt = Path(pretrained["run_dir"]) / "checkpoints" / "last.ckpt"
-    fit = run_cli(tmp_path, "fit", "--downstream_task", "sex", "--dummy_num_subjects", "10", "--stride_between_seq", "4", "--batch_size", "4",
+    fit = run_cli(tmp_path, "fit", "--downstream_task", "sex", "--dummy_num_subjects", "10", "--batch_size", "4",
                   "--max_epochs", "1", "--load_model_path", str(ckpt), "--clf_head_version", "mamba")
     best = next((Path(fit["run_dir"]) / "checkpoints").glob("best-*.ckpt"))
-    again = run_cli(tmp_path, "test", "--downstream_task", "sex", "--dummy_num_subjects", "10", "--stride_between_seq", "4",
+    again = run_cli(tmp_path, "test", "--downstream_task", "sex", "--dummy_num_subjects", "10", "--stride_between_seq", "1",
                     "--batch_size", "4", "--test_only", "--test_ckpt_path", str(best))
     for key in ("test/loss", "test/acc"):
         assert again["metrics"][key] == pytest.approx(fit["metrics"][key], abs=1e-6)
@@ -225,7 +225,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
 
 def test_multiclass_diagnosis_per_class_auroc(tmp_path):
     result = run_cli(tmp_path, "dx", "--downstream_task", "diagnosis", "--dummy_num_classes", "3",
-                     "--dummy_num_subjects", "18", "--stride_between_seq", "4", "--train_split", "0.5",
+                     "--dummy_num_subjects", "18", "--train_split", "0.5",
                      "--val_split", "0.2", "--batch_size", "4", "--max_epochs", "1", "--learning_rate", "1e-2")
     m = result["metrics"]
     assert {"test/auroc", "test/auroc_class0", "test/auroc_class1", "test/auroc_class2", "test/balanced_acc"} <= set(m)
@@ -241,7 +241,7 @@ def test_multiclass_diagnosis_per_class_auroc(tmp_path):
 def test_run_level_evaluation_for_task_state_labels(tmp_path):
     result = run_cli(tmp_path, "state", "--downstream_task", "state", "--dummy_num_runs", "2",
                      "--dummy_label_level", "run", "--eval_level", "run", "--dummy_num_subjects", "6",
-                     "--stride_between_seq", "4", "--batch_size", "4", "--max_epochs", "1")
+                     "--batch_size", "4", "--max_epochs", "1")
     with open(Path(result["run_dir"]) / "predictions_test.csv") as f:
         rows = list(csv.DictReader(f))
     # one row per (subject, run): the test subject's two runs carry different states

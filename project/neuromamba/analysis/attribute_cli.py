@@ -40,7 +40,7 @@ def dataset_runs(args, encoder) -> List[RunClips]:
     from neuromamba.data.datasets import (ClipDataset, ClipSpec, DummyReader, HDF5Reader,
                                           discover_hdf5_runs, dummy_entries, get_dataset_info)
 
-    spec = ClipSpec(encoder.img_size[3], args.stride_within_seq, _between(args, encoder),
+    spec = ClipSpec(encoder.img_size[3], args.stride_within_seq, args.stride_between_seq,
                     encoder.input_scaling_method)
     if get_dataset_info(args.dataset_name).synthetic:
         from neuromamba.data import dummy
@@ -61,14 +61,6 @@ def dataset_runs(args, encoder) -> List[RunClips]:
                          f"not found; subjects are {known[:8]}{' ...' if len(known) > 8 else ''}")
     return [RunClips(f"{e.subject}_{e.run}", ClipDataset([e], spec, reader), e.num_frames,
                      _hdf5_record(e.path) if e.path else None) for e in mine]
-
-
-def _between(args, encoder) -> int:
-    from neuromamba.data.windows import clip_span
-
-    if args.stride_between_seq is not None:
-        return args.stride_between_seq
-    return clip_span(encoder.img_size[3], args.stride_within_seq)
 
 
 def _batches(dataset, batch_size: int):

@@ -65,14 +65,11 @@ def prepared_run(nifti_path: str, spatial_size, min_frames: int, workdir: Option
 
 
 def run_clip_dataset(run: PreparedRun, img_size: Sequence[int], scaling_method: str,
-                     stride_within_seq: int = 1, stride_between_seq: Optional[int] = None):
+                     stride_within_seq: int = 1, stride_between_seq: float = 1.0):
     """The clips of the prepared run, scaled as in training (items as in the DataModule);
-    ``stride_between_seq`` frames apart, by default one clip span (non-overlapping)."""
+    ``stride_between_seq`` clip lengths apart (1: non-overlapping)."""
     from neuromamba.data.datasets import ClipDataset, ClipSpec, HDF5Reader, RunEntry
-    from neuromamba.data.windows import clip_span
 
-    if stride_between_seq is None:
-        stride_between_seq = clip_span(int(img_size[3]), stride_within_seq)
     entry = RunEntry(SUBJECT_ID, Path(run.path).stem, run.num_frames, run.path)
     spec = ClipSpec(int(img_size[3]), stride_within_seq, stride_between_seq, scaling_method)
     dataset = ClipDataset([entry], spec, HDF5Reader())

@@ -52,7 +52,7 @@ class _Cohort:
 
 class FMRIDataModule(pl.LightningDataModule):
     def __init__(self, dataset_name="Dummy", image_path=None, img_size=(96, 96, 96, 20),
-                 stride_within_seq=1, stride_between_seq=1, input_scaling_method="znorm_minback",
+                 stride_within_seq=1, stride_between_seq=1.0, input_scaling_method="znorm_minback",
                  train_split=0.8, val_split=0.1, split_file=None, output_dir=None, label_csv=None,
                  subject_column="subject", target_column=None, downstream_task=None,
                  downstream_task_type="classification", pretraining=False, batch_size=4,
@@ -79,7 +79,7 @@ class FMRIDataModule(pl.LightningDataModule):
             raise ValueError(f"--img_size needs 4 values (D H W T), got {list(img_size)}")
         self.img_size = tuple(int(v) for v in img_size)
         self.clip_spec = ClipSpec(self.img_size[3], int(stride_within_seq),
-                                  int(stride_between_seq), input_scaling_method)
+                                  float(stride_between_seq), input_scaling_method)
         self.train_split, self.val_split = float(train_split), float(val_split)
         self.split_file, self.output_dir = split_file, output_dir
         self.subject_column, self.target_column = subject_column, target_column

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 from . import store
 from .dummy import DummyGenerator, DummySpec
 from .scaling import get_scaling, scale_inplace
-from .windows import clip_slice, clip_span, clip_starts
+from .windows import clip_slice, clip_span, clip_starts, clip_step
 
 
 @dataclass(frozen=True)
@@ -34,12 +34,12 @@ class RunEntry:
 class ClipSpec:
     sequence_length: int = 20
     stride_within_seq: int = 1
-    stride_between_seq: int = 1
+    stride_between_seq: float = 1.0  # in clip lengths (windows.py)
     scaling_method: str = "znorm_minback"
 
     def __post_init__(self):
         get_scaling(self.scaling_method)  # fail early on a bad name
-        clip_span(self.sequence_length, self.stride_within_seq)
+        clip_step(self.sequence_length, self.stride_within_seq, self.stride_between_seq)
 
 
 # ---------------------------------------------------------------------------------------------
