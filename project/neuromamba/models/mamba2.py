@@ -207,6 +207,15 @@ def select_backend(device: torch.device):
 
 # --------------------------------------------------------------------------- the layer
 class Mamba2(nn.Module):
+    """The Mamba2 mixer of mamba_ssm 2.x (same arguments, parameters, init and forward).
+
+    in_proj -> [z, xBC, dt] (plus [z0, x0] gated-MLP channels when d_ssm < expand*d_model)
+    -> causal depthwise conv + SiLU on xBC -> SSD scan -> gated RMSNorm with z -> out_proj.
+    ``forward(u, seq_idx=None)``: u (batch, seqlen, d_model); seq_idx (batch, seqlen) int32
+    marks packed sequences (no conv tap, intra-chunk term or state crosses a boundary).
+    A_log, D and dt_bias carry ``_no_weight_decay = True`` for optimizer grouping.
+    """
+
     def __init__(
         self,
         d_model: int,
