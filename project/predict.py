@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    from neuromamba.analysis.atomic import atomic_write_text
+    from neuromamba.fileio import atomic_write_text
     from neuromamba.analysis.embed_cli import resolve_device
     from neuromamba.analysis.encoder import load_encoder, require_task_checkpoint
     from neuromamba.analysis.predict import predict_dataset, summarise

@@ -10,7 +10,6 @@ import io
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from typing import Dict, List, Optional, Sequence
 
@@ -166,20 +165,6 @@ def markdown_document(rows: Sequence[Row], meta: Dict) -> str:
     return "\n".join(lines)
 
 
-def atomic_write_text(path: str, text: str) -> None:
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.basename(path))
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 class ResultSink:
     """Collects rows and keeps ``results.md``, ``results.csv`` and ``results.json`` in
     ``out_dir`` up to date after every row."""
@@ -203,6 +188,9 @@ class ResultSink:
         return row
 
     def flush(self) -> None:
+        # Imported here: the suite puts project/ on sys.path only once its CLI starts.
+        from neuromamba.fileio import atomic_write_text
+
         atomic_write_text(self.path("markdown"), markdown_document(self.rows, self.meta))
         atomic_write_text(self.path("csv"), csv_text(self.rows))
         atomic_write_text(self.path("json"), json_text(self.rows, self.meta))

@@ -25,6 +25,8 @@ from typing import Dict, List, Mapping, Union
 import torch
 from torch import nn
 
+from .fileio import atomic_path
+
 PathLike = Union[str, os.PathLike]
 
 RELEASED_PREFIX = "_forward_module.model."
@@ -272,16 +274,6 @@ def save_released_format(model: nn.Module, path: PathLike) -> Path:
     prefix, readable with ``torch.load(weights_only=True)``. Written atomically."""
     path = Path(path)
     state = {RELEASED_PREFIX + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
-    _atomic_torch_save(state, path)
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
     return path
-
-
-def _atomic_torch_save(obj, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        torch.save(obj, tmp)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()

@@ -9,7 +9,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from .atomic import atomic_write_text
+from ..fileio import atomic_write_text
 from .attribution import SubjectAttribution, subject_attribution
 from .attribution_io import input_affine, plot_orthogonal_slices, to_input_space, write_nifti
 from .encoder import load_encoder, require_task_checkpoint

@@ -5,7 +5,7 @@ from typing import Optional, Sequence
 
 import numpy as np
 
-from .atomic import atomic_save
+from ..fileio import atomic_path
 
 
 def to_input_space(volume: np.ndarray, record, fill: float = 0.0) -> np.ndarray:
@@ -28,7 +28,8 @@ def write_nifti(path: str, volume: np.ndarray, affine: np.ndarray) -> str:
 
     img = nib.Nifti1Image(np.asarray(volume, dtype=np.float32), np.asarray(affine, dtype=float))
     img.header.set_xyzt_units("mm", "sec")
-    atomic_save(path, lambda tmp: nib.save(img, tmp))
+    with atomic_path(path, keep_suffix=True) as tmp:  # nibabel picks the format from it
+        nib.save(img, tmp)
     return path
 
 
@@ -73,6 +74,7 @@ def plot_orthogonal_slices(path: str, background: np.ndarray, attribution: np.nd
     fig.colorbar(image, ax=list(axes), shrink=0.8, label="attribution")
     if title:
         fig.suptitle(title, fontsize=10)
-    atomic_save(path, lambda tmp: fig.savefig(tmp, dpi=110, format="png"))
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)
     return path

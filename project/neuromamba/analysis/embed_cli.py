@@ -7,7 +7,7 @@ from typing import Dict, List
 
 import numpy as np
 
-from .atomic import atomic_write_text
+from ..fileio import atomic_write_text
 from .clip_source import build_datamodule, clip_loader
 from .embeddings import (
     extract_clip_embeddings,

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Iterable, List, Optional
 import numpy as np
 import torch
 
-from .atomic import atomic_save
+from ..fileio import atomic_path
 from .encoder import Encoder
 from .reid import mean_by_key
 
@@ -114,15 +114,14 @@ def _columns(ids: Dict[str, np.ndarray], embeddings: np.ndarray):
 
 
 def _write_csv(path: str, ids, embeddings) -> None:
-    atomic_save(path, lambda tmp: _columns(ids, embeddings).to_csv(tmp, index=False))
+    with atomic_path(path, keep_suffix=True) as tmp:  # pandas infers compression from it
+        _columns(ids, embeddings).to_csv(tmp, index=False)
 
 
 def _write_npz(path: str, ids, embeddings) -> None:
-    def write(tmp: str) -> None:
-        with open(tmp, "wb") as f:  # a file object keeps numpy from appending ".npz"
-            np.savez(f, embeddings=embeddings, **{k: np.asarray(v) for k, v in ids.items()})
-
-    atomic_save(path, write)
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        # a file object keeps numpy from appending ".npz"
+        np.savez(f, embeddings=embeddings, **{k: np.asarray(v) for k, v in ids.items()})
 
 
 def _write_parquet(path: str, ids, embeddings) -> None:
@@ -131,7 +130,8 @@ def _write_parquet(path: str, ids, embeddings) -> None:
     except ImportError:
         raise ValueError(f"{path}: writing Parquet needs pyarrow (pip install pyarrow); "
                          "use a .csv or .npz output instead") from None
-    atomic_save(path, lambda tmp: _columns(ids, embeddings).to_parquet(tmp, index=False))
+    with atomic_path(path, keep_suffix=True) as tmp:
+        _columns(ids, embeddings).to_parquet(tmp, index=False)
 
 
 WRITERS = {".csv": _write_csv, ".npz": _write_npz, ".parquet": _write_parquet}

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 
 import numpy as np
 
-from .atomic import atomic_write_text
+from ..fileio import atomic_write_text
 from .flops import FMambaFlopsConfig, count_parameters
 from .flops_report import (
     ORIGINAL_CLAIM,

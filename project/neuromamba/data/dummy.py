@@ -167,9 +167,9 @@ def write_dummy_runs(out_dir, spec: DummySpec, task_type: str = "classification"
                      compression: str = "none") -> list:
     """Write the dummy data as HDF5 runs (+ ``labels.csv``) to try the real-data path."""
     import csv
-    import os
     from pathlib import Path
 
+    from .. import fileio
     from . import store
 
     gen = DummyGenerator(spec, task_type)
@@ -185,11 +185,9 @@ def write_dummy_runs(out_dir, spec: DummySpec, task_type: str = "classification"
                 compression=compression, source_file="dummy"))
     classes, ages = class_labels(spec), regression_targets(spec)
     out = Path(out_dir) / "labels.csv"
-    tmp = out.with_name(out.name + store.TMP_MARKER + str(os.getpid()))
-    with open(tmp, "w", newline="") as fh:
+    with fileio.atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["subject", "run", "label", "age"])
         for (subject, run), c in classes.items():
             writer.writerow([subject, run, c, f"{ages[(subject, run)]:.4f}"])
-    os.replace(tmp, out)
     return paths

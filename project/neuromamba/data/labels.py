@@ -225,14 +225,11 @@ def find_label_csv(image_path: str | Path) -> Path:
 
 def save_class_mapping(table: LabelTable, path: str | Path) -> None:
     import json
-    import os
+
+    from .. import fileio
 
     if table.class_names is None:
         return
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"column": table.column,
-                               "classes": {str(n): i for i, n in enumerate(table.class_names)}},
-                              indent=2))
-    os.replace(tmp, path)
+    fileio.atomic_write_text(path, json.dumps(
+        {"column": table.column, "classes": {str(n): i for i, n in enumerate(table.class_names)}},
+        indent=2))

@@ -15,6 +15,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from .. import fileio
 from . import nifti, store
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
@@ -222,14 +223,12 @@ def preprocess_folder(input_path, out_dir, options: PreprocessOptions, *, num_wo
 
 
 def write_report(summary: Summary, path: Path) -> None:
-    tmp = path.with_name(path.name + store.TMP_MARKER + str(os.getpid()))
-    with open(tmp, "w", newline="") as fh:
+    with fileio.atomic_path(path) as tmp, open(tmp, "w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["subject", "run", "status", "source", "output", "bytes", "message"])
         for r in summary.results:
             writer.writerow([r.job.subject, r.job.run, r.status, r.job.source, r.path, r.nbytes,
                              r.message])
-    os.replace(tmp, path)
 
 
 def folder_size(path: str | Path) -> int:

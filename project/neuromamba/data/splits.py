@@ -25,6 +25,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from .. import fileio
+
 SPLIT_NAMES = ("train", "val", "test")
 HEADERS = {name: f"{name}_subjects" for name in SPLIT_NAMES}
 
@@ -63,16 +65,11 @@ def shuffled_subjects(subjects: Sequence[str], seed: int) -> list:
 
 
 def write_split_file(path: str | Path, split: Mapping[str, Sequence[str]]) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     lines = []
     for name in SPLIT_NAMES:
         lines.append(HEADERS[name])
         lines.extend(str(s) for s in split[name])
-    tmp = path.with_name(path.name + f".tmp-{os.getpid()}")
-    tmp.write_text("\n".join(lines) + "\n")
-    os.replace(tmp, path)
-    return path
+    return fileio.atomic_write_text(path, "\n".join(lines) + "\n")
 
 
 def read_split_file(path: str | Path) -> dict:

@@ -13,12 +13,13 @@ so a killed writer never leaves a file that looks finished.
 """
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
 
 import numpy as np
+
+from .. import fileio
 
 FORMAT_VERSION = 1
 COMPRESSIONS = {"none": None, "gzip": "gzip", "lzf": "lzf"}
@@ -27,7 +28,7 @@ FP16_MAX = 65504.0
 # fp16 is accepted when its worst rounding error is below this fraction of the brain std.
 DEFAULT_FP16_TOLERANCE = 1e-3
 STAT_KEYS = ("valid_voxels", "mean", "std", "min", "max")
-TMP_MARKER = ".tmp-"
+TMP_MARKER = fileio.TMP_MARKER  # leftover temporaries of killed writers
 
 
 @dataclass(frozen=True)
@@ -159,9 +160,8 @@ def write_run(path: str | Path, frames_tdhw: np.ndarray, *, subject: str, run: s
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
-    tmp = path.with_name(path.name + TMP_MARKER + str(os.getpid()))
     T, D, H, W = frames_tdhw.shape
-    try:
+    with fileio.atomic_path(path) as tmp:
         with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
             kw = {"compression": COMPRESSIONS[compression]} if COMPRESSIONS[compression] else {}
             dset = f.create_dataset("fmri", shape=(T, D, H, W), dtype=storage_dtype,
@@ -181,10 +181,6 @@ def write_run(path: str | Path, frames_tdhw: np.ndarray, *, subject: str, run: s
             for key, value in attrs.items():
                 f.attrs[key] = value
             f.attrs["complete"] = True  # last: a file without it is partial
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path
 
 
