@@ -159,6 +159,48 @@ def test_multi_cohort_pretraining(tmp_path):
         FMRIDataModule(["HCP", "UKB", "ABCD"], image_path=[tmp_path / "a", tmp_path / "b"])
 
 
+def test_multi_cohort_with_the_dummy_cohort(tmp_path):
+    """The Dummy generator and each cohort's labels see the cohort's own subject ids; only the
+    ids handed out (splits, batches) carry the "{cohort}:" prefix."""
+    from neuromamba.data.dummy import class_labels
+
+    write_dummy_runs(tmp_path / "h5", DummySpec(num_subjects=6, img_size=(12, 12, 12),
+                                                num_frames=8, seed=5))
+    common = dict(img_size=(12, 12, 12, 4), dummy_num_subjects=10, dummy_num_frames=8,
+                  batch_size=4)
+    dm = FMRIDataModule(["Dummy", "HCP"], image_path=[None, tmp_path / "h5"], pretraining=True,
+                        **common)
+    dm.setup()
+    cohort_of = {s: s.split(":")[0] for split in dm.splits.values() for s in split}
+    assert sorted(cohort_of) == sorted([f"Dummy:dummy{i:04d}" for i in range(10)]
+                                       + [f"HCP:dummy{i:04d}" for i in range(6)])
+    # 2 non-overlapping 4-frame clips per 8-frame run, for every subject of both cohorts
+    clips = [s for split in ("train", "val", "test") for s in dm.clip_subjects(split)]
+    assert sorted(clips) == sorted(2 * list(cohort_of))
+    items = [dm.datasets["train"][i] for i in range(len(dm.datasets["train"]))]
+    assert {it["subject"].split(":")[0] for it in items} == {"Dummy", "HCP"}
+    assert dm.clip_subjects("train") == [it["subject"] for it in items]
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["fmri"].shape == (4, 1, 12, 12, 12, 4)
+    assert all(s in cohort_of for s in batch["subject"])
+
+    # Fine-tuning: each cohort's clips get that cohort's labels.
+    labelled = FMRIDataModule(["Dummy", "CSV"], image_path=[None, tmp_path / "h5"],
+                              label_csv=[None, tmp_path / "h5" / "labels.csv"],
+                              target_column="label", **common)
+    labelled.setup()
+    dummy_truth = class_labels(DummySpec(num_subjects=10, img_size=(12, 12, 12), num_frames=8,
+                                         seed=1234))
+    csv_truth = class_labels(DummySpec(num_subjects=6, img_size=(12, 12, 12), num_frames=8,
+                                       seed=5))
+    truth = {**{f"Dummy:{s}": c for (s, _), c in dummy_truth.items()},
+             **{f"CSV:{s}": c for (s, _), c in csv_truth.items()}}
+    for split in ("train", "val", "test"):
+        subjects, targets = labelled.clip_subjects(split), labelled.clip_targets(split)
+        assert [truth[s] for s in subjects] == targets
+    assert labelled.num_classes == 2
+
+
 def test_bad_flags_are_clear():
     with pytest.raises(ValueError, match="--dataset_name 'Nope' is unknown"):
         FMRIDataModule("Nope")

@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, WeightedRandomSampler
 
 from . import dummy as dummy_data
-from .datasets import (ClipDataset, ClipSpec, DummyReader, HDF5Reader, RunEntry,
+from .datasets import (ClipDataset, ClipSpec, DummyReader, HDF5Reader,
                        discover_hdf5_runs, dummy_entries, get_dataset_info)
 from .labels import (LabelTable, find_label_csv, load_label_table, report_unlabelled,
                      save_class_mapping)
@@ -40,14 +40,17 @@ def _as_list(value) -> list:
 
 @dataclass
 class _Cohort:
+    """One cohort's runs, reader and labels, all in the cohort's own subject ids; only the
+    ids the data module hands out (splits, batches) carry ``prefix``."""
+
     name: str
-    entries: list          # RunEntry, subject ids already qualified in multi-cohort mode
+    entries: list          # RunEntry with the cohort's own subject ids
     reader: object
     labels: LabelTable | None
     prefix: str            # "" or "{name}:"
 
-    def local(self, subject: str) -> str:
-        return subject[len(self.prefix):]
+    def qualified(self, subject: str) -> str:
+        return self.prefix + subject
 
 
 class FMRIDataModule(pl.LightningDataModule):
@@ -132,8 +135,6 @@ class FMRIDataModule(pl.LightningDataModule):
                 labels = load_label_table(csv_path, info.cohort, self.downstream_task,
                                           self.downstream_task_type, self.subject_column,
                                           self.target_column)
-        if prefix:
-            entries = [RunEntry(prefix + e.subject, e.run, e.num_frames, e.path) for e in entries]
         return _Cohort(name, entries, reader, labels, prefix)
 
     def _dummy_labels(self, spec, task_type: str) -> LabelTable:
@@ -156,8 +157,8 @@ class FMRIDataModule(pl.LightningDataModule):
         self.splits, self.split_path = self._resolve_splits()
         for cohort in self._cohorts:
             if cohort.labels is not None:
-                report_unlabelled([cohort.local(s) for s in self._subjects(cohort)],
-                                  cohort.labels, f"{cohort.name} subjects")
+                report_unlabelled(sorted({e.subject for e in cohort.entries}), cohort.labels,
+                                  f"{cohort.name} subjects")
         tables = [c.labels for c in self._cohorts if c.labels is not None]
         if tables and self.task_type == "classification":
             self._check_same_classes(tables)
@@ -173,7 +174,8 @@ class FMRIDataModule(pl.LightningDataModule):
 
     @staticmethod
     def _subjects(cohort: _Cohort) -> list:
-        return sorted({e.subject for e in cohort.entries})
+        """The cohort's subjects as the splits name them (qualified in multi-cohort mode)."""
+        return sorted({cohort.qualified(e.subject) for e in cohort.entries})
 
     @staticmethod
     def _check_same_classes(tables) -> None:
@@ -212,10 +214,11 @@ class FMRIDataModule(pl.LightningDataModule):
         wanted = set(subjects)
         parts = []
         for cohort in self._cohorts:
-            entries = [e for e in cohort.entries if e.subject in wanted]
+            entries = [e for e in cohort.entries if cohort.qualified(e.subject) in wanted]
             parts.append(ClipDataset(entries, self.clip_spec, cohort.reader,
                                      target_fn=self._target_fn(cohort),
-                                     target_dtype=self._target_dtype()))
+                                     target_dtype=self._target_dtype(),
+                                     subject_prefix=cohort.prefix))
         return ConcatDataset(parts)
 
     def _target_dtype(self) -> torch.dtype:
@@ -225,9 +228,8 @@ class FMRIDataModule(pl.LightningDataModule):
     def _target_fn(cohort: _Cohort):
         if cohort.labels is None:
             return None
-        table, local = cohort.labels, cohort.local
-        return lambda entry, first, last: table.target_for(local(entry.subject), entry.run,
-                                                           first, last)
+        table = cohort.labels
+        return lambda entry, first, last: table.target_for(entry.subject, entry.run, first, last)
 
     # -----------------------------------------------------------------------------------------
     def train_target_stats(self) -> tuple:
@@ -239,7 +241,7 @@ class FMRIDataModule(pl.LightningDataModule):
         train = set(self.splits["train"])
         for cohort in self._cohorts:
             for (subject, run), value in cohort.labels.targets.items():
-                if cohort.prefix + subject in train:
+                if cohort.qualified(subject) in train:
                     values.append(float(value))
         if not values:
             raise ValueError("no labelled subjects in the train split")

@@ -108,12 +108,18 @@ TargetFn = Callable[[RunEntry, int, int], object]  # (entry, first, last frame) 
 
 
 class ClipDataset(Dataset):
-    """All clips of the given runs; clips without a label (target_fn -> None) are left out."""
+    """All clips of the given runs; clips without a label (target_fn -> None) are left out.
+
+    ``entries``, ``reader`` and ``target_fn`` speak the cohort's own subject ids;
+    ``subject_prefix`` (multi-cohort: ``"{cohort}:"``) is added only to the ids the dataset
+    hands out (items and :meth:`clip_subjects`)."""
 
     def __init__(self, entries: Sequence[RunEntry], spec: ClipSpec, reader,
                  target_fn: TargetFn | None = None, target_dtype: torch.dtype = torch.int64,
-                 target_transform: Callable[[float], float] | None = None):
+                 target_transform: Callable[[float], float] | None = None,
+                 subject_prefix: str = ""):
         self.entries, self.spec, self.reader = list(entries), spec, reader
+        self.subject_prefix = subject_prefix
         self.target_dtype, self.target_transform = target_dtype, target_transform
         span = clip_span(spec.sequence_length, spec.stride_within_seq)
         # Compact arrays, not Python tuples: a large cohort with stride_between_seq 1 has tens of
@@ -144,7 +150,7 @@ class ClipDataset(Dataset):
         return len(self.index)
 
     def clip_subjects(self) -> list:
-        return [self.entries[r].subject for r in self.index[:, 0]]
+        return [self.subject_prefix + self.entries[r].subject for r in self.index[:, 0]]
 
     def __getitem__(self, i: int) -> dict:
         run_idx, start = (int(v) for v in self.index[i])
@@ -163,7 +169,7 @@ class ClipDataset(Dataset):
         if self.target_transform is not None:
             target = self.target_transform(target)
         return {"fmri": fmri, "target": torch.tensor(target, dtype=self.target_dtype),
-                "subject": entry.subject, "run": entry.run, "start": torch.tensor(start)}
+                "subject": self.subject_prefix + entry.subject, "run": entry.run, "start": torch.tensor(start)}
 
 
 # ---------------------------------------------------------------------------------------------
