@@ -16,7 +16,7 @@ import numpy as np
 
 from . import store
 from .nifti import CropPadRecord, brain_bounding_box, brain_mask_of
-from .preprocess_runner import RunJob, RunResult, _one_line, run_jobs, safe_name, write_report
+from .preprocess_runner import RunJob, RunResult, convert_folder, convert_run, safe_name
 
 FRAME_PATTERN = re.compile(r"^frame_(\d+)\.pt$")
 LEGACY_STATS_KEYS = {"valid_voxels": "valid_voxels", "mean": "global_mean",
@@ -93,62 +93,52 @@ class LegacyOptions:
 
 
 def convert_one(job: RunJob, out_dir: str, options: LegacyOptions) -> RunResult:
-    final = store.run_path(out_dir, job.subject, job.run)
-    try:
-        if not options.overwrite and final.exists() and store.is_complete(final):
-            return RunResult(job, "skipped", "already complete", str(final), final.stat().st_size)
-        folder = Path(job.source)
-        files = _frame_files(folder)
-        if len(files) < options.min_frames:
-            raise ValueError(f"{folder}: {len(files)} frames, fewer than --min_frames "
-                             f"{options.min_frames}")
-        first = np.asarray(_load_tensor(files[0]))
-        spatial = first.shape[:3]
-        frames = np.empty((len(files),) + spatial, dtype=first.dtype)
-        for t, path in enumerate(files):
-            frame = np.asarray(_load_tensor(path))
-            frame = frame.reshape(frame.shape[:3]) if frame.ndim == 4 and frame.shape[3] == 1 \
-                else frame
-            if frame.shape != spatial:
-                raise ValueError(f"{path}: frame shape {frame.shape} != {spatial} of frame_0")
-            frames[t] = frame
-        if not np.all(np.isfinite(frames)):
-            raise ValueError(f"{folder}: non-finite values (NaN/inf) in the frames")
-        stats = _legacy_stats(folder, frames)
-        if frames.dtype == np.float16:
-            dtype, reason = np.dtype(np.float16), "legacy frames were float16: kept exactly"
-        else:
-            dtype, reason = store.choose_storage_dtype(frames, stats)
-        mask = brain_mask_of(np.moveaxis(frames, 0, -1))
-        # The legacy grid is the only grid we know: identity record, unknown world affine.
-        record = CropPadRecord(original_shape=spatial, target_shape=spatial, shift=(0, 0, 0),
-                               affine=tuple(tuple(float(v) for v in row) for row in np.eye(4)),
-                               brain_bbox=brain_bounding_box(mask), source_shape=spatial,
-                               source_affine=tuple(tuple(float(v) for v in row) for row in np.eye(4)),
-                               resampled=False)
-        store.write_run(final, frames, subject=job.subject, run=job.run, stats=stats,
-                        brain_mask=mask, storage_dtype=dtype, dtype_reason=reason,
-                        compression=options.compression, crop_pad_json=record.to_json(),
-                        source_file=str(folder.resolve()),
-                        extra_attrs={"legacy_layout": True})
-        return RunResult(job, "done", reason, str(final), final.stat().st_size)
-    except Exception as err:
-        return RunResult(job, "failed", _one_line(err, job.source))
+    """Convert one legacy subject folder. Never raises: failures are results."""
+    return convert_run(job, out_dir, options.overwrite,
+                       lambda final: _convert_to(job, final, options))
 
 
-class _Convert:
-    def __init__(self, out_dir: str, options: LegacyOptions):
-        self.out_dir, self.options = out_dir, options
-
-    def __call__(self, job: RunJob) -> RunResult:
-        return convert_one(job, self.out_dir, self.options)
+def _convert_to(job: RunJob, final: Path, options: LegacyOptions) -> str:
+    """Write ``job``'s frames to ``final``; returns why its storage dtype was chosen."""
+    folder = Path(job.source)
+    files = _frame_files(folder)
+    if len(files) < options.min_frames:
+        raise ValueError(f"{folder}: {len(files)} frames, fewer than --min_frames "
+                         f"{options.min_frames}")
+    first = np.asarray(_load_tensor(files[0]))
+    spatial = first.shape[:3]
+    frames = np.empty((len(files),) + spatial, dtype=first.dtype)
+    for t, path in enumerate(files):
+        frame = np.asarray(_load_tensor(path))
+        frame = frame.reshape(frame.shape[:3]) if frame.ndim == 4 and frame.shape[3] == 1 \
+            else frame
+        if frame.shape != spatial:
+            raise ValueError(f"{path}: frame shape {frame.shape} != {spatial} of frame_0")
+        frames[t] = frame
+    if not np.all(np.isfinite(frames)):
+        raise ValueError(f"{folder}: non-finite values (NaN/inf) in the frames")
+    stats = _legacy_stats(folder, frames)
+    if frames.dtype == np.float16:
+        dtype, reason = np.dtype(np.float16), "legacy frames were float16: kept exactly"
+    else:
+        dtype, reason = store.choose_storage_dtype(frames, stats)
+    mask = brain_mask_of(np.moveaxis(frames, 0, -1))
+    # The legacy grid is the only grid we know: identity record, unknown world affine.
+    record = CropPadRecord(original_shape=spatial, target_shape=spatial, shift=(0, 0, 0),
+                           affine=tuple(tuple(float(v) for v in row) for row in np.eye(4)),
+                           brain_bbox=brain_bounding_box(mask), source_shape=spatial,
+                           source_affine=tuple(tuple(float(v) for v in row) for row in np.eye(4)),
+                           resampled=False)
+    store.write_run(final, frames, subject=job.subject, run=job.run, stats=stats,
+                    brain_mask=mask, storage_dtype=dtype, dtype_reason=reason,
+                    compression=options.compression, crop_pad_json=record.to_json(),
+                    source_file=str(folder.resolve()),
+                    extra_attrs={"legacy_layout": True})
+    return reason
 
 
 def convert_legacy_folder(input_path, out_dir, options: LegacyOptions, *, num_workers: int = 0,
                           subject_regex: str = DEFAULT_LEGACY_REGEX, progress: bool = True):
-    jobs = discover_legacy_subjects(input_path, subject_regex)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    summary = run_jobs(jobs, _Convert(str(out_dir), options), num_workers, "legacy -> HDF5",
-                       progress)
-    write_report(summary, Path(out_dir) / "legacy_report.csv")
-    return summary
+    return convert_folder(discover_legacy_subjects(input_path, subject_regex), convert_one,
+                          out_dir, options, desc="legacy -> HDF5", report_name="legacy_report.csv",
+                          num_workers=num_workers, progress=progress)

@@ -6,6 +6,7 @@ or ``failed`` with one line saying why; the caller turns any failure into a non-
 from __future__ import annotations
 
 import csv
+import functools
 import os
 import re
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -139,39 +140,53 @@ def _check_unique(jobs: Sequence[RunJob]) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-def preprocess_one(job: RunJob, out_dir: str, options: PreprocessOptions) -> RunResult:
-    """Validate, resample, crop/pad, compute stats, write. Never raises: failures are results."""
+def convert_run(job: RunJob, out_dir: str, overwrite: bool,
+                write: Callable[[Path], str]) -> RunResult:
+    """The per-run protocol of every converter: skip a complete output (unless ``overwrite``),
+    else ``write(final_path) -> reason``. Never raises: failures are one-line results."""
     final = store.run_path(out_dir, job.subject, job.run)
     try:
-        if not options.overwrite and final.exists() and store.is_complete(final):
+        if not overwrite and final.exists() and store.is_complete(final):
             return RunResult(job, "skipped", "already complete", str(final), final.stat().st_size)
-        img = nifti.load_nifti(job.source)
-        nifti.validate_header(img, job.source, options.min_frames)
-        source_shape, source_affine = img.shape[:3], np.asarray(img.affine)
-        data = nifti.read_nifti_data(img, job.source)
-        nifti.validate_data(data, job.source)
-        resampled = bool(options.resample_to) and nifti.needs_resampling(img, options.resample_to)
-        if resampled:
-            img, data = nifti.resample_to_voxel_size(img, options.resample_to, data)
-        mask = nifti.brain_mask_of(data)
-        record = nifti.plan_crop_pad(mask, options.target_shape, np.asarray(img.affine),
-                                     allow_crop_brain=options.allow_crop_brain, path=job.source,
-                                     source_shape=source_shape, source_affine=source_affine,
-                                     resampled=resampled)
-        frames = nifti.crop_pad_frames(data, record)  # (T, D, H, W), raw, background 0
-        del data
-        stats = store.compute_stats(frames, frame_axis=0)
-        dtype, reason = store.choose_storage_dtype(frames, stats, options.storage_dtype,
-                                                   options.fp16_tolerance, frame_axis=0)
-        store.write_run(final, frames, subject=job.subject, run=job.run, stats=stats,
-                        brain_mask=np.any(frames != 0, axis=0), storage_dtype=dtype,
-                        dtype_reason=reason, compression=options.compression,
-                        crop_pad_json=record.to_json(),
-                        voxel_size=tuple(float(z) for z in img.header.get_zooms()[:3]),
-                        source_file=str(Path(job.source).resolve()))
+        reason = write(final)
         return RunResult(job, "done", reason, str(final), final.stat().st_size)
     except Exception as err:  # one clear line per bad file; the others go through
         return RunResult(job, "failed", _one_line(err, job.source))
+
+
+def preprocess_one(job: RunJob, out_dir: str, options: PreprocessOptions) -> RunResult:
+    """Validate, resample, crop/pad, compute stats, write. Never raises: failures are results."""
+    return convert_run(job, out_dir, options.overwrite,
+                       lambda final: _preprocess_to(job, final, options))
+
+
+def _preprocess_to(job: RunJob, final: Path, options: PreprocessOptions) -> str:
+    """Write ``job``'s run to ``final``; returns why its storage dtype was chosen."""
+    img = nifti.load_nifti(job.source)
+    nifti.validate_header(img, job.source, options.min_frames)
+    source_shape, source_affine = img.shape[:3], np.asarray(img.affine)
+    data = nifti.read_nifti_data(img, job.source)
+    nifti.validate_data(data, job.source)
+    resampled = bool(options.resample_to) and nifti.needs_resampling(img, options.resample_to)
+    if resampled:
+        img, data = nifti.resample_to_voxel_size(img, options.resample_to, data)
+    mask = nifti.brain_mask_of(data)
+    record = nifti.plan_crop_pad(mask, options.target_shape, np.asarray(img.affine),
+                                 allow_crop_brain=options.allow_crop_brain, path=job.source,
+                                 source_shape=source_shape, source_affine=source_affine,
+                                 resampled=resampled)
+    frames = nifti.crop_pad_frames(data, record)  # (T, D, H, W), raw, background 0
+    del data
+    stats = store.compute_stats(frames, frame_axis=0)
+    dtype, reason = store.choose_storage_dtype(frames, stats, options.storage_dtype,
+                                               options.fp16_tolerance, frame_axis=0)
+    store.write_run(final, frames, subject=job.subject, run=job.run, stats=stats,
+                    brain_mask=np.any(frames != 0, axis=0), storage_dtype=dtype,
+                    dtype_reason=reason, compression=options.compression,
+                    crop_pad_json=record.to_json(),
+                    voxel_size=tuple(float(z) for z in img.header.get_zooms()[:3]),
+                    source_file=str(Path(job.source).resolve()))
+    return reason
 
 
 def _one_line(err: Exception, source: str) -> str:
@@ -202,24 +217,23 @@ def run_jobs(jobs: Iterable, work: Callable, num_workers: int = 0, desc: str = "
     return summary
 
 
-class _Preprocess:
-    """Picklable callable for the process pool."""
-
-    def __init__(self, out_dir: str, options: PreprocessOptions):
-        self.out_dir, self.options = out_dir, options
-
-    def __call__(self, job: RunJob) -> RunResult:
-        return preprocess_one(job, self.out_dir, self.options)
+def convert_folder(jobs: Sequence[RunJob], convert_one: Callable, out_dir, options, *,
+                   desc: str, report_name: str, num_workers: int = 0,
+                   progress: bool = True) -> Summary:
+    """``convert_one(job, out_dir, options) -> RunResult`` for every job (a module-level
+    function, so the partial below pickles for the process pool), then the report CSV."""
+    Path(out_dir).mkdir(parents=True, exist_ok=True)
+    work = functools.partial(convert_one, out_dir=str(out_dir), options=options)
+    summary = run_jobs(jobs, work, num_workers, desc, progress)
+    write_report(summary, Path(out_dir) / report_name)
+    return summary
 
 
 def preprocess_folder(input_path, out_dir, options: PreprocessOptions, *, num_workers: int = 0,
                       subject_regex: str = DEFAULT_SUBJECT_REGEX, progress: bool = True) -> Summary:
-    jobs = discover_runs(input_path, subject_regex)
-    Path(out_dir).mkdir(parents=True, exist_ok=True)
-    summary = run_jobs(jobs, _Preprocess(str(out_dir), options), num_workers, "NIfTI -> HDF5",
-                       progress)
-    write_report(summary, Path(out_dir) / "preprocess_report.csv")
-    return summary
+    return convert_folder(discover_runs(input_path, subject_regex), preprocess_one, out_dir,
+                          options, desc="NIfTI -> HDF5", report_name="preprocess_report.csv",
+                          num_workers=num_workers, progress=progress)
 
 
 def write_report(summary: Summary, path: Path) -> None:
