@@ -85,10 +85,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _print_summary(summary, out_dir) -> int:
+def _convert(args, convert_folder, options) -> int:
+    """Run a folder converter with the shared flags; print failures and the summary line."""
+    summary = convert_folder(args.input, args.output_dir, options, num_workers=args.num_workers,
+                             subject_regex=args.subject_regex, progress=not args.no_progress)
     for r in summary.failed:
         print(f"FAILED {r.message}", file=sys.stderr)
-    print(summary.line(out_dir))
+    print(summary.line(args.output_dir))
     return 1 if summary.failed else 0
 
 
@@ -104,21 +107,13 @@ def main(argv=None) -> int:
                 min_frames=args.min_frames, compression=args.compression,
                 storage_dtype=args.storage_dtype, fp16_tolerance=args.fp16_tolerance,
                 allow_crop_brain=args.allow_crop_brain, overwrite=args.overwrite)
-            summary = preprocess_folder(args.input, args.output_dir, options,
-                                        num_workers=args.num_workers,
-                                        subject_regex=args.subject_regex,
-                                        progress=not args.no_progress)
-            return _print_summary(summary, args.output_dir)
+            return _convert(args, preprocess_folder, options)
         if args.command == "legacy":
             from neuromamba.data.legacy import LegacyOptions, convert_legacy_folder
 
             options = LegacyOptions(min_frames=args.min_frames, compression=args.compression,
                                     overwrite=args.overwrite)
-            summary = convert_legacy_folder(args.input, args.output_dir, options,
-                                            num_workers=args.num_workers,
-                                            subject_regex=args.subject_regex,
-                                            progress=not args.no_progress)
-            return _print_summary(summary, args.output_dir)
+            return _convert(args, convert_legacy_folder, options)
         if args.command == "dummy":
             from neuromamba.data.dummy import DummySpec, write_dummy_runs
 
