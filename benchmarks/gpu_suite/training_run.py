@@ -16,7 +16,7 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional
 
 from .context import SuiteContext
 from .results import checked
@@ -141,23 +141,34 @@ def fresh_backbone_state(ctx: SuiteContext) -> Dict:
     return {k: v.detach() for k, v in model.state_dict().items()}
 
 
+def launch(ctx: SuiteContext, case: str, command: Callable[[], List[str]], log_name: str,
+           run_name: str, fields: Dict) -> Optional[Path]:
+    """Run one main.py command as an 'exit code' row (== 0 passes); its run folder when it
+    passed, else None. ``command`` is built inside the guard, so its errors become rows too."""
+    found: Dict[str, Path] = {}
+
+    def body():
+        result = invoke(ctx, command(), log_name)
+        ok = result["rc"] == 0
+        ctx.add(case=case, metric="exit code", value=result["rc"], limit="== 0",
+                status="pass" if ok else "fail", note=f"{result['seconds']:.0f} s; log {result['log']}"
+                + ("" if ok else f"; {result['tail']}"), extra=result, **fields)
+        if ok:
+            found["run_dir"] = run_dir(ctx, run_name)
+
+    ctx.guarded(dict(fields, case=case, metric="exit code"), body)
+    return found.get("run_dir")
+
+
 def run(ctx: SuiteContext) -> None:
     s = ctx.settings
     fields = dict(section=SECTION, backend="auto", precision=s.train_precision, batch=s.train_batch)
     case_pre = f"pretrain {s.train_model} {s.train_steps} steps {s.train_strategy}"
     state: Dict[str, Optional[object]] = {}
 
-    def pretrain():
-        result = invoke(ctx, pretrain_command(ctx), "pretrain")
-        ok = result["rc"] == 0
-        ctx.add(case=case_pre, metric="exit code", value=result["rc"], limit="== 0",
-                status="pass" if ok else "fail", note=f"{result['seconds']:.0f} s; log {result['log']}"
-                + ("" if ok else f"; {result['tail']}"), extra=result, **fields)
-        if ok:
-            state["pretrain_dir"] = run_dir(ctx, PRETRAIN_RUN)
-
-    ctx.guarded(dict(fields, case=case_pre, metric="exit code"), pretrain)
-    if "pretrain_dir" not in state:
+    state["pretrain_dir"] = launch(ctx, case_pre, lambda: pretrain_command(ctx), "pretrain",
+                                   PRETRAIN_RUN, fields)
+    if state["pretrain_dir"] is None:
         return
 
     def loss_decreased():
@@ -203,17 +214,9 @@ def run(ctx: SuiteContext) -> None:
 
     case_ft = f"finetune sex from last.ckpt {s.finetune_steps} steps {s.train_strategy}"
 
-    def finetune():
-        result = invoke(ctx, finetune_command(ctx, state["checkpoint"]), "finetune")
-        ok = result["rc"] == 0
-        ctx.add(case=case_ft, metric="exit code", value=result["rc"], limit="== 0",
-                status="pass" if ok else "fail", note=f"{result['seconds']:.0f} s; log {result['log']}"
-                + ("" if ok else f"; {result['tail']}"), extra=result, **fields)
-        if ok:
-            state["finetune_dir"] = run_dir(ctx, FINETUNE_RUN)
-
-    ctx.guarded(dict(fields, case=case_ft, metric="exit code"), finetune)
-    if "finetune_dir" not in state:
+    state["finetune_dir"] = launch(ctx, case_ft, lambda: finetune_command(ctx, state["checkpoint"]),
+                                   "finetune", FINETUNE_RUN, fields)
+    if state["finetune_dir"] is None:
         return
 
     def finetune_checks():

@@ -309,6 +309,28 @@ def test_backbone_distance_ignores_output_layer_and_positional_buffer():
     assert training_run.backbone_distance(a, b) == pytest.approx(0.5)
 
 
+def test_launch_rows_and_run_folder(tmp_path):
+    ctx = dry_run_context(tmp_path, dry_run_settings())
+    fields = dict(section="training", backend="auto")
+    ok = training_run.launch(ctx, "ok case", lambda: [sys.executable, "-c", "print('hi')"], "ok",
+                             "run_ok", fields)
+    assert ok == Path(ctx.work_dir) / "runs" / "run_ok"
+    bad = training_run.launch(ctx, "bad case", lambda: [sys.executable, "-c", "raise SystemExit(3)"],
+                              "bad", "run_bad", fields)
+    assert bad is None
+
+    def broken_command():
+        raise ValueError("no checkpoint")
+
+    assert training_run.launch(ctx, "broken case", broken_command, "broken", "run_x", fields) is None
+    rows = {r.case: r for r in ctx.sink.rows}
+    assert (rows["ok case"].status, rows["ok case"].value, rows["ok case"].metric) == ("pass", 0, "exit code")
+    assert rows["ok case"].section == "training" and "ok.log" in rows["ok case"].note
+    assert (rows["bad case"].status, rows["bad case"].value) == ("fail", 3)
+    assert rows["broken case"].status == "error" and "no checkpoint" in rows["broken case"].note
+    assert rows["broken case"].metric == "exit code"
+
+
 # --------------------------------------------------------------------------- shell script
 def test_shell_script_syntax():
     subprocess.run(["bash", "-n", str(SCRIPT)], check=True)
