@@ -124,7 +124,10 @@ def causal_conv1d_ref(
     if activation not in (None, "silu", "swish"):
         raise ValueError(f"causal_conv1d_ref: unsupported activation {activation!r}")
     dtype = torch.promote_types(x.dtype, weight.dtype)  # autocast does not reach custom ops
-    x, weight = x.to(dtype), weight.to(dtype)
+    # Contiguous first: on a column slice of a wider tensor (such as in_proj's output) the
+    # shifted multiply-adds run ~3x slower than a copy plus contiguous passes (0.12 s against
+    # 0.046 s forward at 41k tokens, Base layer, 1 thread). No-op on a contiguous input.
+    x, weight = x.to(dtype).contiguous(), weight.to(dtype)
     bias = None if bias is None else bias.to(dtype)
     same_seq = None
     if seq_idx is not None:
