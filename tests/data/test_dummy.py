@@ -55,7 +55,9 @@ def test_signal_sits_in_the_region_and_background_is_zero():
         brain = frames[0] != 0
         assert 0.15 < brain.mean() < 0.4  # an ellipsoid, not a box
         means.setdefault(c, []).append(frames[:, region].mean() / frames[:, brain & ~region].mean())
-    assert min(means[1]) > 1.3 > 1.1 > max(means[0])
+    # the region is as bright as the shared anatomy makes it for class 0, and (1 + SIGNAL_GAIN)
+    # = 2x brighter for class 1
+    assert min(means[1]) > 1.6 * max(means[0])
     # frames depend on the frame index only: a clip equals the same frames of the whole run
     np.testing.assert_array_equal(gen.frames("dummy0001", "run0", [2, 3]),
                                   gen.frames("dummy0001", "run0", range(6))[2:4])

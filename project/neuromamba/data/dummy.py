@@ -14,9 +14,11 @@ from dataclasses import dataclass
 import numpy as np
 
 BASELINE = 800.0          # raw brain intensity, like an unscaled BOLD image
+TISSUE_CONTRAST = 500.0    # smooth "anatomy" shared by all subjects, as after MNI normalisation;
+                           # it puts the scaled background near -4, as in real runs
 SUBJECT_VARIATION = 60.0   # smooth per-subject baseline variation
 TEMPORAL_AMPLITUDE = 40.0  # fluctuation of the spatial components over time
-SIGNAL_GAIN = 0.5          # region intensity x (1 + SIGNAL_GAIN * label strength in [0, 1])
+SIGNAL_GAIN = 1.0          # region intensity x (1 + SIGNAL_GAIN * label strength in [0, 1])
 NUM_COMPONENTS = 3
 AGE_RANGE = (20.0, 80.0)
 
@@ -118,7 +120,11 @@ def _subject_volumes(spec: DummySpec, subject_index: int, run_index: int,
     centre = [(n - 1) / 2 + rng.uniform(-0.03, 0.03) * n for n in shape]
     radii = [0.4 * n * rng.uniform(0.93, 1.0) for n in shape]
     brain = _ellipsoid(shape, centre, radii)
-    mean = BASELINE + SUBJECT_VARIATION * _smooth_noise(rng, shape)
+    anatomy = _smooth_noise(np.random.default_rng([spec.seed, 11]), shape)  # same for everyone
+    mean = BASELINE + TISSUE_CONTRAST * anatomy + SUBJECT_VARIATION * _smooth_noise(rng, shape)
+    # Raw brain values stay positive so that the background (raw 0) is the volume minimum
+    # after scaling, as in real data.
+    mean = np.maximum(mean, 0.25 * BASELINE)
     mean[signal_region(shape)] *= 1.0 + SIGNAL_GAIN * strength
     mean = np.where(brain, mean, 0.0).astype(np.float32)
     components = np.stack([_smooth_noise(rng, shape, coarse=4) for _ in range(NUM_COMPONENTS)])
