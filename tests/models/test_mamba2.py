@@ -174,6 +174,23 @@ def test_causal_conv_matches_nn_conv1d_and_grads():
     assert torch.autograd.gradcheck(lambda a, b: ssd.causal_conv1d_ref(a[:, :2], b), (x, w))
 
 
+def test_causal_conv_on_a_column_slice_equals_contiguous_input():
+    # The layer's pure path on CUDA passes a column slice of in_proj's output.
+    gen = torch.Generator().manual_seed(4)
+    wide = torch.randn(2, 13, 10, generator=gen, requires_grad=True)
+    w = torch.randn(6, 4, generator=gen)
+    bias = torch.randn(6, generator=gen)
+    grad_out = torch.randn(2, 13, 6, generator=gen)
+    dense = wide.detach()[..., 3:9].clone().requires_grad_()
+    out_slice = ssd.causal_conv1d_ref(wide[..., 3:9], w, bias, activation="silu")
+    out_dense = ssd.causal_conv1d_ref(dense, w, bias, activation="silu")
+    (g_slice,) = torch.autograd.grad(out_slice, wide, grad_out)
+    (g_dense,) = torch.autograd.grad(out_dense, dense, grad_out)
+    assert torch.equal(out_slice, out_dense)
+    assert torch.equal(g_slice[..., 3:9], g_dense)
+    assert not g_slice[..., :3].any() and not g_slice[..., 9:].any()
+
+
 def test_chunk_scan_gradcheck_fp64():
     gen = torch.Generator().manual_seed(4)
     b, l, h, p, g, n = 1, 13, 2, 2, 1, 3

@@ -349,17 +349,31 @@ class Mamba2(nn.Module):
             **self._dt_limit_kwargs(),
         )
 
+    def _in_proj_pieces(self, u, sizes):
+        """in_proj's output cut into pieces of the given widths (last dim).
+
+        On CPU each piece is its own GEMM on a row block of in_proj.weight: the pieces come out
+        contiguous, so the conv, scan and norm read dense tensors instead of column slices of
+        one (L, d_in_proj) output, and the backward needs no zero-filled (L, d_in_proj)
+        gradient assembled by autograd's split. Same math and FLOPs; 3% of the layer's
+        forward+backward at 41k tokens (benchmarks/README_mamba2.md). The module's own forward
+        (and any hook on in_proj) is bypassed there. Elsewhere: one GEMM, then split.
+        """
+        if u.device.type != "cpu":
+            return torch.split(self.in_proj(u), sizes, dim=-1)
+        bias = self.in_proj.bias
+        biases = [None] * len(sizes) if bias is None else bias.split(sizes)
+        return tuple(F.linear(u, w, b) for w, b in zip(self.in_proj.weight.split(sizes), biases))
+
     def _forward_split(self, u, seq_idx, fused):
         """Step by step: conv, scan, norm, out_proj (fused kernels for conv/scan if given)."""
         batch, seqlen, _ = u.shape
-        zxbcdt = self.in_proj(u)
         A = -torch.exp(self.A_log.to(_compute_dtype(self.A_log)))  # fp32 (fp64 stays fp64)
-        d_mlp = (zxbcdt.shape[-1] - 2 * self.d_ssm - 2 * self.ngroups * self.d_state
+        d_mlp = (self.in_proj.out_features - 2 * self.d_ssm - 2 * self.ngroups * self.d_state
                  - self.nheads) // 2
-        z0, x0, z, xBC, dt = torch.split(
-            zxbcdt,
-            [d_mlp, d_mlp, self.d_ssm, self.d_ssm + 2 * self.ngroups * self.d_state, self.nheads],
-            dim=-1)
+        z0, x0, z, xBC, dt = self._in_proj_pieces(
+            u, [d_mlp, d_mlp, self.d_ssm, self.d_ssm + 2 * self.ngroups * self.d_state,
+                self.nheads])
         conv_weight = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
         chunk_size = self.chunk_size
         if fused is None:
