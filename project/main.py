@@ -1,4 +1,5 @@
 """Train, fine-tune or test NeuroMamba: ``python project/main.py --help``."""
+import os
 import sys
 from pathlib import Path
 
@@ -13,12 +14,15 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"main.py: error: {error}", file=sys.stderr)
         return 2
-    from neuromamba.checkpoints import CheckpointMismatchError
     from neuromamba.training.runner import run
 
     try:
         run(args)
-    except (CheckpointMismatchError, FileNotFoundError) as error:  # bad inputs, not bugs: no traceback
+    # Bad inputs found while building the run (unknown --dataset_name, label columns, checkpoint
+    # mismatches, missing files): one line, no traceback. NEUROMAMBA_DEBUG=1 shows the traceback.
+    except (ValueError, FileNotFoundError) as error:
+        if os.environ.get("NEUROMAMBA_DEBUG"):
+            raise
         print(f"main.py: error: {error}", file=sys.stderr)
         return 2
     return 0

@@ -68,6 +68,21 @@ def test_main_prints_one_line_error(repo_root):
     assert lines == ["main.py: error: --freeze_feature_extractor needs a pretrained backbone from --load_model_path"]
 
 
+def test_main_one_line_error_for_bad_input_found_while_building_the_run(repo_root, tmp_path, capsys, monkeypatch):
+    # The dataset registry rejects the name only when the data module is built (after parsing).
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("nm_main", repo_root / "project" / "main.py")
+    main_module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(main_module)
+    monkeypatch.delenv("NEUROMAMBA_DEBUG", raising=False)
+    code = main_module.main(["--pretraining", "--dataset_name", "Foo", "--image_path", str(tmp_path),
+                             "--output_dir", str(tmp_path / "runs"), "--no_progress_bar"])
+    assert code == 2
+    lines = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("main.py: error: --dataset_name 'Foo' is unknown")
+
+
 def test_config_yaml_defaults_and_command_line_wins(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("pretraining: true\nlearning_rate: 0.003\nbatch_size: 7\nimg_size: [48, 48, 48, 10]\n"
