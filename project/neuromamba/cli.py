@@ -14,19 +14,11 @@ from typing import Optional, Sequence
 
 import yaml
 
-MODEL_SIZES = ("small", "base", "medium", "large")
-BACKGROUND_REMOVALS = ("none", "batch", "packed")
-SCALING_METHODS = ("znorm_minback", "znorm_zeroback", "minmax_minback", "minmax_zeroback")
-TASK_TYPES = ("classification", "regression")
 LOGGERS = ("wandb", "tensorboard", "csv", "none")
-STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true", "deepspeed_stage_1",
-              "deepspeed_stage_2", "deepspeed_stage_2_offload", "deepspeed_stage_3",
-              "deepspeed_stage_3_offload")
 # The README's short precision names and Lightning 2.x's own spellings.
 PRECISIONS = {"bf16": "bf16-mixed", "16": "16-mixed", "32": "32-true",
               "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed", "32-true": "32-true",
               "bf16-true": "bf16-true"}
-DATASETS_FALLBACK = ("Dummy", "HCP", "S1200", "ABCD", "UKB", "CSV")
 
 
 def _head_names() -> list[str]:
@@ -35,6 +27,15 @@ def _head_names() -> list[str]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    # The choices come from the registries of the modules that implement them (one source).
+    from neuromamba.data.labels import TASK_TYPES
+    from neuromamba.data.samplers import COHORT_SAMPLINGS
+    from neuromamba.data.scaling import SCALING_METHODS
+    from neuromamba.models.embedding import BACKGROUND_REMOVALS, POS_EMBEDDINGS
+    from neuromamba.models.variants import VARIANTS
+    from neuromamba.training.metrics import EVAL_LEVELS
+    from neuromamba.training.strategies import STRATEGY_BUILDERS
+
     p = argparse.ArgumentParser(
         prog="main.py",
         description="NeuroMamba: autoregressive pretraining and fine-tuning on 4D fMRI.",
@@ -45,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="fmamba", choices=["fmamba"])
-    g.add_argument("--model_size", default="base", choices=MODEL_SIZES,
+    g.add_argument("--model_size", default="base", choices=list(VARIANTS),
                    help="named variant; explicit --embed_dim/--depth/--d_state/--headdim override it")
     g.add_argument("--embed_dim", type=int, default=None)
     g.add_argument("--depth", type=int, default=None)
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--headdim", type=int, default=None)
     g.add_argument("--patch_size", type=int, nargs=4, default=[6, 6, 6, 2], metavar=("D", "H", "W", "T"))
     g.add_argument("--img_size", type=int, nargs=4, default=[96, 96, 96, 20], metavar=("D", "H", "W", "T"))
-    g.add_argument("--pos_embedding", default="nerf", choices=["nerf", "ff", "cpe", "none"])
+    g.add_argument("--pos_embedding", default="nerf", choices=list(POS_EMBEDDINGS))
     g.add_argument("--drop_rate", type=float, default=0.0)
     g.add_argument("--chunk_size", type=int, default=256, help="SSD chunk length of the Mamba2 scan")
     g.add_argument("--grad_checkpointing", action="store_true",
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="next-token prediction objective (the only pretraining objective; implied by --pretraining)")
     g.add_argument("--calc_loss_without_background", action="store_true",
                    help="drop background tokens before the blocks (same as --background_removal batch)")
-    g.add_argument("--background_removal", default=None, choices=BACKGROUND_REMOVALS,
+    g.add_argument("--background_removal", default=None, choices=list(BACKGROUND_REMOVALS),
                    help="none: keep all tokens; batch: the original's batch-wide mask; "
                         "packed: per-sample masks packed into one sequence")
 
@@ -73,9 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dataset_name", nargs="+", default=["Dummy"],
                    help="one name, or several for multi-cohort pretraining (one --image_path each)")
     g.add_argument("--image_path", nargs="+", default=None)
-    g.add_argument("--cohort_sampling", default="proportional", choices=["proportional", "uniform"],
+    g.add_argument("--cohort_sampling", default="proportional", choices=list(COHORT_SAMPLINGS),
                    help="multi-cohort training: clips in proportion to cohort size, or uniform per cohort")
-    g.add_argument("--input_scaling_method", default="znorm_minback", choices=SCALING_METHODS)
+    g.add_argument("--input_scaling_method", default="znorm_minback", choices=list(SCALING_METHODS))
     g.add_argument("--stride_within_seq", type=int, default=1, help="frame step inside a clip")
     g.add_argument("--stride_between_seq", type=float, default=1.0,
                    help="step between consecutive clip starts in clip lengths (sequence_length x "
@@ -88,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--subject_column", default="subject")
     g.add_argument("--target_column", default=None)
     g.add_argument("--downstream_task", default=None, help="label name, e.g. sex, age, int_total")
-    g.add_argument("--downstream_task_type", default=None, choices=TASK_TYPES,
+    g.add_argument("--downstream_task_type", default=None, choices=list(TASK_TYPES),
                    help="default: classification")
     g.add_argument("--batch_size", type=int, default=4)
     g.add_argument("--eval_batch_size", type=int, default=None, help="default: --batch_size")
@@ -99,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dummy_num_classes", type=int, default=2)
     g.add_argument("--dummy_label_level", default="subject", choices=["subject", "run"],
                    help="run: a task-state label per run (use with --eval_level run)")
-    g.add_argument("--eval_level", default="subject", choices=["subject", "run", "clip"],
+    g.add_argument("--eval_level", default="subject", choices=list(EVAL_LEVELS),
                    help="unit whose clip predictions are averaged before val/test metrics")
 
     g = p.add_argument_group("fine-tuning")
@@ -131,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"])
     g.add_argument("--devices", default="auto", help="'auto', a count, or a comma list of ids")
     g.add_argument("--num_nodes", type=int, default=1)
-    g.add_argument("--strategy", default="auto", choices=STRATEGIES)
+    g.add_argument("--strategy", default="auto", choices=list(STRATEGY_BUILDERS))
 
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=1234)

@@ -4,7 +4,8 @@ import sys
 import pytest
 
 from neuromamba.cli import parse_args
-from neuromamba.training.trainer import STRATEGY_BUILDERS, build_strategy, deepspeed_config, trainer_kwargs
+from neuromamba.training.strategies import STRATEGY_BUILDERS, build_strategy, deepspeed_config
+from neuromamba.training.trainer import trainer_kwargs
 
 README_PRETRAIN = ("--model fmamba --pretraining --use_autoregressive --calc_loss_without_background "
                    "--embed_dim 192 --depth 12 --patch_size 6 6 6 2 --img_size 96 96 96 20 --batch_size 3 "

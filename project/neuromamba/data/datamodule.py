@@ -26,7 +26,8 @@ from .datasets import (ClipDataset, ClipSpec, DummyReader, HDF5Reader,
                        discover_hdf5_runs, dummy_entries, get_dataset_info)
 from .labels import (LabelTable, find_label_csv, load_label_table, report_unlabelled,
                      save_class_mapping)
-from .samplers import DistributedWeightedSampler, UnpaddedDistributedSampler, cohort_weights
+from .samplers import (DistributedWeightedSampler, UnpaddedDistributedSampler, check_cohort_sampling,
+                       cohort_weights)
 from .splits import SPLIT_NAMES, publish_split, resolve_split
 
 COHORT_SEPARATOR = ":"
@@ -92,10 +93,7 @@ class FMRIDataModule(pl.LightningDataModule):
         self.eval_batch_size = int(eval_batch_size or batch_size)
         self.num_workers, self.seed = int(num_workers), int(seed)
         self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
-        if cohort_sampling not in ("proportional", "uniform"):
-            raise ValueError(f"--cohort_sampling {cohort_sampling!r}: choose 'proportional' or "
-                             f"'uniform'")
-        self.cohort_sampling = cohort_sampling
+        self.cohort_sampling = check_cohort_sampling(cohort_sampling)
         self.dummy_spec_kwargs = dict(
             num_subjects=int(dummy_num_subjects), img_size=self.img_size[:3],
             num_frames=int(dummy_num_frames or 2 * self.img_size[3]), num_runs=int(dummy_num_runs),

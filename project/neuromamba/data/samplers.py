@@ -62,12 +62,20 @@ class DistributedWeightedSampler(DistributedSampler):
         return self.num_samples
 
 
+# --cohort_sampling: clips in proportion to cohort size, or the same mass per cohort.
+COHORT_SAMPLINGS = ("proportional", "uniform")
+
+
+def check_cohort_sampling(mode: str) -> str:
+    if mode not in COHORT_SAMPLINGS:
+        raise ValueError(f"--cohort_sampling {mode!r}: choose one of {list(COHORT_SAMPLINGS)}")
+    return mode
+
+
 def cohort_weights(cohort_of_clip: Sequence[int], mode: str) -> list | None:
     """Per-clip weights: None for 'proportional' (plain shuffling), equal cohort mass for 'uniform'."""
-    if mode == "proportional":
+    if check_cohort_sampling(mode) == "proportional":
         return None
-    if mode != "uniform":
-        raise ValueError(f"--cohort_sampling {mode!r}: choose 'proportional' or 'uniform'")
     counts = {}
     for c in cohort_of_clip:
         counts[c] = counts.get(c, 0) + 1

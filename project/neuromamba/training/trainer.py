@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import os
 import warnings
-from functools import partial
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -17,6 +16,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
 from neuromamba.training.outputs import TestOutputsWriter
+from neuromamba.training.strategies import build_strategy
 
 # What each task's "best" checkpoint minimises by default (--monitor/--monitor_mode change it).
 # Classification uses the validation cross-entropy rather than AUROC: on small validation sets
@@ -37,58 +37,6 @@ def monitor_for(args, task: str) -> tuple[str, str]:
 
 
 MAXIMISED = {"auroc", "acc", "balanced_acc", "pearson_r"}
-
-
-def deepspeed_config(stage: int, precision: str, offload: bool = False) -> dict:
-    """DeepSpeed ZeRO config. bf16 uses DeepSpeed's bf16 mode: bf16 weights for compute with an
-    fp32 master copy in the optimizer. Gradient accumulation and clipping are filled in by
-    Lightning from the Trainer (it refuses them in the config)."""
-    zero = {"stage": stage, "contiguous_gradients": True, "overlap_comm": True,
-            "allgather_partitions": True, "reduce_scatter": True,
-            "allgather_bucket_size": 200_000_000, "reduce_bucket_size": 200_000_000}
-    if offload:
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-        if stage == 3:
-            zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    if stage == 3:
-        # Save a consolidated 16-bit copy alongside the shards is not needed: checkpoints.read_state_dict
-        # consolidates DeepSpeed checkpoint folders itself.
-        zero["stage3_gather_16bit_weights_on_model_save"] = False
-    config = {"zero_allow_untested_optimizer": True, "zero_optimization": zero}
-    if precision.startswith("bf16"):
-        config["bf16"] = {"enabled": True}
-    elif precision.startswith("16"):
-        config["fp16"] = {"enabled": True, "loss_scale": 0, "initial_scale_power": 16,
-                          "loss_scale_window": 1000, "hysteresis": 2, "min_loss_scale": 1}
-    return config
-
-
-def _deepspeed(args, stage: int, offload: bool = False):
-    from pytorch_lightning.strategies import DeepSpeedStrategy
-    return DeepSpeedStrategy(config=deepspeed_config(stage, args.lightning_precision, offload))
-
-
-def _ddp(args, find_unused: bool = False):
-    from pytorch_lightning.strategies import DDPStrategy
-    return DDPStrategy(find_unused_parameters=find_unused)
-
-
-STRATEGY_BUILDERS = {
-    "auto": lambda args: "auto",
-    "ddp": _ddp,
-    "ddp_find_unused_parameters_true": partial(_ddp, find_unused=True),
-    "deepspeed_stage_1": partial(_deepspeed, stage=1),
-    "deepspeed_stage_2": partial(_deepspeed, stage=2),
-    "deepspeed_stage_2_offload": partial(_deepspeed, stage=2, offload=True),
-    "deepspeed_stage_3": partial(_deepspeed, stage=3),
-    "deepspeed_stage_3_offload": partial(_deepspeed, stage=3, offload=True),
-}
-
-
-def build_strategy(args):
-    if args.strategy not in STRATEGY_BUILDERS:
-        raise ValueError(f"--strategy {args.strategy!r}; choose one of {sorted(STRATEGY_BUILDERS)}")
-    return STRATEGY_BUILDERS[args.strategy](args)
 
 
 def _wandb_logger(args, run_dir: Path):
