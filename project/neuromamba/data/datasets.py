@@ -122,8 +122,8 @@ class ClipDataset(Dataset):
         self.subject_prefix = subject_prefix
         self.target_dtype, self.target_transform = target_dtype, target_transform
         span = clip_span(spec.sequence_length, spec.stride_within_seq)
-        # Compact arrays, not Python tuples: a large cohort with stride_between_seq 1 has tens of
-        # millions of clips.
+        # Compact arrays, not Python tuples: a large cohort with a clip at every frame
+        # (stride_between_seq 1/sequence_length) has tens of millions of clips.
         runs, starts_kept, targets = [], [], []
         for run_idx, entry in enumerate(self.entries):
             starts = np.asarray(clip_starts(entry.num_frames, spec.sequence_length,
