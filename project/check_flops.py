@@ -19,6 +19,9 @@ from neuromamba.analysis.cli_errors import run_cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from neuromamba.analysis.flops import HEAD_FLOPS
+    from neuromamba.analysis.flops_cli import MASK_SOURCES
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="fmamba", choices=["fmamba"])
     p.add_argument("--model_size", default=None, help="variant name (small|base|medium|large); "
@@ -33,14 +36,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--downstream_task", default=None,
                    help="fine-tuning cost (head instead of the 432-output layer)")
-    p.add_argument("--clf_head_version", default="linear", choices=["linear", "mamba"])
+    p.add_argument("--clf_head_version", default="linear", choices=list(HEAD_FLOPS))
     p.add_argument("--num_classes", type=int, default=2)
     # Epoch size.
     p.add_argument("--num_clips_per_epoch", type=int, default=None)
     p.add_argument("--dataset_size", type=int, default=None, help="subjects (with --clips_per_subject)")
     p.add_argument("--clips_per_subject", type=int, default=1)
     # Brain masks.
-    p.add_argument("--mask", default="mni152", choices=["mni152", "file", "hdf5", "data", "none"],
+    p.add_argument("--mask", default="mni152", choices=list(MASK_SOURCES),
                    help="where brain masks come from (default: nilearn MNI152 2 mm)")
     p.add_argument("--mask_file", default=None, help="NIfTI brain mask (implies --mask file)")
     p.add_argument("--hdf5_file", default=None,

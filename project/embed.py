@@ -21,6 +21,8 @@ from neuromamba.analysis.cli_errors import run_cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from neuromamba.data.dummy import LABEL_LEVELS
+
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="Lightning .ckpt of this project, released *.pt, DeepSpeed folder or state_dict")
@@ -43,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dummy_num_subjects", type=int, default=40)
     p.add_argument("--dummy_num_frames", type=int, default=None)
     p.add_argument("--dummy_num_runs", type=int, default=1)
-    p.add_argument("--dummy_label_level", default="subject", choices=["subject", "run"])
+    p.add_argument("--dummy_label_level", default="subject", choices=list(LABEL_LEVELS))
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     # Output.
     p.add_argument("--pooling", default="mean", choices=["mean", "last"],

@@ -28,6 +28,7 @@ def _head_names() -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     # The choices come from the registries of the modules that implement them (one source).
+    from neuromamba.data.dummy import LABEL_LEVELS
     from neuromamba.data.labels import TASK_TYPES
     from neuromamba.data.samplers import COHORT_SAMPLINGS
     from neuromamba.data.scaling import SCALING_METHODS
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--dummy_num_frames", type=int, default=None)
     g.add_argument("--dummy_num_runs", type=int, default=1)
     g.add_argument("--dummy_num_classes", type=int, default=2)
-    g.add_argument("--dummy_label_level", default="subject", choices=["subject", "run"],
+    g.add_argument("--dummy_label_level", default="subject", choices=list(LABEL_LEVELS),
                    help="run: a task-state label per run (use with --eval_level run)")
     g.add_argument("--eval_level", default="subject", choices=list(EVAL_LEVELS),
                    help="unit whose clip predictions are averaged before val/test metrics")

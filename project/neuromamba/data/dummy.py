@@ -21,6 +21,8 @@ TEMPORAL_AMPLITUDE = 40.0  # fluctuation of the spatial components over time
 SIGNAL_GAIN = 1.0          # region intensity x (1 + SIGNAL_GAIN * label strength in [0, 1])
 NUM_COMPONENTS = 3
 AGE_RANGE = (20.0, 80.0)
+# What one label belongs to: a subject, or a run (task state: the label is the run's state).
+LABEL_LEVELS = ("subject", "run")
 
 
 @dataclass(frozen=True)
@@ -31,13 +33,13 @@ class DummySpec:
     num_runs: int = 1
     seed: int = 1234
     num_classes: int = 2
-    label_level: str = "subject"  # "subject" or "run" (task-state: the label is the run's state)
+    label_level: str = "subject"  # one of LABEL_LEVELS
 
     def __post_init__(self):
         if self.num_subjects < 3:
             raise ValueError("--dummy_num_subjects must be at least 3 (train/val/test)")
-        if self.label_level not in ("subject", "run"):
-            raise ValueError("dummy label_level must be 'subject' or 'run'")
+        if self.label_level not in LABEL_LEVELS:
+            raise ValueError(f"--dummy_label_level {self.label_level!r}: choose one of {list(LABEL_LEVELS)}")
 
 
 def subject_ids(spec: DummySpec) -> list:
