@@ -198,3 +198,20 @@ def test_hdf5_run_mask(tmp_path, repo_root):
     assert res.returncode == 0, res.stderr
     rows = json.loads((tmp_path / "r.json").read_text())
     assert rows[1]["kept %"] == pytest.approx(100 * kept, abs=0.05)
+
+
+def test_unreadable_mask_files_give_one_line_errors(tmp_path, repo_root):
+    import h5py
+
+    not_an_image = tmp_path / "notes.txt"
+    not_an_image.write_text("not an image\n")
+    h5py.File(tmp_path / "empty.h5", "w").close()
+    cases = [(("--mask_file", not_an_image), "not a readable NIfTI file"),
+             (("--hdf5_file", not_an_image), "--hdf5_file"),
+             (("--hdf5_file", tmp_path / "empty.h5"), "neither 'brain_mask' nor 'fmri'")]
+    for flags, expected in cases:
+        res = run_script(repo_root, "check_flops", "--embed_dim", "32", "--img_size", "24", "24", "24", "4",
+                         *flags)
+        assert res.returncode == 2
+        lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+        assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], res.stderr

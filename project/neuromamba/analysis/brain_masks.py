@@ -133,11 +133,12 @@ def mask_from_nifti(path: str, spatial_size: Sequence[int]) -> np.ndarray:
     its bounding box in ``spatial_size``."""
     import os
 
-    import nibabel as nib
+    from neuromamba.data.nifti import load_nifti, read_nifti_data
 
     if not os.path.exists(path):
         raise FileNotFoundError(f"mask file not found: {path}")
-    data = np.asarray(nib.load(path).dataobj)
+    # The data module's readers: an unreadable file is a one-line ValueError naming it.
+    data = read_nifti_data(load_nifti(path), path)
     if data.ndim == 4:
         data = (data != 0).any(axis=-1)
     if data.ndim != 3:

@@ -18,11 +18,18 @@ def mask_from_hdf5(path: str, spatial_size) -> np.ndarray:
 
     if not Path(path).exists():
         raise FileNotFoundError(f"--hdf5_file {path}: no such file")
-    with h5py.File(path, "r") as f:
+    try:
+        f = h5py.File(path, "r")
+    except OSError as err:
+        raise ValueError(f"--hdf5_file {path}: not a readable HDF5 file ({err})") from None
+    with f:
         if "brain_mask" in f:
             mask = np.asarray(f["brain_mask"]).astype(bool)
-        else:  # older files: derive it from the frames
+        elif "fmri" in f:  # older files: derive it from the frames
             mask = (np.asarray(f["fmri"]) != 0).any(axis=0)
+        else:
+            raise ValueError(f"--hdf5_file {path}: neither 'brain_mask' nor 'fmri' in the file "
+                             "(not a run written by preprocess.py)")
     if tuple(mask.shape) != tuple(spatial_size):
         raise ValueError(f"--hdf5_file {path}: mask shape {mask.shape} differs from --img_size "
                          f"{tuple(spatial_size)}")
