@@ -70,7 +70,8 @@ class LoadReport:
 # ----------------------------------------------------------------------------------------------
 
 
-def _torch_load(path: Path, allow_pickle: bool):
+def torch_load_file(path: PathLike, allow_pickle: bool = False):
+    """``torch.load`` on the CPU; a file it cannot read raises one readable ``ValueError``."""
     try:
         return torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as error:  # torch raises many types for bad files; re-raise one readable one
@@ -159,7 +160,7 @@ def read_checkpoint(path: PathLike, allow_pickle: bool = False) -> CheckpointCon
     if path.is_dir():
         fmt, state = "deepspeed", _read_deepspeed_folder(path, allow_pickle)
     else:
-        obj = _torch_load(path, allow_pickle)
+        obj = torch_load_file(path, allow_pickle)
         if not isinstance(obj, Mapping):
             raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of tensors")
         if isinstance(obj.get("state_dict"), Mapping):

@@ -9,6 +9,7 @@ combination raises ``ValueError`` with one sentence, which ``main`` prints as on
 from __future__ import annotations
 
 import argparse
+import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -164,13 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
+def read_yaml_mapping(path: str, flag: str) -> dict:
+    """The mapping in a YAML file (empty file: {}); a missing file, invalid YAML or another
+    top-level type raises one readable error naming ``flag``."""
     if not Path(path).is_file():
-        raise FileNotFoundError(f"--config {path}: file not found")
-    with open(path) as f:
-        loaded = yaml.safe_load(f) or {}
+        raise FileNotFoundError(f"{flag} {path}: file not found")
+    try:
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+    except yaml.YAMLError as error:
+        detail = " ".join(str(error).split())
+        raise ValueError(f"{flag} {path}: not valid YAML ({detail})") from None
     if not isinstance(loaded, dict):
-        raise ValueError(f"--config {path}: expected a mapping of flag names to values")
+        raise ValueError(f"{flag} {path}: expected a mapping of names to values")
+    return loaded
+
+
+def _yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
+    loaded = read_yaml_mapping(path, "--config")
     known = {a.dest for a in parser._actions}
     unknown = sorted(k for k in loaded if k.replace("-", "_") not in known or k == "config")
     if unknown:
@@ -307,6 +319,14 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
         for path in (value if isinstance(value, list) else [value]):
             if path and not Path(path).exists():
                 raise FileNotFoundError(f"--{flag} {path}: no such file")
+    for flag in ("resume_ckpt_path", "test_ckpt_path"):
+        # torch.save writes zip archives; anything else would fail deep inside Lightning.
+        path = getattr(args, flag)
+        if path and Path(path).is_file() and not zipfile.is_zipfile(path):
+            raise ValueError(f"--{flag} {path}: not a PyTorch checkpoint (not a zip archive: "
+                             "truncated, or another format?)")
+    if args.wandb_config:
+        read_yaml_mapping(args.wandb_config, "--wandb_config")
     for name, path in zip(cohorts, paths if len(paths) == len(cohorts) else paths * len(cohorts)):
         if name == "Dummy":
             continue

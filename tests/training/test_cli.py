@@ -149,3 +149,29 @@ def test_best_checkpoint_monitor_defaults_and_override():
     assert monitor_for(parse_args(["--downstream_task_type", "regression"]), "regression") == ("val/mse", "min")
     assert monitor_for(parse_args(["--monitor", "auroc"]), "classification") == ("val/auroc", "max")
     assert monitor_for(parse_args(["--monitor", "val/mae", "--monitor_mode", "min"]), "regression") == ("val/mae", "min")
+
+
+def test_unreadable_yaml_and_checkpoint_files_are_one_sentence_errors(tmp_path):
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("a: [1\n")
+    not_a_ckpt = tmp_path / "truncated.ckpt"
+    not_a_ckpt.write_bytes(b"PK\x03")
+    with pytest.raises(ValueError, match=r"^--config .*bad.yaml: not valid YAML \(.*line 1"):
+        parse_args(["--config", str(bad_yaml)])
+    with pytest.raises(ValueError, match=r"^--wandb_config .*bad.yaml: not valid YAML"):
+        parse_args(["--pretraining", "--loggername", "wandb", "--wandb_config", str(bad_yaml)])
+    with pytest.raises(ValueError, match=r"^--resume_ckpt_path .*truncated.ckpt: not a PyTorch checkpoint"):
+        parse_args(["--pretraining", "--resume_ckpt_path", str(not_a_ckpt)])
+    with pytest.raises(ValueError, match=r"^--test_ckpt_path .*truncated.ckpt: not a PyTorch checkpoint"):
+        parse_args(["--test_only", "--test_ckpt_path", str(not_a_ckpt)])
+
+
+def test_test_only_on_a_backbone_file_names_the_file(tmp_path):
+    import torch
+
+    from neuromamba.training.module import NeuroMambaModule
+
+    released = tmp_path / "released.pt"
+    torch.save({"embedder.projection.weight": torch.zeros(2, 2)}, released)
+    with pytest.raises(ValueError, match=r"released.pt: not a checkpoint written by project/main.py"):
+        NeuroMambaModule.from_checkpoint(str(released))

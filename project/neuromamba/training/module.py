@@ -23,7 +23,7 @@ import torch.nn.functional as F
 from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
-from neuromamba.checkpoints import load_pretrained
+from neuromamba.checkpoints import load_pretrained, torch_load_file
 from neuromamba.data.scaling import background_value_for
 from neuromamba.models.fmamba import FMamba
 from neuromamba.models.heads import build_head
@@ -102,7 +102,10 @@ class NeuroMambaModule(pl.LightningModule):
     def from_checkpoint(cls, path: str, **overrides) -> "NeuroMambaModule":
         """Rebuild from one of this project's checkpoints (hyper-parameters + weights), without
         re-reading the pretrained backbone the run started from."""
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+        ckpt = torch_load_file(path)
+        if not (isinstance(ckpt, dict) and "hyper_parameters" in ckpt and "state_dict" in ckpt):
+            raise ValueError(f"{path}: not a checkpoint written by project/main.py "
+                             "(no hyper_parameters/state_dict)")
         hp = dict(ckpt["hyper_parameters"])
         hp["config"] = {**hp["config"], **overrides}
         hp["load_pretrained_weights"] = False

@@ -10,11 +10,11 @@ import warnings
 from pathlib import Path
 
 import pytorch_lightning as pl
-import yaml
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
 
+from neuromamba.cli import read_yaml_mapping
 from neuromamba.training.outputs import TestOutputsWriter
 from neuromamba.training.strategies import build_strategy
 
@@ -40,10 +40,7 @@ MAXIMISED = {"auroc", "acc", "balanced_acc", "pearson_r"}
 
 
 def _wandb_logger(args, run_dir: Path):
-    settings = {}
-    if args.wandb_config:
-        with open(args.wandb_config) as f:
-            settings = yaml.safe_load(f) or {}
+    settings = read_yaml_mapping(args.wandb_config, "--wandb_config") if args.wandb_config else {}
     # Without credentials wandb runs offline (sync later with `wandb sync`), never prompts.
     if not os.environ.get("WANDB_API_KEY") and not settings.get("api_key"):
         os.environ.setdefault("WANDB_MODE", settings.get("mode", "offline"))
