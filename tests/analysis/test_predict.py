@@ -85,3 +85,8 @@ def test_bad_inputs_are_one_line_errors(tmp_path, repo_root, tiny_released_check
     assert res.returncode == 2 and "no task head" in res.stderr
     res = _run(repo_root, "--checkpoint", ckpt, "--nifti", tmp_path / "missing.nii.gz")
     assert res.returncode == 2 and "missing.nii.gz" in res.stderr
+    truncated = tmp_path / "truncated.ckpt"
+    truncated.write_bytes(open(ckpt, "rb").read()[:100])
+    res = _run(repo_root, "--checkpoint", truncated, "--nifti", tmp_path / "scan.nii.gz")
+    assert res.returncode == 2 and "truncated.ckpt: not a PyTorch checkpoint" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1

@@ -13,6 +13,7 @@ Two kinds of files:
 from __future__ import annotations
 
 import os
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -156,6 +157,9 @@ def require_task_checkpoint(path: str) -> None:
     p = Path(os.fspath(path))
     if not p.exists():
         raise FileNotFoundError(f"checkpoint not found: {p}")
+    if p.is_file() and not zipfile.is_zipfile(p):  # torch.save writes zip archives
+        raise ValueError(f"--checkpoint {p}: not a PyTorch checkpoint (not a zip archive: truncated, "
+                         "or another format?)")
     hparams = _lightning_hparams(p)
     task = (hparams or {}).get("config", {}).get("task") if hparams else None
     if task not in ("classification", "regression"):
