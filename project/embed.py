@@ -21,6 +21,7 @@ from neuromamba.analysis.cli_errors import run_cli  # noqa: E402
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from neuromamba.analysis.clip_source import SPLIT_CHOICES
     from neuromamba.data.dummy import LABEL_LEVELS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -37,7 +38,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride_within_seq", type=int, default=1)
     p.add_argument("--stride_between_seq", type=float, default=1.0,
                    help="distance between clip starts in clip lengths (1: non-overlapping, 0.5: half overlap)")
-    p.add_argument("--split", default="all", choices=["all", "train", "val", "test"])
+    p.add_argument("--split", default="all", choices=list(SPLIT_CHOICES))
     p.add_argument("--split_file", default=None)
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--batch_size", type=int, default=4)

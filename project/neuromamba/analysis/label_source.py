@@ -11,7 +11,7 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-RUN_COLUMN = "run"
+from neuromamba.data.labels import RUN_COLUMN
 
 
 def dummy_label_frame(args, img_size):
