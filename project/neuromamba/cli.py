@@ -15,7 +15,6 @@ from typing import Optional, Sequence
 
 import yaml
 
-LOGGERS = ("wandb", "tensorboard", "csv", "none")
 # The README's short precision names and Lightning 2.x's own spellings.
 PRECISIONS = {"bf16": "bf16-mixed", "16": "16-mixed", "32": "32-true",
               "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed", "32-true": "32-true",
@@ -35,6 +34,7 @@ def build_parser() -> argparse.ArgumentParser:
     from neuromamba.data.scaling import SCALING_METHODS
     from neuromamba.models.embedding import BACKGROUND_REMOVALS, POS_EMBEDDINGS
     from neuromamba.models.variants import VARIANTS
+    from neuromamba.training.loggers import EXTRA_LOGGERS
     from neuromamba.training.metrics import EVAL_LEVELS
     from neuromamba.training.strategies import STRATEGY_BUILDERS
 
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: val loss; val/mse for regression)")
     g.add_argument("--monitor_mode", default=None, choices=["min", "max"],
                    help="default: max for auroc/acc/balanced_acc/pearson_r, else min")
-    g.add_argument("--loggername", default="csv", choices=LOGGERS,
+    g.add_argument("--loggername", default="csv", choices=list(EXTRA_LOGGERS),
                    help="metrics.csv is always written; this adds wandb or tensorboard")
     g.add_argument("--project_name", default="neuromamba")
     g.add_argument("--wandb_config", default=None, help="YAML with entity/project/mode/tags (see configs/)")

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-from pytorch_lightning.loggers import CSVLogger, TensorBoardLogger, WandbLogger
+from pytorch_lightning.loggers import CSVLogger
 
-from neuromamba.cli import read_yaml_mapping
+from neuromamba.training.loggers import EXTRA_LOGGERS
 from neuromamba.training.outputs import TestOutputsWriter
 from neuromamba.training.strategies import build_strategy
 
@@ -37,29 +37,6 @@ def monitor_for(args, task: str) -> tuple[str, str]:
 
 
 MAXIMISED = {"auroc", "acc", "balanced_acc", "pearson_r"}
-
-
-def _wandb_logger(args, run_dir: Path):
-    settings = read_yaml_mapping(args.wandb_config, "--wandb_config") if args.wandb_config else {}
-    # Without credentials wandb runs offline (sync later with `wandb sync`), never prompts.
-    if not os.environ.get("WANDB_API_KEY") and not settings.get("api_key"):
-        os.environ.setdefault("WANDB_MODE", settings.get("mode", "offline"))
-    elif settings.get("mode"):
-        os.environ.setdefault("WANDB_MODE", settings["mode"])
-    if settings.get("api_key"):
-        os.environ.setdefault("WANDB_API_KEY", str(settings["api_key"]))
-    return WandbLogger(project=settings.get("project", args.project_name), entity=settings.get("entity"),
-                       name=run_dir.name, save_dir=str(run_dir), tags=settings.get("tags"),
-                       group=settings.get("group"))
-
-
-EXTRA_LOGGERS = {
-    "wandb": _wandb_logger,
-    "tensorboard": lambda args, run_dir: TensorBoardLogger(save_dir=str(run_dir), name="tensorboard",
-                                                           version=""),
-    "csv": None,
-    "none": None,
-}
 
 
 def _keep_previous_metrics(run_dir: Path) -> None:
