@@ -263,6 +263,10 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
         if isinstance(value, (list, tuple)):
             setattr(args, flag, list(value)[0] if len(value) == 1 else list(value))
     cohorts = args.dataset_name if isinstance(args.dataset_name, list) else [args.dataset_name]
+    # Unknown names fail here, before a run folder is made (the dataset registry's message).
+    from neuromamba.data.datasets import get_dataset_info
+
+    synthetic = {name: get_dataset_info(name).synthetic for name in cohorts}
     paths = args.image_path if isinstance(args.image_path, list) else [args.image_path]
     if len(cohorts) > 1 and len(paths) != len(cohorts):
         raise ValueError(f"--image_path needs one folder per --dataset_name ({len(cohorts)} given)")
@@ -328,7 +332,7 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     if args.wandb_config:
         read_yaml_mapping(args.wandb_config, "--wandb_config")
     for name, path in zip(cohorts, paths if len(paths) == len(cohorts) else paths * len(cohorts)):
-        if name == "Dummy":
+        if synthetic[name]:
             continue
         if not path:
             raise ValueError(f"--dataset_name {name} needs --image_path")

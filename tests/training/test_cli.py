@@ -70,18 +70,24 @@ def test_main_prints_one_line_error(repo_root):
 
 
 def test_main_one_line_error_for_bad_input_found_while_building_the_run(repo_root, tmp_path, capsys, monkeypatch):
-    # The dataset registry rejects the name only when the data module is built (after parsing).
+    # Bad input found only while building the run: an --image_path folder without HDF5 runs.
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("nm_main", repo_root / "project" / "main.py")
     main_module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(main_module)
     monkeypatch.delenv("NEUROMAMBA_DEBUG", raising=False)
-    code = main_module.main(["--pretraining", "--dataset_name", "Foo", "--image_path", str(tmp_path),
+    (tmp_path / "h5" / "100206").mkdir(parents=True)
+    code = main_module.main(["--pretraining", "--dataset_name", "HCP", "--image_path", str(tmp_path / "h5"),
                              "--output_dir", str(tmp_path / "runs"), "--no_progress_bar"])
     assert code == 2
     lines = [ln for ln in capsys.readouterr().err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("main.py: error: --dataset_name 'Foo' is unknown")
+    assert len(lines) == 1 and lines[0].startswith("main.py: error: --image_path ") and "no runs found" in lines[0]
+
+
+def test_unknown_dataset_name_is_rejected_when_parsing():
+    with pytest.raises(ValueError, match=r"^--dataset_name 'Foo' is unknown; choose one of"):
+        parse_args(["--pretraining", "--dataset_name", "Foo", "--image_path", "."])
 
 
 def test_config_yaml_defaults_and_command_line_wins(tmp_path):
