@@ -28,7 +28,7 @@ from .labels import (LabelTable, find_label_csv, load_label_table, report_unlabe
                      save_class_mapping)
 from .samplers import (DistributedWeightedSampler, UnpaddedDistributedSampler, check_cohort_sampling,
                        cohort_weights)
-from .splits import SPLIT_NAMES, publish_split, resolve_split
+from .splits import SPLIT_NAMES, default_split_path, publish_split, resolve_split
 
 COHORT_SEPARATOR = ":"
 
@@ -196,7 +196,7 @@ class FMRIDataModule(pl.LightningDataModule):
             split = {k: sorted(s for p in parts for s in p[k]) for k in SPLIT_NAMES}
             path = None
             if self.output_dir:
-                path = Path(self.output_dir) / "splits" / f"split_{name}_seed{self.seed}.txt"
+                path = default_split_path(self.output_dir, name, self.seed)
                 publish_split(path, lambda: split)
                 split, path = resolve_split([s for c in self._cohorts for s in self._subjects(c)],
                                             split_file=path)
