@@ -3,7 +3,8 @@
 Layout of ``<output_dir>/<run_name>/``::
 
     args.yaml             every flag after validation
-    splits.txt            subject split (written by the data module)
+    splits/split_<dataset>_seed<seed>.txt   subject split (written by the data module)
+    label_classes.json    class names in index order (classification; the data module)
     checkpoints/          best-*.ckpt and last.ckpt
     metrics.csv           the CSV logger's epoch/step metrics (always written)
     predictions_test.csv  one row per test subject
