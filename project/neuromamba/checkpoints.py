@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Union
@@ -68,6 +69,14 @@ class LoadReport:
 # ----------------------------------------------------------------------------------------------
 # Reading
 # ----------------------------------------------------------------------------------------------
+
+
+def require_torch_archive(path: PathLike, flag: str) -> None:
+    """Reject a file that is not a ``torch.save`` zip archive (truncated, or another format)
+    with one sentence naming ``flag``, before Lightning or torch fail deep inside."""
+    if Path(path).is_file() and not zipfile.is_zipfile(path):
+        raise ValueError(f"{flag} {path}: not a PyTorch checkpoint (not a zip archive: truncated, "
+                         "or another format?)")
 
 
 def torch_load_file(path: PathLike, allow_pickle: bool = False):

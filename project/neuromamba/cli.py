@@ -9,7 +9,6 @@ combination raises ``ValueError`` with one sentence, which ``main`` prints as on
 from __future__ import annotations
 
 import argparse
-import zipfile
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -323,12 +322,11 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
         for path in (value if isinstance(value, list) else [value]):
             if path and not Path(path).exists():
                 raise FileNotFoundError(f"--{flag} {path}: no such file")
+    from neuromamba.checkpoints import require_torch_archive
+
     for flag in ("resume_ckpt_path", "test_ckpt_path"):
-        # torch.save writes zip archives; anything else would fail deep inside Lightning.
-        path = getattr(args, flag)
-        if path and Path(path).is_file() and not zipfile.is_zipfile(path):
-            raise ValueError(f"--{flag} {path}: not a PyTorch checkpoint (not a zip archive: "
-                             "truncated, or another format?)")
+        if getattr(args, flag):
+            require_torch_archive(getattr(args, flag), f"--{flag}")
     if args.wandb_config:
         read_yaml_mapping(args.wandb_config, "--wandb_config")
     for name, path in zip(cohorts, paths if len(paths) == len(cohorts) else paths * len(cohorts)):

@@ -13,7 +13,6 @@ Two kinds of files:
 from __future__ import annotations
 
 import os
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Sequence
@@ -154,12 +153,12 @@ def _from_backbone_checkpoint(path, img_size, patch_size, scaling, allow_pickle)
 def require_task_checkpoint(path: str) -> None:
     """Raise unless ``path`` is a fine-tuned (classification/regression) checkpoint of this
     project: backbone-only files have no head to predict with."""
+    from neuromamba.checkpoints import require_torch_archive
+
     p = Path(os.fspath(path))
     if not p.exists():
         raise FileNotFoundError(f"checkpoint not found: {p}")
-    if p.is_file() and not zipfile.is_zipfile(p):  # torch.save writes zip archives
-        raise ValueError(f"--checkpoint {p}: not a PyTorch checkpoint (not a zip archive: truncated, "
-                         "or another format?)")
+    require_torch_archive(p, "--checkpoint")
     hparams = _lightning_hparams(p)
     task = (hparams or {}).get("config", {}).get("task") if hparams else None
     if task not in ("classification", "regression"):
