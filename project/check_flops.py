@@ -21,6 +21,7 @@ from neuromamba.analysis.cli_errors import run_cli  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     from neuromamba.analysis.flops import HEAD_FLOPS
     from neuromamba.analysis.flops_cli import MASK_SOURCES
+    from neuromamba.data.scaling import SCALING_METHODS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="fmamba", choices=["fmamba"])
@@ -53,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shift the batch's MNI masks by up to this many voxels (inter-subject variation)")
     p.add_argument("--dataset_name", default=None, help="with --image_path (or Dummy): masks of real clips")
     p.add_argument("--image_path", default=None, help="dataset root (implies --mask data)")
-    p.add_argument("--input_scaling_method", default="znorm_minback")
+    p.add_argument("--input_scaling_method", default="znorm_minback", choices=list(SCALING_METHODS))
     p.add_argument("--num_batches", type=int, default=4, help="batches of real data to average over")
     p.add_argument("--explain", action="store_true",
                    help="also print the mask-looseness sweeps that explain the original's ratio")

@@ -23,6 +23,7 @@ from neuromamba.analysis.cli_errors import run_cli  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     from neuromamba.analysis.clip_source import SPLIT_CHOICES
     from neuromamba.data.dummy import LABEL_LEVELS
+    from neuromamba.data.scaling import SCALING_METHODS
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
@@ -34,7 +35,8 @@ def build_parser() -> argparse.ArgumentParser:
     # Data (the names of project/main.py).
     p.add_argument("--dataset_name", default="Dummy")
     p.add_argument("--image_path", default=None)
-    p.add_argument("--input_scaling_method", default=None, help="default: the checkpoint's")
+    p.add_argument("--input_scaling_method", default=None, choices=list(SCALING_METHODS),
+                   help="default: the checkpoint's")
     p.add_argument("--stride_within_seq", type=int, default=1)
     p.add_argument("--stride_between_seq", type=float, default=1.0,
                    help="distance between clip starts in clip lengths (1: non-overlapping, 0.5: half overlap)")
