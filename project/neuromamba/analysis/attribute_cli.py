@@ -46,7 +46,8 @@ def dataset_runs(args, encoder) -> List[RunClips]:
         from neuromamba.data import dummy
 
         dspec = dummy.DummySpec(num_subjects=args.dummy_num_subjects, img_size=encoder.img_size[:3],
-                                num_frames=args.dummy_num_frames or 2 * encoder.img_size[3],
+                                num_frames=(args.dummy_num_frames
+                                            or dummy.default_num_frames(encoder.img_size[3])),
                                 num_runs=args.dummy_num_runs, seed=args.seed)
         task = "regression" if encoder.task == "regression" else "classification"
         reader, entries = DummyReader(dummy.DummyGenerator(dspec, task)), dummy_entries(dspec)

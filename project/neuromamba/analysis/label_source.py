@@ -22,7 +22,7 @@ def dummy_label_frame(args, img_size):
 
     spec = dummy.DummySpec(
         num_subjects=args.dummy_num_subjects, img_size=tuple(img_size[:3]),
-        num_frames=args.dummy_num_frames or 2 * img_size[3], num_runs=args.dummy_num_runs,
+        num_frames=args.dummy_num_frames or dummy.default_num_frames(img_size[3]), num_runs=args.dummy_num_runs,
         seed=args.seed, label_level=args.dummy_label_level)
     classes, ages = dummy.class_labels(spec), dummy.regression_targets(spec)
     return pd.DataFrame([{"subject": s, "run": r, "label": c, "age": ages[(s, r)]}

@@ -96,7 +96,8 @@ class FMRIDataModule(pl.LightningDataModule):
         self.cohort_sampling = check_cohort_sampling(cohort_sampling)
         self.dummy_spec_kwargs = dict(
             num_subjects=int(dummy_num_subjects), img_size=self.img_size[:3],
-            num_frames=int(dummy_num_frames or 2 * self.img_size[3]), num_runs=int(dummy_num_runs),
+            num_frames=int(dummy_num_frames or dummy_data.default_num_frames(self.img_size[3])),
+            num_runs=int(dummy_num_runs),
             seed=self.seed, num_classes=int(dummy_num_classes), label_level=dummy_label_level)
         self.num_classes = None
         self.splits: dict = {}

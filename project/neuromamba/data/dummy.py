@@ -42,6 +42,11 @@ class DummySpec:
             raise ValueError(f"--dummy_label_level {self.label_level!r}: choose one of {list(LABEL_LEVELS)}")
 
 
+def default_num_frames(clip_length: int) -> int:
+    """Frames per Dummy run when --dummy_num_frames is not given: two clips' worth."""
+    return 2 * int(clip_length)
+
+
 def subject_ids(spec: DummySpec) -> list:
     return [f"dummy{i:04d}" for i in range(spec.num_subjects)]
 
