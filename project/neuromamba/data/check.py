@@ -56,7 +56,7 @@ def check_run(path: str | Path, full: bool = True) -> CheckResult:
 def candidate_files(folder: str | Path) -> list:
     folder = Path(folder)
     if not folder.is_dir():
-        raise FileNotFoundError(f"{folder}: no such folder")
+        raise FileNotFoundError(f"{folder}: {'not a folder' if folder.exists() else 'no such folder'}")
     return sorted(p for p in folder.rglob("*") if p.is_file() and
                   (p.suffix == ".h5" or f".h5{store.TMP_MARKER}" in p.name))
 
