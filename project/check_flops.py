@@ -28,7 +28,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--model_size", default=None, help="variant name (small|base|medium|large); "
                    "sets embed_dim/d_state/headdim")
     p.add_argument("--embed_dim", type=int, default=None)
-    p.add_argument("--depth", type=int, default=12)
+    p.add_argument("--depth", type=int, default=None, help="default: the variant's, else 12")
     p.add_argument("--d_state", type=int, default=None, help="default embed_dim/4 (the variants' rule)")
     p.add_argument("--headdim", type=int, default=None, help="default embed_dim (the variants' rule)")
     p.add_argument("--chunk_size", type=int, default=256)

@@ -34,10 +34,11 @@ class FlopsReport:
 
 
 def model_dims(args) -> Dict[str, int]:
-    """embed_dim, d_state, headdim from --model_size (the variants registry) or the flags;
-    unset d_state/headdim follow the variants' rule d_state = C/4, headdim = C (SPEC §4)."""
-    dims: Dict[str, Optional[int]] = {"embed_dim": args.embed_dim, "d_state": args.d_state,
-                                      "headdim": args.headdim}
+    """embed_dim, depth, d_state, headdim from --model_size (the variants registry) or the
+    flags; flags win. Unset d_state/headdim follow the variants' rule d_state = C/4,
+    headdim = C (SPEC §4); depth defaults to 12 as in every variant."""
+    dims: Dict[str, Optional[int]] = {"embed_dim": args.embed_dim, "depth": args.depth,
+                                      "d_state": args.d_state, "headdim": args.headdim}
     if args.model_size:
         from neuromamba.models.variants import variant_config
 
@@ -45,10 +46,10 @@ def model_dims(args) -> Dict[str, int]:
         for key in dims:
             if dims[key] is None:
                 dims[key] = int(variant[key])
-        if args.depth is None and "depth" in variant:
-            args.depth = int(variant["depth"])
     if dims["embed_dim"] is None:
         dims["embed_dim"] = 192
+    if dims["depth"] is None:
+        dims["depth"] = 12
     if dims["d_state"] is None:
         dims["d_state"] = dims["embed_dim"] // 4
     if dims["headdim"] is None:
@@ -59,7 +60,7 @@ def model_dims(args) -> Dict[str, int]:
 def build_config(args) -> FMambaFlopsConfig:
     dims = model_dims(args)
     return FMambaFlopsConfig(
-        embed_dim=dims["embed_dim"], depth=args.depth, d_state=dims["d_state"],
+        embed_dim=dims["embed_dim"], depth=dims["depth"], d_state=dims["d_state"],
         headdim=dims["headdim"], img_size=tuple(args.img_size), patch_size=tuple(args.patch_size),
         chunk_size=args.chunk_size, pretraining=args.downstream_task is None,
         head=None if args.downstream_task is None else args.clf_head_version,
