@@ -327,7 +327,7 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     for flag in ("resume_ckpt_path", "test_ckpt_path"):
         if getattr(args, flag):
             require_torch_archive(getattr(args, flag), f"--{flag}")
-    if args.wandb_config:
+    if args.wandb_config and args.loggername == "wandb":  # read again when the logger is built
         read_yaml_mapping(args.wandb_config, "--wandb_config")
     for name, path in zip(cohorts, paths if len(paths) == len(cohorts) else paths * len(cohorts)):
         if synthetic[name]:
