@@ -229,3 +229,11 @@ def test_dummy_cli_writes_a_folder_the_csv_dataset_reads(tmp_path):
     dm.setup()
     # 4 train subjects x 2 non-overlapping 4-frame clips of their 8 frames
     assert dm.num_classes == 2 and len(dm.datasets["train"]) == 4 * 2
+
+
+def test_dummy_refuses_a_label_csv_it_would_ignore(tmp_path):
+    labels = tmp_path / "labels.csv"
+    labels.write_text("subject,sex\ndummy0000,M\n")
+    dm = FMRIDataModule("Dummy", label_csv=labels, downstream_task="sex", **SMALL)
+    with pytest.raises(ValueError, match="carries its own planted labels, so --label_csv .* would be ignored"):
+        dm.setup()

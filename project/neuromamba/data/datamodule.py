@@ -118,6 +118,11 @@ class FMRIDataModule(pl.LightningDataModule):
     def _load_cohort(self, name: str, image_path, label_csv, prefix: str) -> _Cohort:
         info = get_dataset_info(name)
         if info.synthetic:
+            if label_csv is not None:
+                # The synthetic cohort plants its own labels; a label table would be ignored.
+                raise ValueError(f"--dataset_name {name} carries its own planted labels, so --label_csv "
+                                 f"{label_csv} would be ignored; write the data as HDF5 runs "
+                                 f"(preprocess.py dummy) and use --dataset_name CSV for your own labels")
             spec = dummy_data.DummySpec(**self.dummy_spec_kwargs)
             task_type = self.downstream_task_type if self.uses_labels else "classification"
             reader = DummyReader(dummy_data.DummyGenerator(spec, task_type))
