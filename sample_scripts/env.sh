@@ -27,8 +27,8 @@ if [ "$ACCELERATOR" = "cpu" ]; then
     PRECISION="${PRECISION:-32}"
     STRATEGY="${STRATEGY:-auto}"
     BATCH_SIZE="${BATCH_SIZE:-4}"
-    MAX_EPOCHS="${MAX_EPOCHS:-3}"
-    LEARNING_RATE="${LEARNING_RATE:-5e-3}"
+    MAX_EPOCHS="${MAX_EPOCHS:-8}"          # enough for the planted signal to be learned on CPU
+    LEARNING_RATE="${LEARNING_RATE:-2e-2}"
     DUMMY_SUBJECTS="${DUMMY_SUBJECTS:-40}"
 else
     DATASET="${DATASET:-HCP}"
