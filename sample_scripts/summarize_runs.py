@@ -30,7 +30,7 @@ def train_summary(run_dir: Path) -> None:
     median = sorted(speeds)[len(speeds) // 2] if speeds else float("nan")
     print(f"{run_dir.name}: {len(col('train/loss_step'))} logged steps, median {median:,.0f} kept tokens/s per device, "
           f"tokens kept {sum(kept) / max(len(kept), 1):.1f}%, "
-          f"peak GPU memory {max(mem) if mem else float('nan'):.2f} GiB")
+          f"peak GPU memory {f'{max(mem):.2f} GiB' if mem else 'n/a (no CUDA)'}")
 
 
 def main(paths) -> None:
