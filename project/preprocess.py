@@ -17,6 +17,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from neuromamba.data import store  # noqa: E402
 from neuromamba.data.legacy import DEFAULT_LEGACY_REGEX  # noqa: E402
+from neuromamba.data.placement import PLACEMENTS  # noqa: E402
 from neuromamba.data.preprocess_runner import DEFAULT_SUBJECT_REGEX  # noqa: E402
 
 
@@ -24,6 +25,19 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num_workers", type=int, default=0,
                    help="processes working on runs in parallel (0: this process)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def _grid_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--target_shape", type=int, nargs=3, default=[96, 96, 96], metavar=("D", "H", "W"),
+                   help="model grid size in voxels (must equal --img_size's first three values "
+                        "in training)")
+    p.add_argument("--placement", choices=PLACEMENTS, default="world",
+                   help="world: every run on the dataset's fixed world grid (LAS, the MNI152 "
+                        "brain centred; the same MNI voxel is the same token for every "
+                        "subject); brain_centre: centre each run's own brain (only for data "
+                        "not in a standard space)")
+    p.add_argument("--allow_crop_brain", action="store_true",
+                   help="crop brain voxels that fall outside --target_shape instead of failing")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -36,17 +50,23 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder searched recursively for .nii/.nii.gz, or a CSV with columns "
                         "path[,subject,run]")
     p.add_argument("--output_dir", required=True, help="writes {subject}/{run}.h5 here")
-    p.add_argument("--target_shape", type=int, nargs=3, default=[96, 96, 96])
+    _grid_flags(p)
     p.add_argument("--resample_to", type=float, default=None, metavar="MM",
-                   help="resample to this isotropic voxel size (e.g. 2.0) when it differs")
+                   help="voxel size of the model grid in mm (e.g. 2.0); runs on another voxel "
+                        "size are resampled with nilearn (default: the runs' own isotropic size)")
+    p.add_argument("--mask", default=None, metavar="FILE",
+                   help="brain mask NIfTI applied to every run (default: each run's BIDS "
+                        "*_desc-brain_mask.nii[.gz] beside it, if any; without a mask a run "
+                        "must be skull-stripped to exact zeros)")
+    p.add_argument("--allow_nonzero_background", action="store_true",
+                   help="accept a run without a mask whose background is not zero (its whole "
+                        "field of view then counts as brain)")
     p.add_argument("--min_frames", type=int, default=20,
                    help="runs with fewer frames fail (use at least the clip length T)")
     p.add_argument("--compression", choices=sorted(store.COMPRESSIONS), default="none")
     p.add_argument("--storage_dtype", choices=store.STORAGE_DTYPES, default="auto")
     p.add_argument("--fp16_tolerance", type=float, default=store.DEFAULT_FP16_TOLERANCE,
                    help="auto picks float16 when its worst rounding error <= this x brain std")
-    p.add_argument("--allow_crop_brain", action="store_true",
-                   help="crop a brain larger than --target_shape instead of failing")
     p.add_argument("--subject_regex", default=DEFAULT_SUBJECT_REGEX,
                    help="regex with (?P<subject>) and (?P<run>) groups, applied to the path "
                         "relative to --input without the .nii(.gz) suffix")
@@ -59,6 +79,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", required=True)
     p.add_argument("--min_frames", type=int, default=20)
     p.add_argument("--compression", choices=sorted(store.COMPRESSIONS), default="none")
+    _grid_flags(p)
+    p.add_argument("--reference_nifti", default=None, metavar="FILE",
+                   help="a NIfTI on the legacy frames' grid (one of the source runs, or the "
+                        "template they were registered to) whose affine places them on the "
+                        "world grid; not needed for FSL's MNI152 2 mm grid (91x109x91)")
     p.add_argument("--subject_regex", default=DEFAULT_LEGACY_REGEX,
                    help="regex with (?P<subject>) and optional (?P<run>) groups, applied to "
                         "each folder name")
@@ -89,6 +114,9 @@ def _convert(args, convert_folder, options) -> int:
     """Run a folder converter with the shared flags; print failures and the summary line."""
     summary = convert_folder(args.input, args.output_dir, options, num_workers=args.num_workers,
                              subject_regex=args.subject_regex, progress=not args.no_progress)
+    for r in summary.results:
+        for note in r.warnings:
+            print(f"WARNING {note}", file=sys.stderr)
     for r in summary.failed:
         print(f"FAILED {r.message}", file=sys.stderr)
     print(summary.line(args.output_dir))
@@ -102,17 +130,26 @@ def main(argv=None) -> int:
         if args.command == "nifti":
             from neuromamba.data.preprocess_runner import PreprocessOptions, preprocess_folder
 
+            if args.mask and not Path(args.mask).is_file():
+                raise FileNotFoundError(f"--mask {args.mask}: no such file")
+
             options = PreprocessOptions(
                 target_shape=tuple(args.target_shape), resample_to=args.resample_to,
                 min_frames=args.min_frames, compression=args.compression,
                 storage_dtype=args.storage_dtype, fp16_tolerance=args.fp16_tolerance,
-                allow_crop_brain=args.allow_crop_brain, overwrite=args.overwrite)
+                allow_crop_brain=args.allow_crop_brain, overwrite=args.overwrite,
+                placement=args.placement, mask=args.mask,
+                allow_nonzero_background=args.allow_nonzero_background)
             return _convert(args, preprocess_folder, options)
         if args.command == "legacy":
             from neuromamba.data.legacy import LegacyOptions, convert_legacy_folder
 
             options = LegacyOptions(min_frames=args.min_frames, compression=args.compression,
-                                    overwrite=args.overwrite)
+                                    overwrite=args.overwrite,
+                                    target_shape=tuple(args.target_shape),
+                                    placement=args.placement,
+                                    allow_crop_brain=args.allow_crop_brain,
+                                    reference_nifti=args.reference_nifti)
             return _convert(args, convert_legacy_folder, options)
         if args.command == "dummy":
             from neuromamba.data.dummy import DummySpec, write_dummy_runs

@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     from neuromamba.data.labels import TASK_TYPES
     from neuromamba.data.samplers import COHORT_SAMPLINGS
     from neuromamba.data.scaling import SCALING_METHODS
-    from neuromamba.models.embedding import BACKGROUND_REMOVALS, POS_EMBEDDINGS
+    from neuromamba.models.embedding import BACKGROUND_REMOVALS, EVAL_BACKGROUND_REMOVALS, POS_EMBEDDINGS
     from neuromamba.models.variants import VARIANTS
     from neuromamba.training.loggers import EXTRA_LOGGERS
     from neuromamba.training.metrics import EVAL_LEVELS
@@ -70,6 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--background_removal", default=None, choices=list(BACKGROUND_REMOVALS),
                    help="none: keep all tokens; batch: the original's batch-wide mask; "
                         "packed: per-sample masks packed into one sequence")
+    g.add_argument("--eval_background_removal", default="packed", choices=list(EVAL_BACKGROUND_REMOVALS),
+                   help="how validation/test/predict drop background tokens when training does: "
+                        "packed (default): each clip with its own mask, so a clip's output never "
+                        "depends on its batch-mates, the eval batch size or the GPU count; batch: "
+                        "the original's batch-wide rule")
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset_name", nargs="+", default=["Dummy"],

@@ -16,20 +16,26 @@ def write_nifti(path, shape=(22, 26, 20), frames=9, seed=0):
     data = np.where(brain[..., None], np.round(800 + 50 * rng.normal(size=shape + (frames,))), 0)
     data = data.astype(np.float32)
     affine = np.diag([2.0, 2.0, 2.0, 1.0])
-    affine[:3, 3] = [-20, -30, -10]
+    affine[:3, 3] = [-22, -42, -14]  # brain centred near the MNI152 brain's
     nib.save(nib.Nifti1Image(data, affine), str(path))
     return data, affine
 
 
-def expected_clips(data, img_size=(24, 24, 24, 4)):
-    """The same pipeline by hand: crop/pad around the brain, z-norm over brain voxels,
-    background = the minimum, non-overlapping clips of T frames."""
-    from neuromamba.data.nifti import apply_crop_pad, brain_mask_of, plan_crop_pad
-
-    record = plan_crop_pad(brain_mask_of(data), img_size[:3], np.eye(4))
-    cropped = apply_crop_pad(data, record)
-    brain = cropped[cropped != 0]
-    scaled = (cropped - brain.mean()) / brain.std()
+def expected_clips(data, affine, img_size=(24, 24, 24, 4)):
+    """The same pipeline by hand: flip x (RAS -> LAS), place on the 24^3 2 mm world grid by the
+    affine alone, z-norm over brain voxels, background = the minimum, non-overlapping clips."""
+    las = data[::-1]
+    ox = affine[0, 3] + affine[0, 0] * (data.shape[0] - 1)  # world x of LAS voxel 0
+    oy, oz = affine[1, 3], affine[2, 3]
+    gx, gy, gz = 22.0, -40.0, -18.0  # world grid voxel (0,0,0): see tests/data/test_roundtrip.py
+    shift = [int((gx - ox) / 2), int((oy - gy) / 2), int((oz - gz) / 2)]
+    grid = np.zeros(tuple(img_size[:3]) + data.shape[3:], np.float64)
+    src = tuple(slice(max(0, -s), min(n, g - s)) for s, n, g in zip(shift, las.shape, img_size))
+    dst = tuple(slice(sl.start + s, sl.stop + s) for sl, s in zip(src, shift))
+    grid[dst] = las[src]
+    brain = grid[grid != 0]
+    assert brain.size == np.count_nonzero(data)  # the whole brain is on the grid
+    scaled = (grid - brain.mean()) / brain.std()
     T = img_size[3]
     return [torch.from_numpy(scaled[..., s:s + T].astype(np.float32))[None, None]
             for s in range(0, data.shape[-1] - T + 1, T)]
@@ -46,7 +52,7 @@ def test_classification_probabilities_match_manual_pipeline(tmp_path, repo_root)
     ckpt = save_lightning_like(module, run_dir / "checkpoints" / "best.ckpt")
     (run_dir / "label_classes.json").write_text(json.dumps(
         {"column": "diagnosis", "classes": {"ADHD": 0, "ASD": 1, "HC": 2}}))
-    data, _ = write_nifti(tmp_path / "sub-01_task-rest_bold.nii.gz")
+    data, affine = write_nifti(tmp_path / "sub-01_task-rest_bold.nii.gz")
     res = _run(repo_root, "--checkpoint", ckpt, "--nifti", tmp_path / "sub-01_task-rest_bold.nii.gz",
                "--json", "--device", "cpu")
     assert res.returncode == 0, res.stderr
@@ -54,7 +60,7 @@ def test_classification_probabilities_match_manual_pipeline(tmp_path, repo_root)
     assert out["num_clips"] == 2 and out["target"] == "diagnosis"
     assert list(out["probabilities"]) == ["ADHD", "ASD", "HC"]
     with torch.no_grad():
-        probs = torch.cat([torch.softmax(module(x), -1) for x in expected_clips(data)]).mean(0)
+        probs = torch.cat([torch.softmax(module(x), -1) for x in expected_clips(data, affine)]).mean(0)
     np.testing.assert_allclose(list(out["probabilities"].values()), probs.numpy(), rtol=1e-4, atol=1e-5)
     assert out["predicted_class"] == ["ADHD", "ASD", "HC"][int(probs.argmax())]
 
@@ -62,14 +68,14 @@ def test_classification_probabilities_match_manual_pipeline(tmp_path, repo_root)
 def test_regression_value_in_original_units(tmp_path, repo_root):
     module = tiny_module("regression", target_mean=40.0, target_std=12.0).eval()
     ckpt = save_lightning_like(module, tmp_path / "reg.ckpt")
-    data, _ = write_nifti(tmp_path / "scan.nii.gz", frames=8)
+    data, affine = write_nifti(tmp_path / "scan.nii.gz", frames=8)
     res = _run(repo_root, "--checkpoint", ckpt, "--nifti", tmp_path / "scan.nii.gz", "--device", "cpu",
                "--json", tmp_path / "p.json")
     assert res.returncode == 0, res.stderr
     assert "prediction:" in res.stdout
     out = json.loads((tmp_path / "p.json").read_text())
     with torch.no_grad():
-        std_values = torch.cat([module(x) for x in expected_clips(data)])[:, 0]
+        std_values = torch.cat([module(x) for x in expected_clips(data, affine)])[:, 0]
     assert out["value"] == pytest.approx(float(std_values.mean()) * 12.0 + 40.0, rel=1e-4)
 
 

@@ -18,11 +18,16 @@ def brain_run(seed: int = 0, shape=SHAPE, brain=BRAIN, scale: float = 1.0,
     return data
 
 
+# World position of voxel (0, 0, 0) (RAS, on the 2 mm lattice): puts the BRAIN box's centre near
+# the MNI152 brain centre, as registered data would be.
+ORIGIN_MM = (-24.0, -50.0, -20.0)
+
+
 def save_nifti(path, data, voxel=2.0):
     import nibabel as nib
 
     affine = np.diag([voxel, voxel, voxel, 1.0])
-    affine[:3, 3] = [-30.0, -40.0, -20.0]
+    affine[:3, 3] = ORIGIN_MM
     nib.save(nib.Nifti1Image(np.asarray(data), affine), str(path))
     return path
 

@@ -12,9 +12,12 @@ from neuromamba.data.preprocess_runner import PreprocessOptions, preprocess_fold
 from neuromamba.data.scaling import SCALING_METHODS, background_value_for
 
 OPTS = PreprocessOptions(target_shape=(24, 24, 24), min_frames=4)
-# Brain box [5:20, 8:25, 4:22] (extents 15, 17, 18) centred in 24^3 -> starts 4, 3, 3.
+# The test runs are RAS, 2 mm, voxel (0,0,0) at (-24, -50, -20) mm (data_helpers.ORIGIN_MM).
+# The 24^3 world grid (LAS, 2 mm, MNI brain centre (0, -17, 5) nearest its centre) has voxel
+# (0,0,0) at (22, -40, -18) mm. So model index j = 23 - i on x (flipped: RAS -> LAS), i - 5 on y,
+# i - 1 on z: the brain box [5:20, 8:25, 4:22] lands on [4:19, 3:20, 3:21], x reversed.
 DST = (slice(4, 19), slice(3, 20), slice(3, 21))
-SRC = (slice(5, 20), slice(8, 25), slice(4, 22))
+SRC = (slice(19, 4, -1), slice(8, 25), slice(4, 22))
 TOL = dict(rtol=1e-5, atol=1e-5)
 
 
@@ -116,19 +119,26 @@ def _write_legacy(root, subject, frames_xyzt, stats):
 
 
 def test_legacy_folder_converts_to_the_same_clips(run_folder, tmp_path):
+    """Legacy frames are the unpadded input grid; with the NIfTI that grid came from as
+    --reference_nifti they land on the same world grid, giving the same clips."""
     folder, data = run_folder
     preprocess_folder(folder, tmp_path / "h5", OPTS, progress=False)
     legacy = tmp_path / "legacy"
     with h5py.File(tmp_path / "h5" / "sub-fp16" / "rest.h5", "r") as f:
-        frames = np.moveaxis(f["fmri"][()], 0, -1)
         stats = {"valid_voxels": torch.tensor(f.attrs["stats_valid_voxels"]),
                  "global_mean": torch.tensor(f.attrs["stats_mean"]),
                  "global_std": torch.tensor(f.attrs["stats_std"]),
                  "global_max": torch.tensor(f.attrs["stats_max"])}
-    _write_legacy(legacy, "sub-fp16", frames, stats)
+    _write_legacy(legacy, "sub-fp16", data["fp16"], stats)
+    reference = str(folder / "sub-fp16_rest.nii.gz")
     summary = convert_legacy_folder(legacy, tmp_path / "from_legacy",
-                                    LegacyOptions(min_frames=4), progress=False)
+                                    LegacyOptions(min_frames=4, target_shape=(24, 24, 24),
+                                                  reference_nifti=reference), progress=False)
     assert summary.count("done") == 1, summary.results
+    with h5py.File(tmp_path / "from_legacy" / "sub-fp16" / "run0.h5", "r") as new, \
+            h5py.File(tmp_path / "h5" / "sub-fp16" / "rest.h5", "r") as ref:
+        np.testing.assert_array_equal(new["brain_mask"][()], ref["brain_mask"][()])
+        np.testing.assert_array_equal(new.attrs["grid_affine"], ref.attrs["grid_affine"])
     for method in SCALING_METHODS:
         new, _ = _dataset(tmp_path / "from_legacy", method)
         ref, ref_entries = _dataset(tmp_path / "h5", method)
@@ -140,3 +150,23 @@ def test_legacy_folder_converts_to_the_same_clips(run_folder, tmp_path):
             # minmax uses the min computed from the fp16 frames: tiny difference allowed
             np.testing.assert_allclose(got["fmri"].numpy(), expected["fmri"].numpy(),
                                        rtol=0, atol=1e-3)
+
+
+def test_legacy_frames_need_a_grid(tmp_path):
+    """Frames on an unknown grid are refused with the fix; FSL's MNI152 2 mm grid is known."""
+    frames = np.zeros((30, 34, 28, 4), np.float32)
+    frames[5:20, 8:25, 4:22] = 100.0 + np.arange(4)
+    _write_legacy(tmp_path / "odd", "s1", frames, {})
+    summary = convert_legacy_folder(tmp_path / "odd", tmp_path / "out1", LegacyOptions(min_frames=4),
+                                    progress=False)
+    assert "--reference_nifti" in summary.failed[0].message
+    fsl = np.zeros((91, 109, 91, 4), np.float32)
+    fsl[30:60, 30:80, 20:60] = 100.0 + np.arange(4)  # around the MNI brain centre
+    _write_legacy(tmp_path / "fsl", "s1", fsl, {})
+    summary = convert_legacy_folder(tmp_path / "fsl", tmp_path / "out2",
+                                    LegacyOptions(min_frames=4), progress=False)
+    assert summary.count("done") == 1, summary.results
+    with h5py.File(tmp_path / "out2" / "s1" / "run0.h5", "r") as f:
+        assert f["fmri"].shape == (4, 96, 96, 96)
+        # FSL voxel (30, 30, 20) is world (30, -66, -32) mm; the 96^3 grid starts at (94, -112, -90).
+        assert f["brain_mask"][32, 23, 29] and not f["brain_mask"][31, 23, 29]

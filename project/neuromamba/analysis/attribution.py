@@ -74,10 +74,12 @@ def background_baseline(x: torch.Tensor, background_value: str) -> torch.Tensor:
 BASELINES = {"brain_mean": brain_mean_baseline, "background": background_baseline}
 
 
-def model_output_fn(encoder: Encoder):
-    """``x -> (B, K)`` head outputs (logits or standardised values) for Captum."""
+def model_output_fn(encoder: Encoder, brain_mask: Optional[torch.Tensor] = None):
+    """``x -> (B, K)`` head outputs (logits or standardised values) for Captum; the clip's
+    ``brain_mask`` (1, D, H, W) is repeated over Captum's interpolation batch."""
     def forward(x: torch.Tensor) -> torch.Tensor:
-        return encoder.head(encoder.backbone(x)).float()
+        mask = None if brain_mask is None else brain_mask.expand(x.shape[0], *brain_mask.shape[1:])
+        return encoder.head(encoder.backbone(x, mask)).float()
 
     return forward
 
@@ -92,12 +94,13 @@ def choose_target(encoder: Encoder, clips: Iterable[torch.Tensor], target: Optio
             raise ValueError(f"--target {target} is not a class index in [0, {encoder.num_classes})")
         return int(target)
     with torch.no_grad():
-        probs = torch.cat([encoder.predict(x) for x in clips]).mean(0)
+        probs = torch.cat([encoder.predict(x, m) for x, m in clips]).mean(0)
     return int(probs.argmax())
 
 
 def clip_attribution(encoder: Encoder, x: torch.Tensor, target: int, n_steps: int = 32,
-                     internal_batch_size: Optional[int] = None, baseline: str = "brain_mean"):
+                     internal_batch_size: Optional[int] = None, baseline: str = "brain_mean",
+                     brain_mask: Optional[torch.Tensor] = None):
     """IG of one clip ``x (1, 1, D, H, W, T)`` -> (``(D, H, W, T)`` attribution, relative
     completeness error ``|Σ IG - (F(x) - F(x0))| / |F(x) - F(x0)|``, NaN where F(x0) is
     undefined: the ``background`` baseline with a model that drops background tokens)."""
@@ -106,13 +109,14 @@ def clip_attribution(encoder: Encoder, x: torch.Tensor, target: int, n_steps: in
     if baseline not in BASELINES:
         raise ValueError(f"unknown baseline {baseline!r}; choose one of {sorted(BASELINES)}")
     x0 = BASELINES[baseline](x, getattr(encoder.model, "background_value", "min"))
-    forward = model_output_fn(encoder)
+    forward = model_output_fn(encoder, brain_mask)
     attr = IntegratedGradients(forward).attribute(
         x, baselines=x0, target=target, n_steps=n_steps, method="gausslegendre",
         internal_batch_size=internal_batch_size)
     error = float("nan")
     removal = getattr(encoder.model, "background_removal", "none")
-    if baseline == "brain_mean" or removal == "none":
+    # With a stored brain mask the baseline keeps the clip's tokens, so F(x0) is defined.
+    if baseline == "brain_mean" or removal == "none" or brain_mask is not None:
         with torch.no_grad():
             gap = float(forward(x)[0, target] - forward(x0)[0, target])
         error = abs(float(attr.sum()) - gap) / max(abs(gap), 1e-12)
@@ -130,17 +134,22 @@ def subject_attribution(
         raise ValueError(f"unknown reduction {reduce!r}; choose one of {sorted(REDUCTIONS)}")
     encoder.use_per_sample_tokens()
     encoder.to(device)
-    clips = [(x[None] if x.dim() == 5 else x, int(s)) for b in batches
-             for x, s in zip(b["fmri"].split(1), np.asarray(b["start"]).reshape(-1))]
+    clips = []
+    for b in batches:
+        masks = b["brain_mask"].split(1) if "brain_mask" in b else [None] * len(b["fmri"])
+        for x, s, m in zip(b["fmri"].split(1), np.asarray(b["start"]).reshape(-1), masks):
+            clips.append((x[None] if x.dim() == 5 else x, int(s), m))
     if not clips:
         raise ValueError("no clips to attribute")
-    clips = [(x.to(device=device, dtype=torch.float32), s) for x, s in clips]
-    target = choose_target(encoder, [x for x, _ in clips], target)
+    clips = [(x.to(device=device, dtype=torch.float32), s, None if m is None else m.to(device))
+             for x, s, m in clips]
+    target = choose_target(encoder, [(x, m) for x, _, m in clips], target)
     reducer = REDUCTIONS[reduce]
     sum3d, mean_input, deltas = None, None, []
     sum4d = count4d = None
-    for x, start in clips:
-        attr, delta = clip_attribution(encoder, x, target, n_steps, internal_batch_size, baseline)
+    for x, start, mask in clips:
+        attr, delta = clip_attribution(encoder, x, target, n_steps, internal_batch_size, baseline,
+                                       mask)
         deltas.append(delta)
         reduced = reducer(attr)
         sum3d = reduced.sum(-1) if sum3d is None else sum3d + reduced.sum(-1)

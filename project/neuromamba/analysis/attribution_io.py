@@ -9,18 +9,21 @@ from ..fileio import atomic_path
 
 
 def to_input_space(volume: np.ndarray, record, fill: float = 0.0) -> np.ndarray:
-    """Model grid -> the original input grid with the preprocessing's crop/pad record
+    """Model grid -> the input file's own grid with the preprocessing's crop/pad record: exact
+    (orientation and crop/pad undone) unless the run was resampled, then nilearn resamples back
     (``record`` None: the volume stays on the model grid)."""
     if record is None:
         return np.asarray(volume)
-    from neuromamba.data.nifti import to_original_space
+    from neuromamba.data.nifti import to_source_array, to_source_space
 
-    return to_original_space(np.asarray(volume), record, fill=fill)
+    if record.resampled:
+        return np.asarray(to_source_space(np.asarray(volume), record, fill=fill).dataobj)
+    return to_source_array(np.asarray(volume), record, fill=fill)
 
 
 def input_affine(record) -> np.ndarray:
-    """The original grid's affine (identity, i.e. voxel units, without a record)."""
-    return np.eye(4) if record is None else np.asarray(record.affine, dtype=float)
+    """The input file's affine (identity, i.e. voxel units, without a record)."""
+    return np.eye(4) if record is None else np.asarray(record.source_affine, dtype=float)
 
 
 def write_nifti(path: str, volume: np.ndarray, affine: np.ndarray) -> str:

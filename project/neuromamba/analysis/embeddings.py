@@ -70,10 +70,11 @@ def extract_clip_embeddings(
     subjects, runs, starts, chunks, outputs, targets = [], [], [], [], [], []
     for batch in batches:
         x = batch["fmri"].to(device=device, dtype=torch.float32)
-        out = encoder.backbone(x)
+        mask = batch.get("brain_mask")
+        out = encoder.backbone(x, mask)
         chunks.append(pool(out).float().cpu().numpy())
         if with_outputs and encoder.head is not None:
-            outputs.append(encoder.predict(x).cpu().numpy())
+            outputs.append(encoder.predict(x, mask).cpu().numpy())
         subjects += [str(s) for s in batch["subject"]]
         runs += [str(r) for r in batch.get("run", [""] * x.shape[0])]
         starts.append(np.asarray(batch.get("start", torch.zeros(x.shape[0]))).reshape(-1))

@@ -41,19 +41,20 @@ class Encoder:
     source: str = ""
     format: str = ""
 
-    def backbone(self, x: torch.Tensor):
-        """The backbone output for clips ``x (B, 1, D, H, W, T)`` (prompt included if any)."""
-        if self.prompt is not None:
-            return self.model(x, prompt=self.prompt)
-        return self.model(x)
+    def backbone(self, x: torch.Tensor, brain_mask: Optional[torch.Tensor] = None):
+        """The backbone output for clips ``x (B, 1, D, H, W, T)`` (prompt included if any);
+        ``brain_mask`` (B, D, H, W), the data's stored mask, selects the brain tokens."""
+        if brain_mask is not None:
+            brain_mask = brain_mask.to(x.device)
+        return self.model(x, prompt=self.prompt, brain_mask=brain_mask)
 
-    def predict(self, x: torch.Tensor) -> torch.Tensor:
+    def predict(self, x: torch.Tensor, brain_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
         """Per-clip predictions: class probabilities ``(B, K)`` or regression values in
         original units ``(B, 1)`` (un-standardised with the stored train statistics)."""
         if self.head is None:
             raise ValueError(f"{self.source}: the checkpoint has no task head (task "
                              f"{self.task!r}); predictions need a fine-tuned checkpoint")
-        out = self.head(self.backbone(x)).float()
+        out = self.head(self.backbone(x, brain_mask)).float()
         if self.task == "classification":
             return torch.softmax(out, dim=-1)
         return out * self.target_std + self.target_mean

@@ -74,7 +74,7 @@ def predict_dataset(encoder: Encoder, dataset, batch_size: int = 4, device: str 
     encoder.to(device)
     outputs = []
     for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        outputs.append(encoder.predict(batch["fmri"].to(device)).cpu().numpy())
+        outputs.append(encoder.predict(batch["fmri"].to(device), batch.get("brain_mask")).cpu().numpy())
     return np.concatenate(outputs)
 
 

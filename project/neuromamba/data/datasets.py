@@ -1,8 +1,9 @@
 """Clip datasets over runs (HDF5 or synthetic) and the dataset registry.
 
-An item is a dict: ``fmri`` float32 (1, D, H, W, T) scaled at load time, ``target`` (int64 class
-or float32 value; 0 when unlabelled, e.g. pretraining), ``subject``, ``run``, ``start`` (first
-frame). Only the clip's frames are read, in one HDF5 read straight into a preallocated array.
+An item is a dict: ``fmri`` float32 (1, D, H, W, T) scaled at load time, ``brain_mask`` bool
+(D, H, W) (the run's stored brain mask: it, not the values, decides which tokens are
+background), ``target`` (int64 class or float32 value; 0 when unlabelled, e.g. pretraining),
+``subject``, ``run``, ``start`` (first frame). Only the clip's frames are read, in one HDF5 read straight into a preallocated array.
 """
 from __future__ import annotations
 
@@ -52,10 +53,12 @@ class HDF5Reader:
         self.max_open = max_open
         self._files: OrderedDict = OrderedDict()
         self._stats: dict = {}
+        self._masks: OrderedDict = OrderedDict()
         self._pid = None
 
     def __getstate__(self):  # never send open handles to workers
-        return {"max_open": self.max_open, "_files": OrderedDict(), "_stats": {}, "_pid": None}
+        return {"max_open": self.max_open, "_files": OrderedDict(), "_stats": {},
+                "_masks": OrderedDict(), "_pid": None}
 
     def _handle(self, path: str):
         import h5py
@@ -85,6 +88,19 @@ class HDF5Reader:
         """Frames in the stored dtype (T, D, H, W): one read of just those chunks."""
         return store.read_frames(self._handle(entry.path)["fmri"], frames)
 
+    def brain_mask(self, entry: RunEntry) -> np.ndarray:
+        """The run's stored brain mask (D, H, W) bool, cached for the last ``max_open`` runs."""
+        mask = self._masks.get(entry.path)
+        if mask is None:
+            f = self._handle(entry.path)
+            if "brain_mask" not in f:
+                raise ValueError(f"{entry.path}: no 'brain_mask' dataset; rerun preprocess.py "
+                                 f"with --overwrite")
+            mask = self._masks[entry.path] = np.asarray(f["brain_mask"]).astype(bool)
+            while len(self._masks) > self.max_open:
+                self._masks.popitem(last=False)
+        return mask
+
     def close(self) -> None:
         for f in self._files.values():
             f.close()
@@ -101,6 +117,9 @@ class DummyReader:
     def frames(self, entry: RunEntry, frames: slice) -> np.ndarray:
         return self.generator.frames(entry.subject, entry.run, range(frames.start, frames.stop,
                                                                         frames.step or 1))
+
+    def brain_mask(self, entry: RunEntry) -> np.ndarray:
+        return self.generator.brain_mask(entry.subject, entry.run)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -168,7 +187,8 @@ class ClipDataset(Dataset):
         target = self.targets[i].item()
         if self.target_transform is not None:
             target = self.target_transform(target)
-        return {"fmri": fmri, "target": torch.tensor(target, dtype=self.target_dtype),
+        return {"fmri": fmri, "brain_mask": torch.from_numpy(self.reader.brain_mask(entry)),
+                "target": torch.tensor(target, dtype=self.target_dtype),
                 "subject": self.subject_prefix + entry.subject, "run": entry.run, "start": torch.tensor(start)}
 
 

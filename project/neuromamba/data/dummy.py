@@ -23,6 +23,7 @@ NUM_COMPONENTS = 3
 AGE_RANGE = (20.0, 80.0)
 # What one label belongs to: a subject, or a run (task state: the label is the run's state).
 LABEL_LEVELS = ("subject", "run")
+DUMMY_VOXEL_MM = 2.0       # voxel size recorded for the synthetic runs
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,9 @@ class DummyGenerator:
     def stats(self, subject: str, run: str) -> dict:
         return self._volumes(subject, run).stats
 
+    def brain_mask(self, subject: str, run: str) -> np.ndarray:
+        return self._volumes(subject, run).brain
+
     def frames(self, subject: str, run: str, frame_indices) -> np.ndarray:
         """Raw float32 frames (T, D, H, W), background exactly 0."""
         vol = self._volumes(subject, run)
@@ -185,7 +189,10 @@ def write_dummy_runs(out_dir, spec: DummySpec, task_type: str = "classification"
     from .. import fileio
     from . import store
 
+    from .grid import world_grid
+
     gen = DummyGenerator(spec, task_type)
+    world = world_grid(spec.img_size, DUMMY_VOXEL_MM)  # the synthetic brains stand in MNI space
     paths = []
     for subject in subject_ids(spec):
         for run in run_ids(spec):
@@ -193,9 +200,11 @@ def write_dummy_runs(out_dir, spec: DummySpec, task_type: str = "classification"
             stats = store.compute_stats(frames, frame_axis=0)
             paths.append(store.write_run(
                 store.run_path(out_dir, subject, run), frames, subject=subject, run=run,
-                stats=stats, brain_mask=np.any(frames != 0, axis=0),
+                stats=stats, brain_mask=gen.brain_mask(subject, run),
                 storage_dtype=np.dtype(np.float32), dtype_reason="dummy data",
-                compression=compression, source_file="dummy"))
+                compression=compression, source_file="dummy",
+                voxel_size=(DUMMY_VOXEL_MM,) * 3,
+                extra_attrs={"grid_affine": world.affine_array}))
     classes, ages = class_labels(spec), regression_targets(spec)
     out = Path(out_dir) / "labels.csv"
     with fileio.atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:

@@ -2,8 +2,10 @@
 
 Legacy layout: ``img/{subject}/frame_{i}.pt`` (one (X, Y, Z, 1) fp16 tensor per TR, i from 0,
 no zero padding) plus ``img/{subject}/global_stats.pt`` (``valid_voxels``, ``global_mean``,
-``global_std``, ``global_max``, over non-zero voxels). The frames are already on the model grid,
-so they are stored as they are (fp16 stays fp16, exactly); the statistics are taken from
+``global_std``, ``global_max``, over non-zero voxels). The frames carry no affine: it comes from
+``--reference_nifti`` (a NIfTI on the same grid), or is FSL's MNI152 2 mm affine when the frames
+are 91x109x91. They are then placed on the world grid exactly like ``preprocess.py nifti`` runs
+(fp16 frames on an integer offset stay fp16, exactly); the statistics are taken from
 ``global_stats.pt`` (the minimum, which it lacks, is computed from the frames).
 """
 from __future__ import annotations
@@ -14,8 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import store
-from .nifti import CropPadRecord, brain_bounding_box, brain_mask_of
+from . import nifti, placement, store
 from .preprocess_runner import RunJob, RunResult, convert_folder, convert_run, safe_name
 
 FRAME_PATTERN = re.compile(r"^frame_(\d+)\.pt$")
@@ -24,6 +25,9 @@ LEGACY_STATS_KEYS = {"valid_voxels": "valid_voxels", "mean": "global_mean",
 # The whole folder name is the subject; give a regex with (?P<subject>...)(?P<run>...) groups
 # when folders are per run (e.g. "100206_REST1_LR").
 DEFAULT_LEGACY_REGEX = r"^(?P<subject>.+)$"
+# FSL's MNI152 2 mm grid (HCP, UK Biobank, ABCD), stored LAS: the grid legacy frames usually have.
+FSL_MNI152_2MM = ((91, 109, 91), ((-2.0, 0.0, 0.0, 90.0), (0.0, 2.0, 0.0, -126.0),
+                                  (0.0, 0.0, 2.0, -72.0), (0.0, 0.0, 0.0, 1.0)))
 
 
 def legacy_root(path: str | Path) -> Path:
@@ -90,12 +94,37 @@ class LegacyOptions:
     min_frames: int = 20
     compression: str = "none"
     overwrite: bool = False
+    target_shape: tuple = (96, 96, 96)
+    placement: str = "world"
+    allow_crop_brain: bool = False
+    reference_nifti: str | None = None
+
+    def settings(self) -> dict:
+        return {"target_shape": list(self.target_shape), "placement": self.placement,
+                "compression": self.compression, "allow_crop_brain": self.allow_crop_brain,
+                "reference_nifti": (str(Path(self.reference_nifti).resolve())
+                                    if self.reference_nifti else None)}
 
 
 def convert_one(job: RunJob, out_dir: str, options: LegacyOptions) -> RunResult:
     """Convert one legacy subject folder. Never raises: failures are results."""
     return convert_run(job, out_dir, options.overwrite,
-                       lambda final: _convert_to(job, final, options))
+                       lambda final: _convert_to(job, final, options), options.settings())
+
+
+def legacy_affine(spatial: tuple, options: LegacyOptions, folder: Path) -> np.ndarray:
+    """The frames' voxel->world affine: the reference NIfTI's, or FSL MNI152 2 mm by shape."""
+    if options.reference_nifti:
+        ref = nifti.load_nifti(options.reference_nifti)
+        if tuple(ref.shape[:3]) != tuple(spatial):
+            raise ValueError(f"{folder}: frames are {tuple(spatial)} but --reference_nifti "
+                             f"{options.reference_nifti} is {tuple(ref.shape[:3])}")
+        return np.asarray(ref.affine, dtype=float)
+    if tuple(spatial) == FSL_MNI152_2MM[0]:
+        return np.asarray(FSL_MNI152_2MM[1])
+    raise ValueError(f"{folder}: frames are {tuple(spatial)}, not FSL's MNI152 2 mm grid "
+                     f"{FSL_MNI152_2MM[0]}; pass --reference_nifti FILE (a NIfTI on the frames' "
+                     f"grid) so they can be placed on the world grid")
 
 
 def _convert_to(job: RunJob, final: Path, options: LegacyOptions) -> str:
@@ -117,24 +146,27 @@ def _convert_to(job: RunJob, final: Path, options: LegacyOptions) -> str:
         frames[t] = frame
     if not np.all(np.isfinite(frames)):
         raise ValueError(f"{folder}: non-finite values (NaN/inf) in the frames")
+    affine = legacy_affine(spatial, options, folder)
+    mask = nifti.brain_mask_of(np.moveaxis(frames, 0, -1))
+    placed = placement.place_run(np.moveaxis(frames, 0, -1), mask, affine,
+                                 target_shape=options.target_shape, placement=options.placement,
+                                 allow_crop_brain=options.allow_crop_brain, path=str(folder))
+    record = placed.record
+    stored_dtype = frames.dtype if not record.resampled else np.dtype(np.float32)
+    frames = nifti.crop_pad_frames(placed.data, record, dtype=stored_dtype)
+    brain = nifti.apply_crop_pad(placed.mask, record).astype(bool)
     stats = _legacy_stats(folder, frames)
     if frames.dtype == np.float16:
         dtype, reason = np.dtype(np.float16), "legacy frames were float16: kept exactly"
     else:
         dtype, reason = store.choose_storage_dtype(frames, stats)
-    mask = brain_mask_of(np.moveaxis(frames, 0, -1))
-    # The legacy grid is the only grid we know: identity record, unknown world affine.
-    record = CropPadRecord(original_shape=spatial, target_shape=spatial, shift=(0, 0, 0),
-                           affine=tuple(tuple(float(v) for v in row) for row in np.eye(4)),
-                           brain_bbox=brain_bounding_box(mask), source_shape=spatial,
-                           source_affine=tuple(tuple(float(v) for v in row) for row in np.eye(4)),
-                           resampled=False)
     store.write_run(final, frames, subject=job.subject, run=job.run, stats=stats,
-                    brain_mask=mask, storage_dtype=dtype, dtype_reason=reason,
+                    brain_mask=brain, storage_dtype=dtype, dtype_reason=reason,
                     compression=options.compression, crop_pad_json=record.to_json(),
-                    source_file=str(folder.resolve()),
-                    extra_attrs={"legacy_layout": True})
-    return reason
+                    voxel_size=placed.voxel_size, source_file=str(folder.resolve()),
+                    extra_attrs={"legacy_layout": True, "grid_affine": record.target_affine,
+                                 "settings": store.settings_json(options.settings())})
+    return reason, placed.warnings
 
 
 def convert_legacy_folder(input_path, out_dir, options: LegacyOptions, *, num_workers: int = 0,

@@ -1,9 +1,9 @@
 """Read and validate 4D NIfTI runs, resample them, and crop/pad them to the model grid.
 
-The crop/pad is computed from the brain's bounding box (non-zero voxels at any time), centred in
-the target grid, and recorded as a :class:`CropPadRecord`, so any map on the model grid can be put
-back into the input space (:func:`to_original_space`). Axis order: NIfTI data is (X, Y, Z, T);
-the spatial axes keep their order (X -> D, Y -> H, Z -> W).
+How a run is placed on the model grid (the world grid of :mod:`.grid`, or per-run brain
+centring) is decided in :mod:`.placement` and recorded as a :class:`CropPadRecord`, so any map
+on the model grid can be put back into the input's own grid (:func:`to_source_space`). Axis
+order: NIfTI data is (X, Y, Z, T); after reorientation to LAS the spatial axes are (D, H, W).
 """
 from __future__ import annotations
 
@@ -20,12 +20,16 @@ SANE_VOXEL_SIZE_MM = (0.2, 10.0)
 
 @dataclass(frozen=True)
 class CropPadRecord:
-    """How the model grid relates to the input ("original") grid.
+    """How the model grid relates to the input file's grid.
 
+    source (the file as read: ``source_shape``, ``source_affine``) --[``orientation``: flips and
+    axis swaps to LAS, exact]--> --[nilearn resampling, only when ``resampled``]--> the
+    "original" grid (``original_shape``, ``affine``) --[integer ``shift``]--> the model grid.
     A voxel at original index ``i`` (per axis) sits at model-grid index ``i + shift``; model-grid
-    voxels whose original index falls outside ``original_shape`` are padding (raw 0). ``affine``
-    is the original grid's voxel->world affine (after the optional resampling); ``source_*``
-    describe the file as read, before resampling.
+    voxels whose original index falls outside ``original_shape`` are padding (raw 0).
+    ``placement`` says how the shift was chosen: ``world`` (the dataset's world grid; the model
+    grid's affine is :attr:`target_affine`), ``brain_centre`` (each run's own brain box) or
+    ``legacy``.
     """
 
     original_shape: tuple
@@ -36,6 +40,8 @@ class CropPadRecord:
     source_shape: tuple
     source_affine: tuple
     resampled: bool
+    orientation: tuple = ((0.0, 1.0), (1.0, 1.0), (2.0, 1.0))  # nibabel ornt: source -> original
+    placement: str = "brain_centre"
 
     @property
     def target_affine(self) -> np.ndarray:
@@ -123,42 +129,54 @@ def needs_resampling(img, voxel_size_mm: float, tolerance: float = 1e-3) -> bool
     return bool(np.any(np.abs(zooms - voxel_size_mm) > tolerance))
 
 
-def resample_to_voxel_size(img, voxel_size_mm: float, data: np.ndarray | None = None):
-    """Resample to isotropic ``voxel_size_mm`` with nilearn; returns (image, float32 data).
+def voxel_size_grid(affine: np.ndarray, shape: Sequence[int], voxel_size_mm: float) -> tuple:
+    """(affine, shape) of the grid that keeps ``affine``'s origin and axis directions at an
+    isotropic ``voxel_size_mm`` and covers the same field of view."""
+    affine = np.asarray(affine, dtype=float)
+    zooms = np.sqrt((affine[:3, :3] ** 2).sum(axis=0))
+    target_affine = affine.copy()
+    target_affine[:3, :3] = affine[:3, :3] / zooms * voxel_size_mm
+    target_shape = tuple(int(np.ceil(s * z / voxel_size_mm)) for s, z in zip(shape[:3], zooms))
+    return target_affine, target_shape
 
-    The new grid keeps the origin and the axis directions and covers the same field of view.
+
+def nilearn_resample(image, target_affine: np.ndarray, target_shape: Sequence[int],
+                     interpolation: str):
+    from nilearn.image import resample_img  # slow import: only when needed
+
+    kwargs = dict(target_affine=np.asarray(target_affine, dtype=float),
+                  target_shape=tuple(int(s) for s in target_shape), interpolation=interpolation)
+    try:
+        return resample_img(image, copy_header=True, force_resample=True, **kwargs)
+    except TypeError:  # older nilearn without these keywords
+        return resample_img(image, **kwargs)
+
+
+def resample_onto(data: np.ndarray, mask: np.ndarray, affine: np.ndarray,
+                  target_affine: np.ndarray, target_shape: Sequence[int]) -> tuple:
+    """Resample a 4D run and its brain mask onto another grid; returns (float32 data, mask).
+
     Values use continuous (spline) interpolation, which rings into the background, so the brain
     mask is resampled with nearest-neighbour interpolation and the background set back to 0.
     """
     import nibabel as nib
-    from nilearn.image import resample_img  # slow import: only when needed
 
-    zooms = np.asarray(img.header.get_zooms()[:3], dtype=float)
-    target_affine = np.array(img.affine, dtype=float)
-    target_affine[:3, :3] = img.affine[:3, :3] / zooms * voxel_size_mm
-    target_shape = tuple(int(np.ceil(s * z / voxel_size_mm)) for s, z in zip(img.shape[:3], zooms))
-    data = read_nifti_data(img, "<image>") if data is None else data
-    mask_img = nib.Nifti1Image(brain_mask_of(data).astype(np.uint8), img.affine)
-
-    def _resample(image, interpolation):
-        kwargs = dict(target_affine=target_affine, target_shape=target_shape,
-                      interpolation=interpolation)
-        try:
-            return resample_img(image, copy_header=True, force_resample=True, **kwargs)
-        except TypeError:  # older nilearn without these keywords
-            return resample_img(image, **kwargs)
-
-    resampled = _resample(nib.Nifti1Image(data, img.affine, img.header), "continuous")
-    mask = np.asarray(_resample(mask_img, "nearest").dataobj) > 0
-    values = np.asarray(resampled.dataobj, dtype=np.float32) * mask[..., None]
-    return resampled, values
+    affine = np.asarray(affine, dtype=float)
+    values = nilearn_resample(nib.Nifti1Image(np.asarray(data, dtype=np.float32), affine),
+                              target_affine, target_shape, "continuous")
+    mask_img = nib.Nifti1Image(np.asarray(mask, dtype=np.uint8), affine)
+    new_mask = np.asarray(nilearn_resample(mask_img, target_affine, target_shape,
+                                           "nearest").dataobj) > 0
+    out = np.asarray(values.dataobj, dtype=np.float32) * new_mask[..., None]
+    return out, new_mask
 
 
 # ---------------------------------------------------------------------------------------------
 # Crop / pad
 # ---------------------------------------------------------------------------------------------
 def brain_mask_of(data: np.ndarray) -> np.ndarray:
-    """Brain = voxels that are non-zero in at least one frame (skull-stripped input)."""
+    """Brain = voxels that are non-zero in at least one frame (skull-stripped input without a
+    mask file)."""
     return np.any(data != 0, axis=-1) if data.ndim == 4 else data != 0
 
 
@@ -186,7 +204,7 @@ def plan_crop_pad(mask: np.ndarray, target_shape: Sequence[int], affine: np.ndar
             raise ValueError(
                 f"{path}: brain extent {tuple(h - l for l, h in bbox)} voxels does not fit the "
                 f"target grid {target_shape}; use a larger --target_shape, resample "
-                f"(--voxel_size), or pass --allow_crop_brain to cut the brain's edges")
+                f"(--resample_to), or pass --allow_crop_brain to cut the brain's edges")
         # Brain centre (lo + hi) / 2 goes to the grid centre size / 2 (integer shift).
         shift.append(int((size - extent) // 2 - lo))
     return CropPadRecord(
@@ -251,28 +269,33 @@ def to_original_space(volume: np.ndarray, record: CropPadRecord, fill: float = 0
     return out
 
 
+def to_source_array(volume: np.ndarray, record: CropPadRecord, fill: float = 0.0) -> np.ndarray:
+    """Model grid -> the input file's own voxel array (undoing the crop/pad and the
+    reorientation exactly). Only for runs that were not resampled (see :func:`to_source_space`)."""
+    from .grid import undo_reorient
+
+    if record.resampled:
+        raise ValueError("the run was resampled: map it back with to_source_space")
+    back = to_original_space(np.asarray(volume), record, fill)
+    return np.ascontiguousarray(undo_reorient(back, np.asarray(record.orientation)))
+
+
 def to_source_space(volume: np.ndarray, record: CropPadRecord, interpolation: str = "continuous",
                     fill: float = 0.0):
-    """Model grid -> the input file's own grid, as a nibabel image (undoing the resampling too).
+    """Model grid -> the input file's own grid, as a nibabel image with the input's affine.
 
-    Without resampling this is :func:`to_original_space` with the input affine; with it, the map
-    is resampled back to ``source_shape``/``source_affine`` with nilearn. 3D volumes, or 4D with
-    one trailing axis (e.g. time).
+    Without resampling this is exact (:func:`to_source_array`); with it, the map is resampled
+    back to ``source_shape``/``source_affine`` with nilearn. 3D volumes, or 4D with one trailing
+    axis (e.g. time).
     """
     import nibabel as nib
 
+    if not record.resampled:
+        back = to_source_array(np.asarray(volume, dtype=np.float32), record, fill)
+        return nib.Nifti1Image(back, np.asarray(record.source_affine))
     back = to_original_space(np.asarray(volume, dtype=np.float32), record, fill)
     image = nib.Nifti1Image(back, np.asarray(record.affine))
-    if not record.resampled:
-        return image
-    from nilearn.image import resample_img
-
-    kwargs = dict(target_affine=np.asarray(record.source_affine),
-                  target_shape=tuple(record.source_shape), interpolation=interpolation)
-    try:
-        return resample_img(image, copy_header=True, force_resample=True, **kwargs)
-    except TypeError:  # older nilearn
-        return resample_img(image, **kwargs)
+    return nilearn_resample(image, record.source_affine, record.source_shape, interpolation)
 
 
 def original_index(target_index: Sequence[int], record: CropPadRecord) -> tuple:

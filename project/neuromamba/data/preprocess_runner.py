@@ -17,7 +17,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from .. import fileio
-from . import nifti, store
+from . import masks, nifti, placement, store
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # subject = first path component (a subject folder) or the file name up to the first "_";
@@ -31,6 +31,7 @@ class RunJob:
     source: str
     subject: str
     run: str
+    mask: str | None = None  # brain mask file for this run (BIDS *_desc-brain_mask beside it)
 
 
 @dataclass(frozen=True)
@@ -43,6 +44,18 @@ class PreprocessOptions:
     fp16_tolerance: float = store.DEFAULT_FP16_TOLERANCE
     allow_crop_brain: bool = False
     overwrite: bool = False
+    placement: str = "world"
+    mask: str | None = None  # one brain mask for every run (else per-run BIDS masks)
+    allow_nonzero_background: bool = False
+
+    def settings(self) -> dict:
+        """What decides the output's content: a rerun with other values is refused."""
+        return {"target_shape": list(self.target_shape), "resample_to": self.resample_to,
+                "placement": self.placement, "storage_dtype": self.storage_dtype,
+                "fp16_tolerance": self.fp16_tolerance, "compression": self.compression,
+                "allow_crop_brain": self.allow_crop_brain,
+                "mask": str(Path(self.mask).resolve()) if self.mask else None,
+                "allow_nonzero_background": self.allow_nonzero_background}
 
 
 @dataclass
@@ -52,6 +65,7 @@ class RunResult:
     message: str = ""
     path: str = ""
     nbytes: int = 0
+    warnings: list = field(default_factory=list)
 
 
 @dataclass
@@ -101,10 +115,16 @@ def discover_runs(input_path: str | Path, subject_regex: str = DEFAULT_SUBJECT_R
         raise FileNotFoundError(f"--input {input_path}: no such file or folder")
     if input_path.is_file():
         return _runs_from_csv(input_path, subject_regex)
+    files = [p for p in sorted(input_path.rglob("*"))
+             if p.is_file() and p.name.endswith(NIFTI_SUFFIXES) and not masks.is_mask_file(p.name)]
+    if any(strip_nifti_suffix(p.name).endswith("_bold") for p in files):
+        # A BIDS (derivatives) tree: runs are the *_bold files, the rest are references/maps.
+        files = [p for p in files if strip_nifti_suffix(p.name).endswith("_bold")]
     jobs = []
-    for p in sorted(input_path.rglob("*")):
-        if p.is_file() and p.name.endswith(NIFTI_SUFFIXES):
-            jobs.append(job_from_relative_path(str(p.relative_to(input_path)), str(p), subject_regex))
+    for p in files:
+        job = job_from_relative_path(str(p.relative_to(input_path)), str(p), subject_regex)
+        mask = masks.bids_mask_for(p)
+        jobs.append(RunJob(job.source, job.subject, job.run, str(mask) if mask else None))
     if not jobs:
         raise ValueError(f"--input {input_path}: no .nii or .nii.gz files found")
     _check_unique(jobs)
@@ -116,15 +136,21 @@ def _runs_from_csv(path: Path, subject_regex: str) -> list:
         rows = list(csv.DictReader(fh))
     if not rows or "path" not in rows[0]:
         raise ValueError(f"--input {path}: a run list needs a 'path' column (and optional "
-                         f"'subject', 'run' columns)")
+                         f"'subject', 'run', 'mask' columns)")
     jobs = []
     for row in rows:
         src = Path(row["path"])
         if not src.is_absolute():
             src = path.parent / src
         guess = job_from_relative_path(Path(row["path"]).name, str(src), subject_regex)
+        mask = row.get("mask") or None
+        if mask and not Path(mask).is_absolute():
+            mask = str(path.parent / mask)
+        if mask is None:
+            found = masks.bids_mask_for(src)
+            mask = str(found) if found else None
         jobs.append(RunJob(str(src), safe_name(row.get("subject") or guess.subject),
-                           safe_name(row.get("run") or guess.run)))
+                           safe_name(row.get("run") or guess.run), mask))
     _check_unique(jobs)
     return jobs
 
@@ -141,52 +167,79 @@ def _check_unique(jobs: Sequence[RunJob]) -> None:
 
 # ---------------------------------------------------------------------------------------------
 def convert_run(job: RunJob, out_dir: str, overwrite: bool,
-                write: Callable[[Path], str]) -> RunResult:
-    """The per-run protocol of every converter: skip a complete output (unless ``overwrite``),
-    else ``write(final_path) -> reason``. Never raises: failures are one-line results."""
+                write: Callable[[Path], "str | tuple"], settings: dict | None = None) -> RunResult:
+    """The per-run protocol of every converter: skip a complete output made with the same
+    ``settings`` (unless ``overwrite``), refuse one made with other settings, else
+    ``write(final_path) -> reason`` or ``(reason, warnings)``. Never raises: failures are
+    one-line results."""
     final = store.run_path(out_dir, job.subject, job.run)
     try:
         if not overwrite and final.exists() and store.is_complete(final):
+            changed = store.settings_differ(final, settings or {})
+            if changed:
+                return RunResult(job, "failed", f"{final} was made with other settings "
+                                 f"({changed}); pass --overwrite to redo it, or choose another "
+                                 f"--output_dir")
             return RunResult(job, "skipped", "already complete", str(final), final.stat().st_size)
-        reason = write(final)
-        return RunResult(job, "done", reason, str(final), final.stat().st_size)
+        outcome = write(final)
+        reason, notes = outcome if isinstance(outcome, tuple) else (outcome, [])
+        return RunResult(job, "done", reason, str(final), final.stat().st_size, list(notes))
     except Exception as err:  # one clear line per bad file; the others go through
         return RunResult(job, "failed", _one_line(err, job.source))
 
 
 def preprocess_one(job: RunJob, out_dir: str, options: PreprocessOptions) -> RunResult:
-    """Validate, resample, crop/pad, compute stats, write. Never raises: failures are results."""
+    """Validate, mask, place, compute stats, write. Never raises: failures are results."""
     return convert_run(job, out_dir, options.overwrite,
-                       lambda final: _preprocess_to(job, final, options))
+                       lambda final: _preprocess_to(job, final, options), options.settings())
 
 
-def _preprocess_to(job: RunJob, final: Path, options: PreprocessOptions) -> str:
-    """Write ``job``'s run to ``final``; returns why its storage dtype was chosen."""
+def _preprocess_to(job: RunJob, final: Path, options: PreprocessOptions) -> tuple:
+    """Write ``job``'s run to ``final``; returns (why its storage dtype was chosen, warnings)."""
     img = nifti.load_nifti(job.source)
     nifti.validate_header(img, job.source, options.min_frames)
-    source_shape, source_affine = img.shape[:3], np.asarray(img.affine)
     data = nifti.read_nifti_data(img, job.source)
+    mask_path = options.mask or job.mask
+    if mask_path:
+        mask = masks.load_mask(mask_path, img, job.source)
+        data *= mask[..., None]
+    else:
+        if not options.allow_nonzero_background:
+            masks.check_zero_background(data, job.source)
+        mask = None
     nifti.validate_data(data, job.source)
-    resampled = bool(options.resample_to) and nifti.needs_resampling(img, options.resample_to)
-    if resampled:
-        img, data = nifti.resample_to_voxel_size(img, options.resample_to, data)
-    mask = nifti.brain_mask_of(data)
-    record = nifti.plan_crop_pad(mask, options.target_shape, np.asarray(img.affine),
-                                 allow_crop_brain=options.allow_crop_brain, path=job.source,
-                                 source_shape=source_shape, source_affine=source_affine,
-                                 resampled=resampled)
-    frames = nifti.crop_pad_frames(data, record)  # (T, D, H, W), raw, background 0
+    if mask is None:
+        mask = nifti.brain_mask_of(data)
+    placed = placement.place_run(data, mask, np.asarray(img.affine),
+                                 target_shape=options.target_shape, placement=options.placement,
+                                 resample_to=options.resample_to,
+                                 allow_crop_brain=options.allow_crop_brain, path=job.source)
     del data
+    record = placed.record
+    frames = nifti.crop_pad_frames(placed.data, record)  # (T, D, H, W), raw, background 0
+    brain = nifti.apply_crop_pad(placed.mask, record).astype(bool)
     stats = store.compute_stats(frames, frame_axis=0)
+    notes = placed.warnings + _signed_brain_warning(stats, job.source)
     dtype, reason = store.choose_storage_dtype(frames, stats, options.storage_dtype,
                                                options.fp16_tolerance, frame_axis=0)
     store.write_run(final, frames, subject=job.subject, run=job.run, stats=stats,
-                    brain_mask=np.any(frames != 0, axis=0), storage_dtype=dtype,
+                    brain_mask=brain, storage_dtype=dtype,
                     dtype_reason=reason, compression=options.compression,
-                    crop_pad_json=record.to_json(),
-                    voxel_size=tuple(float(z) for z in img.header.get_zooms()[:3]),
-                    source_file=str(Path(job.source).resolve()))
-    return reason
+                    crop_pad_json=record.to_json(), voxel_size=placed.voxel_size,
+                    source_file=str(Path(job.source).resolve()),
+                    extra_attrs={"settings": store.settings_json(options.settings()),
+                                 "mask_file": str(Path(mask_path).resolve()) if mask_path else "",
+                                 "grid_affine": record.target_affine})
+    return reason, notes
+
+
+def _signed_brain_warning(stats: store.RunStats, source: str) -> list:
+    if stats.min >= 0:
+        return []
+    return [f"{source}: brain voxels go down to {stats.min:.4g}, below the background's raw value "
+            f"0 (signed or demeaned data): under the *_minback scalings the background is then "
+            f"not the volume minimum; token selection uses the stored brain mask, so training is "
+            f"unaffected, but tools that test values for background are not"]
 
 
 def _one_line(err: Exception, source: str) -> str:

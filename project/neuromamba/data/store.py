@@ -3,16 +3,23 @@
 Layout of ``{subject}/{run}.h5``::
 
     /fmri        (T, D, H, W) raw values, chunks (1, D, H, W), dtype float16|int16|float32
-    /brain_mask  (D, H, W) uint8, voxels non-zero in any frame
-    attrs: format_version, subject, run, source_file, storage_dtype, dtype_reason,
+    /brain_mask  (D, H, W) uint8: the brain (the mask file's voxels, else those non-zero in any
+                 frame), placed like the frames; token selection reads it
+    attrs: format_version, subject, run, source_file, mask_file, storage_dtype, dtype_reason,
            compression, stats_valid_voxels, stats_mean, stats_std, stats_min, stats_max,
-           voxel_size, crop_pad (JSON of CropPadRecord), complete (written last)
+           voxel_size (mm), grid_affine (4x4 voxel->world of the model grid, LAS),
+           crop_pad (JSON of CropPadRecord), settings (JSON of the preprocessing options),
+           complete (written last)
+
+Format 2 (this one) places every run on the dataset's world grid; format 1 files (per-run
+brain centring, no grid record) are refused by training with a one-line fix.
 
 Files are written under a temporary name in the destination folder and renamed when complete,
 so a killed writer never leaves a file that looks finished.
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence
@@ -21,7 +28,7 @@ import numpy as np
 
 from .. import fileio
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 COMPRESSIONS = {"none": None, "gzip": "gzip", "lzf": "lzf"}
 STORAGE_DTYPES = ("auto", "float16", "int16", "float32")
 FP16_MAX = 65504.0
@@ -137,6 +144,22 @@ def is_complete(path: str | Path) -> bool:
                 int(f.attrs.get("format_version", -1)) == FORMAT_VERSION
     except Exception:  # unreadable/partial file: not complete, will be redone
         return False
+
+
+def settings_json(settings: Mapping[str, object]) -> str:
+    return json.dumps(dict(settings), sort_keys=True)
+
+
+def settings_differ(path: str | Path, settings: Mapping[str, object]) -> str:
+    """'' when the complete file at ``path`` was written with ``settings``; else which differ,
+    as ``--name old -> new`` phrases."""
+    import h5py
+
+    with h5py.File(path, "r") as f:
+        stored = json.loads(str(f.attrs.get("settings", "{}") or "{}"))
+    changed = [f"--{key} {stored.get(key)!r} -> {value!r}"
+               for key, value in sorted(settings.items()) if stored.get(key) != value]
+    return "; ".join(changed)
 
 
 def remove_stale_temporaries(final_path: str | Path) -> None:

@@ -199,6 +199,25 @@ def brain_token_mask(tokens: torch.Tensor, background_value: str = "min") -> tor
     return (tokens != BACKGROUND_VALUES[background_value](tokens)).any(dim=-1)
 
 
+def brain_tokens_from_voxels(voxel_mask: torch.Tensor, img_size: Sequence[int],
+                             patch_size: Sequence[int]) -> torch.Tensor:
+    """Token mask from a voxel brain mask: ``(B, D, H, W)`` -> bool ``(B, N)`` in token order.
+
+    A token is brain when its 6x6x6 patch holds at least one brain voxel (at every time
+    position: the mask is spatial). This is the rule wherever a brain mask is stored with the
+    data; it does not depend on the values, so signed or demeaned data select correctly.
+    """
+    gd, gh, gw, gt = grid_size(img_size, patch_size)
+    sd, sh, sw, _ = _as_size4(patch_size, "patch_size")
+    b = voxel_mask.shape[0]
+    if tuple(voxel_mask.shape[1:]) != (gd * sd, gh * sh, gw * sw):
+        raise ValueError(f"brain mask of shape {tuple(voxel_mask.shape[1:])} does not match the "
+                         f"image grid {(gd * sd, gh * sh, gw * sw)}")
+    patches = voxel_mask.reshape(b, gd, sd, gh, sh, gw, sw).to(torch.bool)
+    spatial = patches.any(dim=6).any(dim=4).any(dim=2)  # (B, gd, gh, gw)
+    return spatial.unsqueeze(-1).expand(b, gd, gh, gw, gt).reshape(b, gd * gh * gw * gt)
+
+
 @dataclass
 class TokenSelection:
     """Which tokens enter the backbone, laid out as ``(B', L)`` rows.
@@ -244,19 +263,30 @@ BACKGROUND_REMOVALS: Dict[str, Tuple[bool, Callable[..., TokenSelection]]] = {
 }
 
 
+# Rules evaluation may use: per-sample (the default) or, behind a flag, the original batch-wide one.
+EVAL_BACKGROUND_REMOVALS = ("packed", "batch")
+
+
 def select_tokens(
-    tokens: torch.Tensor, removal: str = "none", background_value: str = "min"
+    tokens: torch.Tensor, removal: str = "none", background_value: str = "min",
+    token_mask: Optional[torch.Tensor] = None,
 ) -> TokenSelection:
-    """Choose the tokens of ``(B, N, P)`` patches that enter the backbone (see BACKGROUND_REMOVALS)."""
+    """Choose the tokens of ``(B, N, P)`` patches that enter the backbone (see BACKGROUND_REMOVALS).
+
+    ``token_mask`` (B, N), from the data's stored brain mask, decides which tokens are brain;
+    without it the value rule :func:`brain_token_mask` does (data without a mask)."""
     if removal not in BACKGROUND_REMOVALS:
         raise ValueError(f"unknown background_removal {removal!r}; choose one of {list(BACKGROUND_REMOVALS)}")
     needs_mask, rule = BACKGROUND_REMOVALS[removal]
-    mask = brain_token_mask(tokens, background_value) if needs_mask else None
-    if mask is not None:
+    mask = None
+    if needs_mask:
+        mask = token_mask.to(torch.bool) if token_mask is not None else brain_token_mask(tokens, background_value)
         empty = (mask.sum(dim=1) == 0).nonzero().flatten().tolist()
         if empty:
+            source = "the brain mask is empty" if token_mask is not None else (
+                f"every voxel equals the background value ({background_value!r})")
             raise ValueError(
-                f"sample(s) {empty} of the batch have no brain tokens: every voxel equals the "
-                f"background value ({background_value!r}); check the input scaling and the data"
+                f"sample(s) {empty} of the batch have no brain tokens: {source}; check the input "
+                f"scaling and the data"
             )
     return rule(tokens, mask)

@@ -13,7 +13,8 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from .embedding import BACKGROUND_REMOVALS, BACKGROUND_VALUES, Embedder, patchify, select_tokens
+from .embedding import (BACKGROUND_REMOVALS, BACKGROUND_VALUES, Embedder, brain_tokens_from_voxels,
+                        patchify, select_tokens)
 from .mamba2 import Mamba2, RMSNorm
 from .variants import variant_config
 
@@ -139,13 +140,22 @@ class FMamba(nn.Module):
         """Remove the pretraining output layer (fine-tuning feeds the features to a head)."""
         self.output_layer = None
 
-    def forward(self, x: torch.Tensor, prompt: Optional[torch.Tensor] = None) -> BackboneOutput:
+    def forward(self, x: torch.Tensor, prompt: Optional[torch.Tensor] = None,
+                brain_mask: Optional[torch.Tensor] = None,
+                background_removal: Optional[str] = None) -> BackboneOutput:
         """Run the backbone. ``prompt`` (K, C), if given, is prepended to every sample's kept
-        tokens (prompt tuning); the returned features/tokens exclude the prompt positions."""
+        tokens (prompt tuning); the returned features/tokens exclude the prompt positions.
+        ``brain_mask`` (B, D, H, W), the data's stored brain mask, decides which tokens are
+        background (else their values do); ``background_removal`` overrides the model's rule
+        for this call (evaluation uses per-sample ``packed`` masks)."""
         expected = (1, *self.img_size)
         if x.dim() != 6 or tuple(x.shape[1:]) != expected:
             raise ValueError(f"expected input of shape (B, {', '.join(map(str, expected))}), got {tuple(x.shape)}")
-        selection = select_tokens(patchify(x, self.patch_size), self.background_removal, self.background_value)
+        removal = background_removal or self.background_removal
+        token_mask = None
+        if brain_mask is not None and BACKGROUND_REMOVALS.get(removal, (False,))[0]:
+            token_mask = brain_tokens_from_voxels(brain_mask.to(x.device), self.img_size, self.patch_size)
+        selection = select_tokens(patchify(x, self.patch_size), removal, self.background_value, token_mask)
         h = self.embedder(selection.tokens, selection.positions)
         seq_idx = selection.seq_idx
 

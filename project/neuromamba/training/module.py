@@ -138,23 +138,36 @@ class NeuroMambaModule(pl.LightningModule):
             logger.log_metrics({"trainable_params": trainable, "trainable_param_fraction": fraction}, step=0)
 
     # ------------------------------------------------------------------ forward
-    def backbone(self, x: torch.Tensor):
+    def backbone(self, x: torch.Tensor, brain_mask: Optional[torch.Tensor] = None,
+                 background_removal: Optional[str] = None):
+        kwargs = dict(brain_mask=brain_mask, background_removal=background_removal)
         if self.prompt is not None:
-            return self.model(x, prompt=self.prompt)
+            return self.model(x, prompt=self.prompt, **kwargs)
         if self.frozen_backbone:
             with torch.no_grad():
-                return self.model(x)
-        return self.model(x)
+                return self.model(x, **kwargs)
+        return self.model(x, **kwargs)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Head outputs: class logits (B, K) or standardised regression values (B, 1)."""
+    def forward(self, x: torch.Tensor, brain_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Head outputs: class logits (B, K) or standardised regression values (B, 1), each clip
+        computed on its own (per-sample background masks, as in evaluation)."""
         if self.head is None:
             raise RuntimeError("a pretraining module has no head; use model.next_token_loss")
-        return self.head(self.backbone(x))
+        return self.head(self.backbone(x, brain_mask, self.eval_background_removal))
 
-    def _step(self, batch):
+    @property
+    def eval_background_removal(self) -> str:
+        """Evaluation computes each clip independently of its batch-mates: per-sample
+        (``packed``) masks unless ``--eval_background_removal batch`` asks for the original
+        batch-wide rule."""
+        if self.config["background_removal"] == "none":
+            return "none"
+        return self.config.get("eval_background_removal") or "packed"
+
+    def _step(self, batch, stage: str = "train"):
         """(per-clip or scalar loss, per-clip outputs for metrics, kept tokens, all tokens)."""
-        out = self.backbone(batch["fmri"])
+        removal = None if stage == "train" else self.eval_background_removal
+        out = self.backbone(batch["fmri"], batch.get("brain_mask"), removal)
         kept = int(out.lengths.sum())
         total = out.num_tokens_total * out.batch_size
         if self.task == "pretraining":
@@ -238,7 +251,7 @@ class NeuroMambaModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _evaluation_step(self, batch, stage: str):
-        loss, outputs, _, _ = self._step(batch)
+        loss, outputs, _, _ = self._step(batch, stage)
         if outputs is None:  # pretraining: a batch mean, averaged by Lightning
             self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=batch["fmri"].shape[0])
             return loss
