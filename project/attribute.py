@@ -26,8 +26,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output_dir", required=True)
     src = p.add_argument_group("input: one NIfTI run, or one subject of a dataset")
     src.add_argument("--nifti", default=None)
-    src.add_argument("--voxel_size", type=float, default=None, help="resample first (mm), as in preprocessing")
-    src.add_argument("--allow_crop_brain", action="store_true")
+    src.add_argument("--resample_to", "--voxel_size", dest="resample_to", type=float, default=None,
+                     metavar="MM", help="voxel size of the model grid in mm, as preprocess.py's "
+                                        "--resample_to (default: the checkpoint's training data's)")
+    src.add_argument("--mask", default=None, metavar="FILE",
+                     help="brain mask of --nifti (default: a BIDS *_desc-brain_mask beside it)")
+    src.add_argument("--allow_crop_brain", action="store_true",
+                     help="crop brain voxels outside the model grid instead of failing")
     src.add_argument("--subject", default=None)
     src.add_argument("--run", default=None, help="only this run of --subject (default: each run)")
     src.add_argument("--dataset_name", default="Dummy")

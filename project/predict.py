@@ -26,9 +26,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="print JSON instead of text (or write it to the given file)")
     p.add_argument("--class_names", nargs="*", default=None,
                    help="names of the classes in index order (default: the run's label_classes.json)")
-    p.add_argument("--voxel_size", type=float, default=None,
-                   help="resample to this isotropic voxel size (mm) first, as in preprocessing")
-    p.add_argument("--allow_crop_brain", action="store_true")
+    p.add_argument("--resample_to", "--voxel_size", dest="resample_to", type=float, default=None,
+                   metavar="MM", help="voxel size of the model grid in mm, as preprocess.py's "
+                                      "--resample_to (default: the checkpoint's training data's)")
+    p.add_argument("--mask", default=None, metavar="FILE",
+                   help="brain mask of the run (default: a BIDS *_desc-brain_mask beside it; "
+                        "without one the run must be skull-stripped)")
+    p.add_argument("--allow_crop_brain", action="store_true",
+                   help="crop brain voxels outside the model grid instead of failing")
     p.add_argument("--stride_within_seq", type=int, default=1)
     p.add_argument("--stride_between_seq", type=float, default=1.0,
                    help="distance between clip starts in clip lengths (1: non-overlapping, 0.5: half overlap)")
@@ -51,7 +56,9 @@ def main(argv=None) -> int:
     require_task_checkpoint(args.checkpoint)
     encoder = load_encoder(args.checkpoint, allow_pickle=args.allow_pickle)
     with prepared_run(args.nifti, encoder.img_size[:3], encoder.img_size[3], args.workdir,
-                      resample_to=args.voxel_size, allow_crop_brain=args.allow_crop_brain) as run:
+                      resample_to=args.resample_to or encoder.voxel_size, mask=args.mask,
+                      allow_crop_brain=args.allow_crop_brain) as run:
+        encoder.check_grid(run.grid, f"--nifti {args.nifti}")
         dataset = run_clip_dataset(run, encoder.img_size, encoder.input_scaling_method,
                                    args.stride_within_seq, args.stride_between_seq)
         per_clip = predict_dataset(encoder, dataset, args.batch_size, resolve_device(args.device))

@@ -155,7 +155,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--run_name", default=None, help="run folder name (default: from task, size, seed, job id/time)")
     g.add_argument("--resume_ckpt_path", default=None, help="continue a killed run from its last.ckpt")
     g.add_argument("--test_only", action="store_true", help="only evaluate --test_ckpt_path on the test split")
-    g.add_argument("--test_ckpt_path", default=None)
+    g.add_argument("--test_ckpt_path", default=None,
+                   help="checkpoint evaluated by --test_only; its run's split file and clip "
+                        "settings (--img_size, strides, --input_scaling_method) are used")
+    g.add_argument("--override_checkpoint_settings", action="store_true",
+                   help="--test_only: use this command's clip settings and split instead of the "
+                        "checkpoint run's")
     g.add_argument("--monitor", default=None,
                    help="validation metric choosing the best checkpoint, e.g. auroc, balanced_acc, mse "
                         "(default: val loss; val/mse for regression)")

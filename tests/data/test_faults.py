@@ -89,7 +89,7 @@ def test_unreadable_hdf5_is_reported_and_removed(tmp_path):
     leftover = out / "a" / ("rest.h5.tmp-12345")
     leftover.write_bytes(b"partial")
     # the dataset refuses the folder with a clear message naming the file and the fix
-    with pytest.raises(ValueError, match=r"c/rest\.h5: unreadable HDF5 run.*preprocess\.py check"):
+    with pytest.raises(ValueError, match=r"bad HDF5 run.*c/rest\.h5: OSError.*preprocess\.py check"):
         discover_hdf5_runs(out)
     bad = {Path(r.path).relative_to(out).as_posix(): r.message for r in check_folder(out, progress=False)}
     assert set(bad) == {"c/rest.h5", "b/rest.h5", "a/rest.h5.tmp-12345"}

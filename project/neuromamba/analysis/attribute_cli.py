@@ -54,7 +54,11 @@ def dataset_runs(args, encoder) -> List[RunClips]:
     else:
         if not args.image_path:
             raise ValueError(f"--dataset_name {args.dataset_name} needs --image_path")
+        from neuromamba.data.datasets import dataset_grid
+
         reader, entries = HDF5Reader(), discover_hdf5_runs(args.image_path)
+        encoder.check_grid(dataset_grid(entries, encoder.img_size, args.dataset_name).as_dict(),
+                           f"--image_path {args.image_path}")
     mine = [e for e in entries if e.subject == args.subject and (not args.run or e.run == args.run)]
     if not mine:
         known = sorted({e.subject for e in entries})
@@ -118,7 +122,9 @@ def run(args) -> List[Dict]:
         from .single_run import prepared_run, run_clip_dataset
 
         with prepared_run(args.nifti, encoder.img_size[:3], encoder.img_size[3],
-                          resample_to=args.voxel_size, allow_crop_brain=args.allow_crop_brain) as prepared:
+                          resample_to=args.resample_to or encoder.voxel_size, mask=args.mask,
+                          allow_crop_brain=args.allow_crop_brain) as prepared:
+            encoder.check_grid(prepared.grid, f"--nifti {args.nifti}")
             dataset = run_clip_dataset(prepared, encoder.img_size, encoder.input_scaling_method,
                                        args.stride_within_seq, args.stride_between_seq)
             name = Path(prepared.path).stem

@@ -47,6 +47,7 @@ def run(args) -> Dict:
     scaling = args.input_scaling_method or encoder.input_scaling_method
     datamodule = build_datamodule(args, encoder.img_size, scaling)
     loader = clip_loader(datamodule, args.split, args.batch_size, args.num_workers)
+    encoder.check_grid(datamodule.grid.as_dict(), f"--dataset_name {args.dataset_name}")
     clips = extract_clip_embeddings(encoder, loader, pooling=args.pooling,
                                     device=resolve_device(args.device))
     subjects = subject_embeddings(clips)

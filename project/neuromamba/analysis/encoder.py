@@ -40,6 +40,22 @@ class Encoder:
     target_std: float = 1.0
     source: str = ""
     format: str = ""
+    data_grid: Optional[dict] = None  # the training data's grid (shape, voxel_size, affine)
+
+    @property
+    def voxel_size(self) -> Optional[float]:
+        """The training data's (isotropic) voxel size in mm, when the checkpoint records it."""
+        size = (self.data_grid or {}).get("voxel_size") or []
+        return float(size[0]) if size else None
+
+    def check_grid(self, grid: dict, what: str) -> None:
+        """Refuse data on another grid than the checkpoint was trained on."""
+        from neuromamba.training.run_checks import grid_mismatch
+
+        differs = grid_mismatch(grid, self.data_grid or {})
+        if differs:
+            raise ValueError(f"{what} is on another grid than {self.source} was trained on "
+                             f"({differs}); preprocess it like the checkpoint's data")
 
     def backbone(self, x: torch.Tensor, brain_mask: Optional[torch.Tensor] = None):
         """The backbone output for clips ``x (B, 1, D, H, W, T)`` (prompt included if any);
@@ -117,7 +133,7 @@ def _from_lightning(path: Path, hparams: dict) -> Encoder:
         img_size=tuple(config["img_size"]), patch_size=tuple(config["patch_size"]),
         input_scaling_method=config.get("input_scaling_method", "znorm_minback"), task=task,
         num_classes=hparams.get("num_classes"), target_mean=mean, target_std=std,
-        source=str(path), format="lightning",
+        source=str(path), format="lightning", data_grid=config.get("data_grid"),
     )
 
 

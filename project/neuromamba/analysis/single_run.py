@@ -22,6 +22,7 @@ class PreparedRun:
     record: object  # neuromamba.data.nifti.CropPadRecord
     num_frames: int
     source: str
+    grid: dict = None  # shape, voxel_size, affine of the model grid (as DataGrid.as_dict)
 
 
 def _run_name(nifti_path: str) -> str:
@@ -31,26 +32,38 @@ def _run_name(nifti_path: str) -> str:
 
 
 def preprocess_to(nifti_path: str, out_dir: str, spatial_size: Sequence[int], min_frames: int,
-                  resample_to: Optional[float] = None, allow_crop_brain: bool = False) -> PreparedRun:
-    """Preprocess ``nifti_path`` into ``out_dir``; raises ValueError with the reason on failure."""
+                  resample_to: Optional[float] = None, allow_crop_brain: bool = False,
+                  mask: Optional[str] = None, placement: str = "world") -> PreparedRun:
+    """Preprocess ``nifti_path`` into ``out_dir``; raises ValueError with the reason on failure.
+    Its brain mask is ``mask``, else a BIDS ``*_desc-brain_mask`` beside it, as in preprocessing."""
     import h5py
+    import numpy as np
 
+    from neuromamba.data.masks import bids_mask_for
     from neuromamba.data.nifti import CropPadRecord
     from neuromamba.data.preprocess_runner import PreprocessOptions, RunJob, preprocess_one
 
     if not Path(nifti_path).exists():
         raise FileNotFoundError(f"--nifti {nifti_path}: no such file")
+    if mask and not Path(mask).is_file():
+        raise FileNotFoundError(f"--mask {mask}: no such file")
     options = PreprocessOptions(target_shape=tuple(int(s) for s in spatial_size),
                                 resample_to=resample_to, min_frames=int(min_frames),
-                                allow_crop_brain=allow_crop_brain, overwrite=True)
-    job = RunJob(str(nifti_path), SUBJECT_ID, _run_name(nifti_path))
+                                allow_crop_brain=allow_crop_brain, overwrite=True,
+                                placement=placement, mask=mask)
+    found = bids_mask_for(nifti_path)
+    job = RunJob(str(nifti_path), SUBJECT_ID, _run_name(nifti_path), str(found) if found else None)
     result = preprocess_one(job, out_dir, options)
     if result.status != "done":
         raise ValueError(result.message or f"{nifti_path}: preprocessing failed")
     with h5py.File(result.path, "r") as f:
         record = CropPadRecord.from_json(str(f.attrs["crop_pad"]))
         frames = int(f["fmri"].shape[0])
-    return PreparedRun(result.path, record, frames, str(nifti_path))
+        grid = {"shape": list(f["fmri"].shape[1:]),
+                "voxel_size": [float(v) for v in np.ravel(f.attrs["voxel_size"])],
+                "affine": ([float(v) for v in np.ravel(f.attrs["grid_affine"])]
+                           if record.placement == "world" else [])}
+    return PreparedRun(result.path, record, frames, str(nifti_path), grid)
 
 
 @contextmanager

@@ -35,7 +35,8 @@ def check_run(path: str | Path, full: bool = True) -> CheckResult:
                 raise ValueError("incomplete (no 'complete' attribute)")
             version = int(f.attrs.get("format_version", -1))
             if version != store.FORMAT_VERSION:
-                raise ValueError(f"format_version {version}, expected {store.FORMAT_VERSION}")
+                raise ValueError(f"format_version {version}, expected {store.FORMAT_VERSION}: made "
+                                 f"by another version of preprocess.py; rerun it with --overwrite")
             if "fmri" not in f or f["fmri"].ndim != 4:
                 raise ValueError("no 4D 'fmri' dataset")
             dset = f["fmri"]

@@ -22,8 +22,10 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, WeightedRandomSampler
 
 from . import dummy as dummy_data
-from .datasets import (ClipDataset, ClipSpec, DummyReader, HDF5Reader,
+from .datasets import (ClipDataset, ClipSpec, DataGrid, DummyReader, HDF5Reader, dataset_grid,
                        discover_hdf5_runs, dummy_entries, get_dataset_info)
+from .grid import world_grid
+from .windows import clip_span
 from .labels import (LabelTable, find_label_csv, load_label_table, report_unlabelled,
                      save_class_mapping)
 from .samplers import (DistributedWeightedSampler, UnpaddedDistributedSampler, check_cohort_sampling,
@@ -49,6 +51,7 @@ class _Cohort:
     reader: object
     labels: LabelTable | None
     prefix: str            # "" or "{name}:"
+    grid: DataGrid | None = None
 
     def qualified(self, subject: str) -> str:
         return self.prefix + subject
@@ -128,10 +131,14 @@ class FMRIDataModule(pl.LightningDataModule):
             reader = DummyReader(dummy_data.DummyGenerator(spec, task_type))
             entries = dummy_entries(spec)
             labels = self._dummy_labels(spec, task_type) if self.uses_labels else None
+            voxel = dummy_data.DUMMY_VOXEL_MM
+            affine = np.ravel(world_grid(self.img_size[:3], voxel).affine_array)
+            grid = DataGrid(self.img_size[:3], (voxel,) * 3, tuple(float(v) for v in affine))
         else:
             if image_path is None:
                 raise ValueError(f"--image_path is required for --dataset_name {name}")
             entries = discover_hdf5_runs(image_path)
+            grid = dataset_grid(entries, self.img_size, name)
             reader = HDF5Reader()
             labels = None
             if self.uses_labels:
@@ -139,7 +146,7 @@ class FMRIDataModule(pl.LightningDataModule):
                 labels = load_label_table(csv_path, info.cohort, self.downstream_task,
                                           self.downstream_task_type, self.subject_column,
                                           self.target_column)
-        return _Cohort(name, entries, reader, labels, prefix)
+        return _Cohort(name, entries, reader, labels, prefix, grid)
 
     def _dummy_labels(self, spec, task_type: str) -> LabelTable:
         if task_type == "regression":
@@ -158,6 +165,7 @@ class FMRIDataModule(pl.LightningDataModule):
         self._cohorts = [
             self._load_cohort(name, path, csv, f"{name}{COHORT_SEPARATOR}" if multi else "")
             for name, path, csv in zip(self.dataset_names, self.image_paths, self.label_csvs)]
+        self.grid = self._shared_grid()
         self.splits, self.split_path = self._resolve_splits()
         for cohort in self._cohorts:
             if cohort.labels is not None:
@@ -170,11 +178,52 @@ class FMRIDataModule(pl.LightningDataModule):
             if self.output_dir:
                 save_class_mapping(tables[0], Path(self.output_dir) / "label_classes.json")
         self.datasets = {name: self._build(self.splits[name]) for name in SPLIT_NAMES}
+        self._warn_short_runs()
         empty = [n for n in ("train", "val") if len(self.datasets[n]) == 0]
         if empty:
             raise ValueError(f"no clips in the {', '.join(empty)} split: check the run length "
                              f"against --img_size T={self.img_size[3]} and the strides, or labels")
+        for split in ("val", "test"):
+            self._warn_degenerate(split)
         self._is_setup = True
+
+    def _shared_grid(self) -> DataGrid:
+        """The grid every cohort shares (multi-cohort runs must agree)."""
+        grids = [c.grid for c in self._cohorts]
+        for cohort in self._cohorts[1:]:
+            a, b = grids[0], cohort.grid
+            if a.shape != b.shape or not np.allclose(a.voxel_size, b.voxel_size, atol=1e-4) or (
+                    a.affine and b.affine and not np.allclose(a.affine, b.affine, atol=1e-4)):
+                raise ValueError(f"--dataset_name {cohort.name} is on another grid ({b.shape} at "
+                                 f"{b.voxel_size} mm) than {self._cohorts[0].name} ({a.shape} at "
+                                 f"{a.voxel_size} mm); preprocess all cohorts alike")
+        return grids[0]
+
+    def _warn_short_runs(self) -> None:
+        """Runs that give no clip drop out of training and metrics: say which."""
+        span = clip_span(self.clip_spec.sequence_length, self.clip_spec.stride_within_seq)
+        short = [e for c in self._cohorts for e in c.entries if e.num_frames < span]
+        if short:
+            names = ", ".join(f"{e.path or e.subject + '/' + e.run} ({e.num_frames} frames)"
+                              for e in short[:5])
+            warnings.warn(f"{len(short)} run(s) are shorter than one clip ({span} frames: --img_size "
+                          f"T={self.img_size[3]}, --stride_within_seq "
+                          f"{self.clip_spec.stride_within_seq}) and are left out: {names}"
+                          f"{', ...' if len(short) > 5 else ''}", stacklevel=2)
+
+    def _warn_degenerate(self, split: str) -> None:
+        """Metrics need two subjects (and, for classification, two classes) to mean anything."""
+        subjects = set(self.clip_subjects(split))
+        if not self.uses_labels or not len(self.datasets[split]):
+            return
+        if len(subjects) < 2:
+            warnings.warn(f"the {split} split holds {len(subjects)} subject(s) with clips: its "
+                          f"subject-level metrics are degenerate; use more subjects or another "
+                          f"--train_split/--val_split", stacklevel=2)
+        elif self.task_type == "classification" and len(set(self.clip_targets(split))) < 2:
+            warnings.warn(f"the {split} split holds a single class ({self.clip_targets(split)[0]}): "
+                          f"AUROC is undefined there; use another --seed or split file",
+                          stacklevel=2)
 
     @staticmethod
     def _subjects(cohort: _Cohort) -> list:

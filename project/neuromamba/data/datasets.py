@@ -29,6 +29,10 @@ class RunEntry:
     run: str
     num_frames: int
     path: str | None = None  # HDF5 file; None for synthetic runs
+    shape: tuple = ()        # model grid (D, H, W) of the file
+    voxel_size: tuple = ()   # mm
+    grid_affine: tuple = ()  # 16 values, row-major
+    placement: str = ""      # world | brain_centre | "" (unknown)
 
 
 @dataclass(frozen=True)
@@ -196,28 +200,76 @@ class ClipDataset(Dataset):
 # Run discovery and the registry
 # ---------------------------------------------------------------------------------------------
 def discover_hdf5_runs(image_path: str | Path) -> list:
-    """``{image_path}/{subject}/{run}.h5`` -> RunEntry list (frame counts read from the files)."""
+    """``{image_path}/{subject}/{run}.h5`` -> RunEntry list, every file validated first (format,
+    shapes, mask, statistics, NaN in the first and last frame) so bad data fails in seconds,
+    before training starts, with every bad file named."""
     import h5py
+
+    from .check import check_run
 
     root = Path(image_path)
     if not root.is_dir():
         raise FileNotFoundError(f"--image_path {root}: no such folder")
-    entries = []
+    entries, bad = [], []
     for path in sorted(root.glob("*/*.h5")):
-        try:
-            with h5py.File(path, "r") as f:
-                if not f.attrs.get("complete", False):
-                    raise ValueError("incomplete file (no 'complete' attribute)")
-                entries.append(RunEntry(path.parent.name, path.stem, int(f["fmri"].shape[0]),
-                                        str(path)))
-        except Exception as err:
-            raise ValueError(f"{path}: unreadable HDF5 run ({type(err).__name__}: {err}); run "
-                             f"`python project/preprocess.py check {root} --remove` to list or "
-                             f"remove bad files") from err
+        result = check_run(path, full=False)
+        if not result.ok:
+            bad.append(f"{path}: {result.message}")
+            continue
+        with h5py.File(path, "r") as f:
+            affine = f.attrs.get("grid_affine")
+            entries.append(RunEntry(
+                path.parent.name, path.stem, int(f["fmri"].shape[0]), str(path),
+                shape=tuple(int(s) for s in f["fmri"].shape[1:]),
+                voxel_size=tuple(float(v) for v in np.ravel(f.attrs.get("voxel_size", ()))),
+                grid_affine=() if affine is None else tuple(float(v) for v in np.ravel(affine)),
+                placement=str(f.attrs.get("placement", ""))))
+    if bad:
+        more = f" (and {len(bad) - 5} more)" if len(bad) > 5 else ""
+        raise ValueError(f"{len(bad)} bad HDF5 run(s) in {root}{more}: " + "; ".join(bad[:5])
+                         + f". Run `python project/preprocess.py check {root}` to list them")
     if not entries:
         raise ValueError(f"--image_path {root}: no runs found (expected {{subject}}/{{run}}.h5 "
                          f"files written by project/preprocess.py)")
     return entries
+
+
+@dataclass(frozen=True)
+class DataGrid:
+    """The model grid a dataset's runs share: size (voxels), voxel size (mm), voxel->world
+    affine (16 values, row-major; empty when runs are centred one by one)."""
+
+    shape: tuple
+    voxel_size: tuple
+    affine: tuple = ()
+
+    def as_dict(self) -> dict:
+        return {"shape": list(self.shape), "voxel_size": list(self.voxel_size),
+                "affine": list(self.affine)}
+
+
+def dataset_grid(entries: Sequence[RunEntry], img_size: Sequence[int], name: str) -> DataGrid:
+    """The one grid all runs share; one line naming the odd file, or the right ``--img_size``."""
+    first = entries[0]
+    for entry in entries[1:]:
+        if entry.shape != first.shape:
+            raise ValueError(f"{entry.path}: grid {entry.shape} differs from {first.shape} of "
+                             f"{first.path}; preprocess the whole dataset with one --target_shape")
+        if not np.allclose(entry.voxel_size, first.voxel_size, atol=1e-4):
+            raise ValueError(f"{entry.path}: voxel size {entry.voxel_size} mm differs from "
+                             f"{first.voxel_size} mm of {first.path}; preprocess the dataset with "
+                             f"one --resample_to")
+        world = entry.placement == "world" and first.placement == "world"
+        if world and not np.allclose(entry.grid_affine, first.grid_affine, atol=1e-4):
+            raise ValueError(f"{entry.path}: placed on another world grid than {first.path}; "
+                             f"preprocess the dataset with one --target_shape/--resample_to")
+    if tuple(first.shape) != tuple(int(v) for v in img_size[:3]):
+        raise ValueError(f"--img_size {' '.join(map(str, img_size))} does not match the grid of "
+                         f"--dataset_name {name} ({' x '.join(map(str, first.shape))}, e.g. "
+                         f"{first.path}); use --img_size {' '.join(map(str, first.shape))} "
+                         f"{img_size[3]}")
+    affine = first.grid_affine if all(e.placement == "world" for e in entries) else ()
+    return DataGrid(first.shape, first.voxel_size, affine)
 
 
 @dataclass(frozen=True)

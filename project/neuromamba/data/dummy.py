@@ -204,7 +204,7 @@ def write_dummy_runs(out_dir, spec: DummySpec, task_type: str = "classification"
                 storage_dtype=np.dtype(np.float32), dtype_reason="dummy data",
                 compression=compression, source_file="dummy",
                 voxel_size=(DUMMY_VOXEL_MM,) * 3,
-                extra_attrs={"grid_affine": world.affine_array}))
+                extra_attrs={"grid_affine": world.affine_array, "placement": "world"}))
     classes, ages = class_labels(spec), regression_targets(spec)
     out = Path(out_dir) / "labels.csv"
     with fileio.atomic_path(out) as tmp, open(tmp, "w", newline="") as fh:

@@ -165,6 +165,7 @@ def _convert_to(job: RunJob, final: Path, options: LegacyOptions) -> str:
                     compression=options.compression, crop_pad_json=record.to_json(),
                     voxel_size=placed.voxel_size, source_file=str(folder.resolve()),
                     extra_attrs={"legacy_layout": True, "grid_affine": record.target_affine,
+                                 "placement": record.placement,
                                  "settings": store.settings_json(options.settings())})
     return reason, placed.warnings
 

@@ -229,7 +229,8 @@ def _preprocess_to(job: RunJob, final: Path, options: PreprocessOptions) -> tupl
                     source_file=str(Path(job.source).resolve()),
                     extra_attrs={"settings": store.settings_json(options.settings()),
                                  "mask_file": str(Path(mask_path).resolve()) if mask_path else "",
-                                 "grid_affine": record.target_affine})
+                                 "grid_affine": record.target_affine,
+                                 "placement": record.placement})
     return reason, notes
 
 

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import warnings
+
 import pytorch_lightning as pl
-from lightning_fabric.utilities.rank_zero import rank_zero_only
+from lightning_fabric.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from neuromamba.cli import args_to_dict
 from neuromamba.training.module import NeuroMambaModule
 from neuromamba.training.outputs import default_run_name, make_run_dir, write_args_yaml
+from neuromamba.training.run_checks import apply_test_checkpoint_settings, check_checkpoint_grid
 from neuromamba.training.trainer import build_trainer
 
 
@@ -61,11 +64,22 @@ def run(args, extra_callbacks=()) -> dict:
     pl.seed_everything(args.seed, workers=True)
     run_dir = make_run_dir(args.output_dir, args.run_name or _resumed_run_name(args) or default_run_name(args))
     args.run_dir = str(run_dir)
-    _write_args(run_dir, args)
+    if args.test_only:
+        for note in apply_test_checkpoint_settings(args):
+            rank_zero_info(f"[neuromamba] --test_only uses {note}")
 
     datamodule = build_datamodule(args, run_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    # What the run was trained on, kept in its config (and so in every checkpoint): the data's
+    # grid, checked against any checkpoint used with it, and the split file --test_only reuses.
+    args.data_grid = datamodule.grid.as_dict()
+    args.split_file_used = str(Path(datamodule.split_path).resolve()) if datamodule.split_path else None
+    for checkpoint in (args.load_model_path, args.test_ckpt_path if args.test_only else None):
+        if checkpoint:
+            for note in check_checkpoint_grid(args.data_grid, checkpoint, args.allow_pickle):
+                warnings.warn(note, stacklevel=2)
+    _write_args(run_dir, args)
     # A checkpoint file carries its own hyper-parameters; a DeepSpeed checkpoint folder is
     # loaded by the DeepSpeed strategy into a module built from the flags.
     from_file = args.test_only and Path(args.test_ckpt_path).is_file()

@@ -1,0 +1,96 @@
+"""Checks between the data, a checkpoint and the flags, made before any training step.
+
+A setting that cannot hold is an error here, with the fix, not a surprise an epoch later:
+a checkpoint trained on another grid or voxel size than the data, and ``--test_only`` on a
+split or clip settings other than the checkpoint's own run.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+
+# Flags that define what a clip is: --test_only takes them from the checkpoint's run.
+CLIP_SETTINGS = ("img_size", "stride_within_seq", "stride_between_seq", "input_scaling_method")
+# Released checkpoints (the original's *.pt) were pretrained on MNI152 2 mm data.
+RELEASED_VOXEL_MM = 2.0
+
+
+def project_checkpoint_config(path: str, allow_pickle: bool = False) -> Optional[dict]:
+    """The run config stored in one of this project's ``.ckpt`` files; None for other formats."""
+    from neuromamba.checkpoints import torch_load_file
+
+    if not path or not Path(path).is_file():
+        return None
+    ckpt = torch_load_file(path, allow_pickle)
+    if isinstance(ckpt, dict) and isinstance(ckpt.get("hyper_parameters"), dict):
+        config = ckpt["hyper_parameters"].get("config")
+        return dict(config) if isinstance(config, dict) else None
+    return None
+
+
+def grid_mismatch(data_grid: dict, trained_grid: dict) -> str:
+    """'' when the two grids agree, else what differs (voxel size, size or world placement)."""
+    if not trained_grid or not data_grid:
+        return ""
+    if list(trained_grid.get("shape", [])) != list(data_grid.get("shape", [])):
+        return f"grid {trained_grid.get('shape')} vs {data_grid.get('shape')}"
+    a, b = trained_grid.get("voxel_size") or [], data_grid.get("voxel_size") or []
+    if a and b and not np.allclose(a, b, atol=1e-4):
+        return f"voxel size {list(a)} mm vs {list(b)} mm"
+    a, b = trained_grid.get("affine") or [], data_grid.get("affine") or []
+    if a and b and not np.allclose(a, b, atol=1e-4):
+        return "world placement (grid affine) differs"
+    return ""
+
+
+def check_checkpoint_grid(data_grid: dict, checkpoint: str, allow_pickle: bool = False) -> list:
+    """Refuse fine-tuning/evaluating a checkpoint on data of another grid; returns notes."""
+    config = project_checkpoint_config(checkpoint, allow_pickle)
+    if config is None:  # a released/backbone-only file: it was pretrained at 2 mm
+        size = (data_grid or {}).get("voxel_size") or []
+        if size and not np.allclose(size, RELEASED_VOXEL_MM, atol=1e-3):
+            return [f"{checkpoint} was pretrained on {RELEASED_VOXEL_MM:g} mm MNI data, the data "
+                    f"are {list(size)} mm; preprocess with --resample_to {RELEASED_VOXEL_MM:g} to "
+                    f"match"]
+        return []
+    differs = grid_mismatch(data_grid, config.get("data_grid") or {})
+    if differs:
+        raise ValueError(f"{checkpoint} was trained on another grid than the data ({differs}); "
+                         f"preprocess the data like the checkpoint's run (--target_shape, "
+                         f"--resample_to)")
+    return []
+
+
+def apply_test_checkpoint_settings(args) -> list:
+    """``--test_only``: evaluate on the checkpoint run's own split file and clip settings
+    (unless ``--override_checkpoint_settings``); an explicit ``--split_file`` wins. Returns
+    notes on what was taken from the checkpoint."""
+    config = project_checkpoint_config(args.test_ckpt_path, getattr(args, "allow_pickle", False))
+    if config is None or getattr(args, "override_checkpoint_settings", False):
+        return []
+    notes = []
+    for key in CLIP_SETTINGS:
+        if key in config and _differs(getattr(args, key), config[key]):
+            notes.append(f"--{key} {_show(config[key])} (the checkpoint's; given {_show(getattr(args, key))})")
+            setattr(args, key, list(config[key]) if isinstance(config[key], (list, tuple)) else config[key])
+    if not args.split_file:
+        split = config.get("split_file_used")
+        if split:
+            if not Path(split).is_file():
+                raise ValueError(f"--test_only: the split file of the checkpoint's run, {split}, is "
+                                 f"missing; pass --split_file (the run's splits/split_*.txt)")
+            args.split_file = split
+            notes.append(f"--split_file {split} (the checkpoint's run)")
+    return notes
+
+
+def _differs(a, b) -> bool:
+    if isinstance(a, (list, tuple)) or isinstance(b, (list, tuple)):
+        return list(a or []) != list(b or [])
+    return a != b
+
+
+def _show(value) -> str:
+    return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
