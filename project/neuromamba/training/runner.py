@@ -84,7 +84,9 @@ def run(args, extra_callbacks=()) -> dict:
     # loaded by the DeepSpeed strategy into a module built from the flags.
     from_file = args.test_only and Path(args.test_ckpt_path).is_file()
     if from_file:
-        module = NeuroMambaModule.from_checkpoint(args.test_ckpt_path)
+        # How to evaluate is this command's choice; what the model is, the checkpoint's.
+        module = NeuroMambaModule.from_checkpoint(
+            args.test_ckpt_path, eval_background_removal=args.eval_background_removal)
     else:
         module = build_module(args, datamodule)
     trainer = build_trainer(args, run_dir, args.task, extra_callbacks)
