@@ -229,7 +229,8 @@ def preprocessing_timing(out: Path, frames: int) -> tuple:
         path.parent.mkdir(parents=True, exist_ok=True)
         spec = DummySpec(num_subjects=3, img_size=(91, 109, 91), num_frames=frames, seed=1)
         data = DummyGenerator(spec).frames("dummy0000", "run0", range(frames))
-        affine = np.diag([2.0, 2.0, 2.0, 1.0])
+        # FSL's MNI152 2 mm grid (LAS), so the run is placed on the world grid by an offset
+        affine = np.array([[-2.0, 0, 0, 90], [0, 2, 0, -126], [0, 0, 2, -72], [0, 0, 0, 1]])
         nib.save(nib.Nifti1Image(np.moveaxis(data, 0, -1), affine), str(path))
         del data
     t0 = time.perf_counter()

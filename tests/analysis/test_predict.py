@@ -96,3 +96,28 @@ def test_bad_inputs_are_one_line_errors(tmp_path, repo_root, tiny_released_check
     res = _run(repo_root, "--checkpoint", truncated, "--nifti", tmp_path / "scan.nii.gz")
     assert res.returncode == 2 and "truncated.ckpt: not a PyTorch checkpoint" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_run_goes_onto_the_checkpoints_grid(tmp_path, repo_root):
+    """A checkpoint trained on 3 mm data gets a 2 mm scan resampled to 3 mm; a checkpoint
+    trained on another world placement refuses the scan."""
+    import h5py
+
+    from neuromamba.data.grid import world_grid
+
+    module = tiny_module("classification").eval()
+    grid3 = {"shape": [24, 24, 24], "voxel_size": [3.0] * 3,
+             "affine": [float(v) for v in world_grid((24, 24, 24), 3.0).affine_array.ravel()]}
+    module.hparams["config"]["data_grid"] = grid3
+    ckpt = save_lightning_like(module, tmp_path / "m3.ckpt")
+    write_nifti(tmp_path / "scan.nii.gz", frames=8)
+    res = _run(repo_root, "--checkpoint", ckpt, "--nifti", tmp_path / "scan.nii.gz", "--json",
+               "--workdir", tmp_path / "work")
+    assert res.returncode == 0, res.stderr
+    with h5py.File(next((tmp_path / "work").rglob("*.h5")), "r") as f:
+        np.testing.assert_allclose(f.attrs["voxel_size"], [3.0] * 3)
+    shifted = dict(grid3, affine=[v + (10.0 if i == 3 else 0.0) for i, v in enumerate(grid3["affine"])])
+    module.hparams["config"]["data_grid"] = shifted
+    ckpt = save_lightning_like(module, tmp_path / "shifted.ckpt")
+    res = _run(repo_root, "--checkpoint", ckpt, "--nifti", tmp_path / "scan.nii.gz")
+    assert res.returncode == 2 and "another grid" in res.stderr and "world placement" in res.stderr
