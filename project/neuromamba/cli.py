@@ -14,6 +14,8 @@ from typing import Optional, Sequence
 
 import yaml
 
+# Classification's cross-entropy label smoothing in the original (SPEC §7).
+DEFAULT_LABEL_SMOOTHING = 0.1
 # The README's short precision names and Lightning 2.x's own spellings.
 PRECISIONS = {"bf16": "bf16-mixed", "16": "16-mixed", "32": "32-true",
               "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed", "32-true": "32-true",
@@ -47,12 +49,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="fmamba", choices=["fmamba"])
-    g.add_argument("--model_size", default="base", choices=list(VARIANTS),
-                   help="named variant; explicit --embed_dim/--depth/--d_state/--headdim override it")
-    g.add_argument("--embed_dim", type=int, default=None)
-    g.add_argument("--depth", type=int, default=None)
-    g.add_argument("--d_state", type=int, default=None)
-    g.add_argument("--headdim", type=int, default=None)
+    g.add_argument("--model_size", default=None, choices=list(VARIANTS),
+                   help="named variant (small C=128, base C=192, medium C=256, large C=384); "
+                        "without it --embed_dim picks the variant of that width, and with neither "
+                        "it is base; explicit --embed_dim/--depth/--d_state/--headdim override it")
+    g.add_argument("--embed_dim", type=int, default=None,
+                   help="token width C (channels); alone it selects the variant of that width, "
+                        "another width gets depth 12, d_state C/4, headdim C")
+    g.add_argument("--depth", type=int, default=None, help="number of Mamba2 blocks (variants: 12)")
+    g.add_argument("--d_state", type=int, default=None,
+                   help="SSM state size per head (variants: C/4)")
+    g.add_argument("--headdim", type=int, default=None,
+                   help="channels per Mamba2 head; must divide 2C (variants: C, i.e. 2 heads)")
     g.add_argument("--patch_size", type=int, nargs=4, default=[6, 6, 6, 2], metavar=("D", "H", "W", "T"))
     g.add_argument("--img_size", type=int, nargs=4, default=[96, 96, 96, 20], metavar=("D", "H", "W", "T"))
     g.add_argument("--pos_embedding", default="nerf", choices=list(POS_EMBEDDINGS))
@@ -120,7 +128,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--prompt_tuning", action="store_true",
                    help="freeze the backbone; train --prompt_len prompt tokens and the head")
     g.add_argument("--prompt_len", type=int, default=8)
-    g.add_argument("--label_smoothing", type=float, default=0.0)
+    g.add_argument("--label_smoothing", type=float, default=None,
+                   help="classification only: cross-entropy label smoothing in [0, 1) "
+                        f"(default {DEFAULT_LABEL_SMOOTHING}, the original's)")
 
     g = p.add_argument_group("optimisation")
     g.add_argument("--learning_rate", type=float, default=1e-4)
@@ -248,14 +258,14 @@ def _parse_limit(flag: str, value):
 
 def finalize(args: argparse.Namespace) -> argparse.Namespace:
     """Fill derived fields and reject contradictory flags."""
-    from neuromamba.models.variants import variant_config
+    from neuromamba.models.variants import resolve_dims
 
-    sizes = variant_config(args.model_size)
     for key in ("embed_dim", "depth", "d_state", "headdim"):
-        if getattr(args, key) is None:
-            setattr(args, key, sizes[key])
-        elif getattr(args, key) < 1:
+        if getattr(args, key) is not None and getattr(args, key) < 1:
             raise ValueError(f"--{key} must be positive, got {getattr(args, key)}")
+    dims = resolve_dims(args.model_size, args.embed_dim, args.depth, args.d_state, args.headdim)
+    for key, value in dims.items():
+        setattr(args, key, value)
     if (2 * args.embed_dim) % args.headdim:
         raise ValueError(f"--headdim {args.headdim} must divide 2 x --embed_dim = {2 * args.embed_dim} "
                          "(Mamba2 heads split the expanded width)")
@@ -294,6 +304,7 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
             raise ValueError("--freeze_feature_extractor/--prompt_tuning are fine-tuning modes, not for --pretraining")
         if args.label_smoothing:
             raise ValueError("--label_smoothing applies to classification, not to --pretraining")
+        args.label_smoothing = 0.0
         args.task = "pretraining"
     else:
         from neuromamba.data.labels import DEFAULT_TASK_TYPES
@@ -308,6 +319,8 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
         args.task = args.downstream_task_type
         if args.task == "regression" and args.label_smoothing:
             raise ValueError("--label_smoothing applies to classification, not to regression")
+        if args.label_smoothing is None:
+            args.label_smoothing = DEFAULT_LABEL_SMOOTHING if args.task == "classification" else 0.0
         heads = _head_names()
         if args.clf_head_version not in heads:
             raise ValueError(f"--clf_head_version {args.clf_head_version!r} is not one of {heads}")

@@ -75,16 +75,24 @@ def mni152_voxel_mask(
     spatial_size: Sequence[int] = (96, 96, 96), dilation_voxels: int = 0
 ) -> np.ndarray:
     """nilearn's MNI152 brain mask at 2 mm (package data, no download), optionally dilated,
-    centred by its bounding box in ``spatial_size``."""
+    placed on the world grid of ``spatial_size`` exactly as preprocessing places MNI runs."""
     from nilearn.datasets import load_mni152_brain_mask
+
+    from neuromamba.data.nifti import apply_crop_pad
+    from neuromamba.data.placement import place_run
 
     img = load_mni152_brain_mask(resolution=2)
     mask = np.asarray(img.get_fdata()) > 0
-    # Dilate before centring so the padded margin can take the grown voxels.
+    affine = np.asarray(img.affine, dtype=float).copy()
+    # Dilate on a padded array (its origin moved out by the padding) so grown voxels fit.
     pad = max(int(dilation_voxels), 0)
     if pad:
         mask = dilate(np.pad(mask, pad), pad)
-    return center_in_box(mask, spatial_size)
+        affine[:3, 3] -= affine[:3, :3] @ np.full(3, float(pad))
+    placed = place_run(mask[..., None].astype(np.float32), mask, affine,
+                       target_shape=tuple(int(s) for s in spatial_size), allow_crop_brain=True,
+                       path="nilearn MNI152 brain mask")
+    return apply_crop_pad(placed.mask, placed.record).astype(bool)
 
 
 def shifted(mask: np.ndarray, offset: Tuple[int, int, int]) -> np.ndarray:

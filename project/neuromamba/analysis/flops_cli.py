@@ -34,27 +34,10 @@ class FlopsReport:
 
 
 def model_dims(args) -> Dict[str, int]:
-    """embed_dim, depth, d_state, headdim from --model_size (the variants registry) or the
-    flags; flags win. Unset d_state/headdim follow the variants' rule d_state = C/4,
-    headdim = C (SPEC §4); depth defaults to 12 as in every variant."""
-    dims: Dict[str, Optional[int]] = {"embed_dim": args.embed_dim, "depth": args.depth,
-                                      "d_state": args.d_state, "headdim": args.headdim}
-    if args.model_size:
-        from neuromamba.models.variants import variant_config
+    """embed_dim, depth, d_state, headdim by main.py's rule (models.variants.resolve_dims)."""
+    from neuromamba.models.variants import resolve_dims
 
-        variant = variant_config(args.model_size)
-        for key in dims:
-            if dims[key] is None:
-                dims[key] = int(variant[key])
-    if dims["embed_dim"] is None:
-        dims["embed_dim"] = 192
-    if dims["depth"] is None:
-        dims["depth"] = 12
-    if dims["d_state"] is None:
-        dims["d_state"] = dims["embed_dim"] // 4
-    if dims["headdim"] is None:
-        dims["headdim"] = dims["embed_dim"]
-    return dims
+    return resolve_dims(args.model_size, args.embed_dim, args.depth, args.d_state, args.headdim)
 
 
 def build_config(args) -> FMambaFlopsConfig:
