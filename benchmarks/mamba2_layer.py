@@ -5,17 +5,19 @@ batch 1) the pure-PyTorch path's forward+backward costs at most 2x its two GEMMs
 (in_proj + out_proj, forward+backward on the same shapes: a floor no implementation of the
 layer can beat), and its peak memory grows linearly with the sequence length.
 
-    python benchmarks/mamba2_layer.py                      # CPU, 4k/16k/41k tokens
-    python benchmarks/mamba2_layer.py --device cuda        # adds fused-vs-pure on a GPU
+    python benchmarks/mamba2_layer.py                      # CPU: 4k/16k/41k tokens, 1 and 2 threads
+    python benchmarks/mamba2_layer.py --device cuda        # fused vs pure on a GPU
 
-Time: median wall-clock of --repeats forward+backward passes after one warm-up, and the median
-process CPU time (all threads) of the same passes: on a shared machine the CPU-time ratio is
-the steadier of the two. --breakdown times the pure path's pieces alone.
+Contenders take turns: in every round each one runs one forward+backward, so load from other
+processes hits them alike; the table gives the median seconds over the turns, the ratio of
+the medians and the range of the per-turn ratios. The allocator is process-wide, so each
+allocator (the project's default, tuned on import, and glibc's own defaults through
+NEUROMAMBA_MALLOC=system) gets fresh child processes, alternated over --rounds. Hugging Face's
+pure-torch Mamba2 mixer (same weights) is a peer column when ``transformers`` is installed.
 Memory (CPU): each measurement runs in a fresh subprocess; after a 256-token warm-up pass it
 reports (median of 3 runs) the process's peak resident set size (VmHWM, reset just before)
-during one forward+backward minus the resident size just before it (model and input already
-allocated): what the pass really costs in RAM, allocator overhead included. On CUDA: the
-growth of torch.cuda.max_memory_allocated over the pass.
+during one forward+backward minus the resident size just before it: what the pass really costs
+in RAM, allocator overhead included. On CUDA: the growth of torch.cuda.max_memory_allocated.
 """
 
 import argparse
@@ -118,23 +120,6 @@ def component_steps(layer, u):
     }
 
 
-def keep_freed_memory_in_heap() -> None:
-    """glibc: serve every allocation from the heap and never trim it (mallopt).
-
-    By default glibc mmaps each block over 32 MiB and unmaps it on free, so every 80 MB
-    activation of a 41k-token pass is page-faulted (zeroed by the kernel) afresh: at 41k
-    tokens that system time exceeds the layer's arithmetic. With heap reuse, freed activations
-    are recycled like a caching allocator would. Process-wide; used only when asked for.
-    """
-    import ctypes
-
-    libc = ctypes.CDLL("libc.so.6")
-    M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
-    ok = libc.mallopt(M_MMAP_MAX, 0) and libc.mallopt(M_TRIM_THRESHOLD, 2**31 - 1)
-    if not ok:
-        raise RuntimeError("mallopt failed: --allocator heap-reuse needs glibc")
-
-
 def _status_bytes(field: str) -> int:
     with open("/proc/self/status") as f:
         for line in f:
@@ -172,14 +157,12 @@ def measure_memory_here(seqlen: int, device: str) -> int:
     return _status_bytes("VmHWM") - before
 
 
-def measure_memory(seqlen: int, device: str, backend: str, threads, allocator: str,
-                   runs: int = 3) -> int:
+def measure_memory(seqlen: int, device: str, backend: str, threads, runs: int = 3) -> int:
     """Median over `runs` fresh subprocesses (RSS readings jitter on a busy machine)."""
     env = dict(os.environ, **{BACKEND_ENV_VAR: backend})
     cmd = [sys.executable, __file__, "--memory-child", str(seqlen), "--device", device]
     if threads:
         cmd += ["--threads", str(threads)]
-    cmd += ["--allocator", allocator]
     results = []
     for _ in range(runs):
         out = subprocess.run(cmd, env=env, check=True, capture_output=True, text=True).stdout
@@ -187,66 +170,165 @@ def measure_memory(seqlen: int, device: str, backend: str, threads, allocator: s
     return int(statistics.median(results))
 
 
+def hf_mixer_step(layer, u):
+    """Hugging Face's pure-torch Mamba2 mixer with the same weights; None without transformers."""
+    try:
+        from transformers import Mamba2Config
+        from transformers.models.mamba2.modeling_mamba2 import Mamba2Mixer
+    except Exception:
+        return None
+    cfg = Mamba2Config(hidden_size=layer.d_model, state_size=layer.d_state, expand=2,
+                       head_dim=layer.headdim, num_heads=layer.nheads, n_groups=layer.ngroups,
+                       conv_kernel=4, chunk_size=layer.chunk_size, use_bias=False,
+                       use_conv_bias=True, rms_norm=True, time_step_limit=(0.0, float("inf")))
+    mixer = Mamba2Mixer(cfg, layer_idx=0).to(u.device)
+    mixer.load_state_dict(layer.state_dict(), strict=False)
+
+    def step():
+        out = mixer(u)
+        out.backward(torch.ones_like(out))
+        mixer.zero_grad(set_to_none=True)
+        u.grad = None
+    return step
+
+
+def interleaved_child(seqlens, thread_counts, repeats: int, device: str) -> list:
+    """Per (seqlen, threads): every contender once per turn, in turn, `repeats` turns."""
+    rows = []
+    for seqlen in seqlens:
+        layer, u = build(seqlen, device)
+        contenders = {"layer": layer_step(layer, u), "GEMMs": gemm_floor_step(layer, u)}
+        peer = hf_mixer_step(layer, u)
+        if peer is not None:
+            contenders["HF mixer"] = peer
+        for threads in thread_counts:
+            torch.set_num_threads(threads)
+            for step in contenders.values():  # warm-up
+                step()
+            times = {name: [] for name in contenders}
+            for _ in range(repeats):
+                for name, step in contenders.items():
+                    start = time.perf_counter()
+                    step()
+                    times[name].append(time.perf_counter() - start)
+            rows.append({"seqlen": seqlen, "threads": threads, "times": times})
+        del layer, u
+    return rows
+
+
+ALLOCATORS = {"default (tuned)": {}, "glibc defaults": {"NEUROMAMBA_MALLOC": "system"}}
+
+
+def run_children(args) -> dict:
+    """{allocator: {(seqlen, threads): {contender: [seconds per turn]}}}; the child processes
+    alternate between the allocators for --rounds rounds."""
+    results = {name: {} for name in ALLOCATORS}
+    for _ in range(args.rounds):
+        for name, extra in ALLOCATORS.items():
+            env = {k: v for k, v in os.environ.items()
+                   if not k.startswith(("MALLOC_", "NEUROMAMBA_MALLOC"))}
+            cmd = [sys.executable, __file__, "--child", "--seqlens", args.seqlens,
+                   "--thread-counts", args.thread_counts, "--repeats", str(args.repeats)]
+            out = subprocess.run(cmd, env={**env, **extra}, check=True, capture_output=True, text=True)
+            for row in json.loads(out.stdout.strip().splitlines()[-1]):
+                cell = results[name].setdefault((row["seqlen"], row["threads"]), {})
+                for contender, values in row["times"].items():
+                    cell.setdefault(contender, []).extend(values)
+    return results
+
+
+def print_cpu_table(args, results) -> None:
+    peers = any("HF mixer" in cell for per in results.values() for cell in per.values())
+    head = "| allocator | threads | tokens | layer s | GEMMs s | layer / GEMMs | per-turn range |"
+    head += " HF mixer s | HF / layer |" if peers else ""
+    print(head)
+    print("|---" * (head.count("|") - 1) + "|")
+    for name, per in results.items():
+        for (seqlen, threads), cell in sorted(per.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+            layer, floor = statistics.median(cell["layer"]), statistics.median(cell["GEMMs"])
+            turns = [a / b for a, b in zip(cell["layer"], cell["GEMMs"])]
+            line = (f"| {name} | {threads} | {seqlen} | {layer:.3f} | {floor:.3f} | "
+                    f"{layer / floor:.2f} | {min(turns):.2f}-{max(turns):.2f} |")
+            if peers:
+                hf = statistics.median(cell["HF mixer"]) if "HF mixer" in cell else float("nan")
+                line += f" {hf:.3f} | {hf / layer:.2f} |"
+            print(line, flush=True)
+
+
+def cuda_table(args, seqlens) -> None:
+    """GPU: fused and pure path, each against the GEMM floor (medians of --repeats)."""
+    print(f"device={args.device} torch={torch.__version__} config={BASE_LAYER} batch=1")
+    print("| tokens | backend | layer s | GEMMs s | ratio |")
+    print("|---|---|---|---|---|")
+    for seqlen in seqlens:
+        layer, u = build(seqlen, args.device)
+        floor, _ = median_time(gemm_floor_step(layer, u), args.device, args.repeats)
+        for backend in ("pure", "fused"):
+            os.environ[BACKEND_ENV_VAR] = backend
+            t, _ = median_time(layer_step(layer, u), args.device, args.repeats)
+            print(f"| {seqlen} | {backend} | {t:.3f} | {floor:.3f} | {t / floor:.2f} |", flush=True)
+        os.environ[BACKEND_ENV_VAR] = "pure"
+        del layer, u
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--seqlens", default="4096,16384,40960",
-                        help="comma-separated sequence lengths")
+    parser.add_argument("--seqlens", default="4096,16384,40960", help="comma-separated sequence lengths")
+    parser.add_argument("--thread-counts", default="1,2", help="comma-separated torch CPU thread counts")
     parser.add_argument("--memory-seqlens", default="16384,40960",
                         help="comma-separated lengths for the memory table ('' to skip)")
-    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--repeats", type=int, default=5, help="turns inside one child process")
+    parser.add_argument("--rounds", type=int, default=2, help="child processes per allocator, alternated")
     parser.add_argument("--breakdown", action="store_true",
                         help="also time the pure path's pieces at the longest seqlen")
-    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    parser.add_argument("--allocator", choices=("default", "heap-reuse"), default="default",
-                        help="heap-reuse: glibc keeps freed blocks (no page faults per pass)")
+    parser.add_argument("--threads", type=int, default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--memory-child", type=int, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.allocator == "heap-reuse":
-        keep_freed_memory_in_heap()
-
+    seqlens = [int(s) for s in args.seqlens.split(",") if s]
     if args.memory_child is not None:
         print(json.dumps({"bytes": measure_memory_here(args.memory_child, args.device)}))
         return
+    if args.child:
+        threads = [int(t) for t in args.thread_counts.split(",") if t]
+        print(json.dumps(interleaved_child(seqlens, threads, args.repeats, args.device)))
+        return
+    if args.device.startswith("cuda"):
+        cuda_table(args, seqlens)
+        return
 
-    seqlens = [int(s) for s in args.seqlens.split(",") if s]
-    backends = ["pure"] + (["fused"] if args.device.startswith("cuda") else [])
-    print(f"device={args.device} threads={torch.get_num_threads()} torch={torch.__version__} "
-          f"config={BASE_LAYER} batch=1 repeats={args.repeats} allocator={args.allocator} "
-          f"loadavg={os.getloadavg()[0]:.1f} (other processes share these cores when > 0)")
-    print(f"{'seqlen':>7} {'backend':>7} {'layer s':>9} {'GEMMs s':>9} {'ratio':>6} "
-          f"{'layer cpu-s':>12} {'GEMMs cpu-s':>12} {'cpu ratio':>9}")
-    for seqlen in seqlens:
+    results = run_children(args)
+    print(f"Base Mamba2 layer {BASE_LAYER}, batch 1, forward+backward, pure path; "
+          f"torch={torch.__version__}; {args.rounds} child processes x {args.repeats} turns per "
+          f"allocator; load average at the end {os.getloadavg()[0]:.1f}")
+    print_cpu_table(args, results)
+
+    if args.breakdown:
+        seqlen = max(seqlens)
         layer, u = build(seqlen, args.device)
-        floor, floor_cpu = median_time(gemm_floor_step(layer, u), args.device, args.repeats)
-        for backend in backends:
-            os.environ[BACKEND_ENV_VAR] = backend
-            t, t_cpu = median_time(layer_step(layer, u), args.device, args.repeats)
-            print(f"{seqlen:>7} {backend:>7} {t:>9.3f} {floor:>9.3f} {t / floor:>6.2f} "
-                  f"{t_cpu:>12.3f} {floor_cpu:>12.3f} {t_cpu / floor_cpu:>9.2f}", flush=True)
-        os.environ[BACKEND_ENV_VAR] = "pure"
-        if args.breakdown and seqlen == max(seqlens):
-            print(f"\npure-path pieces at {seqlen} tokens, each forward+backward alone")
-            print(f"{'piece':>14} {'s':>8} {'cpu-s':>8}")
-            for name, step in component_steps(layer, u).items():
-                t, t_cpu = median_time(step, args.device, args.repeats)
-                print(f"{name:>14} {t:>8.3f} {t_cpu:>8.3f}", flush=True)
+        print(f"\npure-path pieces at {seqlen} tokens, each forward+backward alone "
+              f"(default allocator, {torch.get_num_threads()} threads)")
+        print("| piece | s |")
+        print("|---|---|")
+        for name, step in component_steps(layer, u).items():
+            t, _ = median_time(step, args.device, args.repeats)
+            print(f"| {name} | {t:.3f} |", flush=True)
         del layer, u
 
     mem_lens = [int(s) for s in args.memory_seqlens.split(",") if s]
     if mem_lens:
-        what = "peak RSS growth" if args.device == "cpu" else "max_memory_allocated growth"
-        print(f"\nmemory of one forward+backward ({what}, median of 3 fresh subprocesses)")
-        print(f"{'seqlen':>7} {'backend':>7} {'MiB':>9} {'ratio to first':>15}")
-        for backend in backends:
-            first = None
-            for seqlen in mem_lens:
-                mib = measure_memory(seqlen, args.device, backend, args.threads,
-                                     args.allocator) / 2**20
-                first = first or mib
-                print(f"{seqlen:>7} {backend:>7} {mib:>9.1f} {mib / first:>15.2f}", flush=True)
+        print("\nmemory of one forward+backward (peak RSS growth, median of 3 fresh subprocesses, "
+              "default allocator)")
+        print("| tokens | MiB | ratio to first |")
+        print("|---|---|---|")
+        first = None
+        for seqlen in mem_lens:
+            mib = measure_memory(seqlen, args.device, "pure", args.threads) / 2**20
+            first = first or mib
+            print(f"| {seqlen} | {mib:.1f} | {mib / first:.2f} |", flush=True)
         if len(mem_lens) >= 2:
             print(f"(linear growth predicts {mem_lens[-1] / mem_lens[0]:.2f}, "
                   f"quadratic {(mem_lens[-1] / mem_lens[0]) ** 2:.2f})")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from neuromamba.flag_help import fill_missing_help  # noqa: E402
+
 from neuromamba.analysis.cli_errors import run_cli  # noqa: E402
 
 
@@ -25,7 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", required=True, help="a fine-tuned Lightning .ckpt of this project")
     p.add_argument("--output_dir", required=True)
     src = p.add_argument_group("input: one NIfTI run, or one subject of a dataset")
-    src.add_argument("--nifti", default=None)
+    src.add_argument("--nifti", default=None, help="one 4D NIfTI run (MNI space), preprocessed as in training")
     src.add_argument("--resample_to", "--voxel_size", dest="resample_to", type=float, default=None,
                      metavar="MM", help="voxel size of the model grid in mm, as preprocess.py's "
                                         "--resample_to (default: the checkpoint's training data's)")
@@ -33,7 +35,7 @@ def build_parser() -> argparse.ArgumentParser:
                      help="brain mask of --nifti (default: a BIDS *_desc-brain_mask beside it)")
     src.add_argument("--allow_crop_brain", action="store_true",
                      help="crop brain voxels outside the model grid instead of failing")
-    src.add_argument("--subject", default=None)
+    src.add_argument("--subject", default=None, help="a subject of --dataset_name/--image_path instead of --nifti")
     src.add_argument("--run", default=None, help="only this run of --subject (default: each run)")
     src.add_argument("--dataset_name", default="Dummy")
     src.add_argument("--image_path", default=None)
@@ -47,9 +49,13 @@ def build_parser() -> argparse.ArgumentParser:
     ig = p.add_argument_group("integrated gradients")
     ig.add_argument("--target", type=int, default=None,
                     help="class index to explain (default: the predicted class)")
-    ig.add_argument("--class_names", nargs="*", default=None)
-    ig.add_argument("--n_steps", type=int, default=32)
-    ig.add_argument("--baseline", default="brain_mean", choices=["brain_mean", "background"])
+    ig.add_argument("--class_names", nargs="*", default=None,
+                    help="names of the classes in index order (default: the run's label_classes.json)")
+    ig.add_argument("--n_steps", type=int, default=32,
+                    help="integration steps of integrated gradients (Gauss-Legendre nodes)")
+    ig.add_argument("--baseline", default="brain_mean", choices=["brain_mean", "background"],
+                    help="IG reference input: each clip's mean brain value everywhere in the brain, "
+                         "or every voxel at the background value")
     ig.add_argument("--reduce", default="abs", choices=["abs", "signed"],
                     help="per-voxel magnitude or signed attribution (summed over a clip's frames)")
     ig.add_argument("--four_d", action="store_true", help="also write the 4D map on the run's timeline")
@@ -58,7 +64,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--allow_pickle", action="store_true")
-    return p
+    return fill_missing_help(p)
 
 
 def main(argv=None) -> int:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from neuromamba.flag_help import fill_missing_help  # noqa: E402
+
 from neuromamba.analysis.cli_errors import run_cli  # noqa: E402
 
 
@@ -40,16 +42,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clf_head_version", default="linear", choices=list(HEAD_FLOPS))
     p.add_argument("--num_classes", type=int, default=2)
     # Epoch size.
-    p.add_argument("--num_clips_per_epoch", type=int, default=None)
+    p.add_argument("--num_clips_per_epoch", type=int, default=None,
+                   help="clips per epoch, for the per-epoch cost (or --dataset_size with --clips_per_subject)")
     p.add_argument("--dataset_size", type=int, default=None, help="subjects (with --clips_per_subject)")
-    p.add_argument("--clips_per_subject", type=int, default=1)
+    p.add_argument("--clips_per_subject", type=int, default=1, help="clips per subject and epoch")
     # Brain masks.
     p.add_argument("--mask", default="mni152", choices=list(MASK_SOURCES),
                    help="where brain masks come from (default: nilearn MNI152 2 mm)")
     p.add_argument("--mask_file", default=None, help="NIfTI brain mask (implies --mask file)")
     p.add_argument("--hdf5_file", default=None,
                    help="a preprocessed HDF5 run: use its stored brain mask (implies --mask hdf5)")
-    p.add_argument("--mask_dilation_voxels", type=int, default=0)
+    p.add_argument("--mask_dilation_voxels", type=int, default=0,
+                   help="grow the MNI brain mask by this many voxels (a looser mask keeps more tokens)")
     p.add_argument("--jitter_voxels", type=int, default=0,
                    help="shift the batch's MNI masks by up to this many voxels (inter-subject variation)")
     p.add_argument("--dataset_name", default=None, help="with --image_path (or Dummy): masks of real clips")
@@ -63,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verify", action="store_true",
                    help="build the model, run one forward under torch's FlopCounterMode and "
                         "compare parameters, GEMM and scan-matmul FLOPs with the analytic counts")
-    return p
+    return fill_missing_help(p)
 
 
 def main(argv=None) -> int:

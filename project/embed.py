@@ -17,6 +17,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from neuromamba.flag_help import fill_missing_help  # noqa: E402
+
 from neuromamba.analysis.cli_errors import run_cli  # noqa: E402
 
 
@@ -63,12 +65,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--subject_column", default="subject")
     p.add_argument("--probe_level", default="subject", choices=["subject", "run", "clip"],
                    help="rows of the probe (run/clip for per-run labels such as task state)")
-    p.add_argument("--probe_folds", type=int, default=5)
+    p.add_argument("--probe_folds", type=int, default=5,
+                   help="cross-validation folds of the linear probes (grouped by subject)")
     # Re-identification.
     p.add_argument("--reid", action="store_true",
                    help="re-identification across runs/sessions (needs >= 2 runs per subject)")
-    p.add_argument("--reid_unit", default="run", choices=["run", "clip"])
-    return p
+    p.add_argument("--reid_unit", default="run", choices=["run", "clip"],
+                   help="re-identification matches mean embeddings of runs, or single clips")
+    return fill_missing_help(p)
 
 
 def main(argv=None) -> int:

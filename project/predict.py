@@ -15,6 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from neuromamba.flag_help import fill_missing_help  # noqa: E402
+
 from neuromamba.analysis.cli_errors import run_cli  # noqa: E402
 
 
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--per_clip", action="store_true", help="include every clip's output in the JSON")
     p.add_argument("--workdir", default=None, help="keep the preprocessed HDF5 here instead of a temp dir")
     p.add_argument("--allow_pickle", action="store_true")
-    return p
+    return fill_missing_help(p)
 
 
 def main(argv=None) -> int:

@@ -15,6 +15,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from neuromamba.flag_help import fill_missing_help  # noqa: E402
+
 from neuromamba.data import store  # noqa: E402
 from neuromamba.data.legacy import DEFAULT_LEGACY_REGEX  # noqa: E402
 from neuromamba.data.placement import PLACEMENTS  # noqa: E402
@@ -92,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", aliases=["check_and_clean"],
                        help="verify a folder of HDF5 runs; list or remove bad files")
-    p.add_argument("folder")
+    p.add_argument("folder", help="folder of HDF5 runs written by preprocess.py")
     p.add_argument("--remove", action="store_true", help="delete the bad files")
     p.add_argument("--quick", action="store_true",
                    help="check only the first and last frame for NaNs (not every frame)")
@@ -101,13 +103,14 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("dummy", help="write the synthetic Dummy data as HDF5 runs + labels.csv "
                                      "(to try the file-based path without real data)")
     p.add_argument("--output_dir", required=True)
-    p.add_argument("--num_subjects", type=int, default=40)
-    p.add_argument("--num_runs", type=int, default=1)
-    p.add_argument("--num_frames", type=int, default=40)
-    p.add_argument("--img_size", type=int, nargs=3, default=[96, 96, 96])
+    p.add_argument("--num_subjects", type=int, default=40, help="synthetic subjects")
+    p.add_argument("--num_runs", type=int, default=1, help="runs per subject")
+    p.add_argument("--num_frames", type=int, default=40, help="frames (TRs) per run")
+    p.add_argument("--img_size", type=int, nargs=3, default=[96, 96, 96], metavar=("D", "H", "W"),
+                   help="grid size in voxels (2 mm voxels, on the world grid)")
     p.add_argument("--seed", type=int, default=1234)
     p.add_argument("--compression", choices=sorted(store.COMPRESSIONS), default="none")
-    return parser
+    return fill_missing_help(parser)
 
 
 def _convert(args, convert_folder, options) -> int:

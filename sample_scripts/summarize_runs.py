@@ -1,6 +1,7 @@
 """Print mean ± std of the test metrics of several run folders (e.g. the same fine-tune with 3
 seeds): ``python sample_scripts/summarize_runs.py runs/a_seed1 runs/a_seed2 runs/a_seed3``.
-With ``--train RUN``: peak GPU memory, median throughput and tokens kept of one run."""
+With ``--train RUN [RUN ...]``: peak GPU memory, median throughput and tokens kept of one run."""
+import argparse
 import csv
 import math
 import sys
@@ -33,11 +34,20 @@ def train_summary(run_dir: Path) -> None:
           f"peak GPU memory {f'{max(mem):.2f} GiB' if mem else 'n/a (no CUDA)'}")
 
 
-def main(paths) -> None:
-    if not paths:
-        raise SystemExit(__doc__)
-    if paths[0] == "--train":
-        for p in paths[1:]:
+def main(argv) -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("runs", nargs="+", help="run folders (each with a metrics.csv)")
+    parser.add_argument("--train", action="store_true",
+                        help="summarise training instead: peak GPU memory, median kept tokens/s, "
+                             "tokens kept (%%) of each run")
+    args = parser.parse_args(argv)
+    paths = args.runs
+    for p in paths:
+        if not (Path(p) / "metrics.csv").is_file():
+            parser.error(f"{p}: no metrics.csv (not a run folder of project/main.py)")
+    if args.train:
+        for p in paths:
             train_summary(Path(p))
         return
     runs = [test_metrics(Path(p)) for p in paths]

@@ -14,6 +14,8 @@ from typing import Optional, Sequence
 
 import yaml
 
+from neuromamba.flag_help import HelpFormatter, fill_missing_help
+
 # Classification's cross-entropy label smoothing in the original (SPEC §7).
 DEFAULT_LABEL_SMOOTHING = 0.1
 # The README's short precision names and Lightning 2.x's own spellings.
@@ -42,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="main.py",
         description="NeuroMamba: autoregressive pretraining and fine-tuning on 4D fMRI.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--config", type=str, default=None,
                    help="YAML file of flag defaults (keys are flag names without '--'); "
                         "flags given on the command line win")
@@ -87,7 +89,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("data")
     g.add_argument("--dataset_name", nargs="+", default=["Dummy"],
                    help="one name, or several for multi-cohort pretraining (one --image_path each)")
-    g.add_argument("--image_path", nargs="+", default=None)
+    g.add_argument("--image_path", nargs="+", default=None,
+                   help="folder of preprocessed HDF5 runs ({subject}/{run}.h5), one per --dataset_name")
     g.add_argument("--cohort_sampling", default="proportional", choices=list(COHORT_SAMPLINGS),
                    help="multi-cohort training: clips in proportion to cohort size, or uniform per cohort")
     g.add_argument("--input_scaling_method", default="znorm_minback", choices=list(SCALING_METHODS))
@@ -99,14 +102,20 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--train_split", type=float, default=0.8)
     g.add_argument("--val_split", type=float, default=0.1)
     g.add_argument("--split_file", default=None, help="reuse this subject split file")
-    g.add_argument("--label_csv", nargs="+", default=None)
+    g.add_argument("--label_csv", nargs="+", default=None,
+                   help="label table(s), one per --dataset_name or one for all (default: the CSV "
+                        "in the dataset's metadata/ folder)")
     g.add_argument("--subject_column", default="subject")
     g.add_argument("--target_column", default=None)
-    g.add_argument("--downstream_task", default=None, help="label name, e.g. sex, age, int_total")
+    g.add_argument("--downstream_task", default=None,
+                   help="the label to predict, e.g. sex, age, intelligence (a cohort's named task) "
+                        "or any --label_csv column; omitted with --pretraining")
     g.add_argument("--downstream_task_type", default=None, choices=list(TASK_TYPES),
-                   help="default: classification")
+                   help="classification or regression (default: from --downstream_task: sex is "
+                        "classification, age and intelligence regression, others classification)")
     g.add_argument("--batch_size", type=int, default=4)
-    g.add_argument("--eval_batch_size", type=int, default=None, help="default: --batch_size")
+    g.add_argument("--eval_batch_size", type=int, default=None,
+                   help="clips per validation/test batch (default: --batch_size); results do not depend on it")
     g.add_argument("--num_workers", type=int, default=0)
     g.add_argument("--dummy_num_subjects", type=int, default=40)
     g.add_argument("--dummy_num_frames", type=int, default=None)
@@ -181,7 +190,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--project_name", default="neuromamba")
     g.add_argument("--wandb_config", default=None, help="YAML with entity/project/mode/tags (see configs/)")
     g.add_argument("--no_progress_bar", action="store_true")
-    return p
+    return fill_missing_help(p)
 
 
 def read_yaml_mapping(path: str, flag: str) -> dict:

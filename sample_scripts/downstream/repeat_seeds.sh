@@ -16,4 +16,6 @@ for seed in ${SEEDS:-1 2 3}; do
     run_dir="$(sed -n 's/^\[neuromamba\] run folder: //p' "$OUT/.repeat_seed${seed}.log" | tail -n 1)"
     runs+=("$run_dir")
 done
-"${PYTHON:-python}" "$REPO/sample_scripts/summarize_runs.py" "${runs[@]}"
+# shellcheck source=../python_env.sh
+source "$REPO/sample_scripts/python_env.sh"
+"$(neuromamba_python "$REPO")" "$REPO/sample_scripts/summarize_runs.py" "${runs[@]}"

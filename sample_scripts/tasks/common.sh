@@ -8,7 +8,9 @@
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
-PYTHON="${PYTHON:-python}"
+# shellcheck source=../python_env.sh
+source "$REPO/sample_scripts/python_env.sh"
+PYTHON="$(neuromamba_python "$REPO")"
 ACCELERATOR="${ACCELERATOR:-cpu}"
 OUT="${OUT:-$REPO/runs/sample_tasks}"
 MODEL_FLAGS="${MODEL_FLAGS:---embed_dim 16 --depth 2 --d_state 8 --headdim 16}"

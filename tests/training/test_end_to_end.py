@@ -212,8 +212,14 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     # no --run_name: resuming <out>/killed/checkpoints/last.ckpt continues in <out>/killed
     resumed = run(parse_args(TINY + ["--output_dir", str(tmp_path), *flags, "--resume_ckpt_path", str(last)]))
     assert Path(resumed["run_dir"]) == tmp_path / "killed"
-    assert (tmp_path / "killed" / "metrics.1.csv").exists()  # the killed run's log is kept
+    assert not list((tmp_path / "killed").glob("metrics.*.csv"))  # one history, no metrics.1.csv
     assert resumed["trainer"].global_step == full["trainer"].global_step
+    # metrics.csv holds every epoch once, as the uninterrupted run's does
+    def epochs(run_dir):
+        rows = read_metrics(run_dir)
+        return [(r["epoch"], r["step"]) for r in rows if r.get("train/loss_step")]
+    assert epochs(tmp_path / "killed") == epochs(tmp_path / "full")
+    assert len(column(read_metrics(tmp_path / "killed"), "val/loss")) == 2
     a = torch.load(tmp_path / "full" / "checkpoints" / "last.ckpt", weights_only=True)["state_dict"]
     b = torch.load(last, weights_only=True)["state_dict"]  # overwritten by the resumed run
     assert set(a) == set(b)

@@ -32,6 +32,14 @@ class CohortLabels:
 
 _SEX_MF = {"m": "M", "male": "M", "f": "F", "female": "F"}
 DEFAULT_TASK_TYPES = {"sex": "classification", "age": "regression", "intelligence": "regression"}
+# Units of the named regression targets (plots and reports say them).
+TARGET_UNITS = {"age": "years", "intelligence": "score points"}
+
+
+def default_task_type(target: str | None) -> str:
+    """The task type of a named target (sex -> classification, age/intelligence -> regression;
+    anything else classification): the one rule main.py and embed.py's probes share."""
+    return DEFAULT_TASK_TYPES.get(str(target), "classification")
 
 COHORTS = {
     "HCP": CohortLabels(

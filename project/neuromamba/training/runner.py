@@ -2,9 +2,9 @@
 checkpoint once, or only test a given checkpoint."""
 from __future__ import annotations
 
-from pathlib import Path
-
+import time
 import warnings
+from pathlib import Path
 
 import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_info, rank_zero_only
@@ -13,7 +13,7 @@ from neuromamba.cli import args_to_dict
 from neuromamba.training.module import NeuroMambaModule
 from neuromamba.training.outputs import default_run_name, make_run_dir, write_args_yaml
 from neuromamba.training.run_checks import apply_test_checkpoint_settings, check_checkpoint_grid
-from neuromamba.training.trainer import build_trainer
+from neuromamba.training.trainer import build_trainer, monitor_for
 
 
 def build_datamodule(args, run_dir: Path):
@@ -61,6 +61,7 @@ def _write_args(run_dir: Path, args) -> None:
 def run(args, extra_callbacks=()) -> dict:
     """Train (or only test) as the flags say. Returns the run folder, the test metrics, the
     trainer and the module (``extra_callbacks`` are appended, e.g. by tests)."""
+    started = time.time()
     pl.seed_everything(args.seed, workers=True)
     run_dir = make_run_dir(args.output_dir, args.run_name or _resumed_run_name(args) or default_run_name(args))
     args.run_dir = str(run_dir)
@@ -100,8 +101,16 @@ def run(args, extra_callbacks=()) -> dict:
         has_best = bool(trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path)
         results = trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None)
     metrics = dict(results[0]) if results else {}
+    _write_summary(run_dir, trainer, datamodule, metrics, started, monitor_for(args, args.task)[0])
     _print_summary(run_dir, metrics)
     return {"run_dir": str(run_dir), "metrics": metrics, "trainer": trainer, "module": module}
+
+
+@rank_zero_only
+def _write_summary(run_dir, trainer, datamodule, metrics, started, monitor) -> None:
+    from neuromamba.training.run_summary import write_run_summary
+
+    write_run_summary(run_dir, trainer, datamodule, metrics, started, monitor)
 
 
 @rank_zero_only

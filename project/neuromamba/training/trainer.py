@@ -12,8 +12,8 @@ from pathlib import Path
 import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
-from pytorch_lightning.loggers import CSVLogger
 
+from neuromamba.training.history import METRICS_FILE, HistoryCSVLogger, truncate_history
 from neuromamba.training.loggers import EXTRA_LOGGERS
 from neuromamba.training.outputs import TestOutputsWriter
 from neuromamba.training.strategies import build_strategy
@@ -39,23 +39,36 @@ def monitor_for(args, task: str) -> tuple[str, str]:
 MAXIMISED = {"auroc", "acc", "balanced_acc", "pearson_r"}
 
 
-def _keep_previous_metrics(run_dir: Path) -> None:
-    # Lightning's CSV logger deletes an existing metrics.csv; a resumed or re-tested run keeps
-    # the earlier one as metrics.1.csv, metrics.2.csv, ... (rank 0 only: one file system owner).
-    old = run_dir / "metrics.csv"
+def _prepare_history(args, run_dir: Path) -> None:
+    """Resuming continues metrics.csv (the unfinished epoch's rows dropped: they are logged
+    again); another run started in a folder that has one moves it to metrics.previous.csv.
+    Rank 0 only: one file-system owner."""
+    old = run_dir / METRICS_FILE
     if not old.exists() or rank_zero_only.rank != 0:
         return
-    k = 1
-    while (run_dir / f"metrics.{k}.csv").exists():
-        k += 1
-    os.replace(old, run_dir / f"metrics.{k}.csv")
+    if args.resume_ckpt_path:
+        truncate_history(run_dir, completed_epochs(args.resume_ckpt_path))
+    else:
+        os.replace(old, run_dir / "metrics.previous.csv")
+
+
+def completed_epochs(checkpoint: str) -> int:
+    """Epochs a Lightning checkpoint has finished (where a resumed fit starts again)."""
+    import torch
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        # An epoch-end checkpoint is written after the epoch's batches ("processed") and before
+        # the epoch counts as "completed"; Lightning resumes after it.
+        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return int(ckpt.get("epoch", -1)) + 1
 
 
 def build_loggers(args, run_dir: Path) -> list:
     # metrics.csv in the run folder always exists, whatever else is chosen.
-    _keep_previous_metrics(run_dir)
-    warnings.filterwarnings("ignore", message=r"Experiment logs directory .* exists and is not empty")
-    loggers = [CSVLogger(save_dir=str(run_dir), name="", version="")]
+    _prepare_history(args, run_dir)
+    loggers = [HistoryCSVLogger(save_dir=str(run_dir), name="", version="")]
     extra = EXTRA_LOGGERS[args.loggername]
     if extra is not None:
         loggers.append(extra(args, run_dir))
