@@ -9,6 +9,9 @@ from neuromamba.cli import parse_args  # noqa: E402
 
 
 def main(argv=None) -> int:
+    from neuromamba.console import quiet_known_noise
+
+    quiet_known_noise()
     try:
         args = parse_args(argv)
     except (ValueError, FileNotFoundError) as error:

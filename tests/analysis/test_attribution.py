@@ -3,6 +3,8 @@ original input space."""
 import json
 
 import nibabel as nib
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -132,3 +134,26 @@ def test_attribute_cli_dataset_subject_and_errors(tmp_path, repo_root):
     res = run_script(repo_root, "attribute", *base, "--subject", "nobody")
     assert res.returncode == 2 and "nobody" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_attribution_figure_has_the_fields_standard_look():
+    """nilearn's stat map: orientation labels, mm cut coordinates, the stated threshold and the
+    class name in the title, panels filling the figure."""
+    from neuromamba.analysis.attribution_io import attribution_figure
+
+    rng = np.random.default_rng(0)
+    background = rng.uniform(0, 1, (20, 24, 20)).astype(np.float32)
+    attribution = np.zeros_like(background)
+    attribution[12, 10, 8] = 5.0
+    attribution[3:6, 3:6, 3:6] = rng.uniform(0, 1, (3, 3, 3))
+    affine = np.diag([-2.0, 2.0, 2.0, 1.0])
+    affine[:3, 3] = (20, -30, -10)
+    fig = attribution_figure(background, attribution, affine, "sub-01: integrated gradients for M")
+    texts = [t.get_text() for t in fig.findobj(lambda o: hasattr(o, "get_text")) if t.get_text()]
+    joined = " | ".join(texts)
+    assert "integrated gradients for M" in joined
+    assert "90th percentile" in joined and "|IG| >" in joined
+    assert "(-4, -10, 6) mm" in joined  # the peak voxel (12, 10, 8) in world coordinates
+    assert {"L", "R"} <= set(texts)  # orientation labels
+    assert any(re.fullmatch(r"[xyz]=-?\d+", t) for t in texts)  # cut coordinates in mm
+    assert len(fig.axes) >= 3

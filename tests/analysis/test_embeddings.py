@@ -143,3 +143,20 @@ def test_embed_cli_run_level_probe_for_task_state(tmp_path, repo_root, tiny_rele
     (probe,) = json.loads((tmp_path / "r.json").read_text())["probes"]
     assert probe["n"] == 48 and probe["subjects"] == 12
     assert probe["auroc"] >= 0.9
+
+
+def test_embed_age_probe_is_regression_and_reid_needs_two_runs(tmp_path, repo_root, tiny_released_checkpoint):
+    """A named target's task comes from main.py's rule (age: regression); with one run per
+    subject re-identification says why it is skipped and the probes are still printed."""
+    path, _ = tiny_released_checkpoint
+    res = run_script(repo_root, "embed", "--checkpoint", path,
+                     "--img_size", "24", "24", "24", "4", "--dataset_name", "Dummy",
+                     "--dummy_num_subjects", "10", "--dummy_num_frames", "4", "--output", tmp_path / "e.csv",
+                     "--probe_targets", "age", "label", "--reid", "--json", tmp_path / "r.json", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    result = json.loads((tmp_path / "r.json").read_text())
+    tasks = {row["target"]: row["task"] for row in result["probes"]}
+    assert tasks == {"age": "regression", "label": "classification"}
+    assert result["reid"] == []
+    assert "re-identification skipped: it needs at least two runs per subject" in res.stdout
+    assert "linear probes" in res.stdout

@@ -215,3 +215,15 @@ def test_unreadable_mask_files_give_one_line_errors(tmp_path, repo_root):
         assert res.returncode == 2
         lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
         assert len(lines) == 1 and lines[0].startswith("error: ") and expected in lines[0], res.stderr
+
+
+def test_verify_at_the_default_chunk_size_counts_what_runs(repo_root):
+    """check_flops.py --verify with --chunk_size 256 (the default) on the CPU path, which
+    scans in chunks of 64: the analytic count of what ran matches FlopCounterMode."""
+    from analysis_helpers import run_script
+
+    res = run_script(repo_root, "check_flops", "--embed_dim", "32", "--depth", "1", "--d_state", "8",
+                     "--headdim", "32", "--img_size", "24", "24", "24", "4", "--verify")
+    assert res.returncode == 0, res.stderr
+    assert "MISMATCH" not in res.stdout and res.stdout.count("-> OK") >= 2
+    assert "at chunk 64" in res.stdout and "chunks of 64" in res.stdout

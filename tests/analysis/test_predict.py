@@ -74,6 +74,7 @@ def test_regression_value_in_original_units(tmp_path, repo_root):
     assert res.returncode == 0, res.stderr
     assert "prediction:" in res.stdout
     out = json.loads((tmp_path / "p.json").read_text())
+    assert out["target"] == "age"  # the regression target is named too
     with torch.no_grad():
         std_values = torch.cat([module(x) for x in expected_clips(data, affine)])[:, 0]
     assert out["value"] == pytest.approx(float(std_values.mean()) * 12.0 + 40.0, rel=1e-4)

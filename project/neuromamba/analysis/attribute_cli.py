@@ -11,7 +11,7 @@ import numpy as np
 
 from ..fileio import atomic_write_text
 from .attribution import SubjectAttribution, subject_attribution
-from .attribution_io import input_affine, plot_orthogonal_slices, to_input_space, write_nifti
+from .attribution_io import input_affine, plot_attribution, to_input_space, write_nifti
 from .encoder import load_encoder, require_task_checkpoint
 
 
@@ -85,7 +85,7 @@ def write_outputs(args, name: str, result: SubjectAttribution, record, class_nam
                                         to_input_space(result.volume_4d, record), affine)
     background = to_input_space(result.mean_input, record, fill=float(result.mean_input.min()))
     title = f"{name}: integrated gradients for {class_name} ({result.num_clips} clips)"
-    files["png"] = plot_orthogonal_slices(str(out / f"{name}_ig.png"), background, volume, title)
+    files["png"] = plot_attribution(str(out / f"{name}_ig.png"), background, volume, affine, title)
     peak = np.unravel_index(int(np.argmax(np.abs(volume))), volume.shape)
     world = (affine @ np.array([*peak, 1.0]))[:3]
     summary = {"name": name, "target": result.target, "target_name": class_name,

@@ -1,7 +1,5 @@
-"""Writing attribution maps: NIfTI in the input's original space, and an orthogonal-slice PNG."""
+"""Writing attribution maps: NIfTI in the input's original space, and nilearn's stat-map PNG."""
 from __future__ import annotations
-
-from typing import Optional, Sequence
 
 import numpy as np
 
@@ -41,42 +39,52 @@ def slice_indices(attribution: np.ndarray) -> tuple:
     return tuple(int(i) for i in np.unravel_index(np.argmax(np.abs(attribution)), attribution.shape))
 
 
-def plot_orthogonal_slices(path: str, background: np.ndarray, attribution: np.ndarray,
-                           title: str = "", cut: Optional[Sequence[int]] = None,
-                           threshold_percentile: float = 90.0) -> str:
-    """Sagittal, coronal and axial slices of ``background`` (the mean input volume) with the
-    attribution overlaid where ``|attribution|`` exceeds its ``threshold_percentile``."""
+def attribution_threshold(attribution: np.ndarray, percentile: float = 90.0) -> float:
+    """The |value| above which voxels are drawn: a percentile of the non-zero |attribution|."""
+    nonzero = np.abs(np.asarray(attribution, dtype=float))
+    nonzero = nonzero[nonzero > 0]
+    return float(np.percentile(nonzero, percentile)) if nonzero.size else 0.0
+
+
+def attribution_figure(background: np.ndarray, attribution: np.ndarray, affine: np.ndarray,
+                       title: str = "", threshold_percentile: float = 90.0):
+    """The field's standard look (nilearn's plot_stat_map): orthogonal slices through the peak
+    in mm, orientation labels, the attribution over the mean input, drawn above a stated
+    threshold. Returns the matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
     import matplotlib.pyplot as plt
+    import nibabel as nib
+    from nilearn import plotting
 
-    background = np.asarray(background, dtype=float)
-    attribution = np.asarray(attribution, dtype=float)
+    background = np.asarray(background, dtype=np.float32)
+    attribution = np.asarray(attribution, dtype=np.float32)
     if background.shape != attribution.shape or background.ndim != 3:
         raise ValueError(f"background {background.shape} and attribution {attribution.shape} "
                          "must be equal 3D shapes")
-    cut = slice_indices(attribution) if cut is None else tuple(int(c) for c in cut)
-    nonzero = np.abs(attribution[attribution != 0])
-    threshold = np.percentile(nonzero, threshold_percentile) if nonzero.size else 0.0
-    overlay = np.ma.masked_where(np.abs(attribution) <= threshold, attribution)
-    limit = float(np.abs(attribution).max()) or 1.0
-    cmap = "RdBu_r" if attribution.min() < 0 else "hot"
-    vmin = -limit if attribution.min() < 0 else 0.0
+    affine = np.asarray(affine, dtype=float)
+    threshold = attribution_threshold(attribution, threshold_percentile)
+    peak = slice_indices(attribution)
+    cut = (affine @ np.array([*peak, 1.0]))[:3]
+    fig = plt.figure(figsize=(11, 4.2))
+    subtitle = (f"|IG| > {threshold:.3g} ({threshold_percentile:g}th percentile of the non-zero "
+                f"voxels); cut at the peak ({cut[0]:.0f}, {cut[1]:.0f}, {cut[2]:.0f}) mm")
+    plotting.plot_stat_map(
+        nib.Nifti1Image(attribution, affine), bg_img=nib.Nifti1Image(background, affine),
+        threshold=threshold, cut_coords=tuple(float(c) for c in cut), display_mode="ortho",
+        colorbar=True, draw_cross=False, annotate=True, black_bg=False, figure=fig,
+        title=None, cmap="RdBu_r" if attribution.min() < 0 else "hot")
+    fig.suptitle(f"{title}\n{subtitle}" if title else subtitle, fontsize=10)
+    return fig
 
-    fig, axes = plt.subplots(1, 3, figsize=(10, 3.6))
-    views = [("sagittal x=%d" % cut[0], np.s_[cut[0], :, :]),
-             ("coronal y=%d" % cut[1], np.s_[:, cut[1], :]),
-             ("axial z=%d" % cut[2], np.s_[:, :, cut[2]])]
-    image = None
-    for ax, (name, index) in zip(axes, views):
-        ax.imshow(background[index].T, origin="lower", cmap="gray")
-        image = ax.imshow(overlay[index].T, origin="lower", cmap=cmap, vmin=vmin, vmax=limit, alpha=0.85)
-        ax.set_title(name, fontsize=9)
-        ax.axis("off")
-    fig.colorbar(image, ax=list(axes), shrink=0.8, label="attribution")
-    if title:
-        fig.suptitle(title, fontsize=10)
+
+def plot_attribution(path: str, background: np.ndarray, attribution: np.ndarray, affine: np.ndarray,
+                     title: str = "", threshold_percentile: float = 90.0) -> str:
+    """:func:`attribution_figure` written atomically as a PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = attribution_figure(background, attribution, affine, title, threshold_percentile)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

@@ -11,6 +11,9 @@ USER_ERRORS = (ValueError, FileNotFoundError, KeyError, NotADirectoryError, IsAD
 def run_cli(main: Callable[[], int]) -> int:
     """Call ``main``; turn user errors into ``error: <message>`` on stderr and exit code 2.
     Set NEUROMAMBA_DEBUG=1 to see the traceback."""
+    from neuromamba.console import quiet_known_noise
+
+    quiet_known_noise()
     try:
         return main()
     except USER_ERRORS as exc:

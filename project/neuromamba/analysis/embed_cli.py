@@ -66,10 +66,18 @@ def run(args) -> Dict:
         lines += ["", f"linear probes ({args.probe_level} level, {args.probe_folds}-fold CV "
                   "grouped by subject):", format_table(rows, PROBE_COLUMNS)]
     if args.reid:
-        rows = [reid_row(clips, args.reid_unit)]
-        result["reid"] = rows
-        lines += ["", "re-identification (cosine similarity; gallery excludes the query's own "
-                  "run):", format_table(rows, REID_COLUMNS)]
+        runs_per_subject = {}
+        for subject, run in zip(clips.subjects, clips.runs):
+            runs_per_subject.setdefault(subject, set()).add(run)
+        if max(len(r) for r in runs_per_subject.values()) < 2:
+            result["reid"] = []
+            lines += ["", "re-identification skipped: it needs at least two runs per subject "
+                      "(a query must find its subject's other run), and every subject here has one"]
+        else:
+            rows = [reid_row(clips, args.reid_unit)]
+            result["reid"] = rows
+            lines += ["", "re-identification (cosine similarity; gallery excludes the query's own "
+                      "run):", format_table(rows, REID_COLUMNS)]
     if args.json:
         atomic_write_text(args.json, json.dumps(result, indent=2, default=float))
     result["text"] = "\n".join(lines)

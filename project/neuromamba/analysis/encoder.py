@@ -41,6 +41,7 @@ class Encoder:
     source: str = ""
     format: str = ""
     data_grid: Optional[dict] = None  # the training data's grid (shape, voxel_size, affine)
+    target_name: str = ""  # what the head predicts (the run's --target_column/--downstream_task)
 
     @property
     def voxel_size(self) -> Optional[float]:
@@ -134,6 +135,7 @@ def _from_lightning(path: Path, hparams: dict) -> Encoder:
         input_scaling_method=config.get("input_scaling_method", "znorm_minback"), task=task,
         num_classes=hparams.get("num_classes"), target_mean=mean, target_std=std,
         source=str(path), format="lightning", data_grid=config.get("data_grid"),
+        target_name=str(config.get("target_column") or config.get("downstream_task") or ""),
     )
 
 

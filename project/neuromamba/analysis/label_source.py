@@ -72,7 +72,11 @@ def _clean(value):
 
 
 def parse_target_specs(specs: Sequence[str]) -> tuple:
-    """``["sex", "age:regression"]`` -> (names, {name: task})."""
+    """``["sex", "age:regression"]`` -> (names, {name: task}). A named target without an
+    explicit task gets main.py's (labels.DEFAULT_TASK_TYPES: age and intelligence are
+    regression, sex classification); other columns are left to the probe's inference."""
+    from neuromamba.data.labels import DEFAULT_TASK_TYPES
+
     names, tasks = [], {}
     for spec in specs:
         name, _, task = spec.partition(":")
@@ -81,4 +85,6 @@ def parse_target_specs(specs: Sequence[str]) -> tuple:
         names.append(name)
         if task:
             tasks[name] = task
+        elif name in DEFAULT_TASK_TYPES:
+            tasks[name] = DEFAULT_TASK_TYPES[name]
     return names, tasks

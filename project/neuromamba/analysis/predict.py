@@ -87,10 +87,11 @@ def summarise(encoder: Encoder, per_clip: np.ndarray, source: str,
         mean = per_clip.mean(axis=0)
         pred.probabilities = {n: float(p) for n, p in zip(names, mean)}
         pred.predicted_class = names[int(mean.argmax())]
-        pred.target = column
+        pred.target = column or encoder.target_name
     else:
-        pred.value = float(per_clip[:, 0].mean())
-        pred.value_std_over_clips = float(per_clip[:, 0].std())
+        pred.value = float(f"{per_clip[:, 0].mean():.6g}")
+        pred.value_std_over_clips = float(f"{per_clip[:, 0].std():.6g}")
+        pred.target = encoder.target_name
     if keep_per_clip:
         pred.per_clip = per_clip.tolist()
     return pred

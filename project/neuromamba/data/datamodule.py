@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+
+from ..console import NeuroMambaWarning
 import pytorch_lightning as pl
 import torch
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, WeightedRandomSampler
@@ -209,7 +211,7 @@ class FMRIDataModule(pl.LightningDataModule):
             warnings.warn(f"{len(short)} run(s) are shorter than one clip ({span} frames: --img_size "
                           f"T={self.img_size[3]}, --stride_within_seq "
                           f"{self.clip_spec.stride_within_seq}) and are left out: {names}"
-                          f"{', ...' if len(short) > 5 else ''}", stacklevel=2)
+                          f"{', ...' if len(short) > 5 else ''}", NeuroMambaWarning, stacklevel=2)
 
     def _warn_degenerate(self, split: str) -> None:
         """Metrics need two subjects (and, for classification, two classes) to mean anything."""
@@ -219,11 +221,11 @@ class FMRIDataModule(pl.LightningDataModule):
         if len(subjects) < 2:
             warnings.warn(f"the {split} split holds {len(subjects)} subject(s) with clips: its "
                           f"subject-level metrics are degenerate; use more subjects or another "
-                          f"--train_split/--val_split", stacklevel=2)
+                          f"--train_split/--val_split", NeuroMambaWarning, stacklevel=2)
         elif self.task_type == "classification" and len(set(self.clip_targets(split))) < 2:
             warnings.warn(f"the {split} split holds a single class ({self.clip_targets(split)[0]}): "
                           f"AUROC is undefined there; use another --seed or split file",
-                          stacklevel=2)
+                          NeuroMambaWarning, stacklevel=2)
 
     @staticmethod
     def _subjects(cohort: _Cohort) -> list:
@@ -260,7 +262,7 @@ class FMRIDataModule(pl.LightningDataModule):
         if left_out:
             warnings.warn(f"{len(left_out)} subjects with data are in no split of {path} and are "
                           f"not used: {', '.join(left_out[:5])}{', ...' if len(left_out) > 5 else ''}",
-                          stacklevel=2)
+                          NeuroMambaWarning, stacklevel=2)
         return split, path
 
     def _build(self, subjects: Sequence[str]) -> ConcatDataset:

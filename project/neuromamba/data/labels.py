@@ -16,6 +16,8 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
+from ..console import NeuroMambaWarning
+
 TASK_TYPES = ("classification", "regression")
 RUN_COLUMN = "run"
 BLOCK_COLUMNS = ("start_frame", "end_frame")
@@ -215,7 +217,7 @@ def report_unlabelled(subjects: Sequence[str], table: LabelTable, what: str = "s
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
         warnings.warn(f"{len(missing)} of {len(subjects)} {what} have no label in column "
-                      f"{table.column!r} and are excluded: {shown}", stacklevel=2)
+                      f"{table.column!r} and are excluded: {shown}", NeuroMambaWarning, stacklevel=2)
     return missing
 
 

@@ -117,6 +117,27 @@ class NeuroMambaModule(pl.LightningModule):
     def target_stats(self) -> tuple[float, float]:
         return float(self.target_mean), float(self.target_std)
 
+    def summary_line(self) -> str:
+        """The model in one line, with the project's own analytic FLOPs count."""
+        from neuromamba.analysis.flops import FMambaFlopsConfig, fmamba_forward_flops
+
+        c = self.config
+        head = None if self.task == "pretraining" else c["clf_head_version"]
+        try:
+            cfg = FMambaFlopsConfig(embed_dim=c["embed_dim"], depth=c["depth"], d_state=c["d_state"],
+                                    headdim=c["headdim"], img_size=tuple(c["img_size"]),
+                                    patch_size=tuple(c["patch_size"]), chunk_size=c.get("chunk_size", 256),
+                                    pretraining=head is None, head=head,
+                                    num_outputs=getattr(self.head, "num_outputs", 2) if head else 2)
+            flops = f"{sum(fmamba_forward_flops(cfg).values()) / 1e9:.3g} GFLOPs forward per clip " \
+                    f"at all {cfg.num_tokens:,} tokens"
+        except (ValueError, KeyError):  # a head the FLOPs table does not know
+            flops = "FLOPs: see check_flops.py"
+        total = sum(p.numel() for p in self.parameters())
+        return (f"model: FMamba C={c['embed_dim']} depth={c['depth']} d_state={c['d_state']} "
+                f"headdim={c['headdim']}, {self.task} ({head or 'output layer'}); {total:,} "
+                f"parameters; {flops}")
+
     def trainable_fraction(self) -> tuple[int, int]:
         total = sum(p.numel() for p in self.parameters())
         trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
@@ -133,6 +154,7 @@ class NeuroMambaModule(pl.LightningModule):
         self._first_epoch_of_fit = True
         trainable, total = self.trainable_fraction()
         fraction = trainable / max(total, 1)
+        rank_zero_info(self.summary_line())
         rank_zero_info(f"trainable parameters: {trainable:,} of {total:,} ({100 * fraction:.2f}%)")
         for logger in self.loggers:
             logger.log_metrics({"trainable_params": trainable, "trainable_param_fraction": fraction}, step=0)

@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_info, rank_zero_only
 
 from neuromamba.cli import args_to_dict
+from neuromamba.console import NeuroMambaWarning
 from neuromamba.training.module import NeuroMambaModule
 from neuromamba.training.outputs import default_run_name, make_run_dir, write_args_yaml
 from neuromamba.training.run_checks import apply_test_checkpoint_settings, check_checkpoint_grid
@@ -79,7 +80,7 @@ def run(args, extra_callbacks=()) -> dict:
     for checkpoint in (args.load_model_path, args.test_ckpt_path if args.test_only else None):
         if checkpoint:
             for note in check_checkpoint_grid(args.data_grid, checkpoint, args.allow_pickle):
-                warnings.warn(note, stacklevel=2)
+                warnings.warn(note, NeuroMambaWarning, stacklevel=2)
     _write_args(run_dir, args)
     # A checkpoint file carries its own hyper-parameters; a DeepSpeed checkpoint folder is
     # loaded by the DeepSpeed strategy into a module built from the flags.

@@ -109,7 +109,8 @@ def trainer_kwargs(args, run_dir: Path, task: str, extra_callbacks=()) -> dict:
         logger=build_loggers(args, run_dir),
         callbacks=build_callbacks(args, run_dir, task) + list(extra_callbacks),
         enable_progress_bar=not args.no_progress_bar,
-        enable_model_summary=True,
+        # Lightning's table has an all-zero FLOPs column; the module prints its own summary.
+        enable_model_summary=False,
     )
     for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         if getattr(args, name) is not None:
