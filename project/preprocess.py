@@ -167,11 +167,16 @@ def main(argv=None) -> int:
         total = len(candidate_files(args.folder))
         bad = check_folder(args.folder, remove=args.remove, full=not args.quick,
                            num_workers=args.num_workers, progress=not args.no_progress)
-        for r in bad:
+        busy = [r for r in bad if r.busy]
+        broken = [r for r in bad if not r.busy]
+        for r in busy:
+            print(f"BUSY {r.path}: {r.message}", file=sys.stderr)
+        for r in broken:
             print(f"{'REMOVED' if args.remove else 'BAD'} {r.path}: {r.message}", file=sys.stderr)
-        print(f"checked {total} files: {total - len(bad)} good, {len(bad)} bad"
-              + (" (removed)" if args.remove and bad else ""))
-        return 1 if bad and not args.remove else 0
+        print(f"checked {total} files: {total - len(bad)} good, {len(broken)} bad"
+              + (" (removed)" if args.remove and broken else "")
+              + (f", {len(busy)} busy (in use, not checked)" if busy else ""))
+        return 1 if busy or (broken and not args.remove) else 0
     except (ValueError, FileNotFoundError) as err:
         print(f"preprocess.py {args.command}: error: {err}", file=sys.stderr)
         return 2

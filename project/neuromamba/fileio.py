@@ -45,6 +45,40 @@ def atomic_path(path: PathLike, *, keep_suffix: bool = False) -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
 
 
+@contextlib.contextmanager
+def exclusive_lock(path: PathLike) -> Iterator[bool]:
+    """Try to take an exclusive, non-blocking lock on ``path`` (created if missing); yields
+    whether this process got it. The lock dies with the process (flock), so a killed holder
+    never leaves it taken. The lock file itself is left in place on purpose: removing it would
+    let two processes lock two different files of the same name."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
+
+
+def fsync_file(path: PathLike) -> None:
+    """Flush a written file's data to the disk (before the rename that publishes it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def atomic_write_bytes(path: PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)

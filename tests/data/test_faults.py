@@ -146,3 +146,64 @@ def test_killed_run_resumes_to_identical_files(tmp_path):
     assert f"skipped {len(finished)}" in rerun.stdout
     assert _files(resumed) == _files(reference)
     assert not [p for p in resumed.rglob("*") if ".tmp-" in p.name]
+
+
+def test_check_remove_never_deletes_a_file_another_process_has_open(tmp_path, nifti_folder):
+    """A file locked by a writer is reported busy, not corrupt, and is not removed."""
+    import subprocess
+    import sys
+
+    from neuromamba.data.check import check_folder
+
+    out = tmp_path / "h5"
+    preprocess_folder(nifti_folder, out, PreprocessOptions(target_shape=(24, 24, 24), min_frames=4),
+                      progress=False)
+    locked = out / "sub-02" / "rest.h5"
+    holder = subprocess.Popen([sys.executable, "-c", f"import h5py, time; f = h5py.File({str(locked)!r}, 'a'); "
+                               "print('open', flush=True); time.sleep(60)"], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "open"
+        bad = check_folder(out, remove=True, progress=False)
+        assert [(Path(r.path).name, r.busy) for r in bad] == [("rest.h5", True)]
+        assert "busy" in bad[0].message and locked.exists()
+    finally:
+        holder.kill()
+        holder.wait()
+
+
+def test_two_preprocessing_processes_share_one_output_folder(tmp_path, nifti_folder):
+    """A run another process is writing is left to it (reported busy, its temporary untouched);
+    two real processes on one folder both finish cleanly and every run is complete."""
+    from neuromamba.data.store import is_complete
+
+    out = tmp_path / "h5"
+    (out / "sub-02").mkdir(parents=True)
+    lock = out / ".locks" / "sub-02" / "rest.lock"
+    lock.parent.mkdir(parents=True)
+    partial = out / "sub-02" / "rest.h5.tmp-99999-abcd"
+    partial.write_bytes(b"being written")
+    holder = subprocess.Popen([sys.executable, "-c", f"import fcntl, time; f = open({str(lock)!r}, 'a'); "
+                               "fcntl.flock(f, fcntl.LOCK_EX); print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        summary = preprocess_folder(nifti_folder, out, PreprocessOptions(target_shape=(24, 24, 24), min_frames=4),
+                                    progress=False)
+        assert summary.count("busy") == 1 and summary.count("done") == 2 and not summary.failed
+        assert partial.exists()  # another writer's temporary is not "stale"
+        assert "busy 1" in summary.line(out)
+    finally:
+        holder.kill()
+        holder.wait()
+    partial.unlink()
+
+    both = tmp_path / "both"
+    cmd = [sys.executable, str(Path(__file__).resolve().parents[2] / "project" / "preprocess.py"), "nifti",
+           "--input", str(nifti_folder), "--output_dir", str(both), "--target_shape", "24", "24", "24",
+           "--min_frames", "4", "--no_progress"]
+    procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [p.communicate(timeout=120) + (p.returncode,) for p in procs]
+    assert all(code == 0 for _, _, code in results), results
+    runs = sorted(both.glob("*/*.h5"))
+    assert len(runs) == 3 and all(is_complete(r) for r in runs)
+    assert not list(both.rglob("*.tmp-*"))

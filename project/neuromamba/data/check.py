@@ -20,6 +20,13 @@ class CheckResult:
     path: str
     ok: bool
     message: str = ""
+    busy: bool = False  # another process holds it open (locked): not checked, never removed
+
+
+def _is_lock_error(err: Exception) -> bool:
+    """HDF5 refuses to open a file another process has open for writing: errno 11 (EAGAIN)
+    "unable to lock file". That says nothing about the file's content."""
+    return isinstance(err, BlockingIOError) or "unable to lock file" in str(err)
 
 
 def check_run(path: str | Path, full: bool = True) -> CheckResult:
@@ -50,6 +57,9 @@ def check_run(path: str | Path, full: bool = True) -> CheckResult:
                 if not np.all(np.isfinite(dset[t])):
                     raise ValueError(f"non-finite values in frame {t}")
     except Exception as err:
+        if _is_lock_error(err):
+            return CheckResult(str(path), False, "busy: another process has it open (locked); "
+                               "not checked, not removed; check again when it is done", busy=True)
         return CheckResult(str(path), False, " ".join(f"{type(err).__name__}: {err}".split()))
     return CheckResult(str(path), True)
 
@@ -78,7 +88,8 @@ def check_folder(folder, *, remove: bool = False, full: bool = True, num_workers
     bad = [r for r in results if not r.ok]
     if remove:
         for r in bad:
-            Path(r.path).unlink(missing_ok=True)
+            if not r.busy:  # a locked file may be perfectly good: never delete it
+                Path(r.path).unlink(missing_ok=True)
     return bad
 
 

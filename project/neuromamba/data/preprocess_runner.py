@@ -1,7 +1,10 @@
 """NIfTI runs -> HDF5 runs: discover inputs, process each run, in parallel, with a report.
 
-One bad file never stops the others: each run ends as ``done``, ``skipped`` (already complete)
-or ``failed`` with one line saying why; the caller turns any failure into a non-zero exit code.
+One bad file never stops the others: each run ends as ``done``, ``skipped`` (already complete),
+``busy`` (another process is writing it: left to that process) or ``failed`` with one line
+saying why; the caller turns any failure into a non-zero exit code. A lock per run
+(``<output_dir>/.locks/{subject}/{run}.lock``) lets several processes work on one output folder
+together.
 """
 from __future__ import annotations
 
@@ -24,6 +27,7 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # run = the rest of the name. "sub-01_task-rest_bold.nii.gz" -> ("sub-01", "task-rest_bold");
 # "100206/rfMRI_REST1_LR.nii.gz" -> ("100206", "rfMRI_REST1_LR").
 DEFAULT_SUBJECT_REGEX = r"^(?P<subject>[^/_]+)[/_](?P<run>.+)$"
+LOCK_FOLDER = ".locks"  # in the output folder: one lock file per run being written
 
 
 @dataclass(frozen=True)
@@ -81,8 +85,9 @@ class Summary:
 
     def line(self, out_dir: str | Path) -> str:
         size = folder_size(out_dir)
+        busy = f", busy {self.count('busy')} (written by another process)" if self.count("busy") else ""
         return (f"done {self.count('done')}, skipped {self.count('skipped')}, failed "
-                f"{self.count('failed')}; {out_dir} holds {size / 2**20:.1f} MiB")
+                f"{self.count('failed')}{busy}; {out_dir} holds {size / 2**20:.1f} MiB")
 
 
 def strip_nifti_suffix(name: str) -> str:
@@ -173,6 +178,19 @@ def convert_run(job: RunJob, out_dir: str, overwrite: bool,
     ``write(final_path) -> reason`` or ``(reason, warnings)``. Never raises: failures are
     one-line results."""
     final = store.run_path(out_dir, job.subject, job.run)
+    try:
+        lock = Path(out_dir) / LOCK_FOLDER / job.subject / f"{job.run}.lock"
+        with fileio.exclusive_lock(lock) as mine:
+            if not mine:
+                return RunResult(job, "busy", f"{final}: another process is writing this run; "
+                                 f"left to it")
+            return _convert_locked(job, final, overwrite, write, settings)
+    except Exception as err:  # one clear line per bad file; the others go through
+        return RunResult(job, "failed", _one_line(err, job.source))
+
+
+def _convert_locked(job: RunJob, final: Path, overwrite: bool, write, settings) -> RunResult:
+    """convert_run's work, with this run's lock held (so leftover temporaries are stale)."""
     try:
         if not overwrite and final.exists() and store.is_complete(final):
             changed = store.settings_differ(final, settings or {})

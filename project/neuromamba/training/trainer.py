@@ -13,6 +13,7 @@ import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
+from neuromamba.training.checkpoint_io import AtomicCheckpointIO
 from neuromamba.training.history import METRICS_FILE, HistoryCSVLogger, truncate_history
 from neuromamba.training.loggers import EXTRA_LOGGERS
 from neuromamba.training.outputs import TestOutputsWriter
@@ -112,6 +113,8 @@ def trainer_kwargs(args, run_dir: Path, task: str, extra_callbacks=()) -> dict:
         # Lightning's table has an all-zero FLOPs column; the module prints its own summary.
         enable_model_summary=False,
     )
+    if not args.strategy.startswith("deepspeed"):  # DeepSpeed writes its own checkpoint folders
+        kwargs["plugins"] = [AtomicCheckpointIO()]
     for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)
