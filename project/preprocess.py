@@ -115,8 +115,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _convert(args, convert_folder, options) -> int:
     """Run a folder converter with the shared flags; print failures and the summary line."""
-    summary = convert_folder(args.input, args.output_dir, options, num_workers=args.num_workers,
-                             subject_regex=args.subject_regex, progress=not args.no_progress)
+    from neuromamba.data.preprocess_runner import Interrupted
+
+    try:
+        summary = convert_folder(args.input, args.output_dir, options, num_workers=args.num_workers,
+                                 subject_regex=args.subject_regex, progress=not args.no_progress)
+    except Interrupted as stop:
+        print(f"preprocess.py {args.command}: interrupted: {stop.summary.line(args.output_dir)}; "
+              f"{stop.remaining} runs not converted. Rerun the same command to resume (finished "
+              f"runs are skipped, partial ones redone)", file=sys.stderr)
+        return 130
     for r in summary.results:
         for note in r.warnings:
             print(f"WARNING {note}", file=sys.stderr)

@@ -207,3 +207,57 @@ def test_two_preprocessing_processes_share_one_output_folder(tmp_path, nifti_fol
     runs = sorted(both.glob("*/*.h5"))
     assert len(runs) == 3 and all(is_complete(r) for r in runs)
     assert not list(both.rglob("*.tmp-*"))
+
+
+def _children(pid: int) -> list:
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        children = (task / "children")
+        if children.exists():
+            found += [int(c) for c in children.read_text().split()]
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0]
+    except FileNotFoundError:
+        return False
+    return state != "Z"
+
+
+def _start_slow_preprocessing(tmp_path, workers: int):
+    inputs = tmp_path / "nifti"
+    _make_many_runs(inputs, 16)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(CLI + ["nifti", "--input", str(inputs), "--output_dir", str(out), "--target_shape",
+                                   "24", "24", "24", "--min_frames", "4", "--compression", "gzip", "--no_progress",
+                                   "--num_workers", str(workers)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(out.rglob("*.h5")) and time.monotonic() < deadline:
+        time.sleep(0.005)
+    return proc, out
+
+
+def test_ctrl_c_stops_preprocessing_with_one_line(tmp_path):
+    proc, out = _start_slow_preprocessing(tmp_path, 2)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert proc.returncode == 130, stderr
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "interrupted" in lines[0] and "Rerun the same command" in lines[0], stderr
+    assert "Traceback" not in stderr
+    assert len(list(out.rglob("*.h5"))) < 16  # it stopped, it did not convert the queue
+
+
+def test_workers_die_with_a_killed_parent(tmp_path):
+    proc, _ = _start_slow_preprocessing(tmp_path, 2)
+    workers = _children(proc.pid)
+    assert workers, "the pool should have started workers"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not any(_alive(w) for w in workers)

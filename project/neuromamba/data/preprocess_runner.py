@@ -266,24 +266,59 @@ def _one_line(err: Exception, source: str) -> str:
     return text if source in text else f"{source}: {text}"
 
 
+class Interrupted(Exception):
+    """Ctrl-C: ``summary`` holds the runs that finished; ``remaining`` were not converted."""
+
+    def __init__(self, summary: Summary, remaining: int):
+        super().__init__(f"interrupted with {remaining} runs left")
+        self.summary, self.remaining = summary, remaining
+
+
+def _worker_init() -> None:
+    """Workers die with their parent (Linux: the kernel sends SIGKILL when it goes, so a killed
+    preprocess.py leaves no orphan converting on its own) and leave Ctrl-C to the parent, which
+    stops them."""
+    import ctypes
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run_jobs(jobs: Iterable, work: Callable, num_workers: int = 0, desc: str = "runs",
              progress: bool = True) -> Summary:
-    """Apply ``work(job) -> RunResult`` to every job, in processes when num_workers > 0."""
+    """Apply ``work(job) -> RunResult`` to every job, in processes when num_workers > 0.
+    Ctrl-C stops at once (workers terminated, queued runs cancelled) and raises
+    :class:`Interrupted` with what finished."""
     from tqdm import tqdm
 
     jobs = list(jobs)
     summary = Summary()
     bar = tqdm(total=len(jobs), desc=desc, unit="run", disable=not progress)
-    if num_workers and num_workers > 0:
-        with ProcessPoolExecutor(max_workers=num_workers) as pool:
+    pool = None
+    try:
+        if num_workers and num_workers > 0:
+            pool = ProcessPoolExecutor(max_workers=num_workers, initializer=_worker_init)
             futures = [pool.submit(work, job) for job in jobs]
             for fut in as_completed(futures):
                 summary.results.append(fut.result())
                 bar.update(1)
-    else:
-        for job in jobs:
-            summary.results.append(work(job))
-            bar.update(1)
+            pool.shutdown()
+        else:
+            for job in jobs:
+                summary.results.append(work(job))
+                bar.update(1)
+    except KeyboardInterrupt:
+        if pool is not None:
+            for process in list(getattr(pool, "_processes", {}).values()):
+                process.terminate()
+            pool.shutdown(wait=False, cancel_futures=True)
+        bar.close()
+        summary.results.sort(key=lambda r: (r.job.subject, r.job.run))
+        raise Interrupted(summary, len(jobs) - len(summary.results)) from None
     bar.close()
     summary.results.sort(key=lambda r: (r.job.subject, r.job.run))
     return summary
@@ -296,7 +331,11 @@ def convert_folder(jobs: Sequence[RunJob], convert_one: Callable, out_dir, optio
     function, so the partial below pickles for the process pool), then the report CSV."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
     work = functools.partial(convert_one, out_dir=str(out_dir), options=options)
-    summary = run_jobs(jobs, work, num_workers, desc, progress)
+    try:
+        summary = run_jobs(jobs, work, num_workers, desc, progress)
+    except Interrupted as stop:
+        write_report(stop.summary, Path(out_dir) / report_name)
+        raise
     write_report(summary, Path(out_dir) / report_name)
     return summary
 

@@ -109,21 +109,30 @@ class _GatedRMSNorm(torch.autograd.Function):
         with torch.autocast(x.device.type, enabled=False):
             z32 = None if z is None else z.to(cdt)
             silu_z = None if z is None else F.silu(z32)
-            g = _gate_input(x, silu_z, norm_before_gate, group)
-            normed = (g * rstd).flatten(-2)
+            w = weight.to(cdt)
+            g = _gate_input(x, silu_z, norm_before_gate, group)  # (..., groups, group)
+            normed = g.mul_(rstd) if g.data_ptr() != x.data_ptr() else g * rstd
+            normed = normed.flatten(-2)
             dout = grad_out.to(cdt)
+            grad_z = None
             if z is not None and norm_before_gate:
-                grad_z = torch.ops.aten.silu_backward(dout * normed * weight.to(cdt), z32)
+                grad_z = torch.ops.aten.silu_backward(dout * normed * w, z32)
                 dout = dout * silu_z
-            rows = dout.reshape(-1, dout.shape[-1])
-            grad_w = torch.linalg.vecdot(rows, normed.reshape(rows.shape), dim=0)
-            dn = (dout * weight.to(cdt)).unflatten(-1, g.shape[-2:])
-            normed = normed.unflatten(-1, g.shape[-2:])
-            mean_dn_n = torch.linalg.vecdot(dn, normed, dim=-1).unsqueeze(-1) / group
-            grad_g = torch.addcmul(dn, normed, mean_dn_n, value=-1).mul_(rstd).flatten(-2)
+            # t = dout o normed serves both grad_w (its column sums) and, weighted by w, the
+            # per-group mean <dn, normed> / group that the RMS backward subtracts.
+            t = dout * normed
+            grad_w = t.reshape(-1, t.shape[-1]).sum(0)
+            groups = g.shape[-2]
+            if groups == 1:
+                mean_dn_n = (t @ w)[..., None, None] / group
+            else:
+                mean_dn_n = (t * w).unflatten(-1, g.shape[-2:]).sum(-1, keepdim=True) / group
+            grad_g = torch.mul(dout, w).unflatten(-1, g.shape[-2:])
+            grad_g.addcmul_(normed.unflatten(-1, g.shape[-2:]), mean_dn_n, value=-1).mul_(rstd)
+            grad_g = grad_g.flatten(-2)
             if z is not None and not norm_before_gate:
                 grad_z = torch.ops.aten.silu_backward(grad_g * x.to(cdt), z32)
-                grad_x = grad_g * silu_z
+                grad_x = grad_g.mul_(silu_z)
             else:
                 grad_x = grad_g
         return (grad_x.to(x.dtype), None if z is None else grad_z.to(z.dtype),

@@ -14,6 +14,7 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
 from neuromamba.training.checkpoint_io import AtomicCheckpointIO
+from neuromamba.training.interrupt import InterruptNotice
 from neuromamba.training.history import METRICS_FILE, HistoryCSVLogger, truncate_history
 from neuromamba.training.loggers import EXTRA_LOGGERS
 from neuromamba.training.outputs import TestOutputsWriter
@@ -82,7 +83,7 @@ def build_callbacks(args, run_dir: Path, task: str) -> list:
         dirpath=str(run_dir / "checkpoints"),
         filename="best-{epoch:02d}-{step}",
         monitor=monitor, mode=mode, save_top_k=1, save_last=True, auto_insert_metric_name=False)
-    callbacks = [checkpoint, TestOutputsWriter(run_dir)]
+    callbacks = [checkpoint, TestOutputsWriter(run_dir), InterruptNotice(run_dir)]
     if args.loggername != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if not args.no_progress_bar:
