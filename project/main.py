@@ -9,13 +9,13 @@ from neuromamba.cli import parse_args  # noqa: E402
 
 
 def main(argv=None) -> int:
-    from neuromamba.console import quiet_known_noise
+    from neuromamba.console import one_line_error, quiet_known_noise
 
     quiet_known_noise()
     try:
         args = parse_args(argv)
-    except (ValueError, FileNotFoundError) as error:
-        print(f"main.py: error: {error}", file=sys.stderr)
+    except (ValueError, OSError) as error:
+        print(f"main.py: error: {one_line_error(error)}", file=sys.stderr)
         return 2
     from neuromamba.training.runner import run
 
@@ -23,10 +23,10 @@ def main(argv=None) -> int:
         run(args)
     # Bad inputs found while building the run (unknown --dataset_name, label columns, checkpoint
     # mismatches, missing files): one line, no traceback. NEUROMAMBA_DEBUG=1 shows the traceback.
-    except (ValueError, FileNotFoundError) as error:
+    except (ValueError, OSError) as error:  # OSError: unwritable --output_dir, missing files
         if os.environ.get("NEUROMAMBA_DEBUG"):
             raise
-        print(f"main.py: error: {error}", file=sys.stderr)
+        print(f"main.py: error: {one_line_error(error)}", file=sys.stderr)
         return 2
     return 0
 

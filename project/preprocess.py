@@ -113,6 +113,32 @@ def build_parser() -> argparse.ArgumentParser:
     return fill_missing_help(parser)
 
 
+def _check_values(args) -> None:
+    """Flag values that cannot work: one line before anything is read or written."""
+    import math
+    import re
+
+    if getattr(args, "subject_regex", None) is not None:
+        try:
+            re.compile(args.subject_regex)
+        except re.error as err:
+            raise ValueError(f"--subject_regex {args.subject_regex!r} is not a valid regular "
+                             f"expression ({err})") from None
+    resample = getattr(args, "resample_to", None)
+    if resample is not None and not (math.isfinite(resample) and resample > 0):
+        raise ValueError(f"--resample_to must be a positive voxel size in mm, got {resample}")
+    for flag in ("target_shape", "img_size"):
+        value = getattr(args, flag, None)
+        if value is not None and min(value) < 1:
+            raise ValueError(f"--{flag} must be 3 positive sizes, got {value}")
+    for flag in ("min_frames", "num_subjects", "num_runs", "num_frames"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {value}")
+    if getattr(args, "num_workers", 0) < 0:
+        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+
+
 def _convert(args, convert_folder, options) -> int:
     """Run a folder converter with the shared flags; print failures and the summary line."""
     from neuromamba.data.preprocess_runner import Interrupted
@@ -138,6 +164,7 @@ def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        _check_values(args)
         if args.command == "nifti":
             from neuromamba.data.preprocess_runner import PreprocessOptions, preprocess_folder
 
@@ -185,8 +212,10 @@ def main(argv=None) -> int:
               + (" (removed)" if args.remove and broken else "")
               + (f", {len(busy)} busy (in use, not checked)" if busy else ""))
         return 1 if busy or (broken and not args.remove) else 0
-    except (ValueError, FileNotFoundError) as err:
-        print(f"preprocess.py {args.command}: error: {err}", file=sys.stderr)
+    except (ValueError, OSError) as err:  # OSError: unwritable --output_dir, missing files
+        from neuromamba.console import one_line_error
+
+        print(f"preprocess.py {args.command}: error: {one_line_error(err)}", file=sys.stderr)
         return 2
 
 

@@ -356,8 +356,8 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
                 raise FileNotFoundError(f"--{flag} {path}: no such file")
     from neuromamba.checkpoints import require_torch_archive
 
-    for flag in ("resume_ckpt_path", "test_ckpt_path"):
-        if getattr(args, flag):
+    for flag in ("resume_ckpt_path", "test_ckpt_path", "load_model_path"):
+        if getattr(args, flag):  # a folder (DeepSpeed) is checked when it is read
             require_torch_archive(getattr(args, flag), f"--{flag}")
     if args.wandb_config and args.loggername == "wandb":  # read again when the logger is built
         read_yaml_mapping(args.wandb_config, "--wandb_config")
@@ -386,6 +386,19 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
         raise ValueError(f"--dummy_num_classes must be >= 2, got {args.dummy_num_classes}")
     if args.num_workers < 0:
         raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+    import math
+
+    for flag in ("learning_rate", "weight_decay", "warmup_ratio", "min_lr_ratio", "cycle", "gamma",
+                 "label_smoothing", "drop_rate", "train_split", "val_split", "stride_between_seq"):
+        value = getattr(args, flag)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--{flag} must be a finite number, got {value}")
+    if args.clip_grad_norm is not None and not math.isfinite(args.clip_grad_norm):
+        raise ValueError(f"--clip_grad_norm must be a finite number, got {args.clip_grad_norm}")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed must be in [0, 2^32), got {args.seed}")
+    if not 0.0 <= args.drop_rate < 1.0:
+        raise ValueError(f"--drop_rate must be in [0, 1), got {args.drop_rate}")
     if args.learning_rate <= 0 or args.weight_decay < 0:
         raise ValueError("--learning_rate must be > 0 and --weight_decay >= 0")
     if not 0.0 <= args.warmup_ratio < 1.0:
@@ -408,10 +421,21 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
         setattr(args, flag, _parse_limit(flag, getattr(args, flag)))
     args.devices = _parse_devices(args.devices)
     args.lightning_precision = PRECISIONS[args.precision]
-    if args.strategy.startswith("deepspeed"):
-        if args.accelerator == "cpu":
-            raise ValueError(f"--strategy {args.strategy} needs CUDA GPUs; use --strategy ddp or auto on CPU")
+    if args.strategy.startswith("deepspeed") and args.accelerator == "cpu":
+        raise ValueError(f"--strategy {args.strategy} needs CUDA GPUs; use --strategy ddp or auto on CPU")
     return args
+
+
+def check_hardware(args: argparse.Namespace) -> None:
+    """What the flags ask of this machine (checked when a run starts, not when flags parse)."""
+    import torch
+
+    wants_gpu = args.accelerator in ("gpu", "cuda") or args.strategy.startswith("deepspeed")
+    if wants_gpu and not torch.cuda.is_available():
+        what = f"--strategy {args.strategy}" if args.strategy.startswith("deepspeed") else \
+            f"--accelerator {args.accelerator}"
+        raise ValueError(f"{what} needs a CUDA GPU and this machine has none visible; use "
+                         f"--accelerator cpu (and --strategy auto or ddp)")
 
 
 def args_to_dict(args: argparse.Namespace) -> dict:

@@ -52,3 +52,14 @@ def quiet_known_noise() -> None:
             previous(message, category, filename, lineno, file, line)
 
     warnings.showwarning = show
+
+
+def one_line_error(error: BaseException) -> str:
+    """A user error as one line naming the file: OSErrors carry the path apart from the text."""
+    if isinstance(error, KeyError) and error.args:
+        return str(error.args[0])
+    if isinstance(error, PermissionError) and error.filename:
+        return f"{error.filename}: permission denied (choose a folder you can write to)"
+    if isinstance(error, OSError) and error.filename and str(error.filename) not in str(error):
+        return f"{error.filename}: {error.strerror or error}"
+    return " ".join(str(error).split())

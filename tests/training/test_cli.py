@@ -2,6 +2,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from neuromamba.cli import parse_args
 from neuromamba.training.strategies import STRATEGY_BUILDERS, build_strategy, deepspeed_config
@@ -23,7 +24,7 @@ def test_readme_pretraining_flags_parse():
 
 def test_readme_finetune_flags_parse(tmp_path):
     ckpt = tmp_path / "3M_E192.pt"
-    ckpt.write_bytes(b"x")
+    torch.save({}, ckpt)
     a = parse_args(["--model", "fmamba", "--downstream_task", "sex", "--downstream_task_type", "classification",
                     "--dataset_name", "HCP", "--image_path", str(tmp_path), "--load_model_path", str(ckpt),
                     "--embed_dim", "192", "--depth", "12", "--clf_head_version", "mamba",

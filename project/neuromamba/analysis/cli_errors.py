@@ -5,13 +5,13 @@ import os
 import sys
 from typing import Callable
 
-USER_ERRORS = (ValueError, FileNotFoundError, KeyError, NotADirectoryError, IsADirectoryError)
+USER_ERRORS = (ValueError, OSError, KeyError)  # OSError: missing/unwritable files, disk full
 
 
 def run_cli(main: Callable[[], int]) -> int:
     """Call ``main``; turn user errors into ``error: <message>`` on stderr and exit code 2.
     Set NEUROMAMBA_DEBUG=1 to see the traceback."""
-    from neuromamba.console import quiet_known_noise
+    from neuromamba.console import one_line_error, quiet_known_noise
 
     quiet_known_noise()
     try:
@@ -19,6 +19,5 @@ def run_cli(main: Callable[[], int]) -> int:
     except USER_ERRORS as exc:
         if os.environ.get("NEUROMAMBA_DEBUG"):
             raise
-        message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
-        print(f"error: {message}", file=sys.stderr)
+        print(f"error: {one_line_error(exc)}", file=sys.stderr)
         return 2

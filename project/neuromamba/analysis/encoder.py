@@ -179,6 +179,10 @@ def require_task_checkpoint(path: str) -> None:
         raise FileNotFoundError(f"checkpoint not found: {p}")
     require_torch_archive(p, "--checkpoint")
     hparams = _lightning_hparams(p)
+    if hparams is None and p.is_file():
+        from neuromamba.checkpoints import torch_load_file
+
+        torch_load_file(p)  # a pickle (or a broken file) says so, rather than "backbone-only"
     task = (hparams or {}).get("config", {}).get("task") if hparams else None
     if task not in ("classification", "regression"):
         raise ValueError(f"--checkpoint {p}: no task head ({task or 'backbone-only file'}); "

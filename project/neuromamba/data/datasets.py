@@ -187,6 +187,9 @@ class ClipDataset(Dataset):
         clip = np.empty(raw.shape[1:] + raw.shape[:1], dtype=np.float32)
         clip[...] = np.moveaxis(raw, 0, -1)
         scale_inplace(clip, self.reader.stats(entry), self.spec.scaling_method)
+        if not np.isfinite(clip.sum()):  # one cheap pass: a NaN/inf voxel must never reach a model
+            raise ValueError(f"{entry.path or entry.subject}: non-finite values (NaN/inf) in the "
+                             f"clip at frame {start}; run `preprocess.py check` on the folder")
         fmri = torch.from_numpy(clip)[None]
         target = self.targets[i].item()
         if self.target_transform is not None:

@@ -8,6 +8,7 @@ mapped to class indices in sorted order; the mapping is kept in ``LabelTable.cla
 """
 from __future__ import annotations
 
+import csv
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -160,7 +161,17 @@ def load_label_table(path: str | Path, cohort_name: str = "CSV", downstream_task
     if not path.exists():
         raise FileNotFoundError(f"--label_csv {path}: no such file")
     cohort = COHORTS.get(cohort_name, COHORTS["CSV"])
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python")
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python",
+                            encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--label_csv {path}: not UTF-8 text (byte {err.start}: {err.reason}); "
+                         f"save it as UTF-8 CSV") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, csv.Error) as err:
+        raise ValueError(f"--label_csv {path}: not a readable CSV table "
+                         f"({' '.join(str(err).split())})") from None
+    if frame.empty:
+        raise ValueError(f"--label_csv {path}: the table has a header but no rows")
     frame.columns = [c.strip() for c in frame.columns]
     subj_col = resolve_subject_column(list(frame.columns), cohort, subject_column, path)
     column = resolve_column(list(frame.columns), cohort, downstream_task, target_column, path)
@@ -191,7 +202,12 @@ def load_label_table(path: str | Path, cohort_name: str = "CSV", downstream_task
                                  f" (use --downstream_task_type classification for categories)")
             if value is None:
                 continue
-        raw.setdefault((subject, run, block), value)
+        key = (subject, run, block)
+        if key in raw and str(raw[key]) != str(value):
+            raise ValueError(f"--label_csv {path} line {row_number}: subject {subject!r}"
+                             f"{' run ' + repr(run) if run else ''} is listed again with another "
+                             f"{column!r} ({value!r}, earlier {raw[key]!r}); keep one row")
+        raw.setdefault(key, value)
 
     class_names = None
     if task_type == "classification":

@@ -77,6 +77,8 @@ def load_nifti(path: str | Path):
     import nibabel as nib
 
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise ValueError(f"{path}: broken or looping symbolic link")
     if not path.exists():
         raise FileNotFoundError(f"{path}: no such file")
     try:
@@ -87,6 +89,9 @@ def load_nifti(path: str | Path):
 
 def read_nifti_data(img, path: str | Path) -> np.ndarray:
     """Read the voxel array (float32); truncated/corrupt files raise a ValueError naming the file."""
+    if np.dtype(img.get_data_dtype()).kind == "c":
+        raise ValueError(f"{path}: complex-valued voxels ({img.get_data_dtype()}): give the "
+                         f"magnitude image (a real-valued 4D NIfTI)")
     try:
         data = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as err:  # EOFError, zlib.error, OSError for truncated .nii.gz

@@ -120,8 +120,10 @@ def discover_runs(input_path: str | Path, subject_regex: str = DEFAULT_SUBJECT_R
         raise FileNotFoundError(f"--input {input_path}: no such file or folder")
     if input_path.is_file():
         return _runs_from_csv(input_path, subject_regex)
+    # Broken or looping symbolic links are runs too: they fail with their reason, never vanish.
     files = [p for p in sorted(input_path.rglob("*"))
-             if p.is_file() and p.name.endswith(NIFTI_SUFFIXES) and not masks.is_mask_file(p.name)]
+             if (p.is_file() or (p.is_symlink() and not p.exists()))
+             and p.name.endswith(NIFTI_SUFFIXES) and not masks.is_mask_file(p.name)]
     if any(strip_nifti_suffix(p.name).endswith("_bold") for p in files):
         # A BIDS (derivatives) tree: runs are the *_bold files, the rest are references/maps.
         files = [p for p in files if strip_nifti_suffix(p.name).endswith("_bold")]
@@ -237,6 +239,9 @@ def _preprocess_to(job: RunJob, final: Path, options: PreprocessOptions) -> tupl
     frames = nifti.crop_pad_frames(placed.data, record)  # (T, D, H, W), raw, background 0
     brain = nifti.apply_crop_pad(placed.mask, record).astype(bool)
     stats = store.compute_stats(frames, frame_axis=0)
+    if not stats.std > 1e-9 * max(abs(stats.mean), 1.0):
+        raise ValueError(f"{job.source}: every brain voxel has the same value in every frame "
+                         f"(std 0): not an fMRI run")
     notes = placed.warnings + _signed_brain_warning(stats, job.source)
     dtype, reason = store.choose_storage_dtype(frames, stats, options.storage_dtype,
                                                options.fp16_tolerance, frame_axis=0)

@@ -146,6 +146,22 @@ def is_complete(path: str | Path) -> bool:
         return False
 
 
+# Headroom beyond the run's own bytes: HDF5 metadata, attributes, the file system's blocks.
+FREE_SPACE_MARGIN = 16 * 2**20
+
+
+def require_free_space(folder: str | Path, nbytes: int) -> None:
+    """Refuse to start a write that cannot fit: HDF5 itself can crash the process when the disk
+    fills up mid-write, so the check comes first (sized from the uncompressed run)."""
+    import shutil
+
+    free = shutil.disk_usage(folder).free
+    needed = int(nbytes) + FREE_SPACE_MARGIN
+    if free < needed:
+        raise OSError(28, f"{folder}: disk full: this run needs {needed / 2**20:.0f} MiB, "
+                          f"{free / 2**20:.0f} MiB are free")
+
+
 def settings_json(settings: Mapping[str, object]) -> str:
     return json.dumps(dict(settings), sort_keys=True)
 
@@ -184,6 +200,7 @@ def write_run(path: str | Path, frames_tdhw: np.ndarray, *, subject: str, run: s
     path.parent.mkdir(parents=True, exist_ok=True)
     remove_stale_temporaries(path)
     T, D, H, W = frames_tdhw.shape
+    require_free_space(path.parent, T * D * H * W * np.dtype(storage_dtype).itemsize + D * H * W)
     with fileio.atomic_path(path) as tmp:
         with h5py.File(tmp, "w", libver="earliest", track_order=False) as f:
             kw = {"compression": COMPRESSIONS[compression]} if COMPRESSIONS[compression] else {}

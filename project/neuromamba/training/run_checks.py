@@ -94,3 +94,36 @@ def _differs(a, b) -> bool:
 
 def _show(value) -> str:
     return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
+# What a checkpoint's weights and head are made of: resuming with other values cannot work.
+MODEL_SETTINGS = ("task", "embed_dim", "depth", "d_state", "headdim", "img_size", "patch_size",
+                  "pos_embedding", "clf_head_version", "prompt_tuning", "prompt_len",
+                  "freeze_feature_extractor", "downstream_task")
+
+
+def check_test_task(args, allow_pickle: bool = False) -> None:
+    """--test_only: the checkpoint's task must be the one the flags score (a regression model
+    must never be scored against class labels)."""
+    config = project_checkpoint_config(args.test_ckpt_path, allow_pickle)
+    if config is None:
+        return
+    if config.get("task") != args.task:
+        raise ValueError(f"--test_ckpt_path {args.test_ckpt_path} is a {config.get('task')} model "
+                         f"(of {config.get('downstream_task')!r}); these flags score {args.task} of "
+                         f"{args.downstream_task!r}: give the checkpoint's --downstream_task "
+                         f"and --downstream_task_type")
+
+
+def check_resume(args, allow_pickle: bool = False) -> None:
+    """--resume_ckpt_path: the checkpoint must come from a run with the same model flags."""
+    config = project_checkpoint_config(args.resume_ckpt_path, allow_pickle)
+    if config is None:
+        raise ValueError(f"--resume_ckpt_path {args.resume_ckpt_path}: not a checkpoint written by "
+                         f"project/main.py (no run settings inside)")
+    changed = [f"--{key} {_show(config[key])} (now {_show(getattr(args, key, None))})"
+               for key in MODEL_SETTINGS
+               if key in config and _differs(getattr(args, key, None), config[key])]
+    if changed:
+        raise ValueError(f"--resume_ckpt_path {args.resume_ckpt_path} was made with "
+                         f"{'; '.join(changed)}; resume with the run's own flags (its args.yaml)")

@@ -9,11 +9,12 @@ from pathlib import Path
 import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_info, rank_zero_only
 
-from neuromamba.cli import args_to_dict
+from neuromamba.cli import args_to_dict, check_hardware
 from neuromamba.console import NeuroMambaWarning
 from neuromamba.training.module import NeuroMambaModule
 from neuromamba.training.outputs import default_run_name, make_run_dir, write_args_yaml
-from neuromamba.training.run_checks import apply_test_checkpoint_settings, check_checkpoint_grid
+from neuromamba.training.run_checks import (apply_test_checkpoint_settings, check_checkpoint_grid,
+                                            check_resume, check_test_task)
 from neuromamba.training.trainer import build_trainer, monitor_for
 
 
@@ -63,12 +64,16 @@ def run(args, extra_callbacks=()) -> dict:
     """Train (or only test) as the flags say. Returns the run folder, the test metrics, the
     trainer and the module (``extra_callbacks`` are appended, e.g. by tests)."""
     started = time.time()
+    check_hardware(args)
     pl.seed_everything(args.seed, workers=True)
     run_dir = make_run_dir(args.output_dir, args.run_name or _resumed_run_name(args) or default_run_name(args))
     args.run_dir = str(run_dir)
     if args.test_only:
+        check_test_task(args, args.allow_pickle)
         for note in apply_test_checkpoint_settings(args):
             rank_zero_info(f"[neuromamba] --test_only uses {note}")
+    if args.resume_ckpt_path:
+        check_resume(args, args.allow_pickle)
 
     datamodule = build_datamodule(args, run_dir)
     datamodule.prepare_data()
