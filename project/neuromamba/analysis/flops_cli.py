@@ -37,7 +37,14 @@ def model_dims(args) -> Dict[str, int]:
     """embed_dim, depth, d_state, headdim by main.py's rule (models.variants.resolve_dims)."""
     from neuromamba.models.variants import resolve_dims
 
-    return resolve_dims(args.model_size, args.embed_dim, args.depth, args.d_state, args.headdim)
+    for flag in ("embed_dim", "depth", "d_state", "headdim", "chunk_size", "batch_size"):
+        value = getattr(args, flag, None)
+        if value is not None and value < 1:
+            raise ValueError(f"--{flag} must be positive, got {value}")
+    dims = resolve_dims(args.model_size, args.embed_dim, args.depth, args.d_state, args.headdim)
+    if (2 * dims["embed_dim"]) % dims["headdim"]:
+        raise ValueError(f"--headdim {dims['headdim']} must divide 2 x --embed_dim = {2 * dims['embed_dim']}")
+    return dims
 
 
 def build_config(args) -> FMambaFlopsConfig:

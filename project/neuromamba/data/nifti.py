@@ -116,6 +116,11 @@ def validate_header(img, path: str | Path, min_frames: int) -> None:
     affine = img.affine
     if not np.all(np.isfinite(affine)) or abs(np.linalg.det(affine[:3, :3])) < 1e-6:
         raise ValueError(f"{path}: affine is not finite or not invertible")
+    from_affine = np.sqrt((np.asarray(affine, dtype=float)[:3, :3] ** 2).sum(axis=0))
+    if not np.allclose(zooms, from_affine, rtol=0.01):
+        raise ValueError(f"{path}: the header's voxel size {tuple(round(float(z), 4) for z in zooms)} "
+                         f"mm disagrees with its affine's {tuple(round(float(z), 4) for z in from_affine)} "
+                         f"mm (a broken pixdim, e.g. a 0 width); fix the header before preprocessing")
 
 
 def validate_data(data: np.ndarray, path: str | Path) -> None:

@@ -306,10 +306,17 @@ def run_jobs(jobs: Iterable, work: Callable, num_workers: int = 0, desc: str = "
     pool = None
     try:
         if num_workers and num_workers > 0:
+            from concurrent.futures.process import BrokenProcessPool
+
             pool = ProcessPoolExecutor(max_workers=num_workers, initializer=_worker_init)
-            futures = [pool.submit(work, job) for job in jobs]
+            futures = {pool.submit(work, job): job for job in jobs}
             for fut in as_completed(futures):
-                summary.results.append(fut.result())
+                try:
+                    summary.results.append(fut.result())
+                except BrokenProcessPool:  # a worker was killed (out of memory, a crash)
+                    summary.results.append(RunResult(
+                        futures[fut], "failed", f"{futures[fut].source}: a worker process died "
+                        f"while converting it (out of memory, or killed); rerun to retry"))
                 bar.update(1)
             pool.shutdown()
         else:
