@@ -421,6 +421,13 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
         setattr(args, flag, _parse_limit(flag, getattr(args, flag)))
     args.devices = _parse_devices(args.devices)
     args.lightning_precision = PRECISIONS[args.precision]
+    # bf16 means fp32 weights (A_log, dt_bias, D and the norms included) with bf16 autocast, under
+    # every strategy (SPEC §6). Lightning's "bf16-mixed" is that for DDP; its DeepSpeed precision
+    # would keep bf16 weights and cast every batch tensor (clips, targets) to bf16, so under
+    # DeepSpeed the Trainer runs "32-true" and the module applies the autocast itself.
+    args.autocast_dtype = None
+    if args.strategy.startswith("deepspeed") and args.lightning_precision == "bf16-mixed":
+        args.lightning_precision, args.autocast_dtype = "32-true", "bfloat16"
     if args.strategy.startswith("deepspeed") and args.accelerator == "cpu":
         raise ValueError(f"--strategy {args.strategy} needs CUDA GPUs; use --strategy ddp or auto on CPU")
     return args

@@ -52,3 +52,50 @@ def test_two_ranks_share_the_split_and_split_eval_clips(tmp_path):
     assert r0["n_train"] == 40
     assert set(r0["train"]).isdisjoint(r1["train"])
     assert sorted(r0["train"] + r1["train"]) == list(range(40))
+
+
+def _eval_worker(rank, world, port, result_dir, equal):
+    sys.path.insert(0, PROJECT)
+    import numpy as np
+    import torch
+
+    from neuromamba.data.datamodule import FMRIDataModule
+    from neuromamba.training.metrics import ClipRecords, aggregate_by_subject, gather_records
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=world)
+    try:
+        dm = FMRIDataModule("Dummy", img_size=(8, 8, 8, 2), dummy_num_subjects=15, dummy_num_frames=10,
+                            downstream_task="sex", batch_size=2, eval_batch_size=1, seed=3,
+                            train_split=0.6, val_split=0.2, equal_eval_batches=equal,
+                            output_dir=str(Path(result_dir) / f"out{int(equal)}"))
+        dm.setup()
+        records, batches = ClipRecords(), 0
+        for batch in dm.val_dataloader():
+            batches += 1
+            # a stand-in model output that depends only on the clip
+            out = batch["fmri"].flatten(1).mean(1, keepdim=True).repeat(1, 2).softmax(-1)
+            records.add(batch["subject"], batch["run"], batch["start"], out, batch["target"],
+                        torch.zeros(len(out)))
+        table = aggregate_by_subject(gather_records(records))
+        Path(result_dir, f"{int(equal)}_{rank}.json").write_text(json.dumps(
+            {"batches": batches, "subjects": table.subjects, "outputs": np.asarray(table.outputs).tolist(),
+             "clips": np.asarray(table.num_clips).tolist(), "n_val": len(dm.datasets["val"])}))
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_zero3_evaluation_gets_equal_batches_and_the_same_metrics(tmp_path):
+    """Padding for ZeRO-3: both ranks run the same number of eval batches, and the subject
+    table equals the unpadded one (the repeated clips are dropped)."""
+    port = 29500 + (os.getpid() + 500) % 1000
+    for equal in (False, True):
+        mp.spawn(_eval_worker, args=(2, port + int(equal), str(tmp_path), equal), nprocs=2, join=True)
+    plain = [json.loads((tmp_path / f"0_{r}.json").read_text()) for r in (0, 1)]
+    padded = [json.loads((tmp_path / f"1_{r}.json").read_text()) for r in (0, 1)]
+    assert plain[0]["n_val"] % 2 == 1  # an odd number of clips: unpadded ranks differ
+    assert plain[0]["batches"] != plain[1]["batches"]
+    assert padded[0]["batches"] == padded[1]["batches"]
+    assert padded[0]["subjects"] == plain[0]["subjects"] and padded[0]["clips"] == plain[0]["clips"]
+    assert padded[0]["outputs"] == plain[0]["outputs"]

@@ -19,7 +19,9 @@ def test_readme_pretraining_flags_parse():
     a = parse_args(README_PRETRAIN)
     assert a.task == "pretraining" and a.background_removal == "batch"
     assert (a.embed_dim, a.depth, a.d_state, a.headdim) == (192, 12, 48, 192)
-    assert a.lightning_precision == "bf16-mixed" and a.devices == 12 and a.num_nodes == 32
+    # DeepSpeed ZeRO-1 with --precision bf16: fp32 weights, bf16 autocast inside the module
+    assert a.lightning_precision == "32-true" and a.autocast_dtype == "bfloat16"
+    assert a.devices == 12 and a.num_nodes == 32
 
 
 def test_readme_finetune_flags_parse(tmp_path):
@@ -124,8 +126,9 @@ def test_deepspeed_strategy_objects_from_flags(stage):
     strategy = build_strategy(a)
     assert isinstance(strategy, DeepSpeedStrategy)
     assert strategy.config["zero_optimization"]["stage"] == stage
-    assert strategy.config["bf16"] == {"enabled": True}
-    assert "fp16" not in strategy.config
+    # --precision bf16: fp32 weights with the module's own bf16 autocast, no DeepSpeed bf16 mode
+    assert "bf16" not in strategy.config and "fp16" not in strategy.config
+    assert a.lightning_precision == "32-true" and a.autocast_dtype == "bfloat16"
     assert "gradient_accumulation_steps" not in strategy.config  # Lightning sets it from the Trainer
 
 

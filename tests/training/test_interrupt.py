@@ -18,7 +18,10 @@ def test_ctrl_c_during_training_says_how_to_resume(tmp_path):
            "--headdim", "16", "--img_size", "24", "24", "24", "4", "--accelerator", "cpu", "--pretraining",
            "--dummy_num_subjects", "8", "--max_epochs", "1000", "--no_progress_bar", "--output_dir",
            str(tmp_path), "--run_name", "r"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # preexec: a shell's background job starts with SIGINT ignored (then Python installs no
+    # KeyboardInterrupt handler); a terminal gives the default disposition.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     last = tmp_path / "r" / "checkpoints" / "last.ckpt"
     deadline = time.monotonic() + 120
     while not last.exists() and time.monotonic() < deadline:

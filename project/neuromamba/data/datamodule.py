@@ -67,7 +67,8 @@ class FMRIDataModule(pl.LightningDataModule):
                  downstream_task_type="classification", pretraining=False, batch_size=4,
                  eval_batch_size=None, num_workers=0, seed=1234, dummy_num_subjects=40,
                  dummy_num_frames=None, pin_memory=None, cohort_sampling="proportional",
-                 dummy_num_runs=1, dummy_label_level="subject", dummy_num_classes=2):
+                 dummy_num_runs=1, dummy_label_level="subject", dummy_num_classes=2,
+                 equal_eval_batches=False):
         super().__init__()
         self.dataset_names = [str(n) for n in _as_list(dataset_name)]
         self.image_paths = _as_list(image_path)
@@ -104,6 +105,10 @@ class FMRIDataModule(pl.LightningDataModule):
             num_frames=int(dummy_num_frames or dummy_data.default_num_frames(self.img_size[3])),
             num_runs=int(dummy_num_runs),
             seed=self.seed, num_classes=int(dummy_num_classes), label_level=dummy_label_level)
+        # ZeRO-3 all-gathers the parameters in every forward, so every rank must run the same
+        # number of evaluation batches or the one with a batch more waits forever: pad with
+        # repeated clips then (aggregate_by_subject drops the repeats). Otherwise no clip twice.
+        self.equal_eval_batches = bool(equal_eval_batches)
         self.num_classes = None
         self.splits: dict = {}
         self.split_path: Path | None = None
@@ -350,7 +355,10 @@ class FMRIDataModule(pl.LightningDataModule):
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = self.datasets[split]
-        sampler = UnpaddedDistributedSampler(dataset) if self._distributed() else None
+        sampler = None
+        if self._distributed():
+            sampler = (DistributedSampler(dataset, shuffle=False, drop_last=False)
+                       if self.equal_eval_batches else UnpaddedDistributedSampler(dataset))
         return self._loader(dataset, self.eval_batch_size, sampler=sampler)
 
     def val_dataloader(self) -> DataLoader:

@@ -11,6 +11,7 @@ prepended to every sequence, only prompt + head trained).
 """
 from __future__ import annotations
 
+import contextlib
 import random
 import time
 from pathlib import Path
@@ -186,9 +187,21 @@ class NeuroMambaModule(pl.LightningModule):
             return "none"
         return self.config.get("eval_background_removal") or "packed"
 
+    def _autocast(self):
+        """bf16 autocast when the run asks for it itself (--precision bf16 under DeepSpeed; see
+        cli.finalize); weights, inputs, targets and losses stay fp32."""
+        dtype = self.config.get("autocast_dtype")
+        if not dtype:  # never autocast(enabled=False): it would switch off Lightning's own
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=getattr(torch, dtype))
+
     def _step(self, batch, stage: str = "train"):
         """(per-clip or scalar loss, per-clip outputs for metrics, kept tokens, all tokens)."""
         removal = None if stage == "train" else self.eval_background_removal
+        with self._autocast():
+            return self._step_body(batch, removal)
+
+    def _step_body(self, batch, removal):
         out = self.backbone(batch["fmri"], batch.get("brain_mask"), removal)
         kept = int(out.lengths.sum())
         total = out.num_tokens_total * out.batch_size

@@ -32,7 +32,13 @@ def build_datamodule(args, run_dir: Path):
         batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, num_workers=args.num_workers,
         seed=args.seed, dummy_num_subjects=args.dummy_num_subjects, dummy_num_frames=args.dummy_num_frames,
         dummy_num_runs=args.dummy_num_runs, dummy_num_classes=args.dummy_num_classes,
-        dummy_label_level=args.dummy_label_level, cohort_sampling=args.cohort_sampling)
+        dummy_label_level=args.dummy_label_level, cohort_sampling=args.cohort_sampling,
+        equal_eval_batches=needs_equal_eval_batches(args.strategy))
+
+
+def needs_equal_eval_batches(strategy: str) -> bool:
+    """Strategies whose every forward is a collective (ZeRO-3 gathers the parameters)."""
+    return strategy.startswith("deepspeed_stage_3")
 
 
 def build_module(args, datamodule) -> NeuroMambaModule:

@@ -9,8 +9,10 @@ from functools import partial
 
 
 def deepspeed_config(stage: int, precision: str, offload: bool = False) -> dict:
-    """DeepSpeed ZeRO config. bf16 uses DeepSpeed's bf16 mode: bf16 weights for compute with an
-    fp32 master copy in the optimizer. Gradient accumulation and clipping are filled in by
+    """DeepSpeed ZeRO config for the Trainer's ``precision``. --precision bf16 reaches here as
+    "32-true" (cli.finalize): fp32 weights and optimizer, bf16 autocast inside the module; no
+    DeepSpeed bf16 mode, whose bf16 parameters have overflowed for Mamba users. fp16 keeps
+    DeepSpeed's loss-scaled fp16 mode. Gradient accumulation and clipping are filled in by
     Lightning from the Trainer (it refuses them in the config)."""
     zero = {"stage": stage, "contiguous_gradients": True, "overlap_comm": True,
             "allgather_partitions": True, "reduce_scatter": True,
