@@ -500,3 +500,48 @@ def test_rmsnorm_gated_gradcheck(norm_before_gate, with_gate):
     inputs = (x, z, norm.weight) if with_gate else (x, norm.weight)
     fn = (lambda a, b, w: norm(a, b)) if with_gate else (lambda a, w: norm(a))
     assert torch.autograd.gradcheck(fn, inputs)
+
+
+def test_fused_scan_without_causal_conv1d_runs_the_pure_conv(monkeypatch):
+    """mamba_ssm installed but causal-conv1d not (it needs a CUDA compile): the dispatch keeps
+    mamba_ssm's scan, runs the project's conv, and says which path ran."""
+    import sys
+    import types
+
+    import neuromamba.models.mamba2 as m2
+    from neuromamba.models import ssd
+
+    calls = []
+
+    def fake_scan(*args, **kwargs):
+        calls.append(kwargs.get("chunk_size"))
+        return ssd.mamba_chunk_scan_combined(*args, **kwargs)
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the combined kernel needs causal_conv1d")
+
+    fake = {"mamba_ssm": types.ModuleType("mamba_ssm"), "mamba_ssm.ops": types.ModuleType("mamba_ssm.ops"),
+            "mamba_ssm.ops.triton": types.ModuleType("mamba_ssm.ops.triton"),
+            "mamba_ssm.ops.triton.ssd_combined": types.ModuleType("mamba_ssm.ops.triton.ssd_combined")}
+    fake["mamba_ssm"].__version__ = "2.3.2"
+    fake["mamba_ssm.ops.triton.ssd_combined"].mamba_chunk_scan_combined = fake_scan
+    fake["mamba_ssm.ops.triton.ssd_combined"].mamba_split_conv1d_scan_combined = refuse
+    for name, module in fake.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    monkeypatch.setitem(sys.modules, "causal_conv1d", None)  # import fails
+    m2.load_fused_ops.cache_clear()
+    try:
+        ops = m2.load_fused_ops()
+        assert isinstance(ops, dict) and ops["causal_conv1d_fn"] is None
+        torch.manual_seed(0)
+        layer = m2.Mamba2(32, d_state=8, headdim=16, chunk_size=16)
+        u = torch.randn(2, 40, 32)
+        expected = layer(u)  # CPU: the pure path
+        assert layer.last_path == "pure"
+        monkeypatch.setattr(m2, "select_backend", lambda device: ops)
+        got = layer(u)
+        assert layer.last_path == "scan_only" and calls == [16]
+        torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
+        assert m2.FUSED_PATHS["scan_only"].startswith("pure-PyTorch conv")
+    finally:
+        m2.load_fused_ops.cache_clear()

@@ -165,24 +165,38 @@ def _version_tuple(version: str) -> Tuple[int, ...]:
     return tuple(parts)
 
 
+# What ran, by the ops available: the full fused chain; causal_conv1d's conv with mamba_ssm's
+# scan (use_mem_eff_path=False); mamba_ssm's Triton scan with the project's own conv (no
+# causal-conv1d installed: it needs a CUDA compile); or the pure-PyTorch path.
+FUSED_PATHS = {"fused": "mamba_split_conv1d_scan_combined",
+               "split": "causal_conv1d_fn + mamba_chunk_scan_combined",
+               "scan_only": "pure-PyTorch conv + mamba_chunk_scan_combined",
+               "pure": "pure-PyTorch conv + scan"}
+
+
 @functools.lru_cache(maxsize=1)
 def load_fused_ops():
-    """Import mamba_ssm's kernels once. Returns a dict of callables, or a str saying why not."""
+    """Import mamba_ssm's kernels once. Returns a dict of callables (``causal_conv1d_fn`` None
+    when causal-conv1d is missing: the scan still runs fused), or a str saying why none."""
     try:
-        import causal_conv1d
         import mamba_ssm
-        from causal_conv1d import causal_conv1d_fn
         from mamba_ssm.ops.triton.ssd_combined import (
             mamba_chunk_scan_combined, mamba_split_conv1d_scan_combined)
     except Exception as err:  # ImportError, or CUDA/Triton errors raised at import time
-        return f"mamba_ssm / causal_conv1d not importable ({type(err).__name__}: {err})"
-    versions = {"mamba_ssm": (mamba_ssm, MIN_MAMBA_SSM),
-                "causal_conv1d": (causal_conv1d, MIN_CAUSAL_CONV1D)}
-    for name, (module, minimum) in versions.items():
-        found = getattr(module, "__version__", "0")
-        if _version_tuple(found) < minimum:
-            return f"{name} {found} is older than {'.'.join(map(str, minimum))}"
-    return {"causal_conv1d_fn": causal_conv1d_fn,
+        return f"mamba_ssm not importable ({type(err).__name__}: {err})"
+    found = getattr(mamba_ssm, "__version__", "0")
+    if _version_tuple(found) < MIN_MAMBA_SSM:
+        return f"mamba_ssm {found} is older than {'.'.join(map(str, MIN_MAMBA_SSM))}"
+    conv = None
+    try:
+        import causal_conv1d
+        from causal_conv1d import causal_conv1d_fn
+
+        if _version_tuple(getattr(causal_conv1d, "__version__", "0")) >= MIN_CAUSAL_CONV1D:
+            conv = causal_conv1d_fn
+    except Exception:  # not installed (it needs a CUDA build): the conv stays pure PyTorch
+        conv = None
+    return {"causal_conv1d_fn": conv,
             "mamba_chunk_scan_combined": mamba_chunk_scan_combined,
             "mamba_split_conv1d_scan_combined": mamba_split_conv1d_scan_combined}
 
@@ -281,6 +295,7 @@ class Mamba2(nn.Module):
         self.activation = "silu"
         self.chunk_size = chunk_size
         self.use_mem_eff_path = use_mem_eff_path
+        self.last_path = None  # which of FUSED_PATHS the last forward ran (benchmarks report it)
         self.layer_idx = layer_idx
 
         # in_proj output order: [z0, x0 (d_mlp each, only when d_ssm < d_inner), z, xBC, dt]
@@ -330,8 +345,13 @@ class Mamba2(nn.Module):
             raise ValueError(f"Mamba2: seq_idx must be (batch, seqlen) = {tuple(u.shape[:2])}, "
                              f"got {tuple(seq_idx.shape)}")
         fused = select_backend(u.device)
-        if fused is not None and self.use_mem_eff_path:
+        if fused is not None and self.use_mem_eff_path and fused["causal_conv1d_fn"] is not None:
+            self.last_path = "fused"
             return self._forward_fused_mem_eff(u, seq_idx, fused)
+        if fused is None:
+            self.last_path = "pure"
+        else:
+            self.last_path = "split" if fused["causal_conv1d_fn"] is not None else "scan_only"
         return self._forward_split(u, seq_idx, fused)
 
     def _forward_fused_mem_eff(self, u, seq_idx, fused):
@@ -385,16 +405,18 @@ class Mamba2(nn.Module):
                 self.nheads])
         conv_weight = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
         chunk_size = self.chunk_size
-        if fused is None:
+        if fused is None or fused["causal_conv1d_fn"] is None:
             xBC = ssd.causal_conv1d_ref(xBC, conv_weight, self.conv1d.bias, seq_idx=seq_idx,
                                         activation=self.activation)
-            chunk_scan = ssd.mamba_chunk_scan_combined
-            if u.device.type == "cpu":
-                chunk_size = min(chunk_size, PURE_CPU_MAX_CHUNK)
         else:
             xBC = fused["causal_conv1d_fn"](xBC.transpose(1, 2), conv_weight,
                                             bias=self.conv1d.bias, activation=self.activation,
                                             seq_idx=seq_idx).transpose(1, 2)
+        if fused is None:
+            chunk_scan = ssd.mamba_chunk_scan_combined
+            if u.device.type == "cpu":
+                chunk_size = min(chunk_size, PURE_CPU_MAX_CHUNK)
+        else:
             chunk_scan = fused["mamba_chunk_scan_combined"]
         x, B, C = torch.split(
             xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
