@@ -95,6 +95,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--finetune_steps", type=_positive_int, default=None, help="fine-tuning steps via main.py")
     g.add_argument("--memory_budget_gib", type=_positive_float, default=None,
                    help="pass/fail limit of the memory section (default 24)")
+    p.add_argument("--time_budget_s", type=_positive_float, default=480.0,
+                   help="seconds the sections may take in all: a section that would overrun it is "
+                        "skipped, one that overruns its own budget (sections.BUDGETS_S) is stopped; "
+                        "both are reported as skipped rows")
     p.add_argument("--quiet", action="store_true", help="do not print a line per row")
     p.add_argument("--merge", nargs="+", metavar="RESULTS_JSON", default=None,
                    help="run nothing: merge these results.json files (e.g. one per device call) "
@@ -165,20 +169,64 @@ def build_context(args: argparse.Namespace, echo=print, settings=None):
                         peak_tflops=peak, peak_source=source, dry_run=args.dry_run, log=echo)
 
 
-def run_sections(ctx, names: Sequence[str]) -> None:
+class SectionTimeout(Exception):
+    """A section ran past its budget (raised by the alarm in the main thread)."""
+
+
+def estimate_lines(names: Sequence[str], time_budget_s: float) -> list:
+    """The GPU wall time each section is budgeted, and the total, for the dry-run's report."""
+    from .sections import BUDGETS_S
+
+    lines = [f"estimated GPU wall time (budgets on an H100/H200): " + ", ".join(
+        f"{n} {BUDGETS_S[n]} s" for n in names)]
+    total = sum(BUDGETS_S[n] for n in names)
+    lines.append(f"sections {total} s of the --time_budget_s {time_budget_s:g} s; plus the "
+                 f"install (carried wheels ~20 s, causal-conv1d compile up to $NM_CONV_BUILD_S)")
+    return lines
+
+
+def run_sections(ctx, names: Sequence[str], time_budget_s: float = float("inf")) -> None:
+    """Run the sections in order within the call's time budget: a section that would overrun
+    it is skipped, one that overruns its own budget is stopped (SIGALRM); both leave a
+    'skipped' row saying why, and the next section runs."""
+    import signal
+
     from .env import error_text
     from .results import Row
-    from .sections import SECTIONS
+    from .sections import BUDGETS_S, SECTIONS
 
-    for name in names:
-        ctx.log(f"== section {name} ==")
-        started = time.perf_counter()
-        try:
-            SECTIONS[name](ctx)
-        except Exception as err:  # a bug in a runner: record it and go on with the next section
-            ctx.sink.add(Row(section=name, case="(section)", metric="run", status="error",
-                             note=error_text(err, max_frames=5)))
-        ctx.log(f"== section {name} done in {time.perf_counter() - started:.1f} s ==")
+    def alarm(signum, frame):
+        raise SectionTimeout()
+
+    suite_started = time.perf_counter()
+    previous = signal.signal(signal.SIGALRM, alarm)
+    try:
+        for name in names:
+            budget = BUDGETS_S.get(name, 60)
+            left = time_budget_s - (time.perf_counter() - suite_started)
+            if not ctx.dry_run and budget > left:
+                ctx.sink.add(Row(section=name, case="(section)", metric="run", status="skipped",
+                                 note=f"not started: its {budget} s budget exceeds the "
+                                      f"{max(left, 0):.0f} s left of --time_budget_s"))
+                continue
+            ctx.log(f"== section {name} (budget {budget} s) ==")
+            started = time.perf_counter()
+            if not ctx.dry_run:
+                signal.alarm(int(budget))
+            try:
+                SECTIONS[name](ctx)
+            except SectionTimeout:
+                ctx.sink.add(Row(section=name, case="(section)", metric="run", status="skipped",
+                                 note=f"stopped: ran past its {budget} s budget; rows above are "
+                                      f"what it measured"))
+            except Exception as err:  # a bug in a runner: record it, go on with the next one
+                ctx.sink.add(Row(section=name, case="(section)", metric="run", status="error",
+                                 note=error_text(err, max_frames=5)))
+            finally:
+                signal.alarm(0)
+            ctx.log(f"== section {name} done in {time.perf_counter() - started:.1f} s ==")
+    finally:
+        signal.signal(signal.SIGALRM, previous)
 
 
 def merge(args: argparse.Namespace) -> int:
@@ -203,7 +251,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ValueError, RuntimeError, FileNotFoundError) as err:
         print(f"gpu_suite: error: {err}", file=sys.stderr)
         return 2
-    run_sections(ctx, args.sections)
+    if args.dry_run:
+        for line in estimate_lines(args.sections, args.time_budget_s):
+            print(line)
+    run_sections(ctx, args.sections, args.time_budget_s)
     from .results import markdown_table, summary_counts
 
     ctx.sink.flush()

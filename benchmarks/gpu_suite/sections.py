@@ -6,6 +6,13 @@ from typing import Callable, Dict
 from . import memory, mfu, parity, throughput, training_run
 from .context import SuiteContext
 
+# Seconds each section may take on an H100/H200 (the full settings): the suite skips a section
+# that would overrun the call's --time_budget_s and stops one that overruns its own budget, so
+# one slow section never costs the rest. Sums to 465 s: with ~60 s of install inside a 9-minute
+# call.
+BUDGETS_S: Dict[str, int] = {"parity": 60, "throughput": 150, "memory": 45, "training": 170,
+                             "mfu": 40}
+
 SECTIONS: Dict[str, Callable[[SuiteContext], None]] = {
     parity.SECTION: parity.run,            # (1) fused vs pure outputs and gradients
     throughput.SECTION: throughput.run,    # (2) fwd+bwd tokens/s, batch 1-4, with/without removal

@@ -382,3 +382,35 @@ def test_sdist_for_picks_the_newest_carried_version(tmp_path):
         (tmp_path / name).write_bytes(b"")
     out = _bash(f"SDIST_DIR={tmp_path}; sdist_for mamba_ssm; sdist_for deepspeed; echo end")
     assert out.splitlines() == [str(tmp_path / "mamba_ssm-2.3.2.post1.tar.gz"), "end"]
+
+
+def test_sections_keep_their_time_budgets(monkeypatch):
+    """A section that would overrun the call's budget is not started; one that overruns its
+    own is stopped; both leave a 'skipped' row and the next section still runs."""
+    import time as _time
+    from types import SimpleNamespace
+
+    from gpu_suite import cli, sections
+
+    rows = []
+    ctx = SimpleNamespace(dry_run=False, log=lambda *a: None, sink=SimpleNamespace(add=rows.append))
+    ran = []
+
+    def slow(ctx):
+        ran.append("slow")
+        _time.sleep(5)
+
+    def quick(ctx):
+        ran.append("quick")
+
+    monkeypatch.setattr(sections, "SECTIONS", {"slow": slow, "quick": quick, "big": quick})
+    monkeypatch.setattr(sections, "BUDGETS_S", {"slow": 1, "quick": 1, "big": 100})
+    started = _time.perf_counter()
+    cli.run_sections(ctx, ["slow", "quick", "big"], time_budget_s=10)
+    assert _time.perf_counter() - started < 4
+    assert ran == ["slow", "quick"]
+    notes = {r.section: (r.status, r.note) for r in rows}
+    assert notes["slow"][0] == "skipped" and "ran past its 1 s budget" in notes["slow"][1]
+    assert notes["big"][0] == "skipped" and "not started" in notes["big"][1]
+    lines = cli.estimate_lines(["slow", "big"], 480)
+    assert "slow 1 s, big 100 s" in lines[0] and "sections 101 s" in lines[1]
