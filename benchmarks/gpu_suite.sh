@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# NeuroMamba GPU suite (issue 6): install on a bare CUDA machine without internet, then run.
+# NeuroMamba GPU suite: install on a bare CUDA machine without internet, then run, in one call.
 #
-#   bash benchmarks/gpu_suite.sh prepare              # HERE (internet, a python with torch):
-#                                                     #   fill .whl/ and .sdist/ (git-ignored)
-#   bash benchmarks/gpu_suite.sh install              # DEVICE: carried wheels + kernel builds
-#   bash benchmarks/gpu_suite.sh [run] [suite flags]  # DEVICE: install if needed, run the suite
-#   bash benchmarks/gpu_suite.sh run --dry-run        # ANYWHERE: CPU dry-run, nothing installed
+#   bash benchmarks/gpu_suite.sh prepare              # on a machine with internet and a python
+#                                                     #   with torch: fill .whl/ (wheels, the
+#                                                     #   kernels' built without CUDA) and .sdist/
+#   bash benchmarks/gpu_suite.sh [run] [suite flags]  # on the GPU machine: install the carried
+#                                                     #   files, then run the suite (~9 minutes)
+#   bash benchmarks/gpu_suite.sh install              # the install step alone
+#   bash benchmarks/gpu_suite.sh run --dry-run        # anywhere: install the carried files into a
+#                                                     #   fresh folder, import them, run the suite
+#                                                     #   on CPU and print the GPU time estimate
 #
 # Suite flags go to `python benchmarks/gpu_suite` (see --help): --sections, --out, --peak_tflops ...
 # Results: $OUT (default /tmp/neuromamba_gpu_suite/results)/results.{md,csv,json}, suite.log and
@@ -18,10 +22,16 @@
 #                                 so a second call finds the kernels built and skips the build.
 #   TORCH_CUDA_ARCH_LIST [9.0]    GPU architectures the kernels are compiled for (H100/H200: 9.0)
 #   MAX_JOBS [16]                 parallel compile jobs
-#   NM_SKIP_SELECTIVE_SCAN [0]    1: build mamba-ssm without its Mamba-1 selective-scan CUDA
-#                                 extension (a stub raises on use); Mamba2 never calls it. A
-#                                 fallback for when the full build does not fit a 10-minute call.
+#   NM_TOTAL_S [530]              wall seconds for the whole call: the sections get what the
+#                                 install leaves (--time_budget_s), in priority order
+#   NM_CONV_BUILD_S [150]         seconds the causal-conv1d compile may take; past that (or with no
+#                                 nvcc, or 0) Mamba2 runs mamba_ssm's fused scan with the project's
+#                                 own conv, and the results say which path ran
 #   NM_SKIP_INSTALL [0]           1: run with whatever is importable
+#
+# mamba-ssm is carried as a wheel built without CUDA (MAMBA_SKIP_CUDA_BUILD): Mamba2 uses only its
+# Triton SSD kernels. Its Mamba-1 `selective_scan_cuda` extension, which `import mamba_ssm` needs,
+# is replaced by a stand-in module in $NM_SITE: for this suite only, never a user install.
 set -euo pipefail
 
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -39,7 +49,10 @@ export MAX_JOBS="${MAX_JOBS:-16}"
 # versions the CPU venv is tested with. Sdists: the fused kernels and DeepSpeed (sdist-only).
 WHEELS=(nibabel==5.4.2 nilearn==0.14.1 hjson==3.1.0 pydantic==2.14.3 pydantic-core==2.50.4
         annotated-types==0.8.0 typing-inspection==0.4.5 typing-extensions==4.16.0)
-SDISTS=(mamba-ssm==2.3.2.post1 causal-conv1d==1.7.0 deepspeed==0.19.8)
+# Built here into pure-python wheels, without CUDA (the device has no network to fetch them).
+BUILT_WHEELS=(mamba-ssm==2.3.2.post1 deepspeed==0.19.8)
+# Compiled on the device if time allows (NM_CONV_BUILD_S); optional.
+SDISTS=(causal-conv1d==1.7.0)
 DEVICE_PY_VERSION=3.12
 
 log() { echo "[gpu_suite.sh] $*" >&2; }
@@ -54,8 +67,12 @@ prepare() {
     done
     "$PY" -m pip download --no-deps --only-binary=:all: --python-version "$DEVICE_PY_VERSION" \
         --implementation cp "${platforms[@]}" -d "$WHL_DIR" "${WHEELS[@]}"
-    # pip runs each sdist's setup.py for metadata: skip the CUDA parts here (no nvcc needed).
-    MAMBA_SKIP_CUDA_BUILD=TRUE CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE DS_BUILD_OPS=0 \
+    # MAMBA_FORCE_BUILD: do not look for a prebuilt CUDA wheel online; SKIP_CUDA: Triton only.
+    # DS_BUILD_OPS=0: DeepSpeed JIT-compiles ops on first use; ZeRO-1 with torch's AdamW needs none.
+    MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE DS_BUILD_OPS=0 \
+        "$PY" -m pip wheel --no-deps --no-build-isolation -w "$WHL_DIR" "${BUILT_WHEELS[@]}"
+    # pip runs the sdist's setup.py for metadata: skip the CUDA parts here (no nvcc needed).
+    CAUSAL_CONV1D_SKIP_CUDA_BUILD=TRUE \
         "$PY" -m pip download --no-deps --no-binary :all: --no-build-isolation -d "$SDIST_DIR" "${SDISTS[@]}"
     log "prepared: $(ls "$WHL_DIR" | wc -l) wheels in .whl/, $(ls "$SDIST_DIR" | wc -l) sdists in .sdist/ ($(du -sh "$WHL_DIR" "$SDIST_DIR" | awk '{print $1}' | paste -sd+))"
 }
@@ -168,19 +185,40 @@ export_built_wheels() {
 }
 
 write_selective_scan_stub() {
-    cat >"$NM_SITE/selective_scan_cuda.py" <<'EOF'
-"""Stub written by benchmarks/gpu_suite.sh with NM_SKIP_SELECTIVE_SCAN=1: mamba_ssm's Mamba-1
-selective-scan CUDA extension was not built. NeuroMamba's Mamba2 never calls it."""
+    [ -f "$NM_SITE/selective_scan_cuda.py" ] && return 0
+    mkdir -p "$NM_SITE"
+    cat >"$NM_SITE/selective_scan_cuda.py" <<'PYEOF'
+"""Stand-in written by benchmarks/gpu_suite.sh (this suite's install only): the carried mamba-ssm
+wheel is built without CUDA, so its Mamba-1 selective-scan extension is absent. `import mamba_ssm`
+imports it; NeuroMamba's Mamba2 never calls it (it uses the Triton SSD kernels)."""
 
 
 def __getattr__(name):
-    raise ImportError("selective_scan_cuda was not built (NM_SKIP_SELECTIVE_SCAN=1)")
-EOF
+    raise ImportError("selective_scan_cuda is a stand-in: mamba-ssm was built without CUDA")
+PYEOF
+}
+
+# causal-conv1d is the one compile: bounded by NM_CONV_BUILD_S, skipped without nvcc or sdist.
+build_causal_conv1d() {
+    local budget="${NM_CONV_BUILD_S:-150}"
+    if [ "$budget" -le 0 ] || [ -z "$(sdist_for causal_conv1d)" ] || ! command -v nvcc >/dev/null 2>&1; then
+        log "no causal-conv1d compile (NM_CONV_BUILD_S=$budget, sdist carried: $([ -n "$(sdist_for causal_conv1d)" ] && echo yes || echo no), nvcc: $(command -v nvcc >/dev/null 2>&1 && echo yes || echo no))"
+        return 0
+    fi
+    log "compiling causal-conv1d for TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST (at most $budget s)"
+    local cuda_home; cuda_home="$(make_arch_filtered_cuda_home)"
+    export -f log die sdist_for build_sdist
+    export PY NM_SITE WHEELHOUSE SDIST_DIR MAX_JOBS TORCH_CUDA_ARCH_LIST
+    if timeout "$budget" bash -c "build_sdist causal_conv1d CUDA_HOME='$cuda_home' CAUSAL_CONV1D_FORCE_BUILD=TRUE"; then
+        export_built_wheels
+    else
+        log "causal-conv1d not built within $budget s: the conv runs in PyTorch beside mamba_ssm's fused scan"
+    fi
 }
 
 install() {
     mkdir -p "$NM_SITE"
-    local wheels
+    local started=$SECONDS wheels
     mapfile -t wheels < <(wheels_to_install)
     if ((${#wheels[@]})); then
         log "installing ${#wheels[@]} carried wheel(s): $(printf '%s ' "${wheels[@]##*/}")"
@@ -189,44 +227,71 @@ install() {
     else
         log "carried wheels: nothing missing"
     fi
-    if [ "${NM_SKIP_SELECTIVE_SCAN:-0}" = 1 ]; then
-        write_selective_scan_stub
-    fi
-    if ! "$PY" -c 'import deepspeed' >/dev/null 2>&1; then
-        # Pure-python install: DeepSpeed JIT-compiles ops on first use; ZeRO-1 + torch AdamW needs none.
-        build_sdist deepspeed DS_BUILD_OPS=0
-    fi
+    write_selective_scan_stub
+    log "wheels installed in $((SECONDS - started)) s"
     local status; status="$(fused_status)"
     if [ "$status" = ok ]; then
-        log "fused kernels already importable: skipping the build"
-        return 0
-    fi
-    log "fused kernels not importable yet ($status): building"
-    local cuda_home; cuda_home="$(make_arch_filtered_cuda_home)"
-    build_sdist causal_conv1d CUDA_HOME="$cuda_home" CAUSAL_CONV1D_FORCE_BUILD=TRUE
-    if [ "${NM_SKIP_SELECTIVE_SCAN:-0}" = 1 ]; then
-        build_sdist mamba_ssm CUDA_HOME="$cuda_home" MAMBA_FORCE_BUILD=TRUE MAMBA_SKIP_CUDA_BUILD=TRUE
+        log "fused kernels importable: nothing to build"
     else
-        build_sdist mamba_ssm CUDA_HOME="$cuda_home" MAMBA_FORCE_BUILD=TRUE
+        log "fused kernels: $status"
+        build_causal_conv1d
     fi
-    export_built_wheels
-    status="$(fused_status)"
-    [ "$status" = ok ] || die "fused kernels still do not load after the build: $status"
-    log "fused kernels load"
+    log "Mamba2 fused path after the install: $(fused_status) (see neuromamba.models.mamba2.FUSED_PATHS)"
+}
+
+# The device's install rehearsed on this machine: the carried wheels into a fresh folder, the
+# stand-in, and an import of each (mamba_ssm needs Triton and CUDA: on a CPU machine its import
+# reports why, which is expected).
+dry_run_install() {
+    local fresh; fresh="$(mktemp -d /tmp/neuromamba_dry_site.XXXXXX)"
+    if [ -d "$WHL_DIR" ] && ls "$WHL_DIR"/*.whl >/dev/null 2>&1; then
+        log "dry-run: installing $(ls "$WHL_DIR"/*.whl | wc -l) carried wheels into a fresh $fresh"
+        local wheel
+        for wheel in "$WHL_DIR"/*.whl; do  # one by one: a cp312-only wheel may not fit this Python
+            "$PY" -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
+                --target "$fresh" "$wheel" >/dev/null 2>&1 \
+                || log "dry-run: $(basename "$wheel") is not installable by this Python (the device's is $DEVICE_PY_VERSION)"
+        done
+    else
+        log "dry-run: no .whl/ here (run 'bash benchmarks/gpu_suite.sh prepare' to rehearse the install too)"
+    fi
+    NM_SITE="$fresh" write_selective_scan_stub
+    (cd "$REPO" && PYTHONPATH="$fresh:$REPO/project" "$PY" - <<'PYEOF'
+import importlib
+for name in ("deepspeed", "mamba_ssm", "nibabel", "nilearn", "selective_scan_cuda"):
+    try:
+        module = importlib.import_module(name)
+        print(f"[gpu_suite.sh] dry-run import {name}: ok ({vars(module).get('__version__', 'stand-in')})")
+    except Exception as err:
+        print(f"[gpu_suite.sh] dry-run import {name}: {type(err).__name__}: {str(err)[:120]}")
+PYEOF
+    ) >&2
+    rm -rf "$fresh"
 }
 
 run_suite() {
     mkdir -p "$OUTDIR"
-    local dry=0
-    for arg in "$@"; do [ "$arg" = --dry-run ] && dry=1; done
-    if [ "$dry" = 0 ] && [ "${NM_SKIP_INSTALL:-0}" != 1 ]; then
+    local dry=0 started=$SECONDS budget_given=0
+    for arg in "$@"; do
+        [ "$arg" = --dry-run ] && dry=1
+        [[ "$arg" == --time_budget_s* ]] && budget_given=1
+    done
+    if [ "$dry" = 1 ]; then
+        dry_run_install 2>&1 | tee -a "$OUTDIR/build.log"
+    elif [ "${NM_SKIP_INSTALL:-0}" != 1 ]; then
         # A failed install still runs the suite: the pure-path rows are measured and every
         # fused row records why the kernels do not load.
         install 2>&1 | tee -a "$OUTDIR/build.log" || log "install failed (see build.log); running the suite anyway"
     fi
-    log "running: $PY benchmarks/gpu_suite --out $OUTDIR $*"
+    local extra=()
+    if [ "$budget_given" = 0 ]; then  # the sections get what the install left of NM_TOTAL_S
+        local left=$(( ${NM_TOTAL_S:-530} - (SECONDS - started) - 10 ))
+        ((left < 60)) && left=60
+        extra=(--time_budget_s "$left")
+    fi
+    log "running: $PY benchmarks/gpu_suite --out $OUTDIR ${extra[*]} $*"
     cd "$REPO"
-    PYTHONUNBUFFERED=1 "$PY" benchmarks/gpu_suite --out "$OUTDIR" "$@" 2>&1 | tee "$OUTDIR/suite.log"
+    PYTHONUNBUFFERED=1 "$PY" benchmarks/gpu_suite --out "$OUTDIR" "${extra[@]}" "$@" 2>&1 | tee "$OUTDIR/suite.log"
 }
 
 main() {
@@ -237,7 +302,7 @@ main() {
         prepare) shift; prepare "$@" ;;
         install) shift; mkdir -p "$OUTDIR"; install 2>&1 | tee -a "$OUTDIR/build.log" ;;
         run) shift; run_suite "$@" ;;
-        -h|--help) sed -n '2,26p' "${BASH_SOURCE[0]}" ;;
+        -h|--help) sed -n '2,33p' "${BASH_SOURCE[0]}" ;;
         *) run_suite "$@" ;;
     esac
 }

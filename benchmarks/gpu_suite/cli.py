@@ -180,8 +180,10 @@ def estimate_lines(names: Sequence[str], time_budget_s: float) -> list:
     lines = [f"estimated GPU wall time (budgets on an H100/H200): " + ", ".join(
         f"{n} {BUDGETS_S[n]} s" for n in names)]
     total = sum(BUDGETS_S[n] for n in names)
+    conv = os.environ.get("NM_CONV_BUILD_S", "150")
     lines.append(f"sections {total} s of the --time_budget_s {time_budget_s:g} s; plus the "
-                 f"install (carried wheels ~20 s, causal-conv1d compile up to $NM_CONV_BUILD_S)")
+                 f"install: carried wheels ~20 s, causal-conv1d compile up to {conv} s "
+                 f"(NM_CONV_BUILD_S); sections beyond the budget are skipped in priority order")
     return lines
 
 
