@@ -1,0 +1,73 @@
+"""Classical baselines: features computed exactly, fitted and scored on the run's own split."""
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from analysis_helpers import run_script
+from neuromamba.analysis.baselines import (fc_features, parcel_time_series, patch_stats_features,
+                                           token_grid_labels)
+
+
+def test_features_on_a_tiny_known_volume():
+    # 4x2x2 voxels, 2 frames; patches of 2x2x2 -> 2 parcels along the first axis
+    clip = np.zeros((4, 2, 2, 2))
+    clip[:2, ..., 0], clip[:2, ..., 1] = 1.0, 3.0      # parcel 0: 1 then 3
+    clip[2:, ..., 0], clip[2:, ..., 1] = 5.0, 4.0      # parcel 1: 5 then 4 (one voxel out of brain)
+    clip[3, 1, 1] = (100.0, -100.0)
+    brain = np.ones((4, 2, 2), bool)
+    brain[3, 1, 1] = False
+    labels = token_grid_labels((4, 2, 2), (2, 2, 2))
+    assert labels.tolist() == [[[0, 0], [0, 0]], [[0, 0], [0, 0]], [[1, 1], [1, 1]], [[1, 1], [1, 1]]]
+    series = parcel_time_series(clip, labels, brain, 2)
+    np.testing.assert_allclose(series, [[1.0, 3.0], [5.0, 4.0]])
+    np.testing.assert_allclose(patch_stats_features(series), [2.0, 4.5, 1.0, 0.5])
+    three = np.array([[1.0, 2.0, 3.0], [3.0, 2.0, 1.0], [1.0, 2.0, 4.0]])
+    z = fc_features(three, np.array([0, 1, 2]))
+    r02 = np.corrcoef(three[0], three[2])[0, 1]
+    np.testing.assert_allclose(z, np.arctanh([-0.999999, r02, -np.clip(r02, -0.999999, 0.999999)]), atol=1e-6)
+
+
+@pytest.fixture(scope="module")
+def classification_run(tmp_path_factory):
+    from neuromamba.cli import parse_args
+    from neuromamba.training.runner import run
+
+    out = tmp_path_factory.mktemp("base")
+    result = run(parse_args(["--embed_dim", "16", "--depth", "1", "--d_state", "8", "--headdim", "16",
+                             "--img_size", "24", "24", "24", "4", "--accelerator", "cpu", "--no_progress_bar",
+                             "--downstream_task", "sex", "--dummy_num_subjects", "20", "--train_split", "0.5",
+                             "--val_split", "0.25", "--max_epochs", "1", "--seed", "4",
+                             "--output_dir", str(out), "--run_name", "r"]))
+    return Path(result["run_dir"])
+
+
+def _subjects(path):
+    with open(path) as f:
+        return [row["subject"] for row in csv.DictReader(f)]
+
+
+def test_baselines_use_the_runs_split_and_metrics(classification_run, repo_root):
+    res = run_script(repo_root, "baseline", "--run_dir", classification_run)
+    assert res.returncode == 0, res.stderr
+    assert "patch_stats  test" in res.stdout and "fc           test" in res.stdout
+    base = classification_run / "baselines"
+    for feature_set in ("patch_stats", "fc"):
+        # the same test subjects as the model's own evaluation, one row each
+        assert _subjects(base / feature_set / "predictions_test.csv") == \
+            _subjects(classification_run / "predictions_test.csv")
+        assert (base / feature_set / "roc_test.png").stat().st_size > 1000
+    summary = json.loads((base / "summary.json").read_text())
+    assert summary["split_file"].endswith(".txt") and summary["parcels"].startswith("token grid (64")
+    stats = summary["feature_sets"]["patch_stats"]
+    assert stats["n_features"] == 128 and "model__C" in stats["chosen"]
+    # the Dummy data plant a brighter region in one class: parcel means find it
+    assert stats["test"]["auroc"] >= 0.8
+
+
+def test_baseline_refuses_a_pretraining_run(tmp_path, repo_root):
+    (tmp_path / "args.yaml").write_text("task: pretraining\n")
+    res = run_script(repo_root, "baseline", "--run_dir", tmp_path)
+    assert res.returncode == 2 and "pretraining run" in res.stderr
