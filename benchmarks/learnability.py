@@ -15,7 +15,7 @@ fine-tuning from scratch with the linear and the mamba head; pretraining then fu
 fine-tuning; pretraining then the frozen backbone with a linear head. Pretraining sees only
 the training subjects. Prints a table of mean +- std over the seeds.
 
-    python benchmarks/learnability.py --out /tmp/nm_learn --seeds 2
+    python benchmarks/learnability.py --out /tmp/nm_learn --seeds 3 --subjects 80 --epochs 4
 
 Tiny model (C 32, 2 blocks) and short runs so a 2-core CPU finishes in minutes: the numbers say
 whether the recipes can find each kind of signal at all, not how well a full model would.
@@ -93,13 +93,13 @@ def subject_run(rng, mask, kind, label, spots, frames) -> np.ndarray:
     data += 8.0 * rng.standard_normal(data.shape).astype(np.float32)
     if label == 1:
         if kind == "local":
-            data[:, spots["local"][0]] += 30.0 * rng.standard_normal((frames, 1)).astype(np.float32)
+            data[:, spots["local"][0]] += 60.0 * rng.standard_normal((frames, 1)).astype(np.float32)
         elif kind == "network":
             for region in spots["network"]:
-                data[:, region] += 14.0 * rng.standard_normal((frames, 1)).astype(np.float32)
+                data[:, region] += 30.0 * rng.standard_normal((frames, 1)).astype(np.float32)
     if kind == "coupling":  # both classes fluctuate alike; only class 1 shares the course
-        a = 25.0 * rng.standard_normal(frames).astype(np.float32)
-        b = a if label == 1 else 25.0 * rng.standard_normal(frames).astype(np.float32)
+        a = 40.0 * rng.standard_normal(frames).astype(np.float32)
+        b = a if label == 1 else 40.0 * rng.standard_normal(frames).astype(np.float32)
         data[:, spots["coupling"][0]] += a[:, None]
         data[:, spots["coupling"][1]] += b[:, None]
     return np.where(mask[None], data, 0.0).astype(np.float32)
@@ -173,10 +173,10 @@ def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--out", default="/tmp/nm_learnability", help="scratch folder for cohorts and runs")
     p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="signal kinds")
-    p.add_argument("--seeds", type=int, default=2, help="cohorts (and splits) per kind")
-    p.add_argument("--subjects", type=int, default=40, help="subjects per cohort (half per class)")
+    p.add_argument("--seeds", type=int, default=3, help="cohorts (and splits) per kind")
+    p.add_argument("--subjects", type=int, default=80, help="subjects per cohort (half per class)")
     p.add_argument("--frames", type=int, default=16, help="frames per run (clips of frames/2)")
-    p.add_argument("--epochs", type=int, default=6, help="epochs of every training run")
+    p.add_argument("--epochs", type=int, default=4, help="epochs of every training run")
     args = p.parse_args(argv)
     import neuromamba  # noqa: F401  (allocator tuning)
     from neuromamba.console import quiet_known_noise
