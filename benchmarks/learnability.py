@@ -135,7 +135,7 @@ def _main_run(argv) -> dict:
     return run(parse_args(argv))
 
 
-def evaluate_cohort(root: Path, seed: int, epochs: int, frames: int) -> dict:
+def evaluate_cohort(root: Path, seed: int, epochs: int, frames: int, lr: float = 2e-3) -> dict:
     """Test AUC of every method on one cohort."""
     import argparse as _argparse
 
@@ -146,7 +146,7 @@ def evaluate_cohort(root: Path, seed: int, epochs: int, frames: int) -> dict:
             "--train_split", "0.6", "--val_split", "0.2", "--calc_loss_without_background",
             "--batch_size", "4", "--output_dir", str(root / "runs")]
     labelled = ["--label_csv", str(root / "labels.csv"), "--downstream_task", "label"]
-    train = ["--max_epochs", str(epochs), "--learning_rate", "2e-3"]
+    train = ["--max_epochs", str(epochs), "--learning_rate", str(lr)]
     auc = {}
     first = _main_run(MODEL + data + labelled + train + ["--run_name", "scratch_linear"])
     auc["scratch linear"] = first["metrics"].get("test/auroc")
@@ -159,12 +159,12 @@ def evaluate_cohort(root: Path, seed: int, epochs: int, frames: int) -> dict:
     auc["scratch mamba"] = _main_run(MODEL + data + labelled + train + same + [
         "--clf_head_version", "mamba", "--run_name", "scratch_mamba"])["metrics"].get("test/auroc")
     pre = _main_run(MODEL + data + same + ["--pretraining", "--max_epochs", str(epochs),
-                                           "--learning_rate", "2e-3", "--run_name", "pretrain"])
+                                           "--learning_rate", str(lr), "--run_name", "pretrain"])
     ckpt = str(Path(pre["run_dir"]) / "checkpoints" / "last.ckpt")
     auc["pretrain + full fine-tune"] = _main_run(MODEL + data + labelled + train + same + [
         "--load_model_path", ckpt, "--run_name", "finetune"])["metrics"].get("test/auroc")
     auc["pretrain + frozen linear"] = _main_run(MODEL + data + labelled + train + same + [
-        "--load_model_path", ckpt, "--freeze_feature_extractor", "--learning_rate", "1e-2",
+        "--load_model_path", ckpt, "--freeze_feature_extractor", "--learning_rate", str(5 * lr),
         "--run_name", "frozen"])["metrics"].get("test/auroc")
     return auc
 
@@ -177,6 +177,8 @@ def main(argv=None) -> None:
     p.add_argument("--subjects", type=int, default=80, help="subjects per cohort (half per class)")
     p.add_argument("--frames", type=int, default=16, help="frames per run (clips of frames/2)")
     p.add_argument("--epochs", type=int, default=4, help="epochs of every training run")
+    p.add_argument("--learning_rate", type=float, default=2e-3,
+                   help="peak learning rate of the training runs (the frozen probe gets 5x)")
     args = p.parse_args(argv)
     import neuromamba  # noqa: F401  (allocator tuning)
     from neuromamba.console import quiet_known_noise
@@ -188,11 +190,13 @@ def main(argv=None) -> None:
     for kind in args.kinds:
         for seed in range(args.seeds):
             root = write_cohort(out, kind, seed, args.subjects, args.frames)
-            for method, value in evaluate_cohort(root, seed, args.epochs, args.frames).items():
+            for method, value in evaluate_cohort(root, seed, args.epochs, args.frames,
+                                                 args.learning_rate).items():
                 results[kind][method].append(float("nan") if value is None else float(value))
     (out / "learnability.json").write_text(json.dumps(results, indent=2))
     print(f"\nheld-out test AUC (subject level), mean +- std over {args.seeds} cohorts per kind; "
-          f"{args.subjects} subjects, {args.frames} frames, 48^3 at 4 mm, {args.epochs} epochs; "
+          f"{args.subjects} subjects, {args.frames} frames, 48^3 at 4 mm, {args.epochs} epochs, "
+          f"lr {args.learning_rate:g}; "
           f"{time.time() - started:.0f} s")
     print("| method | " + " | ".join(args.kinds) + " |")
     print("|---" * (len(args.kinds) + 1) + "|")
