@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[1] / "project"
-SCRIPTS = ("preprocess", "check_flops", "embed", "predict", "attribute")
+SCRIPTS = ("preprocess", "check_flops", "embed", "predict", "attribute", "baseline")
 
 
 def _parsers():
