@@ -11,7 +11,7 @@ background fluctuations, and one kind of label signal (class 1 only):
 
 For every cohort and seed (the cohort and its subject split both change with the seed) it
 reports the test AUC of: the baselines (project/baseline.py: ``patch_stats``, ``fc``);
-fine-tuning from scratch with the linear and the mamba head; pretraining then full
+fine-tuning from scratch with the linear, mamba and attention heads; pretraining then full
 fine-tuning; pretraining then the frozen backbone with a linear head. Pretraining sees only
 the training subjects. Prints a table of mean +- std over the seeds.
 
@@ -39,7 +39,7 @@ VOXEL_MM = 4.0
 KINDS = ("local", "network", "coupling")
 MODEL = ["--embed_dim", "32", "--depth", "2", "--d_state", "8", "--headdim", "32"]
 METHODS = ("baseline patch_stats", "baseline fc", "scratch linear", "scratch mamba",
-           "pretrain + full fine-tune", "pretrain + frozen linear")
+           "scratch attention", "pretrain + full fine-tune", "pretrain + frozen linear")
 
 
 def mni_mask_4mm() -> tuple:
@@ -158,6 +158,8 @@ def evaluate_cohort(root: Path, seed: int, epochs: int, frames: int, lr: float =
         auc[f"baseline {feature_set}"] = (entry.get("test") or {}).get("auroc")
     auc["scratch mamba"] = _main_run(MODEL + data + labelled + train + same + [
         "--clf_head_version", "mamba", "--run_name", "scratch_mamba"])["metrics"].get("test/auroc")
+    auc["scratch attention"] = _main_run(MODEL + data + labelled + train + same + [
+        "--clf_head_version", "attention", "--run_name", "scratch_attention"])["metrics"].get("test/auroc")
     pre = _main_run(MODEL + data + same + ["--pretraining", "--max_epochs", str(epochs),
                                            "--learning_rate", str(lr), "--run_name", "pretrain"])
     ckpt = str(Path(pre["run_dir"]) / "checkpoints" / "last.ckpt")

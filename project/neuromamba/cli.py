@@ -131,7 +131,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained backbone: released .pt, this project's .ckpt or a DeepSpeed folder")
     g.add_argument("--allow_pickle", action="store_true",
                    help="allow unpickling arbitrary objects from --load_model_path (only for files you trust)")
-    g.add_argument("--clf_head_version", default="linear", help="head: linear | mamba")
+    g.add_argument("--clf_head_version", default="linear",
+                   help="task head: linear (the original's mean over tokens), mamba (3 Mamba2 "
+                        "blocks, last token) or attention (learned attention pooling over the "
+                        "kept tokens)")
     g.add_argument("--freeze_feature_extractor", action="store_true",
                    help="freeze the pretrained backbone and train only the head")
     g.add_argument("--prompt_tuning", action="store_true",

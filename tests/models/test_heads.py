@@ -36,8 +36,10 @@ def packed_output(samples):
 
 
 def test_registry_and_errors():
-    assert HEADS == {"linear": LinearHead, "mamba": MambaHead}
-    with pytest.raises(ValueError, match="unknown head 'mlp'.*'linear', 'mamba'"):
+    from neuromamba.models.heads import AttentionHead
+
+    assert HEADS == {"linear": LinearHead, "mamba": MambaHead, "attention": AttentionHead}
+    with pytest.raises(ValueError, match="unknown head 'mlp'.*'attention', 'linear', 'mamba'"):
         build_head("mlp", C, 2)
     with pytest.raises(ValueError, match="num_outputs"):
         build_head("linear", C, 0)
@@ -93,3 +95,28 @@ def test_heads_backpropagate_under_bf16_autocast():
     loss.backward()
     assert torch.isfinite(features.grad).all() and features.grad.abs().sum() > 0
     assert all(torch.isfinite(p.grad).all() for p in head.parameters())
+
+
+def test_attention_head_pools_each_sample_alone_and_weights_sum_to_one():
+    """Packed and padded layouts give the same outputs; with scores that single out one token
+    the pooled feature is that token's."""
+    import torch
+
+    from neuromamba.models.fmamba import BackboneOutput
+    from neuromamba.models.heads import AttentionHead, attention_pool
+
+    torch.manual_seed(0)
+    feats = [torch.randn(5, 8), torch.randn(3, 8)]
+    packed = BackboneOutput(torch.cat(feats)[None], torch.zeros(1, 8, 4),
+                            torch.tensor([[0] * 5 + [1] * 3], dtype=torch.int32),
+                            torch.tensor([5, 3]), torch.arange(8)[None], 16)
+    head = AttentionHead(8, 2)
+    got = head(packed)
+    for i, f in enumerate(feats):
+        alone = BackboneOutput(f[None], torch.zeros(1, len(f), 4), None, torch.tensor([len(f)]),
+                               torch.arange(len(f))[None], 16)
+        torch.testing.assert_close(got[i:i + 1], head(alone))
+    scores = torch.full((1, 8), -1e4)
+    scores[0, 2], scores[0, 6] = 0.0, 0.0  # token 2 of sample 0, token 1 of sample 1
+    pooled = attention_pool(packed, scores)
+    torch.testing.assert_close(pooled, torch.stack([feats[0][2], feats[1][1]]))

@@ -233,13 +233,23 @@ def _mamba_head_flops(cfg: FMambaFlopsConfig, seqlen: int) -> Dict[str, int]:
     return {"head": cfg.head_depth * per_block + 2 * C * K + K}
 
 
-HEAD_FLOPS = {"linear": _linear_head_flops, "mamba": _mamba_head_flops}
+def _attention_head_flops(cfg: FMambaFlopsConfig, seqlen: int) -> Dict[str, int]:
+    # a score per token (Linear(C, 1)), softmax, weighted sum, LayerNorm, Linear(C, K).
+    C, K = cfg.embed_dim, cfg.num_outputs
+    return {"head": seqlen * (2 * C + 1) + 3 * seqlen + 2 * seqlen * C
+            + C * ELEMENTWISE_COST["rmsnorm"] + 2 * C * K + K}
+
+
+HEAD_FLOPS = {"linear": _linear_head_flops, "mamba": _mamba_head_flops,
+              "attention": _attention_head_flops}
 
 
 def head_parameters(cfg: FMambaFlopsConfig) -> int:
     C, K = cfg.embed_dim, cfg.num_outputs
     if cfg.head == "linear":
         return C * K + K
+    if cfg.head == "attention":
+        return (C + 1) + 2 * C + C * K + K
     mixer = cfg.head_mixer
     return cfg.head_depth * (C + mixer.num_parameters()) + C + C * K + K
 
