@@ -23,7 +23,8 @@ from neuromamba.analysis.cli_errors import run_cli  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     from neuromamba.analysis.flops import HEAD_FLOPS
     from neuromamba.analysis.flops_cli import MASK_SOURCES
-    from neuromamba.data.scaling import SCALING_METHODS
+    from neuromamba.data.scaling import DEFAULT_SCALING, SCALING_METHODS
+    from neuromamba.models.heads import DEFAULT_HEAD
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="fmamba", choices=["fmamba"])
@@ -39,7 +40,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--downstream_task", default=None,
                    help="fine-tuning cost (head instead of the 432-output layer)")
-    p.add_argument("--clf_head_version", default="linear", choices=list(HEAD_FLOPS))
+    p.add_argument("--clf_head_version", default=DEFAULT_HEAD, choices=list(HEAD_FLOPS))
     p.add_argument("--num_classes", type=int, default=2)
     # Epoch size.
     p.add_argument("--num_clips_per_epoch", type=int, default=None,
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shift the batch's MNI masks by up to this many voxels (inter-subject variation)")
     p.add_argument("--dataset_name", default=None, help="with --image_path (or Dummy): masks of real clips")
     p.add_argument("--image_path", default=None, help="dataset root (implies --mask data)")
-    p.add_argument("--input_scaling_method", default="znorm_minback", choices=list(SCALING_METHODS))
+    p.add_argument("--input_scaling_method", default=DEFAULT_SCALING, choices=list(SCALING_METHODS))
     p.add_argument("--num_batches", type=int, default=4, help="batches of real data to average over")
     p.add_argument("--explain", action="store_true",
                    help="also print the mask-looseness sweeps that explain the original's ratio")

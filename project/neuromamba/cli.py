@@ -34,8 +34,9 @@ def build_parser() -> argparse.ArgumentParser:
     from neuromamba.data.dummy import LABEL_LEVELS
     from neuromamba.data.labels import TASK_TYPES
     from neuromamba.data.samplers import COHORT_SAMPLINGS
-    from neuromamba.data.scaling import SCALING_METHODS
+    from neuromamba.data.scaling import DEFAULT_SCALING, SCALING_METHODS
     from neuromamba.models.embedding import BACKGROUND_REMOVALS, EVAL_BACKGROUND_REMOVALS, POS_EMBEDDINGS
+    from neuromamba.models.heads import DEFAULT_HEAD
     from neuromamba.models.variants import VARIANTS
     from neuromamba.training.loggers import EXTRA_LOGGERS
     from neuromamba.training.metrics import EVAL_LEVELS
@@ -93,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of preprocessed HDF5 runs ({subject}/{run}.h5), one per --dataset_name")
     g.add_argument("--cohort_sampling", default="proportional", choices=list(COHORT_SAMPLINGS),
                    help="multi-cohort training: clips in proportion to cohort size, or uniform per cohort")
-    g.add_argument("--input_scaling_method", default="znorm_minback", choices=list(SCALING_METHODS))
+    g.add_argument("--input_scaling_method", default=DEFAULT_SCALING, choices=list(SCALING_METHODS))
     g.add_argument("--stride_within_seq", type=int, default=1, help="frame step inside a clip")
     g.add_argument("--stride_between_seq", type=float, default=1.0,
                    help="step between consecutive clip starts in clip lengths (sequence_length x "
@@ -131,10 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained backbone: released .pt, this project's .ckpt or a DeepSpeed folder")
     g.add_argument("--allow_pickle", action="store_true",
                    help="allow unpickling arbitrary objects from --load_model_path (only for files you trust)")
-    g.add_argument("--clf_head_version", default="linear",
-                   help="task head: linear (the original's mean over tokens), mamba (3 Mamba2 "
-                        "blocks, last token) or attention (learned attention pooling over the "
-                        "kept tokens)")
+    g.add_argument("--clf_head_version", default=DEFAULT_HEAD,
+                   help="task head: attention (default: learned attention pooling over the kept "
+                        "tokens), linear (the original's mean over tokens) or mamba (3 Mamba2 "
+                        "blocks, last token)")
     g.add_argument("--freeze_feature_extractor", action="store_true",
                    help="freeze the pretrained backbone and train only the head")
     g.add_argument("--prompt_tuning", action="store_true",

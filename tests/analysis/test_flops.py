@@ -174,7 +174,8 @@ def test_data_masks_give_the_models_own_kept_tokens():
                      batch_size=3, num_batches=2)
     masks = masks_from_datamodule(args, cfg)
     assert len(masks.batches) == 2 and all(len(b) == 3 for b in masks.batches)
-    dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=True, batch_size=3, seed=1234)
+    dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=True, batch_size=3, seed=1234,
+                        input_scaling_method="znorm_minback")
     dm.setup("fit")
     assert masks.clips_per_epoch == len(dm.datasets["train"])
     for batch, voxel_masks in zip(dm._loader(dm.datasets["train"], 3), masks.batches):

@@ -23,7 +23,8 @@ def write_nifti(path, shape=(22, 26, 20), frames=9, seed=0):
 
 def expected_clips(data, affine, img_size=(24, 24, 24, 4)):
     """The same pipeline by hand: flip x (RAS -> LAS), place on the 24^3 2 mm world grid by the
-    affine alone, z-norm over brain voxels, background = the minimum, non-overlapping clips."""
+    affine alone, z-norm over brain voxels, non-overlapping clips, and (the default input,
+    znorm_demean) each brain voxel's mean over the clip removed, background 0."""
     las = data[::-1]
     ox = affine[0, 3] + affine[0, 0] * (data.shape[0] - 1)  # world x of LAS voxel 0
     oy, oz = affine[1, 3], affine[2, 3]
@@ -37,8 +38,12 @@ def expected_clips(data, affine, img_size=(24, 24, 24, 4)):
     assert brain.size == np.count_nonzero(data)  # the whole brain is on the grid
     scaled = (grid - brain.mean()) / brain.std()
     T = img_size[3]
-    return [torch.from_numpy(scaled[..., s:s + T].astype(np.float32))[None, None]
-            for s in range(0, data.shape[-1] - T + 1, T)]
+    clips = []
+    for s in range(0, data.shape[-1] - T + 1, T):
+        clip = scaled[..., s:s + T] - scaled[..., s:s + T].mean(-1, keepdims=True)
+        clip[~(grid[..., s:s + T] != 0).any(-1)] = 0.0
+        clips.append(torch.from_numpy(clip.astype(np.float32))[None, None])
+    return clips
 
 
 def _run(repo_root, *args):

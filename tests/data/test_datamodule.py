@@ -32,8 +32,8 @@ def test_dummy_batch_contract(tmp_path):
 
 
 def test_dummy_is_deterministic_and_subjects_differ():
-    a = FMRIDataModule("Dummy", downstream_task="sex", **SMALL)
-    b = FMRIDataModule("Dummy", downstream_task="sex", **SMALL)
+    a = FMRIDataModule("Dummy", downstream_task="sex", input_scaling_method="znorm_minback", **SMALL)
+    b = FMRIDataModule("Dummy", downstream_task="sex", input_scaling_method="znorm_minback", **SMALL)
     a.setup(), b.setup()
     x, y = a.datasets["train"][3], b.datasets["train"][3]
     assert x["subject"] == y["subject"] and torch.equal(x["fmri"], y["fmri"])

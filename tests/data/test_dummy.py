@@ -10,18 +10,19 @@ from neuromamba.data.dummy import (DummyGenerator, DummySpec, class_labels, sign
                                    write_dummy_runs)
 
 
-def _features(dm, split):
+def _features(dm, split, over_time="mean"):
     xs, ys = [], []
     for batch in dm._loader(dm.datasets[split], 16):
-        x = batch["fmri"][:, 0].mean(-1)  # time-average, then 4^3 average pool: 64 features
+        x = getattr(batch["fmri"][:, 0], over_time)(-1)  # over time, then 4^3 average pool: 64 features
         xs.append(torch.nn.functional.adaptive_avg_pool3d(x, 4).flatten(1).numpy())
         ys.append(batch["target"].numpy())
     return np.concatenate(xs), np.concatenate(ys)
 
 
 def test_planted_class_signal_is_learnable_by_a_linear_probe():
+    """The static part: the region's brightness, in the paper's input."""
     dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), downstream_task="sex",
-                        dummy_num_subjects=40, dummy_num_frames=8)
+                        dummy_num_subjects=40, dummy_num_frames=8, input_scaling_method="znorm_minback")
     dm.setup()
     for split in ("train", "val", "test"):  # every split holds both classes
         assert set(dm.datasets[split].datasets[0].targets) == {0, 1}
@@ -31,10 +32,24 @@ def test_planted_class_signal_is_learnable_by_a_linear_probe():
     assert roc_auc_score(y_test, probe.predict_proba(x_test)[:, 1]) >= 0.9
 
 
+def test_planted_functional_signal_survives_the_default_input():
+    """The functional part: the default input has no static image left (every brain voxel's
+    mean over the clip is 0), yet the region's fluctuation tells the classes apart."""
+    dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), downstream_task="sex",
+                        dummy_num_subjects=40, dummy_num_frames=8)
+    dm.setup()
+    clip = dm.datasets["train"][0]["fmri"][0].numpy()
+    np.testing.assert_allclose(clip.mean(-1), 0.0, atol=1e-5)
+    x_train, y_train = _features(dm, "train", over_time="std")
+    x_test, y_test = _features(dm, "test", over_time="std")
+    probe = LogisticRegression(max_iter=2000).fit(x_train, y_train)
+    assert roc_auc_score(y_test, probe.predict_proba(x_test)[:, 1]) >= 0.9
+
+
 def test_planted_regression_signal_is_learnable():
     dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), downstream_task="age",
                         downstream_task_type="regression", dummy_num_subjects=40,
-                        dummy_num_frames=4)
+                        dummy_num_frames=4, input_scaling_method="znorm_minback")
     dm.setup()
     x_train, y_train = _features(dm, "train")
     x_test, y_test = np.concatenate([_features(dm, s)[0] for s in ("val", "test")]), \

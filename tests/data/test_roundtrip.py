@@ -36,6 +36,9 @@ def independent_scaling(raw, brain_values, method):
         y = (raw - lo) / (hi - lo)
     if method.endswith("zeroback"):
         y = np.where(raw == 0, 0.0, y)
+    if method == "znorm_demean":  # raw is one clip (D, H, W, T): voxel means over time removed
+        y = y - y.mean(axis=-1, keepdims=True)
+        y[~(raw != 0).any(axis=-1)] = 0.0
     return y
 
 

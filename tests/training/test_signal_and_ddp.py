@@ -20,7 +20,7 @@ def test_dummy_finetune_learns_planted_signal(tmp_path):
     args = parse_args(TINY + ["--downstream_task", "sex", "--dummy_num_subjects", "40", "--train_split", "0.5",
                               "--val_split", "0.2", "--batch_size", "4",
                               "--max_epochs", "4", "--learning_rate", "2e-2", "--weight_decay", "0",
-                              "--clf_head_version", "linear", "--seed", "3", "--output_dir", str(tmp_path),
+                              "--seed", "3", "--output_dir", str(tmp_path),
                               "--run_name", "auc"])
     result = run(args)
     assert result["metrics"]["test/auroc"] >= 0.9

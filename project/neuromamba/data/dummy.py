@@ -1,9 +1,11 @@
 """Synthetic brain-shaped 4D fMRI with a planted, learnable label signal (the demo data).
 
 Each subject gets an ellipsoid "brain" in a zero background, a smooth subject-specific baseline,
-and a few smooth spatial components that fluctuate over time. The label is planted as an
-intensity change in a fixed sub-region (a sphere in one "hemisphere"): higher classes / larger
-regression targets make the region brighter. Everything is a pure function of (seed, subject,
+and a few smooth spatial components that fluctuate over time. The label is planted in a fixed
+sub-region (a sphere in one "hemisphere") twice: higher classes / larger regression targets make
+the region brighter (a static signal, what the paper's ``znorm_minback`` input shows) and add
+a fluctuation of their own there (a functional signal: what survives the default
+``znorm_demean`` input, which removes every voxel's mean over the clip). Everything is a pure function of (seed, subject,
 run, frame), so any clip can be generated on its own, in any worker, with nothing on disk.
 """
 from __future__ import annotations
@@ -19,6 +21,7 @@ TISSUE_CONTRAST = 500.0    # smooth "anatomy" shared by all subjects, as after M
 SUBJECT_VARIATION = 60.0   # smooth per-subject baseline variation
 TEMPORAL_AMPLITUDE = 40.0  # fluctuation of the spatial components over time
 SIGNAL_GAIN = 1.0          # region intensity x (1 + SIGNAL_GAIN * label strength in [0, 1])
+SIGNAL_FLUCTUATION = 200.0  # + SIGNAL_FLUCTUATION * strength * unit-variance noise per frame in the region
 NUM_COMPONENTS = 3
 AGE_RANGE = (20.0, 80.0)
 # What one label belongs to: a subject, or a run (task state: the label is the run's state).
@@ -119,6 +122,7 @@ class _SubjectVolumes:
     frequencies: np.ndarray  # (K,)
     phases: np.ndarray      # (K,)
     stats: dict
+    signal: np.ndarray      # float32 (D, H, W): the functional signal's amplitude per voxel
 
 
 def _subject_volumes(spec: DummySpec, subject_index: int, run_index: int,
@@ -140,8 +144,9 @@ def _subject_volumes(spec: DummySpec, subject_index: int, run_index: int,
     values = mean[brain].astype(np.float64)
     stats = {"valid_voxels": float(values.size * spec.num_frames), "mean": float(values.mean()),
              "std": float(values.std()), "min": float(values.min()), "max": float(values.max())}
+    signal = (SIGNAL_FLUCTUATION * strength * (signal_region(shape) & brain)).astype(np.float32)
     return _SubjectVolumes(brain, mean, components, rng.uniform(0.02, 0.15, NUM_COMPONENTS),
-                           rng.uniform(0, 2 * np.pi, NUM_COMPONENTS), stats)
+                           rng.uniform(0, 2 * np.pi, NUM_COMPONENTS), stats, signal)
 
 
 class DummyGenerator:
@@ -177,6 +182,13 @@ class DummyGenerator:
         courses = np.sin(2 * np.pi * vol.frequencies[None, :] * t[:, None] + vol.phases[None, :])
         out = np.tensordot(courses.astype(np.float32), vol.components, axes=(1, 0))
         out += vol.mean[None]
+        if vol.signal.any():  # unit-variance noise per frame, a pure function of (seed, subject,
+            # run, frame); bounded (|.| <= 1.74 * 200 < the region's least value 400) so raw
+            # brain values stay positive
+            keys = (self.spec.seed, self._index[subject], self._runs[run])
+            course = np.array([np.random.default_rng([*keys, int(f), 7]).uniform(-3 ** 0.5, 3 ** 0.5)
+                               for f in np.asarray(frame_indices)], dtype=np.float32)
+            out += course[:, None, None, None] * vol.signal[None]
         return out.astype(np.float32, copy=False)
 
 

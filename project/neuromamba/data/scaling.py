@@ -8,8 +8,14 @@ max of the run:
 - ``znorm_zeroback`` : the same, then background set to 0
 - ``minmax_minback`` : (x - m) / (M - m); background becomes -m/(M - m), the volume minimum
 - ``minmax_zeroback``: the same, then background set to 0
+- ``znorm_demean``   : (x - mu) / sigma, then each brain voxel's mean over the clip subtracted;
+  background 0. The static image is a subject fingerprint (texture, coil, anatomy) that a model
+  memorises instead of learning the fluctuations (benchmarks/learnability.py: with it, train
+  loss reaches its floor and held-out AUC stays at chance); the fluctuations keep their
+  run-relative amplitude. The default for new runs; ``znorm_minback`` is the paper's input.
 
-"Background" is a raw value of exactly 0 (skull-stripped data, zero padding).
+"Background" is a raw value of exactly 0 (skull-stripped data, zero padding); for
+``znorm_demean`` a voxel that is 0 in every frame of the clip.
 """
 from __future__ import annotations
 
@@ -28,6 +34,7 @@ class ScalingMethod:
     name: str
     affine: Callable[[Mapping[str, float]], tuple]  # stats -> (offset, scale): y = (x - offset) * scale
     background: str  # "min" (background is the volume minimum) or "zero"
+    demean_over_time: bool = False  # subtract each brain voxel's mean over the clip
 
 
 def _znorm(stats: Mapping[str, float]) -> tuple:
@@ -44,7 +51,10 @@ SCALING_METHODS = {
     "znorm_zeroback": ScalingMethod("znorm_zeroback", _znorm, "zero"),
     "minmax_minback": ScalingMethod("minmax_minback", _minmax, "min"),
     "minmax_zeroback": ScalingMethod("minmax_zeroback", _minmax, "zero"),
+    "znorm_demean": ScalingMethod("znorm_demean", _znorm, "zero", demean_over_time=True),
 }
+DEFAULT_SCALING = "znorm_demean"
+PAPER_SCALING = "znorm_minback"  # the original's input; what the released checkpoints saw
 
 
 def get_scaling(name: str) -> ScalingMethod:
@@ -65,13 +75,18 @@ def background_value_for(scaling_method: str) -> str:
 
 
 def scale_inplace(raw: np.ndarray, stats: Mapping[str, float], scaling_method: str) -> np.ndarray:
-    """Scale a float32 array of raw values in place and return it."""
+    """Scale a float32 array of raw values in place and return it. For a method that demeans
+    over time, ``raw`` is one clip with time on the last axis, ``(D, H, W, T)``."""
     method = get_scaling(scaling_method)
     offset, scale = method.affine(stats)
-    if method.background == "zero":
+    if method.demean_over_time:
+        background = ~np.any(raw != 0, axis=-1)  # 0 in every frame
+    elif method.background == "zero":
         background = raw == 0
     raw -= np.float32(offset)
     raw *= np.float32(scale)
+    if method.demean_over_time:
+        raw -= raw.mean(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
     if method.background == "zero":
         raw[background] = 0.0
     return raw

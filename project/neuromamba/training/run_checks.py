@@ -63,6 +63,23 @@ def check_checkpoint_grid(data_grid: dict, checkpoint: str, allow_pickle: bool =
     return []
 
 
+def pretrained_input_notes(scaling_method: str, checkpoint: str, allow_pickle: bool = False) -> list:
+    """A note when ``--load_model_path`` was pretrained on another input scaling than this run's
+    (released checkpoints saw the paper's ``znorm_minback``): legal, but a shift in what the
+    backbone sees, so the user hears of it."""
+    from neuromamba.data.scaling import PAPER_SCALING
+
+    if not checkpoint or not Path(checkpoint).is_file():  # a DeepSpeed folder keeps no config
+        return []
+    config = project_checkpoint_config(checkpoint, allow_pickle)
+    trained = PAPER_SCALING if config is None else config.get("input_scaling_method", PAPER_SCALING)
+    if trained == scaling_method:
+        return []
+    return [f"{checkpoint} was pretrained on --input_scaling_method {trained}, this run uses "
+            f"{scaling_method}; pass --input_scaling_method {trained} to fine-tune on the input "
+            f"the backbone learned"]
+
+
 def apply_test_checkpoint_settings(args) -> list:
     """``--test_only``: evaluate on the checkpoint run's own split file and clip settings
     (unless ``--override_checkpoint_settings``); an explicit ``--split_file`` wins. Returns

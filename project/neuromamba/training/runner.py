@@ -14,7 +14,7 @@ from neuromamba.console import NeuroMambaWarning
 from neuromamba.training.module import NeuroMambaModule
 from neuromamba.training.outputs import default_run_name, make_run_dir, write_args_yaml
 from neuromamba.training.run_checks import (apply_test_checkpoint_settings, check_checkpoint_grid,
-                                            check_resume, check_test_task)
+                                            check_resume, check_test_task, pretrained_input_notes)
 from neuromamba.training.trainer import build_trainer, monitor_for
 
 
@@ -92,6 +92,8 @@ def run(args, extra_callbacks=()) -> dict:
         if checkpoint:
             for note in check_checkpoint_grid(args.data_grid, checkpoint, args.allow_pickle):
                 warnings.warn(note, NeuroMambaWarning, stacklevel=2)
+    for note in pretrained_input_notes(args.input_scaling_method, args.load_model_path, args.allow_pickle):
+        warnings.warn(note, NeuroMambaWarning, stacklevel=2)
     _write_args(run_dir, args)
     # A checkpoint file carries its own hyper-parameters; a DeepSpeed checkpoint folder is
     # loaded by the DeepSpeed strategy into a module built from the flags.
