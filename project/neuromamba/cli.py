@@ -94,7 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder of preprocessed HDF5 runs ({subject}/{run}.h5), one per --dataset_name")
     g.add_argument("--cohort_sampling", default="proportional", choices=list(COHORT_SAMPLINGS),
                    help="multi-cohort training: clips in proportion to cohort size, or uniform per cohort")
-    g.add_argument("--input_scaling_method", default=DEFAULT_SCALING, choices=list(SCALING_METHODS))
+    g.add_argument("--input_scaling_method", default=None, choices=list(SCALING_METHODS),
+                   help=f"load-time scaling of the raw values (default: {DEFAULT_SCALING}, which also "
+                        "removes each brain voxel's mean over the clip; with --load_model_path, the "
+                        "input that checkpoint was pretrained on: znorm_minback, the paper's, for "
+                        "released checkpoints); see ADDING_YOUR_DATASET.md, section 6")
     g.add_argument("--stride_within_seq", type=int, default=1, help="frame step inside a clip")
     g.add_argument("--stride_between_seq", type=float, default=1.0,
                    help="step between consecutive clip starts in clip lengths (sequence_length x "
@@ -273,6 +277,13 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     """Fill derived fields and reject contradictory flags."""
     from neuromamba.models.variants import resolve_dims
 
+    from neuromamba.data.scaling import DEFAULT_SCALING
+
+    # Unset, the scaling follows a --load_model_path checkpoint (resolved by the runner, which
+    # reads the checkpoint); until then, and without one, it is the default.
+    args.input_scaling_follows_checkpoint = args.input_scaling_method is None and bool(args.load_model_path)
+    if args.input_scaling_method is None:
+        args.input_scaling_method = DEFAULT_SCALING
     for key in ("embed_dim", "depth", "d_state", "headdim"):
         if getattr(args, key) is not None and getattr(args, key) < 1:
             raise ValueError(f"--{key} must be positive, got {getattr(args, key)}")

@@ -26,8 +26,8 @@ SHARED_HELP = {
     "--dataset_name": "dataset registry name (HCP, S1200, ABCD, UKB, CSV, or Dummy: synthetic data)",
     "--image_path": "folder of preprocessed HDF5 runs ({subject}/{run}.h5)",
     "--input_scaling_method": "load-time scaling of the raw values with each run's brain statistics; "
-                              "znorm_demean (default) also removes each voxel's mean over the "
-                              "clip, znorm_minback is the paper's input "
+                              "znorm_demean also removes each brain voxel's mean over the clip, "
+                              "znorm_minback is the paper's input "
                               "(see ADDING_YOUR_DATASET.md, section 6)",
     "--train_split": "fraction of subjects (not clips) in the training split",
     "--val_split": "fraction of subjects in the validation split (the rest is the test split)",

@@ -63,17 +63,34 @@ def check_checkpoint_grid(data_grid: dict, checkpoint: str, allow_pickle: bool =
     return []
 
 
-def pretrained_input_notes(scaling_method: str, checkpoint: str, allow_pickle: bool = False) -> list:
-    """A note when ``--load_model_path`` was pretrained on another input scaling than this run's
-    (released checkpoints saw the paper's ``znorm_minback``): legal, but a shift in what the
-    backbone sees, so the user hears of it."""
+def pretrained_input_scaling(checkpoint: str, allow_pickle: bool = False) -> Optional[str]:
+    """The ``--input_scaling_method`` a checkpoint was trained on: its run's, the paper's for a
+    released (or pre-``znorm_demean``) file, None for a DeepSpeed folder (no config kept)."""
     from neuromamba.data.scaling import PAPER_SCALING
 
-    if not checkpoint or not Path(checkpoint).is_file():  # a DeepSpeed folder keeps no config
-        return []
+    if not checkpoint or not Path(checkpoint).is_file():
+        return None
     config = project_checkpoint_config(checkpoint, allow_pickle)
-    trained = PAPER_SCALING if config is None else config.get("input_scaling_method", PAPER_SCALING)
-    if trained == scaling_method:
+    return PAPER_SCALING if config is None else config.get("input_scaling_method", PAPER_SCALING)
+
+
+def follow_pretrained_input(args) -> list:
+    """``--load_model_path`` without ``--input_scaling_method``: fine-tune on the input the
+    backbone was pretrained on (the paper's for released checkpoints). Returns notes."""
+    if not getattr(args, "input_scaling_follows_checkpoint", False):
+        return []
+    trained = pretrained_input_scaling(args.load_model_path, getattr(args, "allow_pickle", False))
+    if trained is None or trained == args.input_scaling_method:
+        return []
+    args.input_scaling_method = trained
+    return [f"--input_scaling_method {trained} (what --load_model_path was pretrained on)"]
+
+
+def pretrained_input_notes(scaling_method: str, checkpoint: str, allow_pickle: bool = False) -> list:
+    """A note when ``--load_model_path`` was pretrained on another input scaling than the one
+    this run was given: legal, but a shift in what the backbone sees, so the user hears of it."""
+    trained = pretrained_input_scaling(checkpoint, allow_pickle)
+    if trained is None or trained == scaling_method:
         return []
     return [f"{checkpoint} was pretrained on --input_scaling_method {trained}, this run uses "
             f"{scaling_method}; pass --input_scaling_method {trained} to fine-tune on the input "

@@ -14,7 +14,8 @@ from neuromamba.console import NeuroMambaWarning
 from neuromamba.training.module import NeuroMambaModule
 from neuromamba.training.outputs import default_run_name, make_run_dir, write_args_yaml
 from neuromamba.training.run_checks import (apply_test_checkpoint_settings, check_checkpoint_grid,
-                                            check_resume, check_test_task, pretrained_input_notes)
+                                            check_resume, check_test_task, follow_pretrained_input,
+                                            pretrained_input_notes)
 from neuromamba.training.trainer import build_trainer, monitor_for
 
 
@@ -78,6 +79,8 @@ def run(args, extra_callbacks=()) -> dict:
         check_test_task(args, args.allow_pickle)
         for note in apply_test_checkpoint_settings(args):
             rank_zero_info(f"[neuromamba] --test_only uses {note}")
+    for note in follow_pretrained_input(args):
+        rank_zero_info(f"[neuromamba] using {note}")
     if args.resume_ckpt_path:
         check_resume(args, args.allow_pickle)
 
