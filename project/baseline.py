@@ -3,8 +3,8 @@
     python project/baseline.py --run_dir runs/HCP_sex_classification_E192_D12_seed1234_x
 
 Reads the run folder's args.yaml and split file, computes per-clip features on the model's
-token grid (or an atlas) from the z-scored clips (for a znorm_demean run too: the temporal
-means the model does not see are then extra information for the baseline), fits scikit-learn models on the train subjects (penalty chosen by
+token grid (or an atlas) from the clips as the model saw them (on a znorm_demean run the
+temporal means are 0 and patch_stats is the temporal std alone), fits scikit-learn models on the train subjects (penalty chosen by
 cross-validation grouped by subject) and evaluates the val/test subjects exactly as the model's
 evaluation does. Writes <run_dir>/baselines/<features>/predictions_{val,test}.csv, the ROC or
 scatter PNG, and <run_dir>/baselines/summary.json.

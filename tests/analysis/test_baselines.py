@@ -63,18 +63,8 @@ def test_baselines_use_the_runs_split_and_metrics(classification_run, repo_root)
     assert summary["split_file"].endswith(".txt") and summary["parcels"].startswith("token grid (64")
     stats = summary["feature_sets"]["patch_stats"]
     assert stats["n_features"] == 128 and "model__C" in stats["chosen"]
-    # the Dummy data plant a brighter region in one class: parcel means find it, also for a
-    # run on demeaned clips (the baseline reads the z-scored clips, static image included)
+    # the Dummy data plant a brighter region in one class: parcel means find it
     assert stats["test"]["auroc"] >= 0.8
-
-
-def test_baseline_of_a_demeaned_run_reads_z_scored_clips(classification_run):
-    import yaml
-
-    from neuromamba.analysis.baseline_cli import run_settings
-
-    assert yaml.safe_load((classification_run / "args.yaml").read_text())["input_scaling_method"] == "znorm_demean"
-    assert run_settings(str(classification_run)).input_scaling_method == "znorm_minback"
 
 
 def test_baseline_refuses_a_pretraining_run(tmp_path, repo_root):

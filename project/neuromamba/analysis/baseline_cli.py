@@ -29,13 +29,6 @@ def run_settings(run_dir: str) -> argparse.Namespace:
     if not split or not Path(split).is_file():
         raise FileNotFoundError(f"--run_dir {run_dir}: its split file is missing")
     args.split_file = str(split)
-    # A run on demeaned clips (znorm_demean) is compared with features of the z-scored clips:
-    # their temporal std is the same, and the temporal means (the static image the model no
-    # longer sees) are kept, so the baseline is never weaker for the model's input choice.
-    from neuromamba.data.scaling import PAPER_SCALING, get_scaling
-
-    if get_scaling(getattr(args, "input_scaling_method", PAPER_SCALING)).demean_over_time:
-        args.input_scaling_method = PAPER_SCALING
     return args
 
 
