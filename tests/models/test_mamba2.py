@@ -158,7 +158,9 @@ def test_chunk_scan_seq_idx_and_dt_limit_fp64():
     assert rel_err(plain[0, 7:], ref[0, 7:]) > 1e-3
 
 
-def test_causal_conv_matches_nn_conv1d_and_grads():
+@pytest.mark.parametrize("tile", [2, 3, 5, 512])  # tiles shorter than the kernel, and one tile
+def test_causal_conv_matches_nn_conv1d_and_grads(monkeypatch, tile):
+    monkeypatch.setattr(ssd, "CONV_TILE_TOKENS", tile)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 11, 6, dtype=torch.float64, generator=gen, requires_grad=True)
     w = torch.randn(6, 4, dtype=torch.float64, generator=gen, requires_grad=True)
@@ -172,6 +174,14 @@ def test_causal_conv_matches_nn_conv1d_and_grads():
         (x, w, bias))
     # Short sequences (shorter than the kernel) work too.
     assert torch.autograd.gradcheck(lambda a, b: ssd.causal_conv1d_ref(a[:, :2], b), (x, w))
+    # With SiLU, equal to F.silu of the reference conv, values and gradients.
+    grad = torch.randn(2, 11, 6, dtype=torch.float64, generator=gen)
+    fused = ssd.causal_conv1d_ref(x, w, bias, activation="silu")
+    expected = F.silu(F.conv1d(x.transpose(1, 2), w[:, None], bias, padding=3, groups=6)[..., :11].transpose(1, 2))
+    assert rel_err(fused, expected) < 1e-14
+    for got, want in zip(torch.autograd.grad(fused, (x, w, bias), grad),
+                         torch.autograd.grad(expected, (x, w, bias), grad)):
+        assert rel_err(got, want) < 1e-12
 
 
 def test_causal_conv_on_a_column_slice_equals_contiguous_input():
@@ -491,7 +501,11 @@ def test_fused_matches_pure_on_gpu(monkeypatch, use_mem_eff_path):
 
 @pytest.mark.parametrize("norm_before_gate", [False, True])
 @pytest.mark.parametrize("with_gate", [False, True])
-def test_rmsnorm_gated_gradcheck(norm_before_gate, with_gate):
+@pytest.mark.parametrize("tile_rows", [3, 512])  # 8 rows in tiles of 3 (the last one short), one tile
+def test_rmsnorm_gated_gradcheck(monkeypatch, norm_before_gate, with_gate, tile_rows):
+    import neuromamba.models.mamba2 as m2
+
+    monkeypatch.setattr(m2, "NORM_TILE_ROWS", tile_rows)
     norm = RMSNormGated(6, group_size=3, norm_before_gate=norm_before_gate).double()
     with torch.no_grad():
         norm.weight.copy_(torch.tensor([0.5, 1.0, 1.5, 2.0, -1.0, 0.3]))

@@ -78,65 +78,106 @@ class RMSNormGated(nn.Module):
         return _GatedRMSNorm.apply(x, z, self.weight, self.eps, group, self.norm_before_gate)
 
 
+# Rows (tokens) per tile of the gated RMSNorm: its ~8 elementwise passes then run on a tile that
+# stays in the cache instead of streaming the whole (L, d_ssm) tensor through memory each time.
+NORM_TILE_ROWS = 1024
+
+
+def _row_tiles(rows: int):
+    return (slice(start, min(rows, start + NORM_TILE_ROWS)) for start in range(0, rows, NORM_TILE_ROWS))
+
+
 class _GatedRMSNorm(torch.autograd.Function):
     """Gated RMSNorm with a hand-written backward (fp32 inside, output in x's dtype).
 
     Autograd would save and revisit ~6 full-size fp32 intermediates; this saves only the
-    inputs and the per-group inverse RMS and recomputes the cheap products.
+    inputs and the per-group inverse RMS and recomputes the cheap products, tile by tile of
+    rows (every row is normalised on its own, so tiling changes no value).
     """
 
     @staticmethod
     def forward(ctx, x, z, weight, eps, group, norm_before_gate):
-        cdt = _compute_dtype(x)
+        width = x.shape[-1]
+        rows = x.reshape(-1, width)
+        zs = None if z is None else z.reshape(-1, width)
+        out = torch.empty(rows.shape, dtype=x.dtype, device=x.device)
+        rstd = torch.empty(rows.shape[0], width // group, 1, dtype=_compute_dtype(x), device=x.device)
         with torch.autocast(x.device.type, enabled=False):
-            silu_z = None if z is None else F.silu(z.to(cdt))
-            g = _gate_input(x, silu_z, norm_before_gate, group)  # (..., groups, group)
-            # vector_norm is one fused pass; square().mean() would be two.
-            rms = torch.linalg.vector_norm(g, dim=-1, keepdim=True) * group ** -0.5
-            rstd = torch.rsqrt(rms.square() + eps)
-            out = (g * rstd).flatten(-2) * weight.to(cdt)
-            if silu_z is not None and norm_before_gate:
-                out = out * silu_z
+            for tile in _row_tiles(rows.shape[0]):
+                out[tile], rstd[tile] = _norm_rows(rows[tile], None if zs is None else zs[tile],
+                                                   weight, eps, group, norm_before_gate)
         ctx.save_for_backward(x, z, weight, rstd)
         ctx.config = (group, norm_before_gate)
-        return out.to(x.dtype)
+        return out.view(x.shape)
 
     @staticmethod
     def backward(ctx, grad_out):
         x, z, weight, rstd = ctx.saved_tensors
         group, norm_before_gate = ctx.config
-        cdt = _compute_dtype(x)
+        width = x.shape[-1]
+        rows, dout = x.reshape(-1, width), grad_out.reshape(-1, width)
+        zs = None if z is None else z.reshape(-1, width)
+        grad_x = torch.empty(rows.shape, dtype=x.dtype, device=x.device)
+        grad_z = None if z is None else torch.empty(zs.shape, dtype=z.dtype, device=z.device)
+        grad_w = torch.zeros(width, dtype=_compute_dtype(x), device=x.device)
         with torch.autocast(x.device.type, enabled=False):
-            z32 = None if z is None else z.to(cdt)
-            silu_z = None if z is None else F.silu(z32)
-            w = weight.to(cdt)
-            g = _gate_input(x, silu_z, norm_before_gate, group)  # (..., groups, group)
-            normed = g.mul_(rstd) if g.data_ptr() != x.data_ptr() else g * rstd
-            normed = normed.flatten(-2)
-            dout = grad_out.to(cdt)
-            grad_z = None
-            if z is not None and norm_before_gate:
-                grad_z = torch.ops.aten.silu_backward(dout * normed * w, z32)
-                dout = dout * silu_z
-            # t = dout o normed serves both grad_w (its column sums) and, weighted by w, the
-            # per-group mean <dn, normed> / group that the RMS backward subtracts.
-            t = dout * normed
-            grad_w = t.reshape(-1, t.shape[-1]).sum(0)
-            groups = g.shape[-2]
-            if groups == 1:
-                mean_dn_n = (t @ w)[..., None, None] / group
-            else:
-                mean_dn_n = (t * w).unflatten(-1, g.shape[-2:]).sum(-1, keepdim=True) / group
-            grad_g = torch.mul(dout, w).unflatten(-1, g.shape[-2:])
-            grad_g.addcmul_(normed.unflatten(-1, g.shape[-2:]), mean_dn_n, value=-1).mul_(rstd)
-            grad_g = grad_g.flatten(-2)
-            if z is not None and not norm_before_gate:
-                grad_z = torch.ops.aten.silu_backward(grad_g * x.to(cdt), z32)
-                grad_x = grad_g.mul_(silu_z)
-            else:
-                grad_x = grad_g
-        return (grad_x.to(x.dtype), None if z is None else grad_z.to(z.dtype),
+            for tile in _row_tiles(rows.shape[0]):
+                gx, gz, gw = _norm_rows_backward(dout[tile], rows[tile], None if zs is None else zs[tile],
+                                                 weight, rstd[tile], group, norm_before_gate)
+                grad_x[tile] = gx
+                if gz is not None:
+                    grad_z[tile] = gz
+                grad_w += gw
+        return (grad_x.view(x.shape), None if z is None else grad_z.view(z.shape),
                 grad_w.to(weight.dtype), None, None, None)
+
+
+def _norm_rows(x, z, weight, eps, group, norm_before_gate):
+    """Forward on (rows, width) -> (out in x's dtype, rstd (rows, groups, 1))."""
+    cdt = _compute_dtype(x)
+    silu_z = None if z is None else F.silu(z.to(cdt))
+    g = _gate_input(x, silu_z, norm_before_gate, group)  # (rows, groups, group)
+    # vector_norm is one fused pass; square().mean() would be two.
+    rms = torch.linalg.vector_norm(g, dim=-1, keepdim=True) * group ** -0.5
+    rstd = torch.rsqrt(rms.square() + eps)
+    out = (g * rstd).flatten(-2) * weight.to(cdt)
+    if silu_z is not None and norm_before_gate:
+        out = out * silu_z
+    return out.to(x.dtype), rstd
+
+
+def _norm_rows_backward(grad_out, x, z, weight, rstd, group, norm_before_gate):
+    """Backward on (rows, width) -> (grad_x, grad_z or None, this tile's grad_w in fp32)."""
+    cdt = _compute_dtype(x)
+    z32 = None if z is None else z.to(cdt)
+    silu_z = None if z is None else F.silu(z32)
+    w = weight.to(cdt)
+    g = _gate_input(x, silu_z, norm_before_gate, group)  # (rows, groups, group)
+    normed = g.mul_(rstd) if g.data_ptr() != x.data_ptr() else g * rstd
+    normed = normed.flatten(-2)
+    dout = grad_out.to(cdt)
+    grad_z = None
+    if z is not None and norm_before_gate:
+        grad_z = torch.ops.aten.silu_backward(dout * normed * w, z32)
+        dout = dout * silu_z
+    # t = dout o normed serves both grad_w (its column sums) and, weighted by w, the
+    # per-group mean <dn, normed> / group that the RMS backward subtracts.
+    t = dout * normed
+    grad_w = t.sum(0)
+    groups = g.shape[-2]
+    if groups == 1:
+        mean_dn_n = (t @ w)[..., None, None] / group
+    else:
+        mean_dn_n = (t * w).unflatten(-1, g.shape[-2:]).sum(-1, keepdim=True) / group
+    grad_g = torch.mul(dout, w).unflatten(-1, g.shape[-2:])
+    grad_g.addcmul_(normed.unflatten(-1, g.shape[-2:]), mean_dn_n, value=-1).mul_(rstd)
+    grad_g = grad_g.flatten(-2)
+    if z is not None and not norm_before_gate:
+        grad_z = torch.ops.aten.silu_backward(grad_g * x.to(cdt), z32)
+        grad_x = grad_g.mul_(silu_z)
+    else:
+        grad_x = grad_g
+    return grad_x.to(x.dtype), None if grad_z is None else grad_z.to(z.dtype), grad_w
 
 
 def _gate_input(x, silu_z, norm_before_gate, group):

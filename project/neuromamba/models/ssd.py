@@ -60,47 +60,80 @@ def _shift_right(t: torch.Tensor, shift: int) -> torch.Tensor:
     return out
 
 
+# Tokens per tile of the conv: its 4 passes (and SiLU) then run on a tile that stays in the
+# cache instead of streaming the whole (L, channels) tensor through memory 4 times. 512 tokens
+# x 480 channels (Base) is ~2 MB per tensor (benchmarks/README_mamba2.md).
+CONV_TILE_TOKENS = 1024
+
+
+def _tiles(seqlen: int):
+    return ((start, min(seqlen, start + CONV_TILE_TOKENS)) for start in range(0, seqlen, CONV_TILE_TOKENS))
+
+
 class _CausalConv1d(torch.autograd.Function):
-    """Depthwise causal conv as shifted multiply-adds with a hand-written backward.
+    """Depthwise causal conv (+ SiLU) as shifted multiply-adds with a hand-written backward.
 
     Each tap is one in-place multiply-add on a time-shifted slice (no padded copies; autograd
-    through slices would allocate a zero-filled full-size gradient per tap). Taps are dropped
-    where ``same_seq[shift - 1]`` is 0 (packed-sequence boundaries).
+    through slices would allocate a zero-filled full-size gradient per tap), done tile by tile
+    along time so a tile's taps and its activation hit the cache. Taps are dropped where
+    ``same_seq[shift - 1]`` is 0 (packed-sequence boundaries).
     """
 
     @staticmethod
-    def forward(ctx, x, weight, bias, same_seq):
+    def forward(ctx, x, weight, bias, same_seq, silu):
         seqlen, width = x.shape[1], weight.shape[1]
-        if bias is None:
-            out = x * weight[:, width - 1]
-        else:
-            out = torch.addcmul(bias, x, weight[:, width - 1])
-        for shift in range(1, min(width, seqlen)):
-            past = x[:, : seqlen - shift]
-            if same_seq is not None:
-                past = past * same_seq[shift - 1][:, shift:]
-            out[:, shift:].addcmul_(past, weight[:, width - 1 - shift])
-        ctx.save_for_backward(x, weight, same_seq)
-        ctx.has_bias = bias is not None
+        pre = torch.empty_like(x)  # the conv output (before SiLU)
+        out = torch.empty_like(x) if silu else pre
+        for start, stop in _tiles(seqlen):
+            tile = pre[:, start:stop]
+            if bias is None:
+                torch.mul(x[:, start:stop], weight[:, width - 1], out=tile)
+            else:
+                torch.addcmul(bias, x[:, start:stop], weight[:, width - 1], out=tile)
+            for shift in range(1, width):
+                lo = max(start, shift)  # outputs t in [lo, stop) read x[t - shift]
+                if lo >= stop:
+                    continue
+                past = x[:, lo - shift: stop - shift]
+                if same_seq is not None:
+                    past = past * same_seq[shift - 1][:, lo:stop]
+                pre[:, lo:stop].addcmul_(past, weight[:, width - 1 - shift])
+            if silu:
+                torch.ops.aten.silu.out(tile, out=out[:, start:stop])
+        ctx.save_for_backward(x, weight, same_seq, pre if silu else None)
+        ctx.has_bias, ctx.silu = bias is not None, silu
         return out
 
     @staticmethod
     def backward(ctx, grad_out):
-        x, weight, same_seq = ctx.saved_tensors
+        x, weight, same_seq, pre = ctx.saved_tensors
         seqlen, width = x.shape[1], weight.shape[1]
         grad_out = grad_out.contiguous()
-        grad_x = grad_out * weight[:, width - 1]
+        grad_pre = torch.empty_like(grad_out) if ctx.silu else grad_out
+        grad_x = torch.empty_like(x)
         grad_w = torch.zeros_like(weight)
-        reduce_dims = tuple(range(x.dim() - 1))
-        grad_w[:, width - 1] = _channel_dot(grad_out, x)
-        for shift in range(1, min(width, seqlen)):
-            g = grad_out[:, shift:]
-            if same_seq is not None:
-                g = g * same_seq[shift - 1][:, shift:]
-            grad_x[:, : seqlen - shift].addcmul_(g, weight[:, width - 1 - shift])
-            grad_w[:, width - 1 - shift] = _channel_dot(g, x[:, : seqlen - shift])
-        grad_b = grad_out.sum(reduce_dims) if ctx.has_bias else None
-        return grad_x, grad_w, grad_b, None
+        grad_b = torch.zeros_like(weight[:, 0]) if ctx.has_bias else None
+        # Ascending tiles: a tile sets its own grad_x rows, then adds its taps' contributions to
+        # rows at or before its end (set by this tile or an earlier one).
+        for start, stop in _tiles(seqlen):
+            g = grad_pre[:, start:stop]
+            if ctx.silu:
+                torch.ops.aten.silu_backward.grad_input(grad_out[:, start:stop], pre[:, start:stop],
+                                                        grad_input=g)
+            torch.mul(g, weight[:, width - 1], out=grad_x[:, start:stop])
+            grad_w[:, width - 1] += _channel_dot(g, x[:, start:stop])
+            if grad_b is not None:
+                grad_b += g.sum(tuple(range(g.dim() - 1)))
+            for shift in range(1, width):
+                lo = max(start, shift)
+                if lo >= stop:
+                    continue
+                gs = grad_pre[:, lo:stop]
+                if same_seq is not None:
+                    gs = gs * same_seq[shift - 1][:, lo:stop]
+                grad_x[:, lo - shift: stop - shift].addcmul_(gs, weight[:, width - 1 - shift])
+                grad_w[:, width - 1 - shift] += _channel_dot(gs, x[:, lo - shift: stop - shift])
+        return grad_x, grad_w, grad_b, None, None
 
 
 def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
@@ -134,8 +167,7 @@ def causal_conv1d_ref(
         # same_seq[k-1][b, t] = 1 where token t and token t-k belong to the same sequence.
         same_seq = torch.stack([seq_idx == _shift_right(seq_idx, k)
                                 for k in range(1, weight.shape[1])]).unsqueeze(-1).to(dtype)
-    out = _CausalConv1d.apply(x, weight, bias, same_seq)
-    return F.silu(out) if activation is not None else out
+    return _CausalConv1d.apply(x, weight, bias, same_seq, activation is not None)
 
 
 def _pass_states(chunk_states, chunk_decay, h0):
