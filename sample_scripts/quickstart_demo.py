@@ -53,7 +53,7 @@ def main() -> None:
          out / "pretrain.log")
     step("2/2 fine-tuning the pretrained backbone", flags + [
         "--run_name", "finetune", "--load_model_path", str(out / "pretrain" / "checkpoints" / "last.ckpt"),
-        "--downstream_task", "sex", "--downstream_task_type", "classification", "--clf_head_version", "linear",
+        "--downstream_task", "sex", "--downstream_task_type", "classification",
         "--max_epochs", "10", "--learning_rate", "2e-2", "--weight_decay", "0"], out / "finetune.log")
     with open(out / "finetune" / "metrics.csv") as f:
         row = [r for r in csv.DictReader(f) if r.get("test/auroc")][-1]
