@@ -104,8 +104,8 @@ class _GatedRMSNorm(torch.autograd.Function):
         rstd = torch.empty(rows.shape[0], width // group, 1, dtype=_compute_dtype(x), device=x.device)
         with torch.autocast(x.device.type, enabled=False):
             for tile in _row_tiles(rows.shape[0]):
-                out[tile], rstd[tile] = _norm_rows(rows[tile], None if zs is None else zs[tile],
-                                                   weight, eps, group, norm_before_gate)
+                rstd[tile] = _norm_rows(rows[tile], None if zs is None else zs[tile], weight, eps,
+                                        group, norm_before_gate, out[tile])
         ctx.save_for_backward(x, z, weight, rstd)
         ctx.config = (group, norm_before_gate)
         return out.view(x.shape)
@@ -122,32 +122,48 @@ class _GatedRMSNorm(torch.autograd.Function):
         grad_w = torch.zeros(width, dtype=_compute_dtype(x), device=x.device)
         with torch.autocast(x.device.type, enabled=False):
             for tile in _row_tiles(rows.shape[0]):
-                gx, gz, gw = _norm_rows_backward(dout[tile], rows[tile], None if zs is None else zs[tile],
-                                                 weight, rstd[tile], group, norm_before_gate)
-                grad_x[tile] = gx
-                if gz is not None:
-                    grad_z[tile] = gz
-                grad_w += gw
+                grad_w += _norm_rows_backward(dout[tile], rows[tile], None if zs is None else zs[tile],
+                                              weight, rstd[tile], group, norm_before_gate, grad_x[tile],
+                                              None if grad_z is None else grad_z[tile])
         return (grad_x.view(x.shape), None if z is None else grad_z.view(z.shape),
                 grad_w.to(weight.dtype), None, None, None)
 
 
-def _norm_rows(x, z, weight, eps, group, norm_before_gate):
-    """Forward on (rows, width) -> (out in x's dtype, rstd (rows, groups, 1))."""
+def _mul_into(out, a, b):
+    """out = a * b, written in place when the dtypes allow (saves a copy per tile)."""
+    if out.dtype == torch.promote_types(a.dtype, b.dtype):
+        torch.mul(a, b, out=out)
+    else:
+        out.copy_(a * b)
+
+
+def _silu_backward_into(out, grad, z):
+    """out = d silu(z) / dz * grad, written in place when the dtypes allow."""
+    if out.dtype == grad.dtype == z.dtype:
+        torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=out)
+    else:
+        out.copy_(torch.ops.aten.silu_backward(grad, z))
+
+
+def _norm_rows(x, z, weight, eps, group, norm_before_gate, out):
+    """Forward on (rows, width), written into ``out``; returns rstd (rows, groups, 1)."""
     cdt = _compute_dtype(x)
     silu_z = None if z is None else F.silu(z.to(cdt))
     g = _gate_input(x, silu_z, norm_before_gate, group)  # (rows, groups, group)
     # vector_norm is one fused pass; square().mean() would be two.
     rms = torch.linalg.vector_norm(g, dim=-1, keepdim=True) * group ** -0.5
     rstd = torch.rsqrt(rms.square() + eps)
-    out = (g * rstd).flatten(-2) * weight.to(cdt)
+    normed = (g * rstd).flatten(-2)
     if silu_z is not None and norm_before_gate:
-        out = out * silu_z
-    return out.to(x.dtype), rstd
+        _mul_into(out, normed.mul_(weight.to(cdt)), silu_z)
+    else:
+        _mul_into(out, normed, weight.to(cdt))
+    return rstd
 
 
-def _norm_rows_backward(grad_out, x, z, weight, rstd, group, norm_before_gate):
-    """Backward on (rows, width) -> (grad_x, grad_z or None, this tile's grad_w in fp32)."""
+def _norm_rows_backward(grad_out, x, z, weight, rstd, group, norm_before_gate, grad_x, grad_z):
+    """Backward on (rows, width): writes ``grad_x`` and ``grad_z`` (None without a gate);
+    returns this tile's grad_w (fp32)."""
     cdt = _compute_dtype(x)
     z32 = None if z is None else z.to(cdt)
     silu_z = None if z is None else F.silu(z32)
@@ -156,9 +172,8 @@ def _norm_rows_backward(grad_out, x, z, weight, rstd, group, norm_before_gate):
     normed = g.mul_(rstd) if g.data_ptr() != x.data_ptr() else g * rstd
     normed = normed.flatten(-2)
     dout = grad_out.to(cdt)
-    grad_z = None
     if z is not None and norm_before_gate:
-        grad_z = torch.ops.aten.silu_backward(dout * normed * w, z32)
+        _silu_backward_into(grad_z, dout * normed * w, z32)
         dout = dout * silu_z
     # t = dout o normed serves both grad_w (its column sums) and, weighted by w, the
     # per-group mean <dn, normed> / group that the RMS backward subtracts.
@@ -170,14 +185,14 @@ def _norm_rows_backward(grad_out, x, z, weight, rstd, group, norm_before_gate):
     else:
         mean_dn_n = (t * w).unflatten(-1, g.shape[-2:]).sum(-1, keepdim=True) / group
     grad_g = torch.mul(dout, w).unflatten(-1, g.shape[-2:])
-    grad_g.addcmul_(normed.unflatten(-1, g.shape[-2:]), mean_dn_n, value=-1).mul_(rstd)
-    grad_g = grad_g.flatten(-2)
+    grad_g.addcmul_(normed.unflatten(-1, g.shape[-2:]), mean_dn_n, value=-1)
     if z is not None and not norm_before_gate:
-        grad_z = torch.ops.aten.silu_backward(grad_g * x.to(cdt), z32)
-        grad_x = grad_g.mul_(silu_z)
+        grad_g = grad_g.mul_(rstd).flatten(-2)
+        _silu_backward_into(grad_z, grad_g * x.to(cdt), z32)
+        _mul_into(grad_x, grad_g, silu_z)
     else:
-        grad_x = grad_g
-    return grad_x.to(x.dtype), None if grad_z is None else grad_z.to(z.dtype), grad_w
+        _mul_into(grad_x.unflatten(-1, g.shape[-2:]), grad_g, rstd)
+    return grad_w
 
 
 def _gate_input(x, silu_z, norm_before_gate, group):
