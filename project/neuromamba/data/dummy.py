@@ -5,8 +5,9 @@ and a few smooth spatial components that fluctuate over time. The label is plant
 sub-region (a sphere in one "hemisphere") twice: higher classes / larger regression targets make
 the region brighter (a static signal, what the paper's ``znorm_minback`` input shows) and add
 a fluctuation of their own there (a functional signal: what survives the default
-``znorm_demean`` input, which removes every voxel's mean over the clip). Everything is a pure function of (seed, subject,
-run, frame), so any clip can be generated on its own, in any worker, with nothing on disk.
+``znorm_demean`` input, which removes every voxel's mean over the clip). Everything is a pure
+function of (seed, subject, run, frame), so any clip can be generated on its own, in any
+worker, with nothing on disk.
 """
 from __future__ import annotations
 
