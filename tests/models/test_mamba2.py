@@ -201,7 +201,14 @@ def test_causal_conv_on_a_column_slice_equals_contiguous_input():
     assert not g_slice[..., :3].any() and not g_slice[..., 9:].any()
 
 
-def test_chunk_scan_gradcheck_fp64():
+# Tokens per tile of the scan backward's elementwise passes: 1 chunk, 2 chunks (last tile short)
+# and everything in one tile.
+SCAN_TILES = [4, 8, 1024]
+
+
+@pytest.mark.parametrize("tile", SCAN_TILES)
+def test_chunk_scan_gradcheck_fp64(monkeypatch, tile):
+    monkeypatch.setattr(ssd, "CONV_TILE_TOKENS", tile)
     gen = torch.Generator().manual_seed(4)
     b, l, h, p, g, n = 1, 13, 2, 2, 1, 3
     kw = dict(dtype=torch.float64, generator=gen, requires_grad=True)
@@ -219,8 +226,10 @@ def test_chunk_scan_gradcheck_fp64():
     assert torch.autograd.gradcheck(scan, (x, dt, A, B, C, h0))
 
 
-def test_chunk_scan_gradcheck_groups_and_D_fp64():
+@pytest.mark.parametrize("tile", SCAN_TILES)
+def test_chunk_scan_gradcheck_groups_and_D_fp64(monkeypatch, tile):
     """Hand-written backward with 2 heads per group, D per channel, padding and dt_limit."""
+    monkeypatch.setattr(ssd, "CONV_TILE_TOKENS", tile)
     gen = torch.Generator().manual_seed(5)
     b, l, h, p, g, n = 2, 11, 4, 2, 2, 3
     kw = dict(dtype=torch.float64, generator=gen, requires_grad=True)

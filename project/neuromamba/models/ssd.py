@@ -70,6 +70,12 @@ def _tiles(seqlen: int):
     return ((start, min(seqlen, start + CONV_TILE_TOKENS)) for start in range(0, seqlen, CONV_TILE_TOKENS))
 
 
+def _chunk_tiles(nchunks: int, chunk_size: int):
+    """Slices of whole chunks covering about CONV_TILE_TOKENS tokens each."""
+    step = max(1, CONV_TILE_TOKENS // chunk_size)
+    return (slice(c, min(nchunks, c + step)) for c in range(0, nchunks, step))
+
+
 class _CausalConv1d(torch.autograd.Function):
     """Depthwise causal conv (+ SiLU) as shifted multiply-adds with a hand-written backward.
 
@@ -392,13 +398,19 @@ class _ChunkScan(torch.autograd.Function):
         dtc = dt.view(batch, nchunks, Q, nheads)
         dXd_t = dXd.transpose(2, 3)  # (b, c, Q, h, p) view
         dx = torch.empty(xc.shape, dtype=x.dtype, device=x.device)
-        torch.mul(dXd_t, dtc.unsqueeze(-1), out=dx)
-        ddt = (xc * dXd_t).sum(-1).to(f32)  # (b, c, Q, h)
-        dD = None
-        if D is not None:
-            dx.addcmul_(dYc, _D_heads(D))
-            xdY = (xc * dYc).sum(dim=(0, 1, 2))  # (h, p)
-            dD = (xdY if D.dim() == 2 else xdY.sum(-1)).to(D.dtype)
+        ddt = torch.empty(xc.shape[:-1], dtype=f32, device=x.device)  # (b, c, Q, h)
+        xdY = None if D is None else torch.zeros(nheads, headdim, dtype=f32, device=x.device)
+        # Five passes over (L, h, p) tensors, done a tile of chunks at a time so they share
+        # the cache (as the conv's taps do); per tile: dx, ddt and, with D, the D gradient.
+        for c in _chunk_tiles(nchunks, Q):
+            x_t, dXd_c, dY_c = xc[:, c], dXd_t[:, c], dYc[:, c]
+            torch.mul(dXd_c, dtc[:, c].unsqueeze(-1), out=dx[:, c])
+            prod = x_t * dXd_c
+            ddt[:, c] = prod.sum(-1)
+            if D is not None:
+                dx[:, c].addcmul_(dY_c, _D_heads(D))
+                xdY += torch.mul(x_t, dY_c, out=prod).sum(dim=(0, 1, 2))
+        dD = None if D is None else (xdY if D.dim() == 2 else xdY.sum(-1)).to(D.dtype)
 
         # cs = cumsum(dt * A) inside each chunk.
         ddA = (ddA + dcs.flip(-1).cumsum(-1).flip(-1)).transpose(2, 3)  # (b, c, Q, h)
