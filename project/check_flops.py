@@ -23,8 +23,8 @@ from neuromamba.analysis.cli_errors import run_cli  # noqa: E402
 def build_parser() -> argparse.ArgumentParser:
     from neuromamba.analysis.flops import HEAD_FLOPS
     from neuromamba.analysis.flops_cli import MASK_SOURCES
-    from neuromamba.data.scaling import DEFAULT_SCALING, SCALING_METHODS
-    from neuromamba.models.heads import DEFAULT_HEAD
+    from neuromamba.data.scaling import SCALING_METHODS
+    from neuromamba.spec import PAPER_DEFAULTS, recipe_names, show
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="fmamba", choices=["fmamba"])
@@ -35,12 +35,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--d_state", type=int, default=None, help="default embed_dim/4 (the variants' rule)")
     p.add_argument("--headdim", type=int, default=None, help="default embed_dim (the variants' rule)")
     p.add_argument("--chunk_size", type=int, default=256)
-    p.add_argument("--patch_size", type=int, nargs=4, default=[6, 6, 6, 2])
-    p.add_argument("--img_size", type=int, nargs=4, default=[96, 96, 96, 20])
+    p.add_argument("--recipe", default=None,
+                   help=f"named recipe ({', '.join(recipe_names())}) whose head and input are costed; "
+                        "default: paper")
+    p.add_argument("--patch_size", type=int, nargs=4, default=None,
+                   help=f"token size (paper: {show(PAPER_DEFAULTS['patch_size'])})")
+    p.add_argument("--img_size", type=int, nargs=4, default=None,
+                   help=f"clip size D H W T (paper: {show(PAPER_DEFAULTS['img_size'])})")
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--downstream_task", default=None,
                    help="fine-tuning cost (head instead of the 432-output layer)")
-    p.add_argument("--clf_head_version", default=DEFAULT_HEAD, choices=list(HEAD_FLOPS))
+    p.add_argument("--clf_head_version", default=None, choices=list(HEAD_FLOPS),
+                   help=f"head costed with --downstream_task (paper: {PAPER_DEFAULTS['clf_head_version']})")
     p.add_argument("--num_classes", type=int, default=2)
     # Epoch size.
     p.add_argument("--num_clips_per_epoch", type=int, default=None,
@@ -59,7 +65,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="shift the batch's MNI masks by up to this many voxels (inter-subject variation)")
     p.add_argument("--dataset_name", default=None, help="with --image_path (or Dummy): masks of real clips")
     p.add_argument("--image_path", default=None, help="dataset root (implies --mask data)")
-    p.add_argument("--input_scaling_method", default=DEFAULT_SCALING, choices=list(SCALING_METHODS))
+    p.add_argument("--input_scaling_method", default=None, choices=list(SCALING_METHODS),
+                   help=f"with --image_path (paper: {PAPER_DEFAULTS['input_scaling_method']})")
     p.add_argument("--num_batches", type=int, default=4, help="batches of real data to average over")
     p.add_argument("--explain", action="store_true",
                    help="also print the mask-looseness sweeps that explain the original's ratio")

@@ -32,13 +32,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="Lightning .ckpt of this project, released *.pt, DeepSpeed folder or state_dict")
     p.add_argument("--allow_pickle", action="store_true", help="allow unpickling (trusted files only)")
     p.add_argument("--img_size", type=int, nargs=4, default=None,
-                   help="for backbone-only checkpoints (default 96 96 96 20); .ckpt files carry it")
+                   help="for backbone-only checkpoints (default: the checkpoint's spec, the paper's 96 96 96 20 "
+                        "for released files); .ckpt files carry it")
     p.add_argument("--patch_size", type=int, nargs=4, default=None)
     # Data (the names of project/main.py).
     p.add_argument("--dataset_name", default="Dummy")
     p.add_argument("--image_path", default=None)
     p.add_argument("--input_scaling_method", default=None, choices=list(SCALING_METHODS),
-                   help="default: the checkpoint's")
+                   help="default: the checkpoint's (the paper's znorm_minback for released files)")
     p.add_argument("--stride_within_seq", type=int, default=1)
     p.add_argument("--stride_between_seq", type=float, default=1.0,
                    help="distance between clip starts in clip lengths (1: non-overlapping, 0.5: half overlap)")

@@ -21,7 +21,7 @@ import re
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Mapping, Union
+from typing import Dict, List, Mapping, Optional, Union
 
 import torch
 from torch import nn
@@ -167,20 +167,31 @@ def read_checkpoint(path: PathLike, allow_pickle: bool = False) -> CheckpointCon
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.is_dir():
-        fmt, state = "deepspeed", _read_deepspeed_folder(path, allow_pickle)
+        state = _read_deepspeed_folder(path, allow_pickle)
+        _check_tensors(state, path)
+        return _contents(state, path, "deepspeed")
+    return contents_from_object(torch_load_file(path, allow_pickle), path)
+
+
+def contents_from_object(obj, path: PathLike) -> CheckpointContents:
+    """Tell the format of an object ``torch.load`` read from ``path`` and split its weights
+    (so a caller that already read the file need not read it again)."""
+    path = Path(path)
+    if not isinstance(obj, Mapping):
+        raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of tensors")
+    if isinstance(obj.get("state_dict"), Mapping):
+        fmt, state = "lightning", obj["state_dict"]
+    elif isinstance(obj.get("module"), Mapping):  # a single DeepSpeed *_model_states.pt file
+        fmt, state = "deepspeed", obj["module"]
     else:
-        obj = torch_load_file(path, allow_pickle)
-        if not isinstance(obj, Mapping):
-            raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, not a dict of tensors")
-        if isinstance(obj.get("state_dict"), Mapping):
-            fmt, state = "lightning", obj["state_dict"]
-        elif isinstance(obj.get("module"), Mapping):  # a single DeepSpeed *_model_states.pt file
-            fmt, state = "deepspeed", obj["module"]
-        else:
-            state = obj
-            keys = [str(k) for k in obj]
-            fmt = "released" if keys and all(k.startswith(RELEASED_PREFIX) for k in keys) else "bare"
+        state = obj
+        keys = [str(k) for k in obj]
+        fmt = "released" if keys and all(k.startswith(RELEASED_PREFIX) for k in keys) else "bare"
     _check_tensors(state, path)
+    return _contents(state, path, fmt)
+
+
+def _contents(state, path: Path, fmt: str) -> CheckpointContents:
     backbone, other = _split_state(state, path)
     if not backbone:
         raise ValueError(f"checkpoint {path} ({fmt}) holds no backbone weights; keys: {list(state)[:10]}")
@@ -279,11 +290,21 @@ def _mismatch_message(contents: CheckpointContents, missing, unexpected, mismatc
 # ----------------------------------------------------------------------------------------------
 
 
-def save_released_format(model: nn.Module, path: PathLike) -> Path:
+def save_released_format(model: nn.Module, path: PathLike, spec: Optional[dict] = None) -> Path:
     """Write the backbone as a flat tensor dict with the released ``_forward_module.model.``
-    prefix, readable with ``torch.load(weights_only=True)``. Written atomically."""
+    prefix, readable with ``torch.load(weights_only=True)``. Written atomically. With ``spec``
+    (a :meth:`neuromamba.spec.RunSpec.as_dict`), the run spec goes beside it in
+    ``<path>.spec.json``, which every entry point reads back; the tensor file stays in the
+    released layout that other tools load."""
+    import json
+
+    from neuromamba.fileio import atomic_write_text
+    from neuromamba.spec import export_spec_path
+
     path = Path(path)
     state = {RELEASED_PREFIX + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
+    if spec is not None:
+        atomic_write_text(export_spec_path(path), json.dumps(spec, indent=2) + "\n")
     return path

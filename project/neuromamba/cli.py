@@ -12,8 +12,7 @@ import argparse
 from pathlib import Path
 from typing import Optional, Sequence
 
-import yaml
-
+from neuromamba.fileio import read_yaml_mapping
 from neuromamba.flag_help import HelpFormatter, fill_missing_help
 
 # Classification's cross-entropy label smoothing in the original (SPEC §7).
@@ -34,9 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     from neuromamba.data.dummy import LABEL_LEVELS
     from neuromamba.data.labels import TASK_TYPES
     from neuromamba.data.samplers import COHORT_SAMPLINGS
-    from neuromamba.data.scaling import DEFAULT_SCALING, SCALING_METHODS
+    from neuromamba.data.scaling import SCALING_METHODS
     from neuromamba.models.embedding import BACKGROUND_REMOVALS, EVAL_BACKGROUND_REMOVALS, POS_EMBEDDINGS
-    from neuromamba.models.heads import DEFAULT_HEAD
+    from neuromamba.spec import PAPER_DEFAULTS, recipe_names, show
     from neuromamba.models.variants import VARIANTS
     from neuromamba.training.loggers import EXTRA_LOGGERS
     from neuromamba.training.metrics import EVAL_LEVELS
@@ -49,6 +48,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=str, default=None,
                    help="YAML file of flag defaults (keys are flag names without '--'); "
                         "flags given on the command line win")
+    p.add_argument("--recipe", default=None,
+                   help=f"named training recipe, configs/recipes/NAME.yaml ({', '.join(recipe_names())}"
+                        "), or a YAML file of flag values; default: paper. Flags and --config win "
+                        "over it, and so does a checkpoint being resumed or fine-tuned")
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="fmamba", choices=["fmamba"])
@@ -64,9 +67,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="SSM state size per head (variants: C/4)")
     g.add_argument("--headdim", type=int, default=None,
                    help="channels per Mamba2 head; must divide 2C (variants: C, i.e. 2 heads)")
-    g.add_argument("--patch_size", type=int, nargs=4, default=[6, 6, 6, 2], metavar=("D", "H", "W", "T"))
-    g.add_argument("--img_size", type=int, nargs=4, default=[96, 96, 96, 20], metavar=("D", "H", "W", "T"))
-    g.add_argument("--pos_embedding", default="nerf", choices=list(POS_EMBEDDINGS))
+    g.add_argument("--patch_size", type=int, nargs=4, default=None, metavar=("D", "H", "W", "T"),
+                   help=f"token size in voxels and frames (paper: {show(PAPER_DEFAULTS['patch_size'])})")
+    g.add_argument("--img_size", type=int, nargs=4, default=None, metavar=("D", "H", "W", "T"),
+                   help="clip size: the data's grid D H W in voxels and T frames "
+                        f"(paper: {show(PAPER_DEFAULTS['img_size'])})")
+    g.add_argument("--pos_embedding", default=None, choices=list(POS_EMBEDDINGS),
+                   help=f"positional encoding of the token grid (paper: {PAPER_DEFAULTS['pos_embedding']})")
     g.add_argument("--drop_rate", type=float, default=0.0)
     g.add_argument("--chunk_size", type=int, default=256, help="SSD chunk length of the Mamba2 scan")
     g.add_argument("--grad_checkpointing", action="store_true",
@@ -95,12 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--cohort_sampling", default="proportional", choices=list(COHORT_SAMPLINGS),
                    help="multi-cohort training: clips in proportion to cohort size, or uniform per cohort")
     g.add_argument("--input_scaling_method", default=None, choices=list(SCALING_METHODS),
-                   help=f"load-time scaling of the raw values (default: {DEFAULT_SCALING}, which also "
-                        "removes each brain voxel's mean over the clip; with --load_model_path, the "
-                        "input that checkpoint was pretrained on: znorm_minback, the paper's, for "
-                        "released checkpoints); see ADDING_YOUR_DATASET.md, section 6")
-    g.add_argument("--stride_within_seq", type=int, default=1, help="frame step inside a clip")
-    g.add_argument("--stride_between_seq", type=float, default=1.0,
+                   help="load-time scaling of the raw values (paper: "
+                        f"{PAPER_DEFAULTS['input_scaling_method']}; with --load_model_path or "
+                        "--resume_ckpt_path, the checkpoint's own input, the paper's for released "
+                        "files); see ADDING_YOUR_DATASET.md, section 6")
+    g.add_argument("--stride_within_seq", type=int, default=None, help="frame step inside a clip (paper: 1)")
+    g.add_argument("--stride_between_seq", type=float, default=None,
                    help="step between consecutive clip starts in clip lengths (sequence_length x "
                         "stride_within_seq frames), as in the original: 1 tiles the run without "
                         "overlap, 0.5 overlaps clips by half")
@@ -136,10 +143,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pretrained backbone: released .pt, this project's .ckpt or a DeepSpeed folder")
     g.add_argument("--allow_pickle", action="store_true",
                    help="allow unpickling arbitrary objects from --load_model_path (only for files you trust)")
-    g.add_argument("--clf_head_version", default=DEFAULT_HEAD,
-                   help="task head: attention (default: learned attention pooling over the kept "
-                        "tokens), linear (the original's mean over tokens) or mamba (3 Mamba2 "
-                        "blocks, last token)")
+    g.add_argument("--clf_head_version", default=None,
+                   help=f"task head: linear (the paper's default: mean over the kept tokens), "
+                        "mamba (the paper's other head: 3 Mamba2 blocks, last token) or attention "
+                        "(this project's learned attention pooling; --recipe tuned)")
     g.add_argument("--freeze_feature_extractor", action="store_true",
                    help="freeze the pretrained backbone and train only the head")
     g.add_argument("--prompt_tuning", action="store_true",
@@ -201,22 +208,6 @@ def build_parser() -> argparse.ArgumentParser:
     return fill_missing_help(p)
 
 
-def read_yaml_mapping(path: str, flag: str) -> dict:
-    """The mapping in a YAML file (empty file: {}); a missing file, invalid YAML or another
-    top-level type raises one readable error naming ``flag``."""
-    if not Path(path).is_file():
-        raise FileNotFoundError(f"{flag} {path}: file not found")
-    try:
-        with open(path) as f:
-            loaded = yaml.safe_load(f) or {}
-    except yaml.YAMLError as error:
-        detail = " ".join(str(error).split())
-        raise ValueError(f"{flag} {path}: not valid YAML ({detail})") from None
-    if not isinstance(loaded, dict):
-        raise ValueError(f"{flag} {path}: expected a mapping of names to values")
-    return loaded
-
-
 def _yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
     loaded = read_yaml_mapping(path, "--config")
     known = {a.dest for a in parser._actions}
@@ -238,14 +229,27 @@ def _check_choices(parser: argparse.ArgumentParser, args: argparse.Namespace) ->
 
 
 def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
-    """Parse and validate; raises ValueError/FileNotFoundError with one readable sentence."""
+    """Parse and validate; raises ValueError/FileNotFoundError with one readable sentence.
+
+    Precedence: the command line > --config > the checkpoint (spec settings only) > --recipe >
+    the defaults; the spec settings are resolved in :mod:`neuromamba.spec`."""
+    from neuromamba.spec import SPEC_KEYS, load_recipe
+
     parser = build_parser()
     pre, _ = parser.parse_known_args(argv)
+    recipe = load_recipe(pre.recipe)
+    known = {a.dest for a in parser._actions}
+    unknown = sorted(k for k in recipe.values if k not in known)
+    if unknown:
+        raise ValueError(f"--recipe {recipe.path}: unknown keys {unknown}")
+    # The recipe's other flags are defaults under --config; its spec settings sit under a
+    # checkpoint's, so they are resolved with the spec, not here.
+    parser.set_defaults(**{k: v for k, v in recipe.values.items() if k not in SPEC_KEYS + ("model_size",)})
     if pre.config:
         parser.set_defaults(**_yaml_defaults(parser, pre.config))
     args = parser.parse_args(argv)
     _check_choices(parser, args)
-    return finalize(args)
+    return finalize(args, recipe)
 
 
 def _parse_devices(value):
@@ -273,32 +277,14 @@ def _parse_limit(flag: str, value):
     return number
 
 
-def finalize(args: argparse.Namespace) -> argparse.Namespace:
-    """Fill derived fields and reject contradictory flags."""
-    from neuromamba.models.variants import resolve_dims
+def finalize(args: argparse.Namespace, recipe=None) -> argparse.Namespace:
+    """Fill derived fields, resolve the run spec once and reject contradictory flags."""
+    from neuromamba.spec import DIM_KEYS, load_recipe
 
-    from neuromamba.data.scaling import DEFAULT_SCALING
-
-    # Unset, the scaling follows a --load_model_path checkpoint (resolved by the runner, which
-    # reads the checkpoint); until then, and without one, it is the default.
-    args.input_scaling_follows_checkpoint = args.input_scaling_method is None and bool(args.load_model_path)
-    if args.input_scaling_method is None:
-        args.input_scaling_method = DEFAULT_SCALING
-    for key in ("embed_dim", "depth", "d_state", "headdim"):
+    recipe = recipe or load_recipe(getattr(args, "recipe", None))
+    for key in DIM_KEYS:
         if getattr(args, key) is not None and getattr(args, key) < 1:
             raise ValueError(f"--{key} must be positive, got {getattr(args, key)}")
-    dims = resolve_dims(args.model_size, args.embed_dim, args.depth, args.d_state, args.headdim)
-    for key, value in dims.items():
-        setattr(args, key, value)
-    if (2 * args.embed_dim) % args.headdim:
-        raise ValueError(f"--headdim {args.headdim} must divide 2 x --embed_dim = {2 * args.embed_dim} "
-                         "(Mamba2 heads split the expanded width)")
-
-    img, patch = list(args.img_size), list(args.patch_size)
-    if any(v < 1 for v in img + patch):
-        raise ValueError(f"--img_size {img} and --patch_size {patch} must be positive")
-    if any(i % q for i, q in zip(img, patch)):
-        raise ValueError(f"--img_size {img} is not divisible by --patch_size {patch} in every axis")
 
     # One cohort is passed on as a plain string; several stay a list (multi-cohort pretraining).
     for flag in ("dataset_name", "image_path", "label_csv"):
@@ -314,8 +300,9 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     if len(cohorts) > 1 and len(paths) != len(cohorts):
         raise ValueError(f"--image_path needs one folder per --dataset_name ({len(cohorts)} given)")
 
-    if args.background_removal is None:
-        args.background_removal = "batch" if args.calc_loss_without_background else "none"
+    # Unset, the background rule is resolved with the spec (a resumed checkpoint's, else none).
+    if args.calc_loss_without_background and args.background_removal in (None, "batch"):
+        args.background_removal = "batch"
     elif args.calc_loss_without_background and args.background_removal == "none":
         raise ValueError("--calc_loss_without_background contradicts --background_removal none")
 
@@ -345,9 +332,6 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
             raise ValueError("--label_smoothing applies to classification, not to regression")
         if args.label_smoothing is None:
             args.label_smoothing = DEFAULT_LABEL_SMOOTHING if args.task == "classification" else 0.0
-        heads = _head_names()
-        if args.clf_head_version not in heads:
-            raise ValueError(f"--clf_head_version {args.clf_head_version!r} is not one of {heads}")
 
     if args.freeze_feature_extractor and not args.load_model_path:
         raise ValueError("--freeze_feature_extractor needs a pretrained backbone from --load_model_path")
@@ -386,9 +370,7 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     if args.dummy_label_level == "run" and args.eval_level == "subject" and not args.pretraining:
         raise ValueError("--dummy_label_level run gives each run its own label; add --eval_level run")
 
-    if not args.stride_between_seq > 0:
-        raise ValueError(f"--stride_between_seq must be > 0 (clip lengths), got {args.stride_between_seq}")
-    positive = ("batch_size", "num_nodes", "gradient_accumulation_steps", "stride_within_seq",
+    positive = ("batch_size", "num_nodes", "gradient_accumulation_steps",
                 "max_epochs", "dummy_num_subjects", "check_val_every_n_epoch",
                 "chunk_size", "dummy_num_runs")
     for flag in positive:
@@ -404,7 +386,7 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
     import math
 
     for flag in ("learning_rate", "weight_decay", "warmup_ratio", "min_lr_ratio", "cycle", "gamma",
-                 "label_smoothing", "drop_rate", "train_split", "val_split", "stride_between_seq"):
+                 "label_smoothing", "drop_rate", "train_split", "val_split"):
         value = getattr(args, flag)
         if value is not None and not math.isfinite(value):
             raise ValueError(f"--{flag} must be a finite number, got {value}")
@@ -445,7 +427,115 @@ def finalize(args: argparse.Namespace) -> argparse.Namespace:
         args.lightning_precision, args.autocast_dtype = "32-true", "bfloat16"
     if args.strategy.startswith("deepspeed") and args.accelerator == "cpu":
         raise ValueError(f"--strategy {args.strategy} needs CUDA GPUs; use --strategy ddp or auto on CPU")
+    resolve_run_spec(args, recipe)
     return args
+
+
+def _explicit_spec(args: argparse.Namespace) -> dict:
+    from neuromamba.spec import SPEC_KEYS
+
+    return {**{k: getattr(args, k, None) for k in SPEC_KEYS}, "model_size": args.model_size}
+
+
+def _checkpoint_for_run(args):
+    """(path, role) of the checkpoint that fixes this run's spec, if any."""
+    if args.resume_ckpt_path:
+        return args.resume_ckpt_path, "resume"
+    if args.test_only:
+        return args.test_ckpt_path, "test"
+    if args.load_model_path:
+        return args.load_model_path, "finetune"
+    return None, None
+
+
+def resolve_run_spec(args: argparse.Namespace, recipe) -> None:
+    """Resolve the spec settings once (neuromamba.spec's precedence) and write them, the
+    recipe, the departures from the paper and the spec itself into ``args``: everything
+    downstream, args.yaml and every checkpoint read them from there. Lines to announce at
+    start go to ``args._announce``; the checkpoint read goes to ``args._checkpoint``."""
+    from neuromamba.spec import (BACKBONE_KEYS, INPUT_KEYS, SPEC_KEYS, conflicts,
+                                 read_checkpoint_settings, resolve, show)
+    from neuromamba.training.run_checks import check_resume, check_test_task
+
+    explicit = _explicit_spec(args)
+    path, role = _checkpoint_for_run(args)
+    checkpoint = read_checkpoint_settings(path, args.allow_pickle) if path else None
+    keys = BACKBONE_KEYS if role == "finetune" else SPEC_KEYS
+    first = role == "test" and not args.override_checkpoint_settings
+    skip = ("clf_head_version",) if args.pretraining else ()
+    resolution = resolve(explicit, checkpoint, keys, recipe, checkpoint_first=first, skip_departures=skip)
+    args._checkpoint = checkpoint
+    if role == "resume":  # another task is the more basic mismatch: say it first
+        check_resume(args)
+    elif role == "test":
+        check_test_task(args)
+    notes = []
+    if checkpoint is not None:
+        clashes = conflicts(explicit, checkpoint, keys, resolution.values)
+        if role == "resume" and clashes:
+            raise ValueError(f"--resume_ckpt_path {path}: the run was made with other settings than "
+                             f"these flags give: {'; '.join(clashes)}. A resumed run keeps its input "
+                             f"and model: drop these flags (the checkpoint's values are used)")
+        if role == "test" and first:
+            notes += [f"--test_only uses the checkpoint's {c}" for c in clashes
+                      if c.split()[0][2:] in INPUT_KEYS]
+        if role == "finetune":
+            notes += [f"{path} was pretrained on {c}; give the checkpoint's value to fine-tune on "
+                      f"what the backbone learned" for c in clashes if c.startswith("--input_scaling_method")]
+        # The checkpoint outranks the recipe: say so where they disagree.
+        notes += [f"--{k} {show(resolution.values[k])} from {path} (recipe {recipe.name}: "
+                  f"{show(recipe.values[k])})" for k in keys
+                  if resolution.sources.get(k) == "checkpoint" and recipe.values.get(k) is not None
+                  and recipe.values[k] != resolution.values[k]]
+    for key, value in resolution.values.items():
+        setattr(args, key, value)
+    _check_spec_values(args)
+    departures = resolution.departures + _recipe_flag_departures(args, recipe)
+    args.recipe = resolution.recipe
+    args.departures = departures
+    args.setting_sources = dict(resolution.sources)
+    resolution.departures = departures
+    args.spec = resolution.spec(getattr(args, "data_grid", None)).as_dict()
+    args._announce = [resolution.announcement(), *notes]
+
+
+def _recipe_flag_departures(args, recipe) -> list:
+    """A recipe's non-spec flags (learning rate, epochs ...) that the run kept."""
+    from neuromamba.spec import SPEC_KEYS, show
+
+    defaults = build_parser()  # the flags' own defaults, before the recipe set its own
+    return [f"{key} {show(value)} (default: {show(defaults.get_default(key))})"
+            for key, value in sorted(recipe.values.items())
+            if key not in SPEC_KEYS + ("model_size",) and getattr(args, key, None) == value
+            and value != defaults.get_default(key)]
+
+
+def _check_spec_values(args) -> None:
+    """Spec values may come from a recipe or a checkpoint, which argparse never checked."""
+    from neuromamba.data.scaling import SCALING_METHODS
+    from neuromamba.models.embedding import BACKGROUND_REMOVALS, POS_EMBEDDINGS
+
+    for key, allowed in (("input_scaling_method", SCALING_METHODS), ("pos_embedding", POS_EMBEDDINGS),
+                         ("background_removal", BACKGROUND_REMOVALS)):
+        if getattr(args, key) not in allowed:
+            raise ValueError(f"--{key} {getattr(args, key)!r} is not one of {sorted(allowed)}")
+    heads = _head_names()
+    if not args.pretraining and args.clf_head_version not in heads:
+        raise ValueError(f"--clf_head_version {args.clf_head_version!r} is not one of {heads}")
+    if (2 * args.embed_dim) % args.headdim:
+        raise ValueError(f"--headdim {args.headdim} must divide 2 x --embed_dim = {2 * args.embed_dim} "
+                         "(Mamba2 heads split the expanded width)")
+    img, patch = list(args.img_size), list(args.patch_size)
+    if len(img) != 4 or len(patch) != 4 or any(int(v) < 1 for v in img + patch):
+        raise ValueError(f"--img_size {img} and --patch_size {patch} must be 4 positive numbers")
+    if any(i % q for i, q in zip(img, patch)):
+        raise ValueError(f"--img_size {img} is not divisible by --patch_size {patch} in every axis")
+    if args.stride_within_seq < 1:
+        raise ValueError(f"--stride_within_seq must be >= 1, got {args.stride_within_seq}")
+    import math
+
+    if not (math.isfinite(args.stride_between_seq) and args.stride_between_seq > 0):
+        raise ValueError(f"--stride_between_seq must be > 0 (clip lengths), got {args.stride_between_seq}")
 
 
 def check_hardware(args: argparse.Namespace) -> None:
@@ -464,6 +554,8 @@ def args_to_dict(args: argparse.Namespace) -> dict:
     """Plain, YAML/`weights_only`-friendly copy of the namespace."""
     out = {}
     for key, value in sorted(vars(args).items()):
+        if key.startswith("_"):  # run-time companions (notes, the checkpoint read), not settings
+            continue
         if isinstance(value, tuple):
             value = list(value)
         out[key] = value

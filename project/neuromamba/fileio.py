@@ -91,3 +91,21 @@ def atomic_write_text(path: PathLike, text: str, *, newline: str | None = None) 
         with open(tmp, "w", encoding="utf-8", newline=newline) as fh:
             fh.write(text)
     return Path(path)
+
+
+def read_yaml_mapping(path: str, flag: str) -> dict:
+    """The mapping in a YAML file (empty file: {}); a missing file, invalid YAML or another
+    top-level type raises one readable error naming ``flag``."""
+    import yaml
+
+    if not Path(path).is_file():
+        raise FileNotFoundError(f"{flag} {path}: file not found")
+    try:
+        with open(path) as f:
+            loaded = yaml.safe_load(f) or {}
+    except yaml.YAMLError as error:
+        detail = " ".join(str(error).split())
+        raise ValueError(f"{flag} {path}: not valid YAML ({detail})") from None
+    if not isinstance(loaded, dict):
+        raise ValueError(f"{flag} {path}: expected a mapping of names to values")
+    return loaded

@@ -21,10 +21,11 @@ def write_nifti(path, shape=(22, 26, 20), frames=9, seed=0):
     return data, affine
 
 
-def expected_clips(data, affine, img_size=(24, 24, 24, 4)):
+def expected_clips(data, affine, img_size=(24, 24, 24, 4), demean=False):
     """The same pipeline by hand: flip x (RAS -> LAS), place on the 24^3 2 mm world grid by the
-    affine alone, z-norm over brain voxels, non-overlapping clips, and (the default input,
-    znorm_demean) each brain voxel's mean over the clip removed, background 0."""
+    affine alone, z-norm over brain voxels (background: the volume minimum, the paper's
+    znorm_minback), non-overlapping clips; with ``demean`` (the tuned recipe's znorm_demean)
+    each brain voxel's mean over the clip removed, background 0."""
     las = data[::-1]
     ox = affine[0, 3] + affine[0, 0] * (data.shape[0] - 1)  # world x of LAS voxel 0
     oy, oz = affine[1, 3], affine[2, 3]
@@ -40,8 +41,10 @@ def expected_clips(data, affine, img_size=(24, 24, 24, 4)):
     T = img_size[3]
     clips = []
     for s in range(0, data.shape[-1] - T + 1, T):
-        clip = scaled[..., s:s + T] - scaled[..., s:s + T].mean(-1, keepdims=True)
-        clip[~(grid[..., s:s + T] != 0).any(-1)] = 0.0
+        clip = scaled[..., s:s + T].copy()
+        if demean:
+            clip -= clip.mean(-1, keepdims=True)
+            clip[~(grid[..., s:s + T] != 0).any(-1)] = 0.0
         clips.append(torch.from_numpy(clip.astype(np.float32))[None, None])
     return clips
 
@@ -50,8 +53,9 @@ def _run(repo_root, *args):
     return run_script(repo_root, "predict", *args)
 
 
-def test_classification_probabilities_match_manual_pipeline(tmp_path, repo_root):
-    module = tiny_module("classification", num_classes=3).eval()
+@pytest.mark.parametrize("recipe, demean", [("paper", False), ("tuned", True)])
+def test_classification_probabilities_match_manual_pipeline(tmp_path, repo_root, recipe, demean):
+    module = tiny_module("classification", num_classes=3, extra=["--recipe", recipe]).eval()
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     ckpt = save_lightning_like(module, run_dir / "checkpoints" / "best.ckpt")
@@ -65,7 +69,8 @@ def test_classification_probabilities_match_manual_pipeline(tmp_path, repo_root)
     assert out["num_clips"] == 2 and out["target"] == "diagnosis"
     assert list(out["probabilities"]) == ["ADHD", "ASD", "HC"]
     with torch.no_grad():
-        probs = torch.cat([torch.softmax(module(x), -1) for x in expected_clips(data, affine)]).mean(0)
+        probs = torch.cat([torch.softmax(module(x), -1)
+                           for x in expected_clips(data, affine, demean=demean)]).mean(0)
     np.testing.assert_allclose(list(out["probabilities"].values()), probs.numpy(), rtol=1e-4, atol=1e-5)
     assert out["predicted_class"] == ["ADHD", "ASD", "HC"][int(probs.argmax())]
 

@@ -32,11 +32,11 @@ def test_planted_class_signal_is_learnable_by_a_linear_probe():
     assert roc_auc_score(y_test, probe.predict_proba(x_test)[:, 1]) >= 0.9
 
 
-def test_planted_functional_signal_survives_the_default_input():
-    """The functional part: the default input has no static image left (every brain voxel's
-    mean over the clip is 0), yet the region's fluctuation tells the classes apart."""
+def test_planted_functional_signal_survives_the_demeaned_input():
+    """The functional part: the tuned recipe's input has no static image left (every brain
+    voxel's mean over the clip is 0), yet the region's fluctuation tells the classes apart."""
     dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), downstream_task="sex",
-                        dummy_num_subjects=40, dummy_num_frames=8)
+                        dummy_num_subjects=40, dummy_num_frames=8, input_scaling_method="znorm_demean")
     dm.setup()
     clip = dm.datasets["train"][0]["fmri"][0].numpy()
     np.testing.assert_allclose(clip.mean(-1), 0.0, atol=1e-5)

@@ -25,8 +25,11 @@ def test_readme_pretraining_flags_parse():
 
 
 def test_readme_finetune_flags_parse(tmp_path):
-    ckpt = tmp_path / "3M_E192.pt"
-    torch.save({}, ckpt)
+    from neuromamba.checkpoints import save_released_format
+    from neuromamba.models import FMamba
+
+    ckpt = save_released_format(FMamba(embed_dim=16, depth=1, d_state=8, headdim=16,
+                                       img_size=(24, 24, 24, 4)), tmp_path / "3M_E192.pt")
     a = parse_args(["--model", "fmamba", "--downstream_task", "sex", "--downstream_task_type", "classification",
                     "--dataset_name", "HCP", "--image_path", str(tmp_path), "--load_model_path", str(ckpt),
                     "--embed_dim", "192", "--depth", "12", "--clf_head_version", "mamba",

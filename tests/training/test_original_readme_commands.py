@@ -1,6 +1,7 @@
 """Every command block of the original NeuroMamba README runs as written: only the paths, the
 device flags and the sizes are made tiny (and the run limited to a step or two)."""
 import csv
+import json
 import re
 import shlex
 import sys
@@ -54,14 +55,17 @@ def readme_commands() -> dict:
     return commands
 
 
-def make_tiny(tokens, paths):
+def make_tiny(tokens, paths, drop=()):
+    """The block with tiny values; flags in ``drop`` are left out with their values (the
+    README's own variants: "drop --load_model_path" trains from scratch)."""
     out, i = [], 0
     while i < len(tokens):
         j = i + 1
         while j < len(tokens) and not tokens[j].startswith("--"):
             j += 1
-        values = TINY_VALUES.get(tokens[i], tokens[i + 1:j])
-        out += [tokens[i], *(paths.get(v, v) for v in values)]
+        if tokens[i] not in drop:
+            values = TINY_VALUES.get(tokens[i], tokens[i + 1:j])
+            out += [tokens[i], *(paths.get(v, v) for v in values)]
         i = j
     return out
 
@@ -95,20 +99,39 @@ def test_the_readme_has_the_expected_blocks():
     assert names == ["check_flops_1", "main_1", "main_2"], names
 
 
-@pytest.mark.parametrize("block, extra", [
-    ("main_1", []),                                # pretraining
-    ("main_2", []),                                # HCP sex fine-tuning from 3M_E192.pt
-    ("main_2", ["--freeze_feature_extractor"]),    # ... with the backbone frozen
+@pytest.mark.parametrize("block, extra, drop, head", [
+    ("main_1", [], (), None),                                        # pretraining
+    ("main_2", [], (), "mamba"),                                     # HCP sex fine-tuning from 3M_E192.pt
+    ("main_2", ["--freeze_feature_extractor"], (), "mamba"),         # ... with the backbone frozen
+    ("main_2", [], ("--load_model_path",), "mamba"),                 # ... from scratch
+    ("main_2", [], ("--clf_head_version",), "linear"),               # ... naming no head: the paper's
 ])
-def test_main_blocks_run_a_step(block, extra, tiny_world):
+def test_main_blocks_run_the_papers_recipe(block, extra, drop, head, tiny_world):
+    """Each block runs a step, and records the paper's recipe: its input (znorm_minback) and
+    head, in args.yaml, summary.json and the checkpoint."""
+    import yaml
+
     sys.path.insert(0, str(PROJECT))
     import main
 
-    argv = make_tiny(readme_commands()[block], tiny_world) + extra + RUN_LIMITS + [
-        "--output_dir", str(tiny_world["root"] / "runs"), "--run_name", f"{block}{len(extra)}"]
+    name = f"{block}_{len(extra)}_{'_'.join(d.strip('-') for d in drop)}"
+    argv = make_tiny(readme_commands()[block], tiny_world, drop) + extra + RUN_LIMITS + [
+        "--output_dir", str(tiny_world["root"] / "runs"), "--run_name", name]
     assert main.main(argv) == 0, argv
-    run_dir = tiny_world["root"] / "runs" / f"{block}{len(extra)}"
+    run_dir = tiny_world["root"] / "runs" / name
     assert (run_dir / "metrics.csv").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
+    recorded = yaml.safe_load((run_dir / "args.yaml").read_text())
+    stored = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["config"]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    for config in (recorded, stored, {**summary["spec"]["model"], **summary["spec"]["input"],
+                                      "recipe": summary["recipe"]}):
+        assert config["recipe"] == "paper"
+        assert config["input_scaling_method"] == "znorm_minback"
+        if head:
+            assert config["clf_head_version"] == head
+    assert recorded["spec"] == stored["spec"] == summary["spec"]
+    # nothing departs from the paper but the tiny clip size of this test
+    assert recorded["departures"] == ["img_size 24 24 24 4 (paper: 96 96 96 20, from the flag)"]
 
 
 def test_check_flops_block_runs(tiny_world, capsys):
@@ -117,7 +140,17 @@ def test_check_flops_block_runs(tiny_world, capsys):
 
     argv = make_tiny(readme_commands()["check_flops_1"], tiny_world)
     assert check_flops.main(argv) == 0, argv
-    assert "C=256" in capsys.readouterr().out  # --embed_dim 256 alone: the medium variant's dims
+    out = capsys.readouterr().out
+    assert "C=256" in out  # --embed_dim 256 alone: the medium variant's dims
+    # the paper's head is costed (its line names the recipe; only the tiny clip departs)
+    assert out.splitlines()[0] == "recipe paper: img_size 24 24 24 4 (paper: 96 96 96 20, from the flag)"
+    from neuromamba.analysis.flops_cli import resolve_settings
+
+    args = check_flops.build_parser().parse_args(argv)
+    resolve_settings(args)
+    assert args.clf_head_version == "linear" and args.input_scaling_method == "znorm_minback"
+    args = check_flops.build_parser().parse_args(argv + ["--recipe", "tuned"])
+    assert resolve_settings(args).startswith("recipe tuned:") and args.clf_head_version == "attention"
 
 
 def test_embed_dim_alone_selects_its_variant():

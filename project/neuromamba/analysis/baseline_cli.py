@@ -29,6 +29,10 @@ def run_settings(run_dir: str) -> argparse.Namespace:
     if not split or not Path(split).is_file():
         raise FileNotFoundError(f"--run_dir {run_dir}: its split file is missing")
     args.split_file = str(split)
+    # Read back through the one reading of a run's settings (older args.yaml files included).
+    from neuromamba.spec import spec_from_config
+
+    args.spec = spec_from_config(vars(args)).as_dict()
     return args
 
 

@@ -20,10 +20,6 @@ from typing import Optional, Sequence
 import torch
 from torch import nn
 
-DEFAULT_IMG_SIZE = (96, 96, 96, 20)
-DEFAULT_PATCH_SIZE = (6, 6, 6, 2)
-
-
 @dataclass
 class Encoder:
     """A loaded checkpoint, ready for inference (eval mode)."""
@@ -108,38 +104,51 @@ def load_encoder(
     path: str,
     img_size: Optional[Sequence[int]] = None,
     patch_size: Optional[Sequence[int]] = None,
-    input_scaling_method: str = "znorm_minback",
+    input_scaling_method: Optional[str] = None,
     allow_pickle: bool = False,
 ) -> Encoder:
-    """Load ``path`` (see the module docstring) in eval mode on the CPU."""
+    """Load ``path`` (see the module docstring) in eval mode on the CPU.
+
+    The input it expects is resolved like every run's (:mod:`neuromamba.spec`): the given
+    values, then what the checkpoint stores (the paper's spec for a released file), then the
+    paper's defaults. A fine-tuned checkpoint's model is its own: ``img_size``/``patch_size``
+    only matter for backbone-only files."""
+    from neuromamba.spec import BACKBONE_KEYS, read_checkpoint_settings, resolve
+
     path = Path(os.fspath(path))
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    hparams = _lightning_hparams(path)
-    if hparams is not None and isinstance(hparams.get("config"), dict):
-        return _from_lightning(path, hparams)
-    return _from_backbone_checkpoint(path, img_size, patch_size, input_scaling_method, allow_pickle)
+    settings = read_checkpoint_settings(str(path), allow_pickle)
+    explicit = {"img_size": img_size, "patch_size": patch_size,
+                "input_scaling_method": input_scaling_method}
+    if settings.format == "project":
+        explicit.update(img_size=None, patch_size=None)  # the weights fix them
+    resolved = resolve(explicit, settings, BACKBONE_KEYS).values
+    if settings.format == "project":
+        return _from_lightning(path, settings.config, resolved["input_scaling_method"])
+    return _from_backbone_checkpoint(path, resolved, settings, allow_pickle)
 
 
-def _from_lightning(path: Path, hparams: dict) -> Encoder:
+def _from_lightning(path: Path, config: dict, scaling: str) -> Encoder:
+    from neuromamba.spec import spec_from_config
     from neuromamba.training.module import NeuroMambaModule
 
     module = NeuroMambaModule.from_checkpoint(str(path)).eval()
-    config = hparams["config"]
-    task = config.get("task", "pretraining")
+    spec = spec_from_config(config)
     mean, std = module.target_stats()
     prompt = module.prompt.detach() if getattr(module, "prompt", None) is not None else None
+    num_classes = module.hparams.get("num_classes")
     return Encoder(
         model=module.model, head=module.head, prompt=prompt,
-        img_size=tuple(config["img_size"]), patch_size=tuple(config["patch_size"]),
-        input_scaling_method=config.get("input_scaling_method", "znorm_minback"), task=task,
-        num_classes=hparams.get("num_classes"), target_mean=mean, target_std=std,
+        img_size=spec.model.img_size, patch_size=spec.model.patch_size,
+        input_scaling_method=scaling, task=config.get("task", "pretraining"),
+        num_classes=num_classes, target_mean=mean, target_std=std,
         source=str(path), format="lightning", data_grid=config.get("data_grid"),
         target_name=str(config.get("target_column") or config.get("downstream_task") or ""),
     )
 
 
-def _from_backbone_checkpoint(path, img_size, patch_size, scaling, allow_pickle) -> Encoder:
+def _from_backbone_checkpoint(path, resolved: dict, settings, allow_pickle) -> Encoder:
     from neuromamba.checkpoints import infer_backbone_config, load_pretrained, read_checkpoint
     from neuromamba.data.scaling import background_value_for
     from neuromamba.models import FMamba
@@ -149,13 +158,13 @@ def _from_backbone_checkpoint(path, img_size, patch_size, scaling, allow_pickle)
     missing = [k for k in ("embed_dim", "depth", "d_state", "headdim") if k not in cfg]
     if missing or not cfg.get("depth"):
         raise ValueError(f"{path}: cannot infer the backbone architecture ({', '.join(missing)} missing)")
-    img_size = tuple(DEFAULT_IMG_SIZE if img_size is None else img_size)
-    patch_size = tuple(DEFAULT_PATCH_SIZE if patch_size is None else patch_size)
+    img_size, patch_size = tuple(resolved["img_size"]), tuple(resolved["patch_size"])
+    scaling = resolved["input_scaling_method"]
     model = FMamba(
         embed_dim=cfg["embed_dim"], depth=cfg["depth"], d_state=cfg["d_state"],
         headdim=cfg["headdim"], img_size=img_size, patch_size=patch_size,
         background_removal="packed", background_value=background_value_for(scaling),
-        pretraining=cfg.get("has_output_layer", False),
+        pos_embedding=resolved["pos_embedding"], pretraining=cfg.get("has_output_layer", False),
     )
     if "num_tokens" in cfg and cfg["num_tokens"] != model.num_tokens:
         raise ValueError(
@@ -166,7 +175,7 @@ def _from_backbone_checkpoint(path, img_size, patch_size, scaling, allow_pickle)
     model.eval()
     return Encoder(model=model, head=None, prompt=None, img_size=img_size, patch_size=patch_size,
                    input_scaling_method=scaling, task="backbone", source=str(path),
-                   format=contents.format)
+                   format=contents.format, data_grid=(settings.config or {}).get("data_grid"))
 
 
 def require_task_checkpoint(path: str) -> None:

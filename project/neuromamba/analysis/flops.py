@@ -48,6 +48,8 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
+from ..spec import PAPER_DEFAULTS
+
 # Cost in FLOPs per element of the element-wise operations (one convention, stated once).
 ELEMENTWISE_COST = {
     "silu": 4,  # x * sigmoid(x): exp, add, divide, multiply
@@ -116,8 +118,8 @@ class FMambaFlopsConfig:
     depth: int = 12
     d_state: int = 48
     headdim: int = 192
-    img_size: Tuple[int, int, int, int] = (96, 96, 96, 20)
-    patch_size: Tuple[int, int, int, int] = (6, 6, 6, 2)
+    img_size: Tuple[int, int, int, int] = tuple(PAPER_DEFAULTS["img_size"])
+    patch_size: Tuple[int, int, int, int] = tuple(PAPER_DEFAULTS["patch_size"])
     expand: int = 2
     ngroups: int = 1
     d_conv: int = 4

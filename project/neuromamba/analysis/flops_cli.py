@@ -47,6 +47,20 @@ def model_dims(args) -> Dict[str, int]:
     return dims
 
 
+def resolve_settings(args) -> str:
+    """Resolve the head and input like a training run would (:mod:`neuromamba.spec`: flag >
+    recipe > paper), write them into ``args`` and return the one-line announcement."""
+    from neuromamba.spec import load_recipe, resolve
+
+    keys = ("patch_size", "img_size", "clf_head_version", "input_scaling_method")
+    explicit = {k: getattr(args, k, None) for k in keys}
+    resolution = resolve(explicit, recipe=load_recipe(getattr(args, "recipe", None)), keys=keys,
+                         skip_departures=() if args.downstream_task else ("clf_head_version",))
+    for key, value in resolution.values.items():
+        setattr(args, key, value)
+    return resolution.announcement()
+
+
 def build_config(args) -> FMambaFlopsConfig:
     dims = model_dims(args)
     return FMambaFlopsConfig(
@@ -116,6 +130,7 @@ def mask_batch(args, cfg: FMambaFlopsConfig) -> Optional[MaskBatch]:
 
 
 def run(args) -> FlopsReport:
+    announcement = resolve_settings(args)
     cfg = build_config(args)
     masks = mask_batch(args, cfg)
     epoch = clips_per_epoch(args) or (masks.clips_per_epoch if masks is not None else None)
@@ -123,6 +138,7 @@ def run(args) -> FlopsReport:
     rows = table_rows(cfg, settings, epoch)
     columns = [c for c in MAIN_COLUMNS if c != "train/epoch" or epoch]
     lines = [
+        announcement,
         f"FMamba C={cfg.embed_dim} depth={cfg.depth} d_state={cfg.d_state} headdim={cfg.headdim} "
         f"nheads={cfg.mixer.nheads} chunk={cfg.chunk_size} img={cfg.img_size} patch={cfg.patch_size} "
         f"-> {cfg.num_tokens} tokens/clip; params {count_parameters(cfg):,}"

@@ -30,7 +30,7 @@ from .grid import world_grid
 from .windows import clip_span
 from .labels import (LabelTable, find_label_csv, load_label_table, report_unlabelled,
                      save_class_mapping)
-from .scaling import DEFAULT_SCALING
+from ..spec import PAPER_DEFAULTS
 from .samplers import (DistributedWeightedSampler, UnpaddedDistributedSampler, check_cohort_sampling,
                        cohort_weights)
 from .splits import SPLIT_NAMES, default_split_path, publish_split, resolve_split
@@ -61,8 +61,9 @@ class _Cohort:
 
 
 class FMRIDataModule(pl.LightningDataModule):
-    def __init__(self, dataset_name="Dummy", image_path=None, img_size=(96, 96, 96, 20),
-                 stride_within_seq=1, stride_between_seq=1.0, input_scaling_method=DEFAULT_SCALING,
+    def __init__(self, dataset_name="Dummy", image_path=None, img_size=tuple(PAPER_DEFAULTS["img_size"]),
+                 stride_within_seq=1, stride_between_seq=1.0,
+                 input_scaling_method=PAPER_DEFAULTS["input_scaling_method"],
                  train_split=0.8, val_split=0.1, split_file=None, output_dir=None, label_csv=None,
                  subject_column="subject", target_column=None, downstream_task=None,
                  downstream_task_type="classification", pretraining=False, batch_size=4,

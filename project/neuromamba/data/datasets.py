@@ -19,6 +19,7 @@ from torch.utils.data import Dataset
 
 from . import store
 from .dummy import DummyGenerator, DummySpec
+from ..spec import PAPER_DEFAULTS
 from .scaling import get_scaling, scale_inplace
 from .windows import clip_slice, clip_span, clip_starts, clip_step
 
@@ -37,10 +38,10 @@ class RunEntry:
 
 @dataclass(frozen=True)
 class ClipSpec:
-    sequence_length: int = 20
-    stride_within_seq: int = 1
-    stride_between_seq: float = 1.0  # in clip lengths (windows.py)
-    scaling_method: str = "znorm_minback"
+    sequence_length: int = PAPER_DEFAULTS["img_size"][3]
+    stride_within_seq: int = PAPER_DEFAULTS["stride_within_seq"]
+    stride_between_seq: float = PAPER_DEFAULTS["stride_between_seq"]  # in clip lengths (windows.py)
+    scaling_method: str = PAPER_DEFAULTS["input_scaling_method"]
 
     def __post_init__(self):
         get_scaling(self.scaling_method)  # fail early on a bad name

@@ -12,7 +12,9 @@ max of the run:
   background 0. The static image is a subject fingerprint (texture, coil, anatomy) that a model
   memorises instead of learning the fluctuations (benchmarks/learnability.py: with it, train
   loss reaches its floor and held-out AUC stays at chance); the fluctuations keep their
-  run-relative amplitude. The default for new runs; ``znorm_minback`` is the paper's input.
+  run-relative amplitude. This project's ``--recipe tuned``; not the default.
+
+The paper's input, ``znorm_minback``, is the default (``neuromamba.spec.PAPER_DEFAULTS``).
 
 "Background" is a raw value of exactly 0 (skull-stripped data, zero padding); for
 ``znorm_demean`` a voxel that is 0 in every frame of the clip.
@@ -53,8 +55,6 @@ SCALING_METHODS = {
     "minmax_zeroback": ScalingMethod("minmax_zeroback", _minmax, "zero"),
     "znorm_demean": ScalingMethod("znorm_demean", _znorm, "zero", demean_over_time=True),
 }
-DEFAULT_SCALING = "znorm_demean"
-PAPER_SCALING = "znorm_minback"  # the original's input; what the released checkpoints saw
 
 
 def get_scaling(name: str) -> ScalingMethod:

@@ -16,6 +16,7 @@ from torch.utils.checkpoint import checkpoint
 from .embedding import (BACKGROUND_REMOVALS, BACKGROUND_VALUES, Embedder, brain_tokens_from_voxels,
                         patchify, select_tokens)
 from .mamba2 import Mamba2, RMSNorm
+from ..spec import PAPER_DEFAULTS
 from .variants import variant_config
 
 
@@ -87,8 +88,8 @@ class FMamba(nn.Module):
         depth: int = 12,
         d_state: int = 48,
         headdim: int = 192,
-        img_size: Sequence[int] = (96, 96, 96, 20),
-        patch_size: Sequence[int] = (6, 6, 6, 2),
+        img_size: Sequence[int] = tuple(PAPER_DEFAULTS["img_size"]),
+        patch_size: Sequence[int] = tuple(PAPER_DEFAULTS["patch_size"]),
         background_removal: str = "none",
         background_value: str = "min",
         pos_embedding: str = "nerf",

@@ -115,9 +115,6 @@ class AttentionHead(nn.Module):
 
 
 HEADS: Dict[str, Type[nn.Module]] = {"linear": LinearHead, "mamba": MambaHead, "attention": AttentionHead}
-# The default since the learnability benchmark: the mean over tokens ("linear", the original's)
-# could not fit a regional signal, attention pooling found it (README, "Does it learn?").
-DEFAULT_HEAD = "attention"
 
 
 def build_head(name: str, embed_dim: int, num_outputs: int, **kwargs) -> nn.Module:

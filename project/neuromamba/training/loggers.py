@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from neuromamba.cli import read_yaml_mapping
+from neuromamba.fileio import read_yaml_mapping
 
 
 def _wandb_logger(args, run_dir: Path):

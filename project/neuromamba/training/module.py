@@ -28,6 +28,7 @@ from neuromamba.checkpoints import load_pretrained, torch_load_file
 from neuromamba.data.scaling import background_value_for
 from neuromamba.models.fmamba import FMamba
 from neuromamba.models.heads import build_head
+from neuromamba.spec import spec_from_config
 from neuromamba.training.metrics import (ClipRecords, aggregate_by_subject, classification_metrics,
                                          gather_records, mean_clip_loss, regression_metrics)
 from neuromamba.training.schedule import CosineAnnealingWarmUpRestarts, build_optimizer
@@ -42,11 +43,15 @@ class NonFiniteLossError(FloatingPointError):
 
 
 def backbone_kwargs(config: dict) -> dict:
-    return dict(embed_dim=config["embed_dim"], depth=config["depth"], d_state=config["d_state"],
-                headdim=config["headdim"], img_size=tuple(config["img_size"]),
-                patch_size=tuple(config["patch_size"]), background_removal=config["background_removal"],
-                background_value=background_value_for(config["input_scaling_method"]),
-                pos_embedding=config.get("pos_embedding", "nerf"), drop_rate=config.get("drop_rate", 0.0),
+    """FMamba's arguments: the model and input spec the run config stands for (one reading,
+    :func:`neuromamba.spec.spec_from_config`), plus the run's numerical knobs."""
+    spec = spec_from_config(config)
+    model = spec.model
+    return dict(embed_dim=model.embed_dim, depth=model.depth, d_state=model.d_state,
+                headdim=model.headdim, img_size=model.img_size, patch_size=model.patch_size,
+                background_removal=model.background_removal,
+                background_value=background_value_for(spec.input.input_scaling_method),
+                pos_embedding=model.pos_embedding, drop_rate=config.get("drop_rate", 0.0),
                 pretraining=config["task"] == "pretraining", chunk_size=config.get("chunk_size", 256),
                 grad_checkpointing=config.get("grad_checkpointing", False))
 
@@ -83,8 +88,9 @@ class NeuroMambaModule(pl.LightningModule):
             num_outputs = 1 if self.task == "regression" else int(num_classes or 0)
             if num_outputs < 1:
                 raise ValueError("classification needs num_classes >= 2 from the data module")
-            head_options = HEAD_OPTIONS.get(config["clf_head_version"], lambda c: {})(config)
-            self.head = build_head(config["clf_head_version"], config["embed_dim"], num_outputs, **head_options)
+            head = spec_from_config(config).model.clf_head_version
+            head_options = HEAD_OPTIONS.get(head, lambda c: {})(config)
+            self.head = build_head(head, config["embed_dim"], num_outputs, **head_options)
 
         # Regression targets are standardised with train-split statistics; keeping them as
         # buffers puts them in every checkpoint, so predictions map back to original units.

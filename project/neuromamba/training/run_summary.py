@@ -49,7 +49,7 @@ def versions() -> dict:
 
 
 def write_run_summary(run_dir, trainer, datamodule, test_metrics: dict, started: float,
-                      monitor: str) -> Path:
+                      monitor: str, spec: dict | None = None) -> Path:
     """Rank 0 writes ``summary.json`` (and ``training_curves.png`` when epochs were logged)."""
     run_dir = Path(run_dir)
     epochs = _epoch_rows(run_dir / "metrics.csv")
@@ -64,6 +64,10 @@ def write_run_summary(run_dir, trainer, datamodule, test_metrics: dict, started:
     last_epoch = max(epochs) if epochs else None
     summary = {
         "run_dir": str(run_dir),
+        # The run spec (model, input, recipe and every departure from the paper).
+        "recipe": (spec or {}).get("recipe"),
+        "departures": (spec or {}).get("departures", []),
+        "spec": spec,
         "monitor": monitor,
         "best_epoch": best_epoch,
         "best_metrics": {k: _finite(v) for k, v in epochs.get(best_epoch, {}).items()},

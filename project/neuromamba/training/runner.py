@@ -13,19 +13,19 @@ from neuromamba.cli import args_to_dict, check_hardware
 from neuromamba.console import NeuroMambaWarning
 from neuromamba.training.module import NeuroMambaModule
 from neuromamba.training.outputs import default_run_name, make_run_dir, write_args_yaml
-from neuromamba.training.run_checks import (apply_test_checkpoint_settings, check_checkpoint_grid,
-                                            check_resume, check_test_task, follow_pretrained_input,
-                                            pretrained_input_notes)
+from neuromamba.training.run_checks import check_checkpoint_grid, use_test_checkpoint_split
 from neuromamba.training.trainer import build_trainer, monitor_for
 
 
 def build_datamodule(args, run_dir: Path):
+    """The data as the run's input spec says (grid, clip length, strides, scaling)."""
     from neuromamba.data.datamodule import FMRIDataModule
 
+    spec = args.spec["input"]
     return FMRIDataModule(
-        dataset_name=args.dataset_name, image_path=args.image_path, img_size=tuple(args.img_size),
-        stride_within_seq=args.stride_within_seq, stride_between_seq=args.stride_between_seq,
-        input_scaling_method=args.input_scaling_method, train_split=args.train_split,
+        dataset_name=args.dataset_name, image_path=args.image_path, img_size=tuple(spec["img_size"]),
+        stride_within_seq=spec["stride_within_seq"], stride_between_seq=spec["stride_between_seq"],
+        input_scaling_method=spec["input_scaling_method"], train_split=args.train_split,
         val_split=args.val_split, split_file=args.split_file, output_dir=str(run_dir),
         label_csv=args.label_csv, subject_column=args.subject_column, target_column=args.target_column,
         downstream_task=None if args.pretraining else args.downstream_task,
@@ -73,16 +73,14 @@ def run(args, extra_callbacks=()) -> dict:
     started = time.time()
     check_hardware(args)
     pl.seed_everything(args.seed, workers=True)
+    # The recipe and every departure from the paper, in one line, then what a checkpoint fixed.
+    for line in getattr(args, "_announce", []):
+        rank_zero_info(f"[neuromamba] {line}")
     run_dir = make_run_dir(args.output_dir, args.run_name or _resumed_run_name(args) or default_run_name(args))
     args.run_dir = str(run_dir)
     if args.test_only:
-        check_test_task(args, args.allow_pickle)
-        for note in apply_test_checkpoint_settings(args):
+        for note in use_test_checkpoint_split(args):
             rank_zero_info(f"[neuromamba] --test_only uses {note}")
-    for note in follow_pretrained_input(args):
-        rank_zero_info(f"[neuromamba] using {note}")
-    if args.resume_ckpt_path:
-        check_resume(args, args.allow_pickle)
 
     datamodule = build_datamodule(args, run_dir)
     datamodule.prepare_data()
@@ -90,13 +88,11 @@ def run(args, extra_callbacks=()) -> dict:
     # What the run was trained on, kept in its config (and so in every checkpoint): the data's
     # grid, checked against any checkpoint used with it, and the split file --test_only reuses.
     args.data_grid = datamodule.grid.as_dict()
+    args.spec["input"]["data_grid"] = args.data_grid
     args.split_file_used = str(Path(datamodule.split_path).resolve()) if datamodule.split_path else None
-    for checkpoint in (args.load_model_path, args.test_ckpt_path if args.test_only else None):
-        if checkpoint:
-            for note in check_checkpoint_grid(args.data_grid, checkpoint, args.allow_pickle):
-                warnings.warn(note, NeuroMambaWarning, stacklevel=2)
-    for note in pretrained_input_notes(args.input_scaling_method, args.load_model_path, args.allow_pickle):
-        warnings.warn(note, NeuroMambaWarning, stacklevel=2)
+    if args._checkpoint is not None and (args.load_model_path or args.test_only):
+        for note in check_checkpoint_grid(args.data_grid, args._checkpoint):
+            warnings.warn(note, NeuroMambaWarning, stacklevel=2)
     _write_args(run_dir, args)
     # A checkpoint file carries its own hyper-parameters; a DeepSpeed checkpoint folder is
     # loaded by the DeepSpeed strategy into a module built from the flags.
@@ -118,16 +114,17 @@ def run(args, extra_callbacks=()) -> dict:
         has_best = bool(trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path)
         results = trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None)
     metrics = dict(results[0]) if results else {}
-    _write_summary(run_dir, trainer, datamodule, metrics, started, monitor_for(args, args.task)[0])
+    _write_summary(run_dir, trainer, datamodule, metrics, started, monitor_for(args, args.task)[0],
+                   args.spec)
     _print_summary(run_dir, metrics)
     return {"run_dir": str(run_dir), "metrics": metrics, "trainer": trainer, "module": module}
 
 
 @rank_zero_only
-def _write_summary(run_dir, trainer, datamodule, metrics, started, monitor) -> None:
+def _write_summary(run_dir, trainer, datamodule, metrics, started, monitor, spec) -> None:
     from neuromamba.training.run_summary import write_run_summary
 
-    write_run_summary(run_dir, trainer, datamodule, metrics, started, monitor)
+    write_run_summary(run_dir, trainer, datamodule, metrics, started, monitor, spec)
 
 
 @rank_zero_only
