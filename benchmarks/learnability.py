@@ -1,27 +1,31 @@
 """Does it learn? Synthetic cohorts on the real MNI152 brain with a planted label signal, and the
-held-out subject-level AUC of classical baselines and of the model's documented recipes.
+held-out subject-level AUC of classical baselines and of the model's recipes.
 
 Each cohort: nilearn's MNI152 brain at 4 mm on the 48^3 world grid, one run per subject, every
 subject with its own static texture and baseline (what a model can memorise) plus smooth
 background fluctuations, and one kind of label signal (class 1 only):
 
+  * ``static``   : one small region brighter by a constant (an anatomy/contrast difference);
   * ``local``    : a stronger temporal fluctuation inside one small region;
   * ``network``  : a weaker amplitude increase spread over four regions;
   * ``coupling`` : two regions share one time course (same variance in both classes).
 
 For every cohort and seed (the cohort and its subject split both change with the seed) it
-reports the test AUC of: the baselines (project/baseline.py: ``patch_stats``, ``fc``); the
-tuned recipe (``--recipe tuned``: attention head, ``znorm_demean`` input) from scratch; the same with one part
-put back to the paper's (the ``linear`` mean-pooling head, or the ``znorm_minback`` input), both
-put back, and the mamba head; pretraining then full fine-tuning; pretraining then the frozen
-backbone with the tuned recipe's head. Pretraining sees only the training subjects. Prints a table of
-mean +- std over the seeds, and the final training loss (memorising: the loss at its floor,
-0.199 with label smoothing 0.1, while held-out AUC stays at chance).
+reports the test AUC of: the baselines (project/baseline.py on the first run's split, clips read
+z-scored: ``temporal_mean`` for static, ``temporal_std`` for fluctuations, ``fc`` for coupling,
+and the best of the three); the paper's recipe from scratch (the default: ``znorm_minback``,
+linear head); the tuned recipe (``--recipe tuned``: ``voxel_demean_static`` input, attention
+head) from scratch; the tuned recipe with one part changed (the ``linear`` head; the
+``voxel_demean`` input, no static token); pretraining (tuned, leak-free) then full fine-tuning;
+and pretraining then the frozen backbone. Pretraining sees only the training subjects. Every
+run reads the same raw frames per clip (the static token is added in front of them). Prints a
+table of mean +- std over the seeds, and the final training loss (memorising: the loss at its
+floor, 0.199 with label smoothing 0.1, while held-out AUC stays at chance).
 
     python benchmarks/learnability.py --out /tmp/nm_learn --seeds 3 --subjects 80 --epochs 30 \
         --learning_rate 5e-3 --jobs 2
 
-Tiny model (C 32, 2 blocks) so a 2-core CPU finishes in about half an hour: the numbers say
+Tiny model (C 32, 2 blocks) so a 2-core CPU finishes in about an hour: the numbers say
 whether a recipe can find each kind of signal at all, not how well a full model would.
 """
 from __future__ import annotations
@@ -41,20 +45,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "project"))
 
 GRID = (48, 48, 48)
 VOXEL_MM = 4.0
-KINDS = ("local", "network", "coupling")
-# Every model run starts from the tuned recipe (--recipe tuned); the rows below change one part.
-MODEL = ["--embed_dim", "32", "--depth", "2", "--d_state", "8", "--headdim", "32", "--recipe", "tuned"]
-PAPER_INPUT = ["--input_scaling_method", "znorm_minback"]
-# name -> flags of a from-scratch fine-tuning run (on top of the tuned recipe)
+KINDS = ("static", "local", "network", "coupling")
+KIND_SEED = {"local": 0, "network": 1, "coupling": 2, "static": 3}  # cohorts stay what they were
+MODEL = ["--embed_dim", "32", "--depth", "2", "--d_state", "8", "--headdim", "32"]
+TUNED = ["--recipe", "tuned"]
+# name -> flags of a from-scratch fine-tuning run; "static" marks runs whose clip carries the
+# static token in front of the same raw frames (img_size T + 2).
 SCRATCH = {
-    "tuned recipe (attention head, znorm_demean input)": [],
-    "linear head (the original's mean pooling)": ["--clf_head_version", "linear"],
-    "paper input (znorm_minback)": PAPER_INPUT,
-    "paper recipe (linear head, znorm_minback)": ["--recipe", "paper"],
-    "mamba head": ["--clf_head_version", "mamba"],
+    "paper recipe (default: znorm_minback, linear head)": ([], False),
+    "tuned recipe (voxel_demean_static, attention head)": (TUNED, True),
+    "tuned, linear head": (TUNED + ["--clf_head_version", "linear"], True),
+    "tuned, voxel_demean input (no static token)": (TUNED + ["--input_scaling_method", "voxel_demean"], False),
 }
-METHODS = ("baseline patch_stats", "baseline fc", *SCRATCH, "pretrain + full fine-tune",
-           "pretrain + frozen backbone")
+BASELINES = ("temporal_mean", "temporal_std", "fc")
+KIND_BASELINE = {"static": "temporal_mean", "local": "temporal_std", "network": "temporal_std",
+                 "coupling": "fc"}
+METHODS = (*(f"baseline {b}" for b in BASELINES), "best baseline", *SCRATCH,
+           "tuned: pretrain + full fine-tune", "tuned: pretrain + frozen backbone")
 
 
 def mni_mask_4mm() -> tuple:
@@ -90,7 +97,7 @@ def regions(mask: np.ndarray) -> dict:
     idx = np.argwhere(mask)
     lo, hi = idx.min(0), idx.max(0)
     at = lambda f: tuple(int(l + f_ * (h - l)) for l, h, f_ in zip(lo, hi, f))  # noqa: E731
-    spots = {"local": [at((0.3, 0.5, 0.6))], "network": [at(f) for f in
+    spots = {"static": [at((0.65, 0.45, 0.55))], "local": [at((0.3, 0.5, 0.6))], "network": [at(f) for f in
                                                           ((0.25, 0.3, 0.5), (0.75, 0.3, 0.5),
                                                            (0.3, 0.7, 0.6), (0.7, 0.7, 0.6))],
              "coupling": [at((0.3, 0.55, 0.55)), at((0.7, 0.55, 0.55))]}
@@ -107,7 +114,9 @@ def subject_run(rng, mask, kind, label, spots, frames) -> np.ndarray:
         data += 15.0 * course[:, None, None, None] * _smooth(rng, GRID, 4)[None]
     data += 8.0 * rng.standard_normal(data.shape).astype(np.float32)
     if label == 1:
-        if kind == "local":
+        if kind == "static":
+            data[:, spots["static"][0]] += 80.0
+        elif kind == "local":
             data[:, spots["local"][0]] += 60.0 * rng.standard_normal((frames, 1)).astype(np.float32)
         elif kind == "network":
             for region in spots["network"]:
@@ -125,7 +134,7 @@ def write_cohort(out: Path, kind: str, seed: int, subjects: int, frames: int) ->
 
     mask, affine, _ = mni_mask_4mm()
     spots = regions(mask)
-    rng = np.random.default_rng([seed, KINDS.index(kind)])
+    rng = np.random.default_rng([seed, KIND_SEED[kind]])
     root = out / f"{kind}_seed{seed}"
     labels = [i % 2 for i in range(subjects)]
     rng.shuffle(labels)
@@ -161,31 +170,38 @@ def evaluate_cohort(root: Path, seed: int, epochs: int, frames: int, lr: float) 
 
     from neuromamba.analysis.baseline_cli import run as baseline_run
 
-    data = ["--dataset_name", "CSV", "--image_path", str(root / "h5"), "--img_size", *map(str, GRID),
-            str(frames // 2), "--accelerator", "cpu", "--no_progress_bar", "--seed", str(seed),
-            "--train_split", "0.6", "--val_split", "0.2", "--calc_loss_without_background",
-            "--batch_size", "4", "--output_dir", str(root / "runs")]
+    clip = frames // 2
+
+    def data(static: bool) -> list:
+        return ["--dataset_name", "CSV", "--image_path", str(root / "h5"), "--img_size", *map(str, GRID),
+                str(clip + (2 if static else 0)), "--accelerator", "cpu", "--no_progress_bar",
+                "--seed", str(seed), "--train_split", "0.6", "--val_split", "0.2",
+                "--calc_loss_without_background", "--batch_size", "4", "--output_dir", str(root / "runs")]
+
     labelled = ["--label_csv", str(root / "labels.csv"), "--downstream_task", "label"]
     train = ["--max_epochs", str(epochs), "--learning_rate", str(lr)]
     out = {}
     names = list(SCRATCH)
-    first = _main_run(MODEL + data + labelled + train + ["--run_name", "scratch_0"])
+    first_flags, first_static = SCRATCH[names[0]]
+    first = _main_run(MODEL + data(first_static) + labelled + train + first_flags + ["--run_name", "scratch_0"])
     out[names[0]] = first
     split = next((Path(first["run_dir"]) / "splits").glob("split_*.txt"))
     same = ["--split_file", str(split)]
-    result = baseline_run(_argparse.Namespace(run_dir=first["run_dir"], features=["patch_stats", "fc"],
-                                              atlas=None, fc_max_parcels=300, output_dir=None))
+    result = baseline_run(_argparse.Namespace(run_dir=first["run_dir"], features=list(BASELINES),
+                                              atlas=None, fc_max_parcels=600, output_dir=None,
+                                              input_scaling_method="znorm_zeroback"))
     for feature_set, entry in result["feature_sets"].items():
         out[f"baseline {feature_set}"] = {"auc": (entry.get("test") or {}).get("auroc"), "train_loss": None}
     for i, name in enumerate(names[1:], start=1):
-        out[name] = _main_run(MODEL + data + labelled + train + same + SCRATCH[name] +
+        flags, static = SCRATCH[name]
+        out[name] = _main_run(MODEL + data(static) + labelled + train + same + flags +
                               ["--run_name", f"scratch_{i}"])
-    pre = _main_run(MODEL + data + same + ["--pretraining", "--max_epochs", str(epochs),
-                                           "--learning_rate", str(lr), "--run_name", "pretrain"])
+    pre = _main_run(MODEL + data(True) + same + TUNED + ["--pretraining", "--max_epochs", str(epochs),
+                                                          "--learning_rate", str(lr), "--run_name", "pretrain"])
     ckpt = str(Path(pre["run_dir"]) / "checkpoints" / "last.ckpt")
-    out["pretrain + full fine-tune"] = _main_run(MODEL + data + labelled + train + same + [
+    out["tuned: pretrain + full fine-tune"] = _main_run(MODEL + data(True) + labelled + train + same + TUNED + [
         "--load_model_path", ckpt, "--run_name", "finetune"])
-    out["pretrain + frozen backbone"] = _main_run(MODEL + data + labelled + train + same + [
+    out["tuned: pretrain + frozen backbone"] = _main_run(MODEL + data(True) + labelled + train + same + TUNED + [
         "--load_model_path", ckpt, "--freeze_feature_extractor", "--learning_rate", str(5 * lr),
         "--run_name", "frozen"])
     return {name: {"auc": v["auc"], "train_loss": v["train_loss"]} for name, v in out.items()}
@@ -246,6 +262,9 @@ def main(argv=None) -> None:
         futures = [pool.submit(_cohort_job, *job) for job in jobs]
         for done, future in enumerate(as_completed(futures), start=1):
             kind, seed, cohort = future.result()
+            found = [cohort[f"baseline {b}"]["auc"] for b in BASELINES]
+            found = [v for v in found if v is not None and v == v]
+            cohort["best baseline"] = {"auc": max(found) if found else None, "train_loss": None}
             print(f"[{done}/{len(jobs)}] {kind} seed {seed}: " + ", ".join(
                 f"{m.split(' (')[0]} {v['auc']:.2f}" for m, v in cohort.items() if v["auc"] is not None),
                   flush=True)
@@ -263,6 +282,7 @@ def main(argv=None) -> None:
         cells = [_cell(results[kind][method]) for kind in args.kinds]
         loss = _cell([v for kind in args.kinds for v in losses[kind][method]])
         print(f"| {method} | " + " | ".join(cells) + f" | {loss} |")
+    print("the kinds' own baselines: " + ", ".join(f"{k} {KIND_BASELINE[k]}" for k in args.kinds))
 
 
 if __name__ == "__main__":

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
                       allow_crop_brain=args.allow_crop_brain) as run:
         encoder.check_grid(run.grid, f"--nifti {args.nifti}")
         dataset = run_clip_dataset(run, encoder.img_size, encoder.input_scaling_method,
-                                   args.stride_within_seq, args.stride_between_seq)
+                                   args.stride_within_seq, args.stride_between_seq, encoder.patch_size)
         per_clip = predict_dataset(encoder, dataset, args.batch_size, resolve_device(args.device))
     prediction = summarise(encoder, per_clip, args.nifti, args.class_names, args.per_clip)
     if args.json is None:

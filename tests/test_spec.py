@@ -49,14 +49,14 @@ def test_the_paper_defaults_are_the_originals():
 
 def test_recipe_tuned_is_announced_flag_by_flag_and_recorded():
     args = parse_args(["--downstream_task", "sex", "--recipe", "tuned"])
-    assert args.input_scaling_method == "znorm_demean" and args.clf_head_version == "attention"
+    assert args.input_scaling_method == "voxel_demean_static" and args.clf_head_version == "attention"
     assert args._announce[0] == ("recipe tuned: clf_head_version attention (paper: linear); "
-                                 "input_scaling_method znorm_demean (paper: znorm_minback)")
+                                 "input_scaling_method voxel_demean_static (paper: znorm_minback)")
     assert args.spec["recipe"] == "tuned" and len(args.spec["departures"]) == 2
     # an explicit flag wins over the recipe, and is then no departure
     args = parse_args(["--downstream_task", "sex", "--recipe", "tuned", "--clf_head_version", "linear"])
     assert args.clf_head_version == "linear"
-    assert args.departures == ["input_scaling_method znorm_demean (paper: znorm_minback)"]
+    assert args.departures == ["input_scaling_method voxel_demean_static (paper: znorm_minback)"]
 
 
 def test_explicit_project_only_choices_are_departures_and_paper_options_are_not():
@@ -70,7 +70,7 @@ def test_explicit_project_only_choices_are_departures_and_paper_options_are_not(
 
 def test_pretraining_ignores_the_head_in_departures():
     args = parse_args(["--pretraining", "--recipe", "tuned"])
-    assert args.departures == ["input_scaling_method znorm_demean (paper: znorm_minback)"]
+    assert args.departures == ["input_scaling_method voxel_demean_static (paper: znorm_minback)"]
 
 
 def test_precedence_flag_checkpoint_recipe_paper(tmp_path):
@@ -96,7 +96,8 @@ def test_a_released_checkpoint_is_the_papers_spec_with_its_own_dims(tmp_path):
                        "--load_model_path", settings.path])
     assert (args.embed_dim, args.depth, args.input_scaling_method) == (16, 1, "znorm_minback")
     assert args.clf_head_version == "attention"  # the head is the fine-tuning run's choice
-    assert any("znorm_minback from" in line and "recipe tuned: znorm_demean" in line for line in args._announce)
+    assert any("znorm_minback from" in line and "recipe tuned: voxel_demean_static" in line
+               for line in args._announce)
 
 
 def test_an_explicit_other_input_than_the_backbones_is_kept_with_one_warning(tmp_path):
@@ -113,9 +114,9 @@ def test_a_backbone_export_carries_its_spec(tmp_path):
     path = _released(tmp_path, "export.pt", spec=spec)
     assert json.loads(open(path + ".spec.json").read())["recipe"] == "tuned"
     settings = read_checkpoint_settings(path)
-    assert settings.format == "export" and settings.values["input_scaling_method"] == "znorm_demean"
+    assert settings.format == "export" and settings.values["input_scaling_method"] == "voxel_demean_static"
     args = parse_args(["--img_size", "24", "24", "24", "4", "--downstream_task", "sex", "--load_model_path", path])
-    assert args.input_scaling_method == "znorm_demean" and args.setting_sources["input_scaling_method"] == "checkpoint"
+    assert args.input_scaling_method == "voxel_demean_static" and args.setting_sources["input_scaling_method"] == "checkpoint"
 
 
 def test_older_configs_without_a_key_mean_the_papers_value(tmp_path):

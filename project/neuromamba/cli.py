@@ -490,6 +490,7 @@ def resolve_run_spec(args: argparse.Namespace, recipe) -> None:
     for key, value in resolution.values.items():
         setattr(args, key, value)
     _check_spec_values(args)
+    _refuse_leaking_pretraining(args)
     departures = resolution.departures + _recipe_flag_departures(args, recipe)
     args.recipe = resolution.recipe
     args.departures = departures
@@ -508,6 +509,17 @@ def _recipe_flag_departures(args, recipe) -> list:
             for key, value in sorted(recipe.values.items())
             if key not in SPEC_KEYS + ("model_size",) and getattr(args, key, None) == value
             and value != defaults.get_default(key)]
+
+
+def _refuse_leaking_pretraining(args) -> None:
+    """A pretraining target must never follow from the tokens before it."""
+    from neuromamba.data.scaling import LEAK_FREE, get_scaling
+
+    if args.pretraining and get_scaling(args.input_scaling_method).leaks_future:
+        raise ValueError(f"--input_scaling_method {args.input_scaling_method} leaks the future into "
+                         "pretraining (each voxel's mean over the clip includes the frames being "
+                         "predicted); use voxel_demean (the run's per-voxel mean) or another of "
+                         f"{list(LEAK_FREE)}")
 
 
 def _check_spec_values(args) -> None:

@@ -52,7 +52,7 @@ def _subjects(path):
 def test_baselines_use_the_runs_split_and_metrics(classification_run, repo_root):
     res = run_script(repo_root, "baseline", "--run_dir", classification_run)
     assert res.returncode == 0, res.stderr
-    assert "patch_stats  test" in res.stdout and "fc           test" in res.stdout
+    assert "patch_stats    test" in res.stdout and "fc             test" in res.stdout
     base = classification_run / "baselines"
     for feature_set in ("patch_stats", "fc"):
         # the same test subjects as the model's own evaluation, one row each

@@ -21,11 +21,13 @@ def write_nifti(path, shape=(22, 26, 20), frames=9, seed=0):
     return data, affine
 
 
-def expected_clips(data, affine, img_size=(24, 24, 24, 4), demean=False):
+def expected_clips(data, affine, img_size=(24, 24, 24, 4), mode="znorm_minback"):
     """The same pipeline by hand: flip x (RAS -> LAS), place on the 24^3 2 mm world grid by the
-    affine alone, z-norm over brain voxels (background: the volume minimum, the paper's
-    znorm_minback), non-overlapping clips; with ``demean`` (the tuned recipe's znorm_demean)
-    each brain voxel's mean over the clip removed, background 0."""
+    affine alone, then by ``mode``: z-norm over brain voxels (background: the volume minimum,
+    the paper's znorm_minback), non-overlapping clips; znorm_demean: each brain voxel's mean over
+    the clip removed, background 0; voxel_demean_static (the tuned recipe): the run's z-scored
+    mean image as the first 2 frames, then each voxel minus its run mean over the run's pooled
+    temporal std."""
     las = data[::-1]
     ox = affine[0, 3] + affine[0, 0] * (data.shape[0] - 1)  # world x of LAS voxel 0
     oy, oz = affine[1, 3], affine[2, 3]
@@ -38,11 +40,21 @@ def expected_clips(data, affine, img_size=(24, 24, 24, 4), demean=False):
     brain = grid[grid != 0]
     assert brain.size == np.count_nonzero(data)  # the whole brain is on the grid
     scaled = (grid - brain.mean()) / brain.std()
+    mask = (grid != 0).any(-1)
     T = img_size[3]
     clips = []
+    if mode == "voxel_demean_static":
+        mean = grid.mean(-1)
+        fluct = np.sqrt(grid.var(-1)[mask].mean())
+        static = np.where(mask, (mean - mean[mask].mean()) / mean[mask].std(), 0.0)
+        for s in range(0, data.shape[-1] - (T - 2) + 1, T - 2):
+            part = np.where(mask[..., None], (grid[..., s:s + T - 2] - mean[..., None]) / fluct, 0.0)
+            clip = np.concatenate([static[..., None], static[..., None], part], axis=-1)
+            clips.append(torch.from_numpy(clip.astype(np.float32))[None, None])
+        return clips
     for s in range(0, data.shape[-1] - T + 1, T):
         clip = scaled[..., s:s + T].copy()
-        if demean:
+        if mode == "znorm_demean":
             clip -= clip.mean(-1, keepdims=True)
             clip[~(grid[..., s:s + T] != 0).any(-1)] = 0.0
         clips.append(torch.from_numpy(clip.astype(np.float32))[None, None])
@@ -53,9 +65,11 @@ def _run(repo_root, *args):
     return run_script(repo_root, "predict", *args)
 
 
-@pytest.mark.parametrize("recipe, demean", [("paper", False), ("tuned", True)])
-def test_classification_probabilities_match_manual_pipeline(tmp_path, repo_root, recipe, demean):
-    module = tiny_module("classification", num_classes=3, extra=["--recipe", recipe]).eval()
+@pytest.mark.parametrize("recipe, mode", [("paper", "znorm_minback"), ("tuned", "voxel_demean_static"),
+                                          ("tuned", "znorm_demean")])
+def test_classification_probabilities_match_manual_pipeline(tmp_path, repo_root, recipe, mode):
+    module = tiny_module("classification", num_classes=3,
+                         extra=["--recipe", recipe, "--input_scaling_method", mode]).eval()
     run_dir = tmp_path / "run"
     (run_dir / "checkpoints").mkdir(parents=True)
     ckpt = save_lightning_like(module, run_dir / "checkpoints" / "best.ckpt")
@@ -66,11 +80,11 @@ def test_classification_probabilities_match_manual_pipeline(tmp_path, repo_root,
                "--json", "--device", "cpu")
     assert res.returncode == 0, res.stderr
     out = json.loads(res.stdout)
-    assert out["num_clips"] == 2 and out["target"] == "diagnosis"
+    assert out["num_clips"] == (4 if mode == "voxel_demean_static" else 2) and out["target"] == "diagnosis"
     assert list(out["probabilities"]) == ["ADHD", "ASD", "HC"]
     with torch.no_grad():
         probs = torch.cat([torch.softmax(module(x), -1)
-                           for x in expected_clips(data, affine, demean=demean)]).mean(0)
+                           for x in expected_clips(data, affine, mode=mode)]).mean(0)
     np.testing.assert_allclose(list(out["probabilities"].values()), probs.numpy(), rtol=1e-4, atol=1e-5)
     assert out["predicted_class"] == ["ADHD", "ASD", "HC"][int(probs.argmax())]
 

@@ -27,7 +27,14 @@ def expected_grid(data):
     return out
 
 
-def independent_scaling(raw, brain_values, method):
+def independent_scaling(raw, brain_values, method, run=None):
+    """``raw`` the clip's frames (D, H, W, T); ``run`` all of the run's frames (D, H, W, T_run),
+    for the voxel_* scalings (each voxel's run mean, the run's pooled temporal std)."""
+    if method.startswith("voxel_"):
+        brain = (run != 0).any(axis=-1)
+        mean = run.mean(axis=-1)
+        pooled = np.sqrt(run.var(axis=-1)[brain].mean())
+        return np.where(brain[..., None], (raw - mean[..., None]) / pooled, 0.0)
     mu, sd = brain_values.mean(), brain_values.std()
     lo, hi = brain_values.min(), brain_values.max()
     if method.startswith("znorm"):
@@ -90,7 +97,8 @@ def test_dataset_returns_exact_scaled_values(run_folder, tmp_path, method):
         if name == "fp16":  # what is stored: fp16 rounding of the raw values
             grid = grid.astype(np.float16).astype(np.float64)
         frames = [item["start"].item() + 2 * k for k in range(3)]
-        expected = independent_scaling(grid[..., frames], brain_values, method)
+        exact = expected_grid(raw)  # voxel statistics are taken before storage rounding
+        expected = independent_scaling(grid[..., frames], brain_values, method, exact)
         assert item["fmri"].shape == (1, 24, 24, 24, 3) and item["fmri"].dtype == torch.float32
         np.testing.assert_allclose(item["fmri"][0].numpy(), expected, **TOL)
         # background: volume minimum for *_minback, exactly 0 for *_zeroback

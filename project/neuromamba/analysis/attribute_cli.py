@@ -40,8 +40,8 @@ def dataset_runs(args, encoder) -> List[RunClips]:
     from neuromamba.data.datasets import (ClipDataset, ClipSpec, DummyReader, HDF5Reader,
                                           discover_hdf5_runs, dummy_entries, get_dataset_info)
 
-    spec = ClipSpec(encoder.img_size[3], args.stride_within_seq, args.stride_between_seq,
-                    encoder.input_scaling_method)
+    spec = ClipSpec.for_model(encoder.img_size, encoder.patch_size, args.stride_within_seq,
+                              args.stride_between_seq, encoder.input_scaling_method)
     if get_dataset_info(args.dataset_name).synthetic:
         from neuromamba.data import dummy
 
@@ -126,7 +126,7 @@ def run(args) -> List[Dict]:
                           allow_crop_brain=args.allow_crop_brain) as prepared:
             encoder.check_grid(prepared.grid, f"--nifti {args.nifti}")
             dataset = run_clip_dataset(prepared, encoder.img_size, encoder.input_scaling_method,
-                                       args.stride_within_seq, args.stride_between_seq)
+                                       args.stride_within_seq, args.stride_between_seq, encoder.patch_size)
             name = Path(prepared.path).stem
             return [attribute_run(args, encoder, RunClips(name, dataset, prepared.num_frames,
                                                           prepared.record))]

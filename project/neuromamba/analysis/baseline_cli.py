@@ -15,8 +15,9 @@ from .baselines import (FEATURE_SETS, build_features, clip_series, common_brain_
                         fit_model, token_grid_labels)
 
 
-def run_settings(run_dir: str) -> argparse.Namespace:
-    """The run's own flags (args.yaml), pointed at its own split file."""
+def run_settings(run_dir: str, scaling: str | None = None) -> argparse.Namespace:
+    """The run's own flags (args.yaml), pointed at its own split file; with ``scaling``, its
+    clips read under that input instead (the same raw frames: a static token is left out)."""
     path = Path(run_dir) / "args.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"--run_dir {run_dir}: no args.yaml (not a run folder of project/main.py)")
@@ -33,6 +34,14 @@ def run_settings(run_dir: str) -> argparse.Namespace:
     from neuromamba.spec import spec_from_config
 
     args.spec = spec_from_config(vars(args)).as_dict()
+    if scaling:
+        from neuromamba.data.scaling import static_frames_for
+
+        spec_in = args.spec["input"]
+        static = static_frames_for(spec_in["input_scaling_method"], args.spec["model"]["patch_size"][3])
+        spec_in["img_size"] = [*spec_in["img_size"][:3], spec_in["img_size"][3] - static]
+        spec_in["input_scaling_method"] = scaling
+        args.img_size = spec_in["img_size"]
     return args
 
 
@@ -86,7 +95,7 @@ def run(args) -> Dict:
                                              target_unit, write_predictions_csv)
     from neuromamba.training.runner import build_datamodule
 
-    settings = run_settings(args.run_dir)
+    settings = run_settings(args.run_dir, getattr(args, "input_scaling_method", None))
     datamodule = build_datamodule(settings, Path(args.run_dir))
     datamodule.output_dir = None  # read the run's split; write nothing into its data
     datamodule.setup("fit")
@@ -98,10 +107,12 @@ def run(args) -> Dict:
     mean, std = (0.0, 1.0) if task == "classification" else (
         float(train_targets.mean()), float(train_targets.std() or 1.0))
     out = Path(args.output_dir or Path(args.run_dir) / "baselines")
+    scaling = settings.spec["input"]["input_scaling_method"]
     result: Dict = {"run_dir": str(args.run_dir), "parcels": parcel_text, "task": task,
-                    "split_file": settings.split_file, "feature_sets": {}}
-    lines = [f"baselines on {args.run_dir} ({task}, parcels: {parcel_text}; split "
-             f"{settings.split_file})", "feature set  split  " + "  ".join(_metric_names(task))]
+                    "split_file": settings.split_file, "input_scaling_method": scaling,
+                    "feature_sets": {}}
+    lines = [f"baselines on {args.run_dir} ({task}, parcels: {parcel_text}; input {scaling}; split "
+             f"{settings.split_file})", "feature set    split  " + "  ".join(_metric_names(task))]
     names = class_names(Path(args.run_dir))
     for feature_set in args.features:
         parcels = None
@@ -127,7 +138,7 @@ def run(args) -> Dict:
                 else:
                     name = target_name(vars(settings))
                     plot_scatter(folder / "scatter_test.png", table, mean, std, name, target_unit(name))
-            lines.append(f"{feature_set:12s} {split:5s}  " + "  ".join(
+            lines.append(f"{feature_set:14s} {split:5s}  " + "  ".join(
                 f"{metrics.get(m, float('nan')):.4f}" for m in _metric_names(task)))
         result["feature_sets"][feature_set] = entry
     atomic_write_text(out / "summary.json", json.dumps(result, indent=2) + "\n")

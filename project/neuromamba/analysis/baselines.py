@@ -3,7 +3,9 @@
 Features of each clip, on the model's token grid (or an atlas): every parcel's time series is
 the mean of its brain voxels per frame (the clip as the model sees it, scaled alike), and
 
-* ``patch_stats``: each parcel's temporal mean and temporal standard deviation;
+* ``temporal_mean``: each parcel's temporal mean (the static image: anatomy, contrast);
+* ``temporal_std``: each parcel's temporal standard deviation (fluctuation amplitude);
+* ``patch_stats``: both of the above;
 * ``fc``: the functional connectivity of the parcels, Fisher-z correlations of their time
   series (upper triangle), over the parcels that hold brain in every training clip.
 
@@ -19,7 +21,7 @@ from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-FEATURE_SETS = ("patch_stats", "fc")
+FEATURE_SETS = ("temporal_mean", "temporal_std", "patch_stats", "fc")
 
 
 def parcel_time_series(clip: np.ndarray, labels: np.ndarray, brain: np.ndarray,
@@ -99,6 +101,10 @@ def common_brain_parcels(brains: Sequence[np.ndarray], max_parcels: int) -> np.n
 def build_features(series, feature_set: str, parcels: Optional[np.ndarray] = None) -> np.ndarray:
     if feature_set == "patch_stats":
         return np.stack([patch_stats_features(s) for s in series])
+    if feature_set == "temporal_mean":
+        return np.stack([s.mean(axis=1) for s in series])
+    if feature_set == "temporal_std":
+        return np.stack([s.std(axis=1) for s in series])
     if feature_set == "fc":
         return np.stack([fc_features(s, parcels) for s in series])
     raise ValueError(f"unknown feature set {feature_set!r}; choose from {FEATURE_SETS}")

@@ -10,13 +10,14 @@ from torch.utils.data import ConcatDataset, DataLoader
 SPLIT_CHOICES = ("all", "train", "val", "test")
 
 
-def build_datamodule(args, img_size, scaling_method: str):
+def build_datamodule(args, img_size, scaling_method: str, patch_size=(6, 6, 6, 2)):
     from neuromamba.data.datamodule import FMRIDataModule
 
     return FMRIDataModule(
         dataset_name=args.dataset_name, image_path=args.image_path, img_size=tuple(img_size),
         stride_within_seq=args.stride_within_seq, stride_between_seq=args.stride_between_seq,
-        input_scaling_method=scaling_method, split_file=args.split_file, output_dir=None,
+        input_scaling_method=scaling_method, patch_frames=patch_size[3], split_file=args.split_file,
+        output_dir=None,
         pretraining=True, batch_size=args.batch_size, num_workers=args.num_workers,
         seed=args.seed, dummy_num_subjects=args.dummy_num_subjects,
         dummy_num_frames=args.dummy_num_frames, dummy_num_runs=args.dummy_num_runs,

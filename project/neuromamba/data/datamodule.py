@@ -27,6 +27,7 @@ from . import dummy as dummy_data
 from .datasets import (ClipDataset, ClipSpec, DataGrid, DummyReader, HDF5Reader, dataset_grid,
                        discover_hdf5_runs, dummy_entries, get_dataset_info)
 from .grid import world_grid
+from .scaling import get_scaling
 from .windows import clip_span
 from .labels import (LabelTable, find_label_csv, load_label_table, report_unlabelled,
                      save_class_mapping)
@@ -64,6 +65,7 @@ class FMRIDataModule(pl.LightningDataModule):
     def __init__(self, dataset_name="Dummy", image_path=None, img_size=tuple(PAPER_DEFAULTS["img_size"]),
                  stride_within_seq=1, stride_between_seq=1.0,
                  input_scaling_method=PAPER_DEFAULTS["input_scaling_method"],
+                 patch_frames=PAPER_DEFAULTS["patch_size"][3],
                  train_split=0.8, val_split=0.1, split_file=None, output_dir=None, label_csv=None,
                  subject_column="subject", target_column=None, downstream_task=None,
                  downstream_task_type="classification", pretraining=False, batch_size=4,
@@ -90,8 +92,8 @@ class FMRIDataModule(pl.LightningDataModule):
         if len(img_size) != 4:
             raise ValueError(f"--img_size needs 4 values (D H W T), got {list(img_size)}")
         self.img_size = tuple(int(v) for v in img_size)
-        self.clip_spec = ClipSpec(self.img_size[3], int(stride_within_seq),
-                                  float(stride_between_seq), input_scaling_method)
+        self.clip_spec = ClipSpec.for_model(self.img_size, (1, 1, 1, int(patch_frames)), stride_within_seq,
+                                            stride_between_seq, input_scaling_method)
         self.train_split, self.val_split = float(train_split), float(val_split)
         self.split_file, self.output_dir = split_file, output_dir
         self.subject_column, self.target_column = subject_column, target_column
@@ -188,6 +190,7 @@ class FMRIDataModule(pl.LightningDataModule):
                 save_class_mapping(tables[0], Path(self.output_dir) / "label_classes.json")
         self.datasets = {name: self._build(self.splits[name]) for name in SPLIT_NAMES}
         self._warn_short_runs()
+        self._refuse_whole_run_clips()
         empty = [n for n in ("train", "val") if len(self.datasets[n]) == 0]
         if empty:
             raise ValueError(f"no clips in the {', '.join(empty)} split: check the run length "
@@ -207,6 +210,21 @@ class FMRIDataModule(pl.LightningDataModule):
                                  f"{b.voxel_size} mm) than {self._cohorts[0].name} ({a.shape} at "
                                  f"{a.voxel_size} mm); preprocess all cohorts alike")
         return grids[0]
+
+    def _refuse_whole_run_clips(self) -> None:
+        """Pretraining on the run's per-voxel mean: a clip that is its whole run sums to zero per
+        voxel, so its last frame would follow from the others (a leak)."""
+        if not (self.pretraining and get_scaling(self.clip_spec.scaling_method).voxel_stats
+                and self.clip_spec.stride_within_seq == 1):
+            return
+        span = self.clip_spec.sequence_length
+        whole = [e for c in self._cohorts for e in c.entries if e.num_frames == span]
+        if whole:
+            names = ", ".join(e.path or f"{e.subject}/{e.run}" for e in whole[:3])
+            raise ValueError(f"{len(whole)} run(s) are exactly one clip long ({span} frames), so "
+                             f"--input_scaling_method {self.clip_spec.scaling_method} (the run's "
+                             f"per-voxel mean) would leak each clip's last frame into pretraining: "
+                             f"{names}; use shorter clips (--img_size T) or longer runs")
 
     def _warn_short_runs(self) -> None:
         """Runs that give no clip drop out of training and metrics: say which."""

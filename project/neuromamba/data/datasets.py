@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 from . import store
 from .dummy import DummyGenerator, DummySpec
 from ..spec import PAPER_DEFAULTS
-from .scaling import get_scaling, scale_inplace
+from .scaling import get_scaling, scale_clip, static_frames_for
 from .windows import clip_slice, clip_span, clip_starts, clip_step
 
 
@@ -38,14 +38,29 @@ class RunEntry:
 
 @dataclass(frozen=True)
 class ClipSpec:
+    """What one clip is. ``sequence_length`` frames are read from the run; a scaling with a
+    static token puts ``static_frames`` frames of the static image in front of them."""
+
     sequence_length: int = PAPER_DEFAULTS["img_size"][3]
     stride_within_seq: int = PAPER_DEFAULTS["stride_within_seq"]
     stride_between_seq: float = PAPER_DEFAULTS["stride_between_seq"]  # in clip lengths (windows.py)
     scaling_method: str = PAPER_DEFAULTS["input_scaling_method"]
+    static_frames: int = 0
 
     def __post_init__(self):
         get_scaling(self.scaling_method)  # fail early on a bad name
         clip_step(self.sequence_length, self.stride_within_seq, self.stride_between_seq)
+
+    @classmethod
+    def for_model(cls, img_size, patch_size, stride_within_seq, stride_between_seq,
+                  scaling_method) -> "ClipSpec":
+        """The clip a model of ``img_size``/``patch_size`` reads under ``scaling_method``."""
+        static = static_frames_for(scaling_method, patch_size[3])
+        if static >= int(img_size[3]):
+            raise ValueError(f"--img_size T={img_size[3]} leaves no frame after the static token "
+                             f"of --input_scaling_method {scaling_method} ({static} frames)")
+        return cls(int(img_size[3]) - static, int(stride_within_seq), float(stride_between_seq),
+                   scaling_method, static)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,11 +74,12 @@ class HDF5Reader:
         self._files: OrderedDict = OrderedDict()
         self._stats: dict = {}
         self._masks: OrderedDict = OrderedDict()
+        self._voxel: OrderedDict = OrderedDict()
         self._pid = None
 
     def __getstate__(self):  # never send open handles to workers
         return {"max_open": self.max_open, "_files": OrderedDict(), "_stats": {},
-                "_masks": OrderedDict(), "_pid": None}
+                "_masks": OrderedDict(), "_voxel": OrderedDict(), "_pid": None}
 
     def _handle(self, path: str):
         import h5py
@@ -88,6 +104,15 @@ class HDF5Reader:
         if stats is None:  # read once per run and process: attrs are slow-ish to parse
             stats = self._stats[entry.path] = store.read_stats(self._handle(entry.path).attrs)
         return stats
+
+    def voxel_stats(self, entry: RunEntry) -> store.VoxelStats:
+        """The run's per-voxel statistics (stored; older files: computed once), cached."""
+        voxel = self._voxel.get(entry.path)
+        if voxel is None:
+            voxel = self._voxel[entry.path] = store.read_voxel_stats(self._handle(entry.path))
+            while len(self._voxel) > self.max_open:
+                self._voxel.popitem(last=False)
+        return voxel
 
     def frames(self, entry: RunEntry, frames: slice) -> np.ndarray:
         """Frames in the stored dtype (T, D, H, W): one read of just those chunks."""
@@ -115,6 +140,7 @@ class HDF5Reader:
 class DummyReader:
     def __init__(self, generator: DummyGenerator):
         self.generator = generator
+        self._voxel: dict = {}
 
     def stats(self, entry: RunEntry) -> dict:
         return self.generator.stats(entry.subject, entry.run)
@@ -125,6 +151,13 @@ class DummyReader:
 
     def brain_mask(self, entry: RunEntry) -> np.ndarray:
         return self.generator.brain_mask(entry.subject, entry.run)
+
+    def voxel_stats(self, entry: RunEntry) -> store.VoxelStats:
+        key = (entry.subject, entry.run)
+        if key not in self._voxel:  # every frame of the run, once
+            frames = self.generator.frames(entry.subject, entry.run, range(entry.num_frames))
+            self._voxel[key] = store.compute_voxel_stats(frames, self.brain_mask(entry))
+        return self._voxel[key]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -187,7 +220,9 @@ class ClipDataset(Dataset):
         # One pass converts to float32 and moves time last (the model's (D, H, W, T) layout).
         clip = np.empty(raw.shape[1:] + raw.shape[:1], dtype=np.float32)
         clip[...] = np.moveaxis(raw, 0, -1)
-        scale_inplace(clip, self.reader.stats(entry), self.spec.scaling_method)
+        voxel = self.reader.voxel_stats(entry) if get_scaling(self.spec.scaling_method).voxel_stats else None
+        clip = scale_clip(clip, self.reader.stats(entry), self.spec.scaling_method, voxel,
+                          self.spec.static_frames)
         if not np.isfinite(clip.sum()):  # one cheap pass: a NaN/inf voxel must never reach a model
             raise ValueError(f"{entry.path or entry.subject}: non-finite values (NaN/inf) in the "
                              f"clip at frame {start}; run `preprocess.py check` on the folder")

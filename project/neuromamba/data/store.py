@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Mapping, Sequence, Optional
 
 import numpy as np
 
@@ -75,6 +75,37 @@ def compute_stats(data: np.ndarray, *, frame_axis: int = 0, block: int = 8) -> R
     mean = total / n
     var = max(total_sq / n - mean * mean, 0.0)
     return RunStats(int(n), float(mean), float(np.sqrt(var)), float(lo), float(hi))
+
+
+@dataclass(frozen=True)
+class VoxelStats:
+    """Per-voxel statistics over the whole run (the field's usual basis for functional signals).
+
+    ``mean_image`` (D, H, W) float32: each brain voxel's mean over every frame of the run (0
+    outside the brain): the static image. ``fluct_std``: the run's typical fluctuation, the
+    root mean over brain voxels of each voxel's temporal variance; dividing by it keeps each
+    voxel's fluctuation amplitude relative to the run's fluctuations, not to its static
+    contrast."""
+
+    mean_image: np.ndarray
+    fluct_std: float
+    brain: Optional[np.ndarray] = None  # (D, H, W) bool; default: where mean_image != 0
+
+
+def compute_voxel_stats(frames_tdhw: np.ndarray, brain_mask: np.ndarray, block: int = 16) -> VoxelStats:
+    """:class:`VoxelStats` of a (T, D, H, W) run, float64 sums a block of frames at a time."""
+    brain = np.asarray(brain_mask, dtype=bool)
+    total = np.zeros(brain.shape, np.float64)
+    total_sq = np.zeros(brain.shape, np.float64)
+    frames = frames_tdhw.shape[0]
+    for start in range(0, frames, block):
+        part = np.asarray(frames_tdhw[start:start + block], dtype=np.float64)
+        total += part.sum(axis=0)
+        total_sq += np.square(part).sum(axis=0)
+    mean = total / max(frames, 1)
+    var = np.maximum(total_sq / max(frames, 1) - mean * mean, 0.0)
+    pooled = float(np.sqrt(var[brain].mean())) if brain.any() else 0.0
+    return VoxelStats(np.where(brain, mean, 0.0).astype(np.float32), pooled, brain)
 
 
 def fp16_max_rounding_error(max_abs: float) -> float:
@@ -209,6 +240,8 @@ def write_run(path: str | Path, frames_tdhw: np.ndarray, *, subject: str, run: s
             for t in range(T):  # frame by frame: bounded memory for the dtype conversion
                 dset[t] = frames_tdhw[t].astype(storage_dtype)
             f.create_dataset("brain_mask", data=brain_mask.astype(np.uint8), track_times=False)
+            voxel = compute_voxel_stats(frames_tdhw, brain_mask)  # for the voxel_* scalings
+            f.create_dataset("voxel_mean", data=voxel.mean_image, track_times=False)
             attrs = {
                 "format_version": FORMAT_VERSION, "subject": str(subject), "run": str(run),
                 "source_file": str(source_file), "storage_dtype": np.dtype(storage_dtype).name,
@@ -217,11 +250,34 @@ def write_run(path: str | Path, frames_tdhw: np.ndarray, *, subject: str, run: s
                 "voxel_size": np.asarray(voxel_size, dtype=np.float64),
             }
             attrs.update({f"stats_{k}": v for k, v in stats.as_dict().items()})
+            attrs["stats_fluct_std"] = voxel.fluct_std
             attrs.update(extra_attrs or {})
             for key, value in attrs.items():
                 f.attrs[key] = value
             f.attrs["complete"] = True  # last: a file without it is partial
     return path
+
+
+def read_voxel_stats(f, block: int = 16) -> VoxelStats:
+    """The run's :class:`VoxelStats` from an open HDF5 run: stored by ``write_run``; files
+    written before they existed get them computed from all their frames (one pass)."""
+    brain = np.asarray(f["brain_mask"]).astype(bool) if "brain_mask" in f else None
+    if "voxel_mean" in f and "stats_fluct_std" in f.attrs:
+        return VoxelStats(np.asarray(f["voxel_mean"], dtype=np.float32), float(f.attrs["stats_fluct_std"]),
+                          brain)
+    dset = f["fmri"]
+    if brain is None:
+        brain = np.zeros(dset.shape[1:], bool)
+        for start in range(0, dset.shape[0], block):
+            brain |= (read_frames(dset, slice(start, min(start + block, dset.shape[0]))) != 0).any(0)
+
+    class _Frames:  # a (T, D, H, W) view that reads blocks on demand
+        shape = dset.shape
+
+        def __getitem__(self, sel):
+            return read_frames(dset, slice(sel.start, min(sel.stop, dset.shape[0])))
+
+    return compute_voxel_stats(_Frames(), brain, block)
 
 
 def read_stats(attrs) -> dict:

@@ -25,7 +25,8 @@ def build_datamodule(args, run_dir: Path):
     return FMRIDataModule(
         dataset_name=args.dataset_name, image_path=args.image_path, img_size=tuple(spec["img_size"]),
         stride_within_seq=spec["stride_within_seq"], stride_between_seq=spec["stride_between_seq"],
-        input_scaling_method=spec["input_scaling_method"], train_split=args.train_split,
+        input_scaling_method=spec["input_scaling_method"], patch_frames=args.spec["model"]["patch_size"][3],
+        train_split=args.train_split,
         val_split=args.val_split, split_file=args.split_file, output_dir=str(run_dir),
         label_csv=args.label_csv, subject_column=args.subject_column, target_column=args.target_column,
         downstream_task=None if args.pretraining else args.downstream_task,

@@ -1,0 +1,117 @@
+"""Inputs for pretraining never let a target follow from the tokens before it; the voxel_*
+scalings keep fluctuation amplitude whatever the static contrast; each scaling says what it keeps."""
+import numpy as np
+import pytest
+
+from neuromamba.cli import parse_args
+from neuromamba.data import scaling, store
+from neuromamba.data.datamodule import FMRIDataModule
+
+
+def _clips(method, n=12):
+    dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=True, dummy_num_subjects=6,
+                        dummy_num_frames=8, input_scaling_method=method)
+    dm.setup("fit")
+    items = [dm.datasets["train"][i] for i in range(min(n, len(dm.datasets["train"])))]
+    return [(it["fmri"][0].numpy(), it["brain_mask"].numpy().astype(bool)) for it in items]
+
+
+def _leak(method) -> tuple:
+    """How exactly each brain voxel's last frame follows from its earlier frames in the clip,
+    pooled over clips: (unexplained share of the best linear prediction, the same for the
+    rule 'minus the sum of the earlier frames'). 0 is an exact constraint: a leak."""
+    rows, targets = [], []
+    for clip, brain in _clips(method):
+        series = clip[brain].astype(np.float64)  # (V, T)
+        rows.append(series[:, :-1])
+        targets.append(series[:, -1])
+    X, y = np.concatenate(rows), np.concatenate(targets)
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    best = (y - X @ coef).var() / y.var()
+    minus_sum = np.mean((y + X.sum(1)) ** 2) / np.mean(y ** 2)
+    return best, minus_sum
+
+
+def test_the_clip_demean_leak_is_found():
+    # the test can fail: znorm_demean's last frame is minus the sum of the others
+    best, minus_sum = _leak("znorm_demean")
+    assert best < 1e-8 and minus_sum < 1e-8
+
+
+@pytest.mark.parametrize("method", scaling.LEAK_FREE)
+def test_no_pretraining_input_lets_the_last_frame_follow_from_the_others(method):
+    best, minus_sum = _leak(method)
+    assert best > 1e-3 and minus_sum > 0.1, (method, best, minus_sum)
+
+
+def test_pretraining_on_a_leaking_input_is_refused():
+    with pytest.raises(ValueError, match="leaks the future into pretraining"):
+        parse_args(["--pretraining", "--input_scaling_method", "znorm_demean"])
+    parse_args(["--pretraining", "--recipe", "tuned"])  # the tuned recipe pretrains leak-free
+
+
+def test_voxel_demean_keeps_amplitude_whatever_the_static_contrast():
+    rng = np.random.default_rng(0)
+    brain = np.zeros((8, 8, 8), bool)
+    brain[2:6, 2:6, 2:6] = True
+    texture = 500 + 50 * rng.standard_normal((8, 8, 8))
+    fluct = rng.standard_normal((10, 8, 8, 8))
+    outs = {}
+    for contrast in (1.0, 3.0):
+        run = np.where(brain, 1000 + contrast * (texture - 500) + fluct, 0).astype(np.float32)  # (T, D, H, W)
+        voxel = store.compute_voxel_stats(run, brain)
+        stats = store.compute_stats(run).as_dict()
+        clip = np.moveaxis(run[:4], 0, -1).copy()
+        outs[contrast] = {m: scaling.scale_inplace(clip.copy(), stats, m, voxel)
+                          for m in ("voxel_demean", "znorm_demean")}
+    np.testing.assert_allclose(outs[1.0]["voxel_demean"], outs[3.0]["voxel_demean"], atol=1e-3)
+    ratio = outs[1.0]["znorm_demean"][brain].std() / outs[3.0]["znorm_demean"][brain].std()
+    assert ratio > 2.0  # the old scaling divided by the static contrast
+
+
+def test_the_static_token_is_the_runs_static_image():
+    (clip, brain), *_ = _clips("voxel_demean_static")
+    static = clip[..., 0]
+    np.testing.assert_array_equal(clip[..., 0], clip[..., 1])  # one token of patch T = 2 frames
+    assert abs(static[brain].mean()) < 1e-4 and static[brain].std() == pytest.approx(1.0, abs=1e-3)
+    assert np.all(static[~brain] == 0)
+    assert clip.shape[-1] == 4  # the clip keeps its size: 2 static + 2 read frames
+
+
+def test_every_scaling_says_what_it_keeps():
+    doc = scaling.__doc__
+    for name, method in scaling.SCALING_METHODS.items():
+        assert f"``{name}``" in doc, name
+        section = doc.split(f"``{name}``", 1)[1].split("\n- ", 1)[0]
+        assert "Keeps" in section, name
+        assert method.keeps_static == ("no static image" not in section.lower()), name
+
+
+def test_old_files_get_voxel_stats_computed(tmp_path):
+    import h5py
+
+    rng = np.random.default_rng(1)
+    brain = np.zeros((6, 6, 6), bool)
+    brain[1:5, 1:5, 1:5] = True
+    run = np.where(brain, 100 + rng.standard_normal((7, 6, 6, 6)), 0).astype(np.float32)
+    path = store.write_run(tmp_path / "r.h5", run, subject="s", run="r", stats=store.compute_stats(run),
+                           brain_mask=brain, storage_dtype=np.dtype(np.float32))
+    with h5py.File(path, "r") as f:
+        stored = store.read_voxel_stats(f)
+    with h5py.File(path, "a") as f:  # as written before voxel statistics existed
+        del f["voxel_mean"]
+        del f.attrs["stats_fluct_std"]
+    with h5py.File(path, "r") as f:
+        computed = store.read_voxel_stats(f, block=3)
+    np.testing.assert_allclose(stored.mean_image, computed.mean_image, rtol=1e-6)
+    assert stored.fluct_std == pytest.approx(computed.fluct_std, rel=1e-6)
+    np.testing.assert_allclose(stored.mean_image[brain], run.mean(0)[brain], rtol=1e-6)
+
+
+def test_pretraining_on_runs_one_clip_long_is_refused_for_run_mean_inputs():
+    dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=True, dummy_num_subjects=6,
+                        dummy_num_frames=4, input_scaling_method="voxel_demean")
+    with pytest.raises(ValueError, match="exactly one clip long"):
+        dm.setup("fit")
+    FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=False, downstream_task="sex",
+                   dummy_num_subjects=6, dummy_num_frames=4, input_scaling_method="voxel_demean").setup("fit")
