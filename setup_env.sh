@@ -70,5 +70,7 @@ else
   say "no nvcc + CUDA GPU (or --no-kernels): skipping fused kernels; the pure-PyTorch Mamba2 path will be used"
 fi
 
-"$py" -c "import sys; sys.path.insert(0, '$here/project'); import neuromamba; print('[setup_env] neuromamba', neuromamba.__version__, 'imports fine')"
+say "installing the neuromamba package (editable: pip install -e .)"
+"$py" -m pip install --no-deps -e "$here"
+(cd / && "$py" -c "import neuromamba; print('[setup_env] neuromamba', neuromamba.__version__, 'imports fine')")
 say "done. Activate with: source $venv/bin/activate"

@@ -32,7 +32,6 @@ ALLOCATORS = {"default (tuned)": {}, "glibc defaults": {"NEUROMAMBA_MALLOC": "sy
 
 def child(steps: int, variant: str, threads: int) -> dict:
     """Time ``steps`` interleaved steps of each removal mode; returns seconds per step."""
-    sys.path.insert(0, str(PROJECT))
     import numpy as np
     import torch
 

@@ -23,7 +23,6 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "project"))
 
 from neuromamba.data import store  # noqa: E402
 from neuromamba.data.datasets import ClipDataset, ClipSpec, HDF5Reader, RunEntry  # noqa: E402

@@ -41,7 +41,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "project"))
 
 GRID = (48, 48, 48)
 VOXEL_MM = 4.0

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "project"))
 
 from neuromamba.models.mamba2 import BACKEND_ENV_VAR, PURE_CPU_MAX_CHUNK, Mamba2  # noqa: E402
 

@@ -22,7 +22,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "project"))
 
 from neuromamba.data.dummy import DummyGenerator, DummySpec  # noqa: E402
 from neuromamba.data.preprocess_runner import PreprocessOptions, RunJob, preprocess_one  # noqa: E402

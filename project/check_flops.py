@@ -1,93 +1,12 @@
 """FLOPs and parameters of an FMamba configuration, with and without background removal.
 
-    python project/check_flops.py --model fmamba --embed_dim 256 --depth 12 \
-        --patch_size 6 6 6 2 --img_size 96 96 96 20 --batch_size 1
-
-Brain masks come from nilearn's MNI152 2 mm template (default, no download), a NIfTI mask
-(--mask_file), or real clips of a dataset (--image_path/--dataset_name, read through the
-project's data module). See neuromamba/analysis/flops.py for every formula.
+The same command as ``neuromamba flops`` (``neuromamba.commands.flops``); this script keeps
+the original's ``python project/check_flops.py ...`` working. Run as a script, this folder is on
+``sys.path``, so the package imports without being installed.
 """
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from neuromamba.flag_help import fill_missing_help  # noqa: E402
-
-from neuromamba.analysis.cli_errors import run_cli  # noqa: E402
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from neuromamba.analysis.flops import HEAD_FLOPS
-    from neuromamba.analysis.flops_cli import MASK_SOURCES
-    from neuromamba.data.scaling import SCALING_METHODS
-    from neuromamba.spec import PAPER_DEFAULTS, recipe_names, show
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--model", default="fmamba", choices=["fmamba"])
-    p.add_argument("--model_size", default=None, help="variant name (small|base|medium|large); "
-                   "sets embed_dim/d_state/headdim")
-    p.add_argument("--embed_dim", type=int, default=None)
-    p.add_argument("--depth", type=int, default=None, help="default: the variant's, else 12")
-    p.add_argument("--d_state", type=int, default=None, help="default embed_dim/4 (the variants' rule)")
-    p.add_argument("--headdim", type=int, default=None, help="default embed_dim (the variants' rule)")
-    p.add_argument("--chunk_size", type=int, default=256)
-    p.add_argument("--recipe", default=None,
-                   help=f"named recipe ({', '.join(recipe_names())}) whose head and input are costed; "
-                        "default: paper")
-    p.add_argument("--patch_size", type=int, nargs=4, default=None,
-                   help=f"token size (paper: {show(PAPER_DEFAULTS['patch_size'])})")
-    p.add_argument("--img_size", type=int, nargs=4, default=None,
-                   help=f"clip size D H W T (paper: {show(PAPER_DEFAULTS['img_size'])})")
-    p.add_argument("--batch_size", type=int, default=1)
-    p.add_argument("--downstream_task", default=None,
-                   help="fine-tuning cost (head instead of the 432-output layer)")
-    p.add_argument("--clf_head_version", default=None, choices=list(HEAD_FLOPS),
-                   help=f"head costed with --downstream_task (paper: {PAPER_DEFAULTS['clf_head_version']})")
-    p.add_argument("--num_classes", type=int, default=2)
-    # Epoch size.
-    p.add_argument("--num_clips_per_epoch", type=int, default=None,
-                   help="clips per epoch, for the per-epoch cost (or --dataset_size with --clips_per_subject)")
-    p.add_argument("--dataset_size", type=int, default=None, help="subjects (with --clips_per_subject)")
-    p.add_argument("--clips_per_subject", type=int, default=1, help="clips per subject and epoch")
-    # Brain masks.
-    p.add_argument("--mask", default="mni152", choices=list(MASK_SOURCES),
-                   help="where brain masks come from (default: nilearn MNI152 2 mm)")
-    p.add_argument("--mask_file", default=None, help="NIfTI brain mask (implies --mask file)")
-    p.add_argument("--hdf5_file", default=None,
-                   help="a preprocessed HDF5 run: use its stored brain mask (implies --mask hdf5)")
-    p.add_argument("--mask_dilation_voxels", type=int, default=0,
-                   help="grow the MNI brain mask by this many voxels (a looser mask keeps more tokens)")
-    p.add_argument("--jitter_voxels", type=int, default=0,
-                   help="shift the batch's MNI masks by up to this many voxels (inter-subject variation)")
-    p.add_argument("--dataset_name", default=None, help="with --image_path (or Dummy): masks of real clips")
-    p.add_argument("--image_path", default=None, help="dataset root (implies --mask data)")
-    p.add_argument("--input_scaling_method", default=None, choices=list(SCALING_METHODS),
-                   help=f"with --image_path (paper: {PAPER_DEFAULTS['input_scaling_method']})")
-    p.add_argument("--num_batches", type=int, default=4, help="batches of real data to average over")
-    p.add_argument("--explain", action="store_true",
-                   help="also print the mask-looseness sweeps that explain the original's ratio")
-    p.add_argument("--markdown", action="store_true", help="print Markdown tables")
-    p.add_argument("--json", default=None, help="also write the rows to this JSON file")
-    p.add_argument("--verify", action="store_true",
-                   help="build the model, run one forward under torch's FlopCounterMode and "
-                        "compare parameters, GEMM and scan-matmul FLOPs with the analytic counts")
-    return fill_missing_help(p)
-
-
-def main(argv=None) -> int:
-    from neuromamba.analysis import flops_cli
-
-    args = build_parser().parse_args(argv)
-    report = flops_cli.run(args)
-    print(report.text)
-    if args.json:
-        flops_cli.write_json(args.json, report.rows)
-    return 0
-
+from neuromamba.commands.flops import build_parser, main, run  # noqa: F401  (the script's API)
 
 if __name__ == "__main__":
-    sys.exit(run_cli(main))
+    sys.exit(run())

@@ -1,4 +1,4 @@
-"""Shared test setup: put project/ on the path, seed everything, skip GPU tests without CUDA."""
+"""Shared test setup: the checkout's package for subprocesses too, seed everything, skip GPU tests without CUDA."""
 import os
 import random
 import sys
@@ -9,7 +9,10 @@ import pytest
 import torch
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO_ROOT / "project"))
+# Subprocesses of the tests import the checkout's package too (pytest.ini's pythonpath is for
+# this process only).
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    [str(REPO_ROOT / "project")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
 # Tests must not need an account or the network.
 os.environ.setdefault("WANDB_MODE", "offline")

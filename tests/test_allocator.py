@@ -11,7 +11,6 @@ from neuromamba.allocator import malloc_tuning_wanted
 
 PROBE = r"""
 import ctypes, sys
-sys.path.insert(0, sys.argv[1])
 import neuromamba
 
 class Info(ctypes.Structure):  # struct mallinfo2 (glibc >= 2.33): size_t fields

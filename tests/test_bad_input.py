@@ -13,8 +13,6 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "data"))
-sys.path.insert(0, str(ROOT / "tests" / "analysis"))
 
 from analysis_helpers import save_lightning_like, tiny_module  # noqa: E402
 from data_helpers import ORIGIN_MM, brain_run  # noqa: E402
@@ -36,8 +34,6 @@ def _script(name):
 
 def run_command(name, argv):
     """(exit code, stdout + stderr) of project/<name>.py run in-process."""
-    from neuromamba.analysis.cli_errors import run_cli
-
     module = _script(name)
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
@@ -45,7 +41,7 @@ def run_command(name, argv):
             if name in ("main", "preprocess"):
                 code = module.main([str(a) for a in argv])
             else:
-                code = run_cli(lambda: module.main([str(a) for a in argv]))
+                code = module.run([str(a) for a in argv])
         except SystemExit as exc:
             code = exc.code
     return code, out.getvalue()

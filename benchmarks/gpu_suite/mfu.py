@@ -1,7 +1,7 @@
 """(5) Model FLOP utilisation of the Base training step.
 
 MFU = analytic training FLOPs of the step / measured step time / the device's dense bf16 peak.
-The FLOPs come from ``neuromamba.analysis.flops`` for the tokens the step actually kept
+The FLOPs come from ``neuromamba.models.flops`` for the tokens the step actually kept
 (GEMMs and the chunked SSD scan counted as the kernels execute them: full Q x Q blocks;
 training = 3 x forward). The step is fused, bf16 autocast, forward + backward + AdamW.
 """
@@ -16,7 +16,7 @@ SECTION = "mfu"
 
 def step_train_flops(dims, img_size, patch_size, chunk_size: int, removal: str, lengths) -> dict:
     """{'total', 'gemm', 'scan', 'other'} training FLOPs of one step with per-sample ``lengths``."""
-    from neuromamba.analysis.flops import (TRAIN_TO_FORWARD, FMambaFlopsConfig, batch_forward_flops,
+    from neuromamba.models.flops import (TRAIN_TO_FORWARD, FMambaFlopsConfig, batch_forward_flops,
                                            group_terms, packed_forward_flops)
 
     cfg = FMambaFlopsConfig(embed_dim=dims.embed_dim, depth=dims.depth, d_state=dims.d_state,

@@ -2,7 +2,7 @@
 
 The clips follow the real data's layout after ``znorm_minback`` scaling: brain voxels carry
 values, every background voxel holds the clip minimum, so the token mask of SPEC §3 keeps the
-tokens touching nilearn's MNI152 brain mask (the same mask analysis/flops.py counts with).
+tokens touching nilearn's MNI152 brain mask (the same mask models/flops.py counts with).
 """
 from __future__ import annotations
 

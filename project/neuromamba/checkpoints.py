@@ -36,6 +36,7 @@ WRAPPER_PREFIXES = ("_forward_module.", "module.", "_orig_mod.")
 BACKBONE_PREFIX = "model."  # the LightningModule attribute holding the FMamba
 KEY_RENAMES = ((".conv_xBC.", ".conv1d."),)
 OUTPUT_LAYER_PREFIX = "output_layer."
+EXPORT_SPEC_SUFFIX = ".spec.json"
 ALLOW_PICKLE_HINT = "pass --allow_pickle (allow_pickle=True) only if you trust where it came from"
 
 
@@ -290,6 +291,11 @@ def _mismatch_message(contents: CheckpointContents, missing, unexpected, mismatc
 # ----------------------------------------------------------------------------------------------
 
 
+def export_spec_path(path) -> Path:
+    """Where a backbone export keeps its run spec: ``<file>.spec.json`` beside it."""
+    return Path(str(path) + EXPORT_SPEC_SUFFIX)
+
+
 def save_released_format(model: nn.Module, path: PathLike, spec: Optional[dict] = None) -> Path:
     """Write the backbone as a flat tensor dict with the released ``_forward_module.model.``
     prefix, readable with ``torch.load(weights_only=True)``. Written atomically. With ``spec``
@@ -299,7 +305,6 @@ def save_released_format(model: nn.Module, path: PathLike, spec: Optional[dict] 
     import json
 
     from neuromamba.fileio import atomic_write_text
-    from neuromamba.spec import export_spec_path
 
     path = Path(path)
     state = {RELEASED_PREFIX + k: v.detach().cpu().clone() for k, v in model.state_dict().items()}

@@ -24,18 +24,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
-# The paper's value of every spec setting (the original README and SPEC.md). The backbone's
-# dims are the base variant's, resolved by models.variants.resolve_dims.
-PAPER_DEFAULTS: Dict[str, object] = {
-    "patch_size": [6, 6, 6, 2],
-    "img_size": [96, 96, 96, 20],
-    "pos_embedding": "nerf",
-    "clf_head_version": "linear",
-    "background_removal": "none",
-    "input_scaling_method": "znorm_minback",
-    "stride_within_seq": 1,
-    "stride_between_seq": 1.0,
-}
+from neuromamba.checkpoints import EXPORT_SPEC_SUFFIX, export_spec_path  # noqa: F401  (re-exported)
+from neuromamba.paper import PAPER_DEFAULTS
+
 DIM_KEYS = ("embed_dim", "depth", "d_state", "headdim")
 MODEL_KEYS = DIM_KEYS + ("patch_size", "img_size", "pos_embedding", "clf_head_version",
                          "background_removal")
@@ -52,8 +43,7 @@ ORIGINAL_OPTIONS = {
     "pos_embedding": {"nerf"},
 }
 PAPER_RECIPE = "paper"
-RECIPES_DIR = Path(__file__).resolve().parents[2] / "configs" / "recipes"
-EXPORT_SPEC_SUFFIX = ".spec.json"
+RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # configs/recipes links here
 
 
 # ----------------------------------------------------------------------------------------------
@@ -223,11 +213,6 @@ def read_checkpoint_settings(path: str, allow_pickle: bool = False) -> Checkpoin
         config = _read_export_spec(sidecar)
         return CheckpointSettings(str(p), "export", config, _stored_values(config), dims)
     return CheckpointSettings(str(p), "released", None, {**_paper_backbone_values(), **dims}, dims)
-
-
-def export_spec_path(path) -> Path:
-    """Where a backbone export keeps its spec: ``<file>.spec.json`` beside it."""
-    return Path(str(path) + EXPORT_SPEC_SUFFIX)
 
 
 def _read_export_spec(path: Path) -> dict:

@@ -5,8 +5,6 @@ from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "project"))
-
 
 def main(out: str, shape=(22, 22, 22), frames: int = 12) -> None:
     import nibabel as nib

@@ -11,7 +11,6 @@ for cohort in ukb:24:1 abcd:8:2; do
     if [ ! -d "$OUT/cohort_$name" ]; then
         "$PYTHON" - "$OUT/cohort_$name" "$REPO/project" "$subjects" "$seed" <<'PY'
 import sys
-sys.path.insert(0, sys.argv[2])
 from neuromamba.data.dummy import DummySpec, write_dummy_runs
 write_dummy_runs(sys.argv[1], DummySpec(num_subjects=int(sys.argv[3]), img_size=(24, 24, 24),
                                         num_frames=8, seed=int(sys.argv[4])))

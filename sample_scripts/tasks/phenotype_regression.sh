@@ -10,7 +10,6 @@ DATA="$OUT/phenotype_data"
 if [ ! -f "$DATA/labels.csv" ]; then
     "$PYTHON" - "$DATA" "$REPO/project" <<'PY'
 import sys
-sys.path.insert(0, sys.argv[2])
 from neuromamba.data.dummy import DummySpec, write_dummy_runs
 write_dummy_runs(sys.argv[1], DummySpec(num_subjects=20, img_size=(24, 24, 24), num_frames=8),
                  task_type="regression")

@@ -60,8 +60,6 @@ def run_script(repo_root, name, *argv):
     import importlib.util
     import io
 
-    from neuromamba.analysis.cli_errors import run_cli
-
     path = repo_root / "project" / f"{name}.py"
     spec = importlib.util.spec_from_file_location(f"_script_{name}", path)
     module = importlib.util.module_from_spec(spec)
@@ -69,7 +67,7 @@ def run_script(repo_root, name, *argv):
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            code = run_cli(lambda: module.main([str(a) for a in argv]))
+            code = module.run([str(a) for a in argv])
         except SystemExit as exc:  # argparse errors
             code = exc.code
     return ScriptResult(code, out.getvalue(), err.getvalue())

@@ -14,7 +14,7 @@ from neuromamba.analysis.brain_masks import (
     mni152_voxel_mask,
     token_mask_from_voxels,
 )
-from neuromamba.analysis.flops import (
+from neuromamba.models.flops import (
     FMambaFlopsConfig,
     Mamba2Dims,
     count_parameters,

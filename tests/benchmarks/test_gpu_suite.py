@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(REPO / "benchmarks"))
 
 from gpu_suite import cli, env, training_run  # noqa: E402
 from gpu_suite.results import (COLUMNS, ResultSink, Row, checked, csv_text, json_text,  # noqa: E402

@@ -12,7 +12,6 @@ PROJECT = str(Path(__file__).resolve().parents[2] / "project")
 
 
 def _worker(rank, world, port, out_dir, result_dir):
-    sys.path.insert(0, PROJECT)
     from neuromamba.data.datamodule import FMRIDataModule
     from neuromamba.data.samplers import UnpaddedDistributedSampler
 
@@ -55,7 +54,6 @@ def test_two_ranks_share_the_split_and_split_eval_clips(tmp_path):
 
 
 def _eval_worker(rank, world, port, result_dir, equal):
-    sys.path.insert(0, PROJECT)
     import numpy as np
     import torch
 

@@ -41,7 +41,7 @@ def test_global_rng_is_neither_used_nor_touched():
 
 
 def test_stable_across_processes():
-    code = ("import sys; sys.path.insert(0, 'project'); "
+    code = ("import sys; "
             "from neuromamba.data.splits import make_split; "
             f"print(make_split({SUBJECTS!r}, seed=11))")
     outs = {subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,

@@ -92,7 +92,6 @@ def test_the_original_batch_rule_does_depend_on_batch_mates(cohort, trained):
 
 def test_test_metrics_equal_predict_py(cohort, trained, capsys):
     out, best, reference = trained
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "project"))
     import predict
 
     for subject, prob in reference.items():

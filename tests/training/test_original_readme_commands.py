@@ -111,7 +111,6 @@ def test_main_blocks_run_the_papers_recipe(block, extra, drop, head, tiny_world)
     head, in args.yaml, summary.json and the checkpoint."""
     import yaml
 
-    sys.path.insert(0, str(PROJECT))
     import main
 
     name = f"{block}_{len(extra)}_{'_'.join(d.strip('-') for d in drop)}"
@@ -135,7 +134,6 @@ def test_main_blocks_run_the_papers_recipe(block, extra, drop, head, tiny_world)
 
 
 def test_check_flops_block_runs(tiny_world, capsys):
-    sys.path.insert(0, str(PROJECT))
     import check_flops
 
     argv = make_tiny(readme_commands()["check_flops_1"], tiny_world)

@@ -46,7 +46,6 @@ def test_resume_with_a_contradicting_flag_is_refused_in_one_line(tmp_path, capsy
     last = Path(first["run_dir"]) / "checkpoints" / "last.ckpt"
     before = (Path(first["run_dir"]) / "args.yaml").read_text()
     capsys.readouterr()
-    sys.path.insert(0, str(PROJECT))
     import main
 
     rc = main.main(TINY + ["--output_dir", str(tmp_path), "--max_epochs", "2", "--resume_ckpt_path", str(last),

@@ -9,7 +9,7 @@ from typing import Dict, List, Optional
 import numpy as np
 
 from ..fileio import atomic_write_text
-from .flops import FMambaFlopsConfig, count_parameters
+from ..models.flops import FMambaFlopsConfig, count_parameters
 from .flops_report import (
     ORIGINAL_CLAIM,
     ORIGINAL_REDUCTION,
@@ -190,7 +190,7 @@ def verify_against_model(cfg: FMambaFlopsConfig, masks: Optional[MaskBatch]) -> 
 
     from neuromamba.models import FMamba
 
-    from .flops import fmamba_forward_flops, ssd_scan_matmul_flops
+    from ..models.flops import fmamba_forward_flops, ssd_scan_matmul_flops
 
     lines = []
     settings = [("all tokens", "none", None)]
@@ -244,7 +244,7 @@ def running_chunk_size(chunk_size: int) -> int:
 
 
 def config_with(cfg: FMambaFlopsConfig, **changes) -> FMambaFlopsConfig:
-    from .flops import config_for
+    from ..models.flops import config_for
 
     return config_for(cfg, **changes)
 

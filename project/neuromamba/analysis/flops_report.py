@@ -20,7 +20,7 @@ from .brain_masks import (
     mni152_voxel_mask,
     token_mask_from_voxels,
 )
-from .flops import CostSummary, FMambaFlopsConfig, count_parameters, group_terms, summarize
+from ..models.flops import CostSummary, FMambaFlopsConfig, count_parameters, group_terms, summarize
 
 ORIGINAL_CLAIM = {"all_tokens": 6.96e17, "brain_tokens": 3.72e17, "model": "medium (5.4M)"}
 ORIGINAL_REDUCTION = 1.0 - ORIGINAL_CLAIM["brain_tokens"] / ORIGINAL_CLAIM["all_tokens"]

@@ -31,7 +31,7 @@ from .scaling import get_scaling
 from .windows import clip_span
 from .labels import (LabelTable, find_label_csv, load_label_table, report_unlabelled,
                      save_class_mapping)
-from ..spec import PAPER_DEFAULTS
+from ..paper import PAPER_DEFAULTS
 from .samplers import (DistributedWeightedSampler, UnpaddedDistributedSampler, check_cohort_sampling,
                        cohort_weights)
 from .splits import SPLIT_NAMES, default_split_path, publish_split, resolve_split

@@ -19,7 +19,7 @@ from torch.utils.data import Dataset
 
 from . import store
 from .dummy import DummyGenerator, DummySpec
-from ..spec import PAPER_DEFAULTS
+from ..paper import PAPER_DEFAULTS
 from .scaling import get_scaling, scale_clip, static_frames_for
 from .windows import clip_slice, clip_span, clip_starts, clip_step
 

@@ -126,7 +126,7 @@ class NeuroMambaModule(pl.LightningModule):
 
     def summary_line(self) -> str:
         """The model in one line, with the project's own analytic FLOPs count."""
-        from neuromamba.analysis.flops import FMambaFlopsConfig, fmamba_forward_flops
+        from neuromamba.models.flops import FMambaFlopsConfig, fmamba_forward_flops
 
         c = self.config
         head = None if self.task == "pretraining" else c["clf_head_version"]

@@ -1,8 +1,8 @@
 """Checks between the data, a checkpoint and the flags, made before any training step.
 
 A setting that cannot hold is an error here, with the fix, not a surprise an epoch later:
-a checkpoint trained on another grid or voxel size than the data, a resume or ``--test_only``
-of a model for another task. Which input and model a run uses is resolved once, in
+a checkpoint trained on another grid or voxel size than the data, ``--test_only`` on
+another split than the checkpoint's run. Which input and model a run uses is resolved once, in
 :mod:`neuromamba.spec`; these checks read the checkpoint it read (``args._checkpoint``).
 """
 from __future__ import annotations
@@ -12,7 +12,7 @@ from typing import Optional, Union
 
 import numpy as np
 
-from neuromamba.spec import CheckpointSettings, differs, read_checkpoint_settings, show
+from neuromamba.spec import CheckpointSettings, read_checkpoint_settings
 
 # Released checkpoints (the original's *.pt) were pretrained on MNI152 2 mm data.
 RELEASED_VOXEL_MM = 2.0
@@ -73,35 +73,3 @@ def use_test_checkpoint_split(args) -> list:
                          f"missing; pass --split_file (the run's splits/split_*.txt)")
     args.split_file = split
     return [f"--split_file {split} (the checkpoint's run)"]
-
-
-# What a checkpoint is trained for, beyond the spec: resuming with other values cannot work.
-TASK_SETTINGS = ("task", "prompt_tuning", "prompt_len", "freeze_feature_extractor", "downstream_task")
-
-
-def check_test_task(args) -> None:
-    """--test_only: the checkpoint's task must be the one the flags score (a regression model
-    must never be scored against class labels)."""
-    config = args._checkpoint.config if args._checkpoint is not None else None
-    if config is None:
-        return
-    if config.get("task") != args.task:
-        raise ValueError(f"--test_ckpt_path {args.test_ckpt_path} is a {config.get('task')} model "
-                         f"(of {config.get('downstream_task')!r}); these flags score {args.task} of "
-                         f"{args.downstream_task!r}: give the checkpoint's --downstream_task "
-                         f"and --downstream_task_type")
-
-
-def check_resume(args) -> None:
-    """--resume_ckpt_path: the checkpoint must come from a run of the same task (its input and
-    model settings were already taken from it, or a contradicting flag refused)."""
-    config = args._checkpoint.config if args._checkpoint is not None else None
-    if config is None:
-        raise ValueError(f"--resume_ckpt_path {args.resume_ckpt_path}: not a checkpoint written by "
-                         f"project/main.py (no run settings inside)")
-    changed = [f"--{key} {show(config[key])} (now {show(getattr(args, key, None))})"
-               for key in TASK_SETTINGS
-               if key in config and differs(getattr(args, key, None), config[key])]
-    if changed:
-        raise ValueError(f"--resume_ckpt_path {args.resume_ckpt_path} was made with "
-                         f"{'; '.join(changed)}; resume with the run's own flags (its args.yaml)")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 from lightning_fabric.utilities.rank_zero import rank_zero_info, rank_zero_only
 
-from neuromamba.cli import args_to_dict, check_hardware
+from neuromamba.run_settings import args_to_dict, check_hardware
 from neuromamba.console import NeuroMambaWarning
 from neuromamba.training.module import NeuroMambaModule
 from neuromamba.training.outputs import default_run_name, make_run_dir, write_args_yaml

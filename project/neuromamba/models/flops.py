@@ -48,7 +48,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from ..spec import PAPER_DEFAULTS
+from ..paper import PAPER_DEFAULTS
 
 # Cost in FLOPs per element of the element-wise operations (one convention, stated once).
 ELEMENTWISE_COST = {

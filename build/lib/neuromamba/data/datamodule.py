@@ -1,0 +1,391 @@
+"""The Lightning DataModule: runs -> labels -> subject split -> clip datasets -> loaders.
+
+Several cohorts can be combined (``dataset_name`` and ``image_path`` as equal-length lists, for
+multi-cohort pretraining); subject ids then become ``"{cohort}:{subject}"`` so they never
+collide, the split is drawn per cohort (each cohort keeps its 80/10/10), and training samples
+clips either in proportion to cohort size or uniformly over cohorts (``cohort_sampling``).
+
+Under DDP the loaders carry their own samplers: a seeded ``DistributedSampler`` (or the
+cohort-weighted :class:`DistributedWeightedSampler`) for training and an
+:class:`UnpaddedDistributedSampler` for evaluation, so no clip is evaluated twice.
+"""
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..console import NeuroMambaWarning
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, WeightedRandomSampler
+
+from . import dummy as dummy_data
+from .datasets import (ClipDataset, ClipSpec, DataGrid, DummyReader, HDF5Reader, dataset_grid,
+                       discover_hdf5_runs, dummy_entries, get_dataset_info)
+from .grid import world_grid
+from .scaling import get_scaling
+from .windows import clip_span
+from .labels import (LabelTable, find_label_csv, load_label_table, report_unlabelled,
+                     save_class_mapping)
+from ..paper import PAPER_DEFAULTS
+from .samplers import (DistributedWeightedSampler, UnpaddedDistributedSampler, check_cohort_sampling,
+                       cohort_weights)
+from .splits import SPLIT_NAMES, default_split_path, publish_split, resolve_split
+
+COHORT_SEPARATOR = ":"
+
+
+def _as_list(value) -> list:
+    if value is None:
+        return [None]
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+@dataclass
+class _Cohort:
+    """One cohort's runs, reader and labels, all in the cohort's own subject ids; only the
+    ids the data module hands out (splits, batches) carry ``prefix``."""
+
+    name: str
+    entries: list          # RunEntry with the cohort's own subject ids
+    reader: object
+    labels: LabelTable | None
+    prefix: str            # "" or "{name}:"
+    grid: DataGrid | None = None
+
+    def qualified(self, subject: str) -> str:
+        return self.prefix + subject
+
+
+class FMRIDataModule(pl.LightningDataModule):
+    def __init__(self, dataset_name="Dummy", image_path=None, img_size=tuple(PAPER_DEFAULTS["img_size"]),
+                 stride_within_seq=1, stride_between_seq=1.0,
+                 input_scaling_method=PAPER_DEFAULTS["input_scaling_method"],
+                 patch_frames=PAPER_DEFAULTS["patch_size"][3],
+                 train_split=0.8, val_split=0.1, split_file=None, output_dir=None, label_csv=None,
+                 subject_column="subject", target_column=None, downstream_task=None,
+                 downstream_task_type="classification", pretraining=False, batch_size=4,
+                 eval_batch_size=None, num_workers=0, seed=1234, dummy_num_subjects=40,
+                 dummy_num_frames=None, pin_memory=None, cohort_sampling="proportional",
+                 dummy_num_runs=1, dummy_label_level="subject", dummy_num_classes=2,
+                 equal_eval_batches=False):
+        super().__init__()
+        self.dataset_names = [str(n) for n in _as_list(dataset_name)]
+        self.image_paths = _as_list(image_path)
+        if len(self.image_paths) == 1 and len(self.dataset_names) > 1:
+            raise ValueError("--image_path needs one folder per --dataset_name "
+                             f"({len(self.dataset_names)} given)")
+        if len(self.image_paths) != len(self.dataset_names):
+            raise ValueError(f"--dataset_name ({len(self.dataset_names)}) and --image_path "
+                             f"({len(self.image_paths)}) must have the same length")
+        self.label_csvs = _as_list(label_csv)
+        if len(self.label_csvs) == 1:
+            self.label_csvs = self.label_csvs * len(self.dataset_names)
+        if len(self.label_csvs) != len(self.dataset_names):
+            raise ValueError("--label_csv needs one file per --dataset_name (or one for all)")
+        for name in self.dataset_names:
+            get_dataset_info(name)
+        if len(img_size) != 4:
+            raise ValueError(f"--img_size needs 4 values (D H W T), got {list(img_size)}")
+        self.img_size = tuple(int(v) for v in img_size)
+        self.clip_spec = ClipSpec.for_model(self.img_size, (1, 1, 1, int(patch_frames)), stride_within_seq,
+                                            stride_between_seq, input_scaling_method)
+        self.train_split, self.val_split = float(train_split), float(val_split)
+        self.split_file, self.output_dir = split_file, output_dir
+        self.subject_column, self.target_column = subject_column, target_column
+        self.downstream_task, self.pretraining = downstream_task, bool(pretraining)
+        self.downstream_task_type = downstream_task_type
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.num_workers, self.seed = int(num_workers), int(seed)
+        self.pin_memory = torch.cuda.is_available() if pin_memory is None else bool(pin_memory)
+        self.cohort_sampling = check_cohort_sampling(cohort_sampling)
+        self.dummy_spec_kwargs = dict(
+            num_subjects=int(dummy_num_subjects), img_size=self.img_size[:3],
+            num_frames=int(dummy_num_frames or dummy_data.default_num_frames(self.img_size[3])),
+            num_runs=int(dummy_num_runs),
+            seed=self.seed, num_classes=int(dummy_num_classes), label_level=dummy_label_level)
+        # ZeRO-3 all-gathers the parameters in every forward, so every rank must run the same
+        # number of evaluation batches or the one with a batch more waits forever: pad with
+        # repeated clips then (aggregate_by_subject drops the repeats). Otherwise no clip twice.
+        self.equal_eval_batches = bool(equal_eval_batches)
+        self.num_classes = None
+        self.splits: dict = {}
+        self.split_path: Path | None = None
+        self.datasets: dict = {}
+        self._cohorts: list = []
+        self._is_setup = False
+
+    # -----------------------------------------------------------------------------------------
+    @property
+    def uses_labels(self) -> bool:
+        return not self.pretraining and bool(self.downstream_task or self.target_column)
+
+    @property
+    def task_type(self) -> str | None:
+        return self.downstream_task_type if self.uses_labels else None
+
+    def _load_cohort(self, name: str, image_path, label_csv, prefix: str) -> _Cohort:
+        info = get_dataset_info(name)
+        if info.synthetic:
+            if label_csv is not None:
+                # The synthetic cohort plants its own labels; a label table would be ignored.
+                raise ValueError(f"--dataset_name {name} carries its own planted labels, so --label_csv "
+                                 f"{label_csv} would be ignored; write the data as HDF5 runs "
+                                 f"(preprocess.py dummy) and use --dataset_name CSV for your own labels")
+            spec = dummy_data.DummySpec(**self.dummy_spec_kwargs)
+            task_type = self.downstream_task_type if self.uses_labels else "classification"
+            reader = DummyReader(dummy_data.DummyGenerator(spec, task_type))
+            entries = dummy_entries(spec)
+            labels = self._dummy_labels(spec, task_type) if self.uses_labels else None
+            voxel = dummy_data.DUMMY_VOXEL_MM
+            affine = np.ravel(world_grid(self.img_size[:3], voxel).affine_array)
+            grid = DataGrid(self.img_size[:3], (voxel,) * 3, tuple(float(v) for v in affine))
+        else:
+            if image_path is None:
+                raise ValueError(f"--image_path is required for --dataset_name {name}")
+            entries = discover_hdf5_runs(image_path)
+            grid = dataset_grid(entries, self.img_size, name)
+            reader = HDF5Reader()
+            labels = None
+            if self.uses_labels:
+                csv_path = label_csv or find_label_csv(image_path)
+                labels = load_label_table(csv_path, info.cohort, self.downstream_task,
+                                          self.downstream_task_type, self.subject_column,
+                                          self.target_column)
+        return _Cohort(name, entries, reader, labels, prefix, grid)
+
+    def _dummy_labels(self, spec, task_type: str) -> LabelTable:
+        if task_type == "regression":
+            values = dummy_data.regression_targets(spec)
+            return LabelTable("regression", dict(values), column="age")
+        values = dummy_data.class_labels(spec)
+        return LabelTable("classification", dict(values),
+                          class_names=[str(c) for c in range(spec.num_classes)], column="label")
+
+    def setup(self, stage: str | None = None) -> None:
+        if self._is_setup:
+            return
+        multi = len(self.dataset_names) > 1
+        if multi and len(set(self.dataset_names)) != len(self.dataset_names):
+            raise ValueError("--dataset_name lists a cohort twice")
+        self._cohorts = [
+            self._load_cohort(name, path, csv, f"{name}{COHORT_SEPARATOR}" if multi else "")
+            for name, path, csv in zip(self.dataset_names, self.image_paths, self.label_csvs)]
+        self.grid = self._shared_grid()
+        self.splits, self.split_path = self._resolve_splits()
+        for cohort in self._cohorts:
+            if cohort.labels is not None:
+                report_unlabelled(sorted({e.subject for e in cohort.entries}), cohort.labels,
+                                  f"{cohort.name} subjects")
+        tables = [c.labels for c in self._cohorts if c.labels is not None]
+        if tables and self.task_type == "classification":
+            self._check_same_classes(tables)
+            self.num_classes = tables[0].num_classes
+            if self.output_dir:
+                save_class_mapping(tables[0], Path(self.output_dir) / "label_classes.json")
+        self.datasets = {name: self._build(self.splits[name]) for name in SPLIT_NAMES}
+        self._warn_short_runs()
+        self._refuse_whole_run_clips()
+        empty = [n for n in ("train", "val") if len(self.datasets[n]) == 0]
+        if empty:
+            raise ValueError(f"no clips in the {', '.join(empty)} split: check the run length "
+                             f"against --img_size T={self.img_size[3]} and the strides, or labels")
+        for split in ("val", "test"):
+            self._warn_degenerate(split)
+        self._is_setup = True
+
+    def _shared_grid(self) -> DataGrid:
+        """The grid every cohort shares (multi-cohort runs must agree)."""
+        grids = [c.grid for c in self._cohorts]
+        for cohort in self._cohorts[1:]:
+            a, b = grids[0], cohort.grid
+            if a.shape != b.shape or not np.allclose(a.voxel_size, b.voxel_size, atol=1e-4) or (
+                    a.affine and b.affine and not np.allclose(a.affine, b.affine, atol=1e-4)):
+                raise ValueError(f"--dataset_name {cohort.name} is on another grid ({b.shape} at "
+                                 f"{b.voxel_size} mm) than {self._cohorts[0].name} ({a.shape} at "
+                                 f"{a.voxel_size} mm); preprocess all cohorts alike")
+        return grids[0]
+
+    def _refuse_whole_run_clips(self) -> None:
+        """Pretraining on the run's per-voxel mean: a clip that is its whole run sums to zero per
+        voxel, so its last frame would follow from the others (a leak)."""
+        if not (self.pretraining and get_scaling(self.clip_spec.scaling_method).voxel_stats
+                and self.clip_spec.stride_within_seq == 1):
+            return
+        span = self.clip_spec.sequence_length
+        whole = [e for c in self._cohorts for e in c.entries if e.num_frames == span]
+        if whole:
+            names = ", ".join(e.path or f"{e.subject}/{e.run}" for e in whole[:3])
+            raise ValueError(f"{len(whole)} run(s) are exactly one clip long ({span} frames), so "
+                             f"--input_scaling_method {self.clip_spec.scaling_method} (the run's "
+                             f"per-voxel mean) would leak each clip's last frame into pretraining: "
+                             f"{names}; use shorter clips (--img_size T) or longer runs")
+
+    def _warn_short_runs(self) -> None:
+        """Runs that give no clip drop out of training and metrics: say which."""
+        span = clip_span(self.clip_spec.sequence_length, self.clip_spec.stride_within_seq)
+        short = [e for c in self._cohorts for e in c.entries if e.num_frames < span]
+        if short:
+            names = ", ".join(f"{e.path or e.subject + '/' + e.run} ({e.num_frames} frames)"
+                              for e in short[:5])
+            warnings.warn(f"{len(short)} run(s) are shorter than one clip ({span} frames: --img_size "
+                          f"T={self.img_size[3]}, --stride_within_seq "
+                          f"{self.clip_spec.stride_within_seq}) and are left out: {names}"
+                          f"{', ...' if len(short) > 5 else ''}", NeuroMambaWarning, stacklevel=2)
+
+    def _warn_degenerate(self, split: str) -> None:
+        """Metrics need two subjects (and, for classification, two classes) to mean anything."""
+        subjects = set(self.clip_subjects(split))
+        if not self.uses_labels or not len(self.datasets[split]):
+            return
+        if len(subjects) < 2:
+            warnings.warn(f"the {split} split holds {len(subjects)} subject(s) with clips: its "
+                          f"subject-level metrics are degenerate; use more subjects or another "
+                          f"--train_split/--val_split", NeuroMambaWarning, stacklevel=2)
+        elif self.task_type == "classification" and len(set(self.clip_targets(split))) < 2:
+            warnings.warn(f"the {split} split holds a single class ({self.clip_targets(split)[0]}): "
+                          f"AUROC is undefined there; use another --seed or split file",
+                          NeuroMambaWarning, stacklevel=2)
+
+    @staticmethod
+    def _subjects(cohort: _Cohort) -> list:
+        """The cohort's subjects as the splits name them (qualified in multi-cohort mode)."""
+        return sorted({cohort.qualified(e.subject) for e in cohort.entries})
+
+    @staticmethod
+    def _check_same_classes(tables) -> None:
+        if any(t.class_names != tables[0].class_names for t in tables):
+            raise ValueError("the cohorts' label tables have different classes: "
+                             + "; ".join(str(t.class_names) for t in tables))
+
+    def _resolve_splits(self):
+        name = "+".join(self.dataset_names)
+        if self.split_file or len(self._cohorts) == 1:
+            subjects = sorted({s for c in self._cohorts for s in self._subjects(c)})
+            split, path = resolve_split(subjects, train_split=self.train_split,
+                                        val_split=self.val_split, seed=self.seed,
+                                        split_file=self.split_file, output_dir=self.output_dir,
+                                        dataset_name=name)
+        else:  # one split per cohort, merged: every cohort keeps its proportions
+            parts = [resolve_split(self._subjects(c), train_split=self.train_split,
+                                   val_split=self.val_split, seed=self.seed, output_dir=None)[0]
+                     for c in self._cohorts]
+            split = {k: sorted(s for p in parts for s in p[k]) for k in SPLIT_NAMES}
+            path = None
+            if self.output_dir:
+                path = default_split_path(self.output_dir, name, self.seed)
+                publish_split(path, lambda: split)
+                split, path = resolve_split([s for c in self._cohorts for s in self._subjects(c)],
+                                            split_file=path)
+        in_split = {s for k in SPLIT_NAMES for s in split[k]}
+        left_out = sorted(s for c in self._cohorts for s in self._subjects(c) if s not in in_split)
+        if left_out:
+            warnings.warn(f"{len(left_out)} subjects with data are in no split of {path} and are "
+                          f"not used: {', '.join(left_out[:5])}{', ...' if len(left_out) > 5 else ''}",
+                          NeuroMambaWarning, stacklevel=2)
+        return split, path
+
+    def _build(self, subjects: Sequence[str]) -> ConcatDataset:
+        wanted = set(subjects)
+        parts = []
+        for cohort in self._cohorts:
+            entries = [e for e in cohort.entries if cohort.qualified(e.subject) in wanted]
+            parts.append(ClipDataset(entries, self.clip_spec, cohort.reader,
+                                     target_fn=self._target_fn(cohort),
+                                     target_dtype=self._target_dtype(),
+                                     subject_prefix=cohort.prefix))
+        return ConcatDataset(parts)
+
+    def _target_dtype(self) -> torch.dtype:
+        return torch.float32 if self.task_type == "regression" else torch.int64
+
+    @staticmethod
+    def _target_fn(cohort: _Cohort):
+        if cohort.labels is None:
+            return None
+        table = cohort.labels
+        return lambda entry, first, last: table.target_for(entry.subject, entry.run, first, last)
+
+    # -----------------------------------------------------------------------------------------
+    def train_target_stats(self) -> tuple:
+        """(mean, std) of the regression targets of the train split (one value per labelled
+        subject or run), for standardising targets."""
+        if self.task_type != "regression":
+            raise ValueError("train_target_stats() is for regression tasks")
+        values = []
+        train = set(self.splits["train"])
+        for cohort in self._cohorts:
+            for (subject, run), value in cohort.labels.targets.items():
+                if cohort.qualified(subject) in train:
+                    values.append(float(value))
+        if not values:
+            raise ValueError("no labelled subjects in the train split")
+        std = float(np.std(values))
+        return float(np.mean(values)), std if std > 0 else 1.0
+
+    def clip_subjects(self, split: str) -> list:
+        """Subject id of every clip of a split, in dataset order."""
+        return [s for part in self.datasets[split].datasets for s in part.clip_subjects()]
+
+    def clip_targets(self, split: str) -> list:
+        """Target of every clip of a split, in dataset order (0 when unlabelled)."""
+        return [t for part in self.datasets[split].datasets for t in part.targets.tolist()]
+
+    def cohort_of_clips(self, split: str = "train") -> list:
+        return [i for i, part in enumerate(self.datasets[split].datasets) for _ in range(len(part))]
+
+    # -----------------------------------------------------------------------------------------
+    @staticmethod
+    def _distributed() -> bool:
+        return (torch.distributed.is_available() and torch.distributed.is_initialized()
+                and torch.distributed.get_world_size() > 1)
+
+    def _loader(self, dataset, batch_size: int, sampler=None, shuffle: bool = False) -> DataLoader:
+        generator = None
+        if shuffle:
+            generator = torch.Generator()
+            generator.manual_seed(self.seed)
+        return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle,
+                          generator=generator, num_workers=self.num_workers,
+                          persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory,
+                          drop_last=False)
+
+    def train_dataloader(self) -> DataLoader:
+        dataset = self.datasets["train"]
+        weights = cohort_weights(self.cohort_of_clips("train"), self.cohort_sampling) \
+            if len(self._cohorts) > 1 else None
+        if weights is not None:
+            if self._distributed():
+                sampler = DistributedWeightedSampler(dataset, weights, seed=self.seed)
+            else:
+                generator = torch.Generator()
+                generator.manual_seed(self.seed)
+                sampler = WeightedRandomSampler(weights, num_samples=len(dataset),
+                                                replacement=True, generator=generator)
+            return self._loader(dataset, self.batch_size, sampler=sampler)
+        if self._distributed():
+            return self._loader(dataset, self.batch_size,
+                                sampler=DistributedSampler(dataset, shuffle=True, seed=self.seed))
+        return self._loader(dataset, self.batch_size, shuffle=True)
+
+    def _eval_loader(self, split: str) -> DataLoader:
+        dataset = self.datasets[split]
+        sampler = None
+        if self._distributed():
+            sampler = (DistributedSampler(dataset, shuffle=False, drop_last=False)
+                       if self.equal_eval_batches else UnpaddedDistributedSampler(dataset))
+        return self._loader(dataset, self.eval_batch_size, sampler=sampler)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._eval_loader("val")
+
+    def test_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._eval_loader("test")

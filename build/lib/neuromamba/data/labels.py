@@ -1,0 +1,261 @@
+"""Label tables: per cohort (HCP/S1200, ABCD, UKB) and the generic CSV.
+
+A label CSV has one row per subject (``subject,sex,age,...``), or, for task-state labels, rows
+with a ``run`` column (label per run) and optionally ``start_frame``/``end_frame`` (label per
+block of frames, end exclusive: a clip gets the label of the block that contains all of its
+frames; clips that straddle blocks are left out). Classification labels (strings or numbers) are
+mapped to class indices in sorted order; the mapping is kept in ``LabelTable.class_names``.
+"""
+from __future__ import annotations
+
+import csv
+import re
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..console import NeuroMambaWarning
+
+TASK_TYPES = ("classification", "regression")
+RUN_COLUMN = "run"
+BLOCK_COLUMNS = ("start_frame", "end_frame")
+
+
+@dataclass(frozen=True)
+class CohortLabels:
+    """How a cohort's label table names things. Candidates are tried in order."""
+
+    subject_columns: tuple
+    task_columns: Mapping[str, tuple]
+    value_maps: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+
+
+_SEX_MF = {"m": "M", "male": "M", "f": "F", "female": "F"}
+DEFAULT_TASK_TYPES = {"sex": "classification", "age": "regression", "intelligence": "regression"}
+# Units of the named regression targets (plots and reports say them).
+TARGET_UNITS = {"age": "years", "intelligence": "score points"}
+
+
+def default_task_type(target: str | None) -> str:
+    """The task type of a named target (sex -> classification, age/intelligence -> regression;
+    anything else classification): the one rule main.py and embed.py's probes share."""
+    return DEFAULT_TASK_TYPES.get(str(target), "classification")
+
+COHORTS = {
+    "HCP": CohortLabels(
+        subject_columns=("Subject", "subject"),
+        task_columns={"sex": ("Gender", "sex", "Sex"),
+                      "age": ("Age_in_Yrs", "age", "Age"),
+                      "intelligence": ("CogTotalComp_AgeAdj", "PMAT24_A_CR", "intelligence")},
+        value_maps={"sex": _SEX_MF}),
+    "ABCD": CohortLabels(
+        subject_columns=("subjectkey", "src_subject_id", "subject"),
+        task_columns={"sex": ("sex", "Sex"),
+                      "age": ("interview_age", "age"),
+                      "intelligence": ("nihtbx_totalcomp_uncorrected",
+                                       "nihtbx_fluidcomp_uncorrected", "intelligence")},
+        value_maps={"sex": _SEX_MF}),
+    "UKB": CohortLabels(
+        subject_columns=("eid", "subject"),
+        task_columns={"sex": ("31-0.0", "sex"),
+                      "age": ("21003-2.0", "age"),
+                      "intelligence": ("20016-2.0", "intelligence")},
+        # UK Biobank field 31: 0 = female, 1 = male.
+        value_maps={"sex": {"0": "F", "1": "M", "0.0": "F", "1.0": "M", **_SEX_MF}}),
+    "CSV": CohortLabels(subject_columns=("subject",), task_columns={}),
+}
+
+
+@dataclass
+class LabelTable:
+    task_type: str
+    targets: dict                      # (subject, run or None) -> value
+    blocks: dict = field(default_factory=dict)  # (subject, run) -> [(start, end, value)]
+    class_names: list | None = None    # class index -> original label
+    column: str = ""
+
+    @property
+    def num_classes(self) -> int | None:
+        return len(self.class_names) if self.class_names is not None else None
+
+    @property
+    def subjects(self) -> set:
+        return {s for s, _ in self.targets} | {s for s, _ in self.blocks}
+
+    def target_for(self, subject: str, run: str, first_frame: int = 0, last_frame: int = 0):
+        """The label of a clip (frames first..last inclusive), or None when it has none."""
+        for start, end, value in self.blocks.get((subject, run), ()):
+            if start <= first_frame and last_frame < end:
+                return value
+        if (subject, run) in self.targets:
+            return self.targets[(subject, run)]
+        return self.targets.get((subject, None))
+
+
+def resolve_column(columns: Sequence[str], cohort: CohortLabels, downstream_task: str | None,
+                   target_column: str | None, path) -> str:
+    if target_column:
+        if target_column not in columns:
+            raise ValueError(f"--label_csv {path}: no column {target_column!r} "
+                             f"(--target_column); columns are {list(columns)}")
+        return target_column
+    if not downstream_task:
+        raise ValueError("a label needs --downstream_task or --target_column")
+    for candidate in cohort.task_columns.get(downstream_task, ()) + (downstream_task,):
+        if candidate in columns:
+            return candidate
+    raise ValueError(f"--label_csv {path}: no column for --downstream_task {downstream_task!r} "
+                     f"(tried {list(cohort.task_columns.get(downstream_task, ())) + [downstream_task]}); "
+                     f"pass --target_column; columns are {list(columns)}")
+
+
+def resolve_subject_column(columns: Sequence[str], cohort: CohortLabels, subject_column: str | None,
+                           path) -> str:
+    candidates = ((subject_column,) if subject_column and subject_column != "subject" else ()) + \
+        cohort.subject_columns + ("subject",)
+    for candidate in candidates:
+        if candidate in columns:
+            return candidate
+    raise ValueError(f"--label_csv {path}: no subject column (tried {list(dict.fromkeys(candidates))};"
+                     f" set --subject_column); columns are {list(columns)}")
+
+
+_RANGE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*$")
+_PLUS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*\+\s*$")
+
+
+def parse_number(text: str) -> float | None:
+    """A regression value: plain numbers, or HCP age bins ('26-30' -> 28.0, '36+' -> 36.0)."""
+    text = str(text).strip()
+    if text == "" or text.lower() in ("nan", "na", "n/a", "none"):
+        return None
+    try:
+        value = float(text)
+        return value if np.isfinite(value) else None
+    except ValueError:
+        pass
+    if m := _RANGE.match(text):
+        return (float(m.group(1)) + float(m.group(2))) / 2
+    if m := _PLUS.match(text):
+        return float(m.group(1))
+    raise ValueError(f"cannot read {text!r} as a number")
+
+
+def _sort_classes(values: Sequence[str]) -> list:
+    unique = sorted(set(values))
+    try:  # numeric labels sort numerically ('2' < '10')
+        return sorted(unique, key=float)
+    except ValueError:
+        return unique
+
+
+def load_label_table(path: str | Path, cohort_name: str = "CSV", downstream_task: str | None = None,
+                     task_type: str | None = None, subject_column: str | None = "subject",
+                     target_column: str | None = None) -> LabelTable:
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--label_csv {path}: no such file")
+    cohort = COHORTS.get(cohort_name, COHORTS["CSV"])
+    try:
+        frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python",
+                            encoding="utf-8")
+    except UnicodeDecodeError as err:
+        raise ValueError(f"--label_csv {path}: not UTF-8 text (byte {err.start}: {err.reason}); "
+                         f"save it as UTF-8 CSV") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError, csv.Error) as err:
+        raise ValueError(f"--label_csv {path}: not a readable CSV table "
+                         f"({' '.join(str(err).split())})") from None
+    if frame.empty:
+        raise ValueError(f"--label_csv {path}: the table has a header but no rows")
+    frame.columns = [c.strip() for c in frame.columns]
+    subj_col = resolve_subject_column(list(frame.columns), cohort, subject_column, path)
+    column = resolve_column(list(frame.columns), cohort, downstream_task, target_column, path)
+    task_key = downstream_task or column
+    task_type = task_type or DEFAULT_TASK_TYPES.get(task_key, "classification")
+    if task_type not in TASK_TYPES:
+        raise ValueError(f"--downstream_task_type {task_type!r}: choose one of {TASK_TYPES}")
+    value_map = cohort.value_maps.get(task_key, {})
+
+    raw = {}
+    has_run = RUN_COLUMN in frame.columns
+    has_blocks = has_run and all(c in frame.columns for c in BLOCK_COLUMNS)
+    for row_number, row in enumerate(frame.to_dict("records"), start=2):
+        text = str(row[column]).strip()
+        if text == "" or text.lower() in ("nan", "na", "n/a"):
+            continue  # missing label: the subject is reported and excluded later
+        value = value_map.get(text.lower(), value_map.get(text, text))
+        subject = str(row[subj_col]).strip()
+        run = (str(row[RUN_COLUMN]).strip() or None) if has_run else None
+        block = None
+        if has_blocks and str(row[BLOCK_COLUMNS[0]]).strip() != "":
+            block = (int(float(row[BLOCK_COLUMNS[0]])), int(float(row[BLOCK_COLUMNS[1]])))
+        if task_type == "regression":
+            try:
+                value = parse_number(value)
+            except ValueError as err:
+                raise ValueError(f"--label_csv {path} line {row_number}: column {column!r}: {err}"
+                                 f" (use --downstream_task_type classification for categories)")
+            if value is None:
+                continue
+        key = (subject, run, block)
+        if key in raw and str(raw[key]) != str(value):
+            raise ValueError(f"--label_csv {path} line {row_number}: subject {subject!r}"
+                             f"{' run ' + repr(run) if run else ''} is listed again with another "
+                             f"{column!r} ({value!r}, earlier {raw[key]!r}); keep one row")
+        raw.setdefault(key, value)
+
+    class_names = None
+    if task_type == "classification":
+        class_names = _sort_classes([str(v) for v in raw.values()])
+        if len(class_names) < 2:
+            raise ValueError(f"--label_csv {path}: column {column!r} has fewer than 2 classes")
+        index = {name: i for i, name in enumerate(class_names)}
+        raw = {k: index[str(v)] for k, v in raw.items()}
+
+    targets, blocks = {}, {}
+    for (subject, run, block), value in raw.items():
+        if block is None:
+            targets[(subject, run)] = value
+        else:
+            blocks.setdefault((subject, run), []).append((block[0], block[1], value))
+    return LabelTable(task_type, targets, blocks, class_names, column)
+
+
+def report_unlabelled(subjects: Sequence[str], table: LabelTable, what: str = "subjects") -> list:
+    """Subjects with data but no label: one warning line, then they are excluded."""
+    labelled = table.subjects
+    missing = sorted(s for s in subjects if s not in labelled)
+    if missing:
+        shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        warnings.warn(f"{len(missing)} of {len(subjects)} {what} have no label in column "
+                      f"{table.column!r} and are excluded: {shown}", NeuroMambaWarning, stacklevel=2)
+    return missing
+
+
+def find_label_csv(image_path: str | Path) -> Path:
+    """The original's layout keeps labels in metadata/*.csv next to (or in) the image folder."""
+    image_path = Path(image_path)
+    found = []
+    for folder in (image_path / "metadata", image_path.parent / "metadata"):
+        found += sorted(folder.glob("*.csv")) if folder.is_dir() else []
+    if len(found) != 1:
+        raise ValueError(f"--label_csv is required: found {len(found)} CSV files in "
+                         f"{image_path}/metadata or {image_path.parent}/metadata")
+    return found[0]
+
+
+def save_class_mapping(table: LabelTable, path: str | Path) -> None:
+    import json
+
+    from .. import fileio
+
+    if table.class_names is None:
+        return
+    fileio.atomic_write_text(path, json.dumps(
+        {"column": table.column, "classes": {str(n): i for i, n in enumerate(table.class_names)}},
+        indent=2))

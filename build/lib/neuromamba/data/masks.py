@@ -1,0 +1,84 @@
+"""Brain masks for runs that are not skull-stripped to exact zeros (fMRIPrep and friends).
+
+fMRIPrep writes ``*_desc-preproc_bold.nii.gz`` with a non-zero background and the brain mask
+beside it as ``*_desc-brain_mask.nii.gz`` (BIDS derivatives naming). A mask is applied before
+anything else (statistics, placement, the stored ``brain_mask``): voxels outside it become 0.
+A run without a mask must be skull-stripped: its background is checked, never assumed.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+# "sub-01_task-rest_space-MNI152NLin2009cAsym_desc-preproc_bold" -> the part before "_desc-..."
+# (or before "_bold"), to which "_desc-brain_mask" is appended.
+_BIDS_BOLD = re.compile(r"^(?P<entities>.+?)(_desc-[A-Za-z0-9]+)?_bold$")
+BIDS_MASK_DESC = "_desc-brain_mask"
+# A skull-stripped run has (almost) nothing on the faces of its field of view.
+MAX_NONZERO_EDGE_FRACTION = 0.5
+
+
+def is_mask_file(name: str) -> bool:
+    """BIDS masks and segmentations found next to runs are never runs themselves."""
+    stem = name.split(".nii")[0]
+    return stem.endswith(("_mask", "_dseg", "_probseg", "_boldref"))
+
+
+def bids_mask_for(bold_path: str | Path) -> Path | None:
+    """The ``*_desc-brain_mask.nii[.gz]`` beside a BIDS ``*_bold.nii[.gz]`` run, if it exists."""
+    bold_path = Path(bold_path)
+    stem = bold_path.name.split(".nii")[0]
+    match = _BIDS_BOLD.match(stem)
+    if not match:
+        return None
+    for suffix in (".nii.gz", ".nii"):
+        candidate = bold_path.with_name(match.group("entities") + BIDS_MASK_DESC + suffix)
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def load_mask(mask_path: str | Path, bold_img, bold_path: str | Path) -> np.ndarray:
+    """A 3D mask on the run's grid (bool); resampled (nearest) when its grid differs."""
+    from .nifti import load_nifti, nilearn_resample
+
+    mask_img = load_nifti(mask_path)
+    shape = mask_img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise ValueError(f"{mask_path}: a brain mask must be 3D, got shape {mask_img.shape}")
+    same_grid = tuple(shape) == tuple(bold_img.shape[:3]) and np.allclose(
+        mask_img.affine, bold_img.affine, atol=1e-3)
+    if not same_grid:
+        mask_img = nilearn_resample(mask_img, bold_img.affine, bold_img.shape[:3], "nearest")
+    try:
+        mask = np.asarray(mask_img.dataobj).reshape(bold_img.shape[:3]) > 0
+    except Exception as err:
+        raise ValueError(f"{mask_path}: cannot read the mask ({type(err).__name__}: {err})") from err
+    if not mask.any():
+        raise ValueError(f"{mask_path}: the brain mask is empty (given for {bold_path})")
+    return mask
+
+
+def nonzero_edge_fraction(data: np.ndarray) -> float:
+    """Fraction of the voxels on the six faces of the field of view that are non-zero in the
+    first frame."""
+    first = data[..., 0] if data.ndim == 4 else data
+    faces = [first[0], first[-1], first[:, 0], first[:, -1], first[:, :, 0], first[:, :, -1]]
+    total = sum(f.size for f in faces)
+    return sum(int(np.count_nonzero(f)) for f in faces) / max(total, 1)
+
+
+def check_zero_background(data: np.ndarray, path: str | Path) -> None:
+    """Refuse a run without a mask whose background is not zero: "brain = non-zero voxels"
+    would keep its whole field of view as brain (statistics, placement, token mask all wrong)."""
+    fraction = nonzero_edge_fraction(data)
+    if fraction > MAX_NONZERO_EDGE_FRACTION:
+        raise ValueError(
+            f"{path}: the background is not zero ({100 * fraction:.0f}% of the field of view's "
+            f"edge voxels are non-zero), so the run is not skull-stripped; give its brain mask "
+            f"(--mask FILE, or a BIDS *_desc-brain_mask.nii.gz beside it), or pass "
+            f"--allow_nonzero_background if the whole field of view really is brain")

@@ -1,0 +1,157 @@
+"""Load-time input scaling (SPEC §10): raw frames + the run's statistics -> model input.
+
+Runs are stored unscaled; the scaling is chosen at load time (``--input_scaling_method``) so it
+can change without reprocessing. With mu, sigma, m, M the run's brain (non-zero voxel) mean,
+std, min, max; m_v each brain voxel's mean over the whole run (the static image); s the run's
+typical fluctuation (root mean over brain voxels of each voxel's temporal variance). What each
+keeps: the static image (anatomy, contrast, brain size), the fluctuations' amplitude, or both.
+
+- ``znorm_minback``  : (x - mu) / sigma; background (raw 0) becomes -mu/sigma, the volume
+  minimum. Keeps the static image and the fluctuations (amplitude relative to sigma, which is
+  mostly static contrast). The paper's input, and the default.
+- ``znorm_zeroback`` : the same, then background set to 0. Keeps both, as above.
+- ``minmax_minback`` : (x - m) / (M - m); background becomes -m/(M - m), the volume minimum.
+  Keeps both (amplitude relative to the run's range).
+- ``minmax_zeroback``: the same, then background set to 0. Keeps both, as above.
+- ``znorm_demean``   : (x - mu) / sigma, then each brain voxel's mean over the clip subtracted;
+  background 0. Keeps no static image. It leaks the future: the clip mean includes the frames
+  a pretraining target holds, so the last frame of every voxel is minus the sum of the others.
+  Refused for ``--pretraining``.
+- ``voxel_demean``   : (x - m_v) / s; background 0. Keeps the fluctuations at their amplitude
+  relative to the run's fluctuations (the same fluctuations give the same values whatever the
+  static contrast); no static image. No leak: m_v and s are over the whole run, computed at
+  preprocessing, so no frame of a clip shorter than its run follows from the others.
+- ``voxel_demean_static``: ``voxel_demean``, with the clip's first time token (``patch T``
+  frames) replaced by the static image, (m_v - mean) / std over the brain, background 0. Keeps
+  both, as two kinds of tokens: the model reads anatomy and fluctuations without the static
+  texture swamping the fluctuations. The tuned recipe's input.
+
+"Background" is a raw value of exactly 0 (skull-stripped data, zero padding); for
+``znorm_demean`` a voxel that is 0 in every frame of the clip, for the ``voxel_*`` scalings a
+voxel outside the run's stored brain mask (its static image is 0).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable, Mapping, Optional
+
+import numpy as np
+
+# Guards against a constant run (std 0 / max == min); such runs are rejected by preprocessing,
+# this only keeps a hand-made file from producing inf.
+_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class ScalingMethod:
+    name: str
+    affine: Callable[[Mapping[str, float]], tuple]  # stats -> (offset, scale): y = (x - offset) * scale
+    background: str  # "min" (background is the volume minimum) or "zero"
+    demean_over_time: bool = False  # subtract each brain voxel's mean over the clip
+    voxel_stats: bool = False  # uses the run's per-voxel statistics (store.VoxelStats)
+    static_token: bool = False  # the first time token of a clip is the static image
+    keeps_static: bool = True  # what the docstring says, for tests and messages
+    leaks_future: bool = False  # a pretraining target follows from earlier tokens
+
+
+def _znorm(stats: Mapping[str, float]) -> tuple:
+    return float(stats["mean"]), 1.0 / max(float(stats["std"]), _EPS)
+
+
+def _minmax(stats: Mapping[str, float]) -> tuple:
+    lo, hi = float(stats["min"]), float(stats["max"])
+    return lo, 1.0 / max(hi - lo, _EPS)
+
+
+def _unused(stats: Mapping[str, float]) -> tuple:
+    return 0.0, 1.0
+
+
+SCALING_METHODS = {
+    "znorm_minback": ScalingMethod("znorm_minback", _znorm, "min"),
+    "znorm_zeroback": ScalingMethod("znorm_zeroback", _znorm, "zero"),
+    "minmax_minback": ScalingMethod("minmax_minback", _minmax, "min"),
+    "minmax_zeroback": ScalingMethod("minmax_zeroback", _minmax, "zero"),
+    "znorm_demean": ScalingMethod("znorm_demean", _znorm, "zero", demean_over_time=True,
+                                  keeps_static=False, leaks_future=True),
+    "voxel_demean": ScalingMethod("voxel_demean", _unused, "zero", voxel_stats=True, keeps_static=False),
+    "voxel_demean_static": ScalingMethod("voxel_demean_static", _unused, "zero", voxel_stats=True,
+                                         static_token=True),
+}
+LEAK_FREE = tuple(name for name, m in SCALING_METHODS.items() if not m.leaks_future)
+
+
+def get_scaling(name: str) -> ScalingMethod:
+    try:
+        return SCALING_METHODS[name]
+    except KeyError:
+        raise ValueError(
+            f"--input_scaling_method {name!r} is unknown; choose one of {sorted(SCALING_METHODS)}"
+        ) from None
+
+
+def background_value_for(scaling_method: str) -> str:
+    """'min' when the background is the volume minimum after scaling, 'zero' when it is 0.
+
+    The backbone's background-token mask (SPEC §3) needs to know which one to look for.
+    """
+    return get_scaling(scaling_method).background
+
+
+def static_frames_for(scaling_method: str, patch_frames: int) -> int:
+    """Frames of a clip taken by the static image: one time token, or none."""
+    return int(patch_frames) if get_scaling(scaling_method).static_token else 0
+
+
+def scale_inplace(raw: np.ndarray, stats: Mapping[str, float], scaling_method: str,
+                  voxel=None) -> np.ndarray:
+    """Scale a float32 array of raw values in place and return it. ``raw`` is one clip with
+    time on the last axis, ``(D, H, W, T)``; ``voxel`` (a :class:`store.VoxelStats`) is
+    needed by the ``voxel_*`` scalings."""
+    method = get_scaling(scaling_method)
+    if method.voxel_stats:
+        if voxel is None:
+            raise ValueError(f"--input_scaling_method {scaling_method} needs the run's per-voxel "
+                             "statistics (store.VoxelStats)")
+        brain = voxel.brain if voxel.brain is not None else voxel.mean_image != 0
+        raw -= voxel.mean_image[..., None]
+        raw *= np.float32(1.0 / max(voxel.fluct_std, _EPS))
+        raw[~brain] = 0.0
+        return raw
+    offset, scale = method.affine(stats)
+    if method.demean_over_time:
+        background = ~np.any(raw != 0, axis=-1)  # 0 in every frame
+    elif method.background == "zero":
+        background = raw == 0
+    raw -= np.float32(offset)
+    raw *= np.float32(scale)
+    if method.demean_over_time:
+        raw -= raw.mean(axis=-1, keepdims=True, dtype=np.float64).astype(np.float32)
+    if method.background == "zero":
+        raw[background] = 0.0
+    return raw
+
+
+def static_image(voxel) -> np.ndarray:
+    """The run's static image z-scored over its brain voxels, background 0, (D, H, W)."""
+    mean = voxel.mean_image
+    brain = voxel.brain if voxel.brain is not None else mean != 0
+    if not brain.any():
+        return np.zeros_like(mean)
+    values = mean[brain].astype(np.float64)
+    out = np.zeros_like(mean, dtype=np.float32)
+    out[brain] = ((values - values.mean()) / max(values.std(), _EPS)).astype(np.float32)
+    return out
+
+
+def scale_clip(raw_dhwt: np.ndarray, stats: Mapping[str, float], scaling_method: str,
+               voxel=None, static_frames: int = 0) -> np.ndarray:
+    """The model's clip (D, H, W, static_frames + T) from ``raw_dhwt`` (float32, scaled in
+    place): the static image first when the scaling has a static token."""
+    clip = scale_inplace(raw_dhwt, stats, scaling_method, voxel)
+    if not static_frames:
+        return clip
+    out = np.empty(clip.shape[:3] + (static_frames + clip.shape[3],), np.float32)
+    out[..., :static_frames] = static_image(voxel)[..., None]
+    out[..., static_frames:] = clip
+    return out

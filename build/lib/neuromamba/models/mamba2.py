@@ -1,0 +1,496 @@
+"""Mamba2 mixer: a drop-in for ``mamba_ssm.modules.mamba2.Mamba2`` (mamba_ssm >= 2.3.0).
+
+Same constructor, parameter names, shapes and initialisation, so checkpoints move freely
+between the two. The forward dispatches per call:
+
+* ``fused``: mamba_ssm's Triton/CUDA kernels (``mamba_split_conv1d_scan_combined``, or
+  ``causal_conv1d_fn`` + ``mamba_chunk_scan_combined`` when ``use_mem_eff_path=False``),
+  used when the input is on CUDA and mamba-ssm >= 2.3.0 and causal-conv1d >= 1.5.1 import;
+* ``pure``: the pure-PyTorch path of this package (``ssd.py``): runs anywhere, same math.
+
+The environment variable ``NEUROMAMBA_MAMBA_BACKEND=pure|fused|auto`` (default auto, read on
+every call) forces one. ``mamba_ssm`` is imported lazily, at most once, never at import time:
+it fails to import on machines without CUDA.
+"""
+
+import functools
+import math
+import os
+import warnings
+from typing import Optional, Tuple
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from neuromamba.models import ssd
+
+__all__ = ["Mamba2", "RMSNorm", "RMSNormGated", "BACKEND_ENV_VAR", "select_backend"]
+
+BACKEND_ENV_VAR = "NEUROMAMBA_MAMBA_BACKEND"
+BACKENDS = ("auto", "pure", "fused")
+MIN_MAMBA_SSM = (2, 3, 0)  # stride fixes for in_proj widths not a multiple of 8; seq_idx grads
+MIN_CAUSAL_CONV1D = (1, 5, 1)
+# The pure path on CPU scans in chunks of at most this many tokens, whatever chunk_size says:
+# the SSD result does not depend on the chunking (tests/models/test_mamba2.py checks 7 to 256
+# against each other and against a token-by-token recurrence), while the (Q x Q) work per
+# token grows with Q. Scan forward+backward at 41k tokens, Base layer, 1 thread: 0.68 s at
+# Q=256, 0.45 s at 128, 0.37 s at 64, 0.38 s at 48 and 32 (benchmarks/README_mamba2.md).
+PURE_CPU_MAX_CHUNK = 64
+
+
+# --------------------------------------------------------------------------- norms
+class RMSNorm(nn.Module):
+    """``x * rsqrt(mean(x^2) + eps) * weight``, computed in fp32, returned in x's dtype."""
+
+    def __init__(self, dim: int, eps: float = 1e-5, device=None, dtype=None):
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim, device=device, dtype=dtype))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x32 = x.to(_compute_dtype(x))
+        out = x32 * torch.rsqrt(x32.square().mean(dim=-1, keepdim=True) + self.eps)
+        return (out * self.weight.to(x32.dtype)).to(x.dtype)
+
+
+class RMSNormGated(nn.Module):
+    """mamba_ssm's gated RMSNorm (``ops.triton.layernorm_gated.RMSNorm``).
+
+    ``norm_before_gate``: norm(x) * silu(z); else norm(x * silu(z)). The mean square is taken
+    over groups of ``group_size`` channels (Mamba2 uses d_ssm / ngroups). fp32 inside.
+    """
+
+    def __init__(self, hidden_size: int, eps: float = 1e-5, group_size: Optional[int] = None,
+                 norm_before_gate: bool = True, device=None, dtype=None):
+        super().__init__()
+        if group_size is not None and hidden_size % group_size != 0:
+            raise ValueError(f"hidden_size {hidden_size} is not a multiple of "
+                             f"group_size {group_size}")
+        self.eps = eps
+        self.group_size = group_size
+        self.norm_before_gate = norm_before_gate
+        self.weight = nn.Parameter(torch.ones(hidden_size, device=device, dtype=dtype))
+        self.register_parameter("bias", None)
+
+    def forward(self, x: torch.Tensor, z: Optional[torch.Tensor] = None) -> torch.Tensor:
+        group = self.group_size or x.shape[-1]
+        return _GatedRMSNorm.apply(x, z, self.weight, self.eps, group, self.norm_before_gate)
+
+
+# Rows (tokens) per tile of the gated RMSNorm: its ~8 elementwise passes then run on a tile that
+# stays in the cache instead of streaming the whole (L, d_ssm) tensor through memory each time.
+NORM_TILE_ROWS = 1024
+
+
+def _row_tiles(rows: int):
+    return (slice(start, min(rows, start + NORM_TILE_ROWS)) for start in range(0, rows, NORM_TILE_ROWS))
+
+
+class _GatedRMSNorm(torch.autograd.Function):
+    """Gated RMSNorm with a hand-written backward (fp32 inside, output in x's dtype).
+
+    Autograd would save and revisit ~6 full-size fp32 intermediates; this saves only the
+    inputs and the per-group inverse RMS and recomputes the cheap products, tile by tile of
+    rows (every row is normalised on its own, so tiling changes no value).
+    """
+
+    @staticmethod
+    def forward(ctx, x, z, weight, eps, group, norm_before_gate):
+        width = x.shape[-1]
+        rows = x.reshape(-1, width)
+        zs = None if z is None else z.reshape(-1, width)
+        out = torch.empty(rows.shape, dtype=x.dtype, device=x.device)
+        rstd = torch.empty(rows.shape[0], width // group, 1, dtype=_compute_dtype(x), device=x.device)
+        with torch.autocast(x.device.type, enabled=False):
+            for tile in _row_tiles(rows.shape[0]):
+                rstd[tile] = _norm_rows(rows[tile], None if zs is None else zs[tile], weight, eps,
+                                        group, norm_before_gate, out[tile])
+        ctx.save_for_backward(x, z, weight, rstd)
+        ctx.config = (group, norm_before_gate)
+        return out.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, z, weight, rstd = ctx.saved_tensors
+        group, norm_before_gate = ctx.config
+        width = x.shape[-1]
+        rows, dout = x.reshape(-1, width), grad_out.reshape(-1, width)
+        zs = None if z is None else z.reshape(-1, width)
+        grad_x = torch.empty(rows.shape, dtype=x.dtype, device=x.device)
+        grad_z = None if z is None else torch.empty(zs.shape, dtype=z.dtype, device=z.device)
+        grad_w = torch.zeros(width, dtype=_compute_dtype(x), device=x.device)
+        with torch.autocast(x.device.type, enabled=False):
+            for tile in _row_tiles(rows.shape[0]):
+                grad_w += _norm_rows_backward(dout[tile], rows[tile], None if zs is None else zs[tile],
+                                              weight, rstd[tile], group, norm_before_gate, grad_x[tile],
+                                              None if grad_z is None else grad_z[tile])
+        return (grad_x.view(x.shape), None if z is None else grad_z.view(z.shape),
+                grad_w.to(weight.dtype), None, None, None)
+
+
+def _mul_into(out, a, b):
+    """out = a * b, written in place when the dtypes allow (saves a copy per tile)."""
+    if out.dtype == torch.promote_types(a.dtype, b.dtype):
+        torch.mul(a, b, out=out)
+    else:
+        out.copy_(a * b)
+
+
+def _silu_backward_into(out, grad, z):
+    """out = d silu(z) / dz * grad, written in place when the dtypes allow."""
+    if out.dtype == grad.dtype == z.dtype:
+        torch.ops.aten.silu_backward.grad_input(grad, z, grad_input=out)
+    else:
+        out.copy_(torch.ops.aten.silu_backward(grad, z))
+
+
+def _norm_rows(x, z, weight, eps, group, norm_before_gate, out):
+    """Forward on (rows, width), written into ``out``; returns rstd (rows, groups, 1)."""
+    cdt = _compute_dtype(x)
+    silu_z = None if z is None else F.silu(z.to(cdt))
+    g = _gate_input(x, silu_z, norm_before_gate, group)  # (rows, groups, group)
+    # vector_norm is one fused pass; square().mean() would be two.
+    rms = torch.linalg.vector_norm(g, dim=-1, keepdim=True) * group ** -0.5
+    rstd = torch.rsqrt(rms.square() + eps)
+    normed = (g * rstd).flatten(-2)
+    if silu_z is not None and norm_before_gate:
+        _mul_into(out, normed.mul_(weight.to(cdt)), silu_z)
+    else:
+        _mul_into(out, normed, weight.to(cdt))
+    return rstd
+
+
+def _norm_rows_backward(grad_out, x, z, weight, rstd, group, norm_before_gate, grad_x, grad_z):
+    """Backward on (rows, width): writes ``grad_x`` and ``grad_z`` (None without a gate);
+    returns this tile's grad_w (fp32)."""
+    cdt = _compute_dtype(x)
+    z32 = None if z is None else z.to(cdt)
+    silu_z = None if z is None else F.silu(z32)
+    w = weight.to(cdt)
+    g = _gate_input(x, silu_z, norm_before_gate, group)  # (rows, groups, group)
+    normed = g.mul_(rstd) if g.data_ptr() != x.data_ptr() else g * rstd
+    normed = normed.flatten(-2)
+    dout = grad_out.to(cdt)
+    if z is not None and norm_before_gate:
+        _silu_backward_into(grad_z, dout * normed * w, z32)
+        dout = dout * silu_z
+    # t = dout o normed serves both grad_w (its column sums) and, weighted by w, the
+    # per-group mean <dn, normed> / group that the RMS backward subtracts.
+    t = dout * normed
+    grad_w = t.sum(0)
+    groups = g.shape[-2]
+    if groups == 1:
+        mean_dn_n = (t @ w)[..., None, None] / group
+    else:
+        mean_dn_n = (t * w).unflatten(-1, g.shape[-2:]).sum(-1, keepdim=True) / group
+    grad_g = torch.mul(dout, w).unflatten(-1, g.shape[-2:])
+    grad_g.addcmul_(normed.unflatten(-1, g.shape[-2:]), mean_dn_n, value=-1)
+    if z is not None and not norm_before_gate:
+        grad_g = grad_g.mul_(rstd).flatten(-2)
+        _silu_backward_into(grad_z, grad_g * x.to(cdt), z32)
+        _mul_into(grad_x, grad_g, silu_z)
+    else:
+        _mul_into(grad_x.unflatten(-1, g.shape[-2:]), grad_g, rstd)
+    return grad_w
+
+
+def _gate_input(x, silu_z, norm_before_gate, group):
+    """The tensor whose RMS is taken, fp32, split into (..., groups, group)."""
+    g = x.to(_compute_dtype(x))
+    if silu_z is not None and not norm_before_gate:
+        g = g * silu_z
+    return g.unflatten(-1, (g.shape[-1] // group, group))
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """fp32 for fp32/bf16/fp16 inputs, fp64 for fp64 (the tests run in double)."""
+    return torch.promote_types(x.dtype, torch.float32)
+
+
+# --------------------------------------------------------------------------- backend choice
+def _version_tuple(version: str) -> Tuple[int, ...]:
+    parts = []
+    for piece in version.split("+")[0].split("."):
+        digits = "".join(ch for ch in piece if ch.isdigit())
+        if not digits:
+            break
+        parts.append(int(digits))
+        if digits != piece:  # e.g. "0rc1": stop after the numeric prefix
+            break
+    return tuple(parts)
+
+
+# What ran, by the ops available: the full fused chain; causal_conv1d's conv with mamba_ssm's
+# scan (use_mem_eff_path=False); mamba_ssm's Triton scan with the project's own conv (no
+# causal-conv1d installed: it needs a CUDA compile); or the pure-PyTorch path.
+FUSED_PATHS = {"fused": "mamba_split_conv1d_scan_combined",
+               "split": "causal_conv1d_fn + mamba_chunk_scan_combined",
+               "scan_only": "pure-PyTorch conv + mamba_chunk_scan_combined",
+               "pure": "pure-PyTorch conv + scan"}
+
+
+@functools.lru_cache(maxsize=1)
+def load_fused_ops():
+    """Import mamba_ssm's kernels once. Returns a dict of callables (``causal_conv1d_fn`` None
+    when causal-conv1d is missing: the scan still runs fused), or a str saying why none."""
+    try:
+        import mamba_ssm
+        from mamba_ssm.ops.triton.ssd_combined import (
+            mamba_chunk_scan_combined, mamba_split_conv1d_scan_combined)
+    except Exception as err:  # ImportError, or CUDA/Triton errors raised at import time
+        return f"mamba_ssm not importable ({type(err).__name__}: {err})"
+    found = getattr(mamba_ssm, "__version__", "0")
+    if _version_tuple(found) < MIN_MAMBA_SSM:
+        return f"mamba_ssm {found} is older than {'.'.join(map(str, MIN_MAMBA_SSM))}"
+    conv = None
+    try:
+        import causal_conv1d
+        from causal_conv1d import causal_conv1d_fn
+
+        if _version_tuple(getattr(causal_conv1d, "__version__", "0")) >= MIN_CAUSAL_CONV1D:
+            conv = causal_conv1d_fn
+    except Exception:  # not installed (it needs a CUDA build): the conv stays pure PyTorch
+        conv = None
+    return {"causal_conv1d_fn": conv,
+            "mamba_chunk_scan_combined": mamba_chunk_scan_combined,
+            "mamba_split_conv1d_scan_combined": mamba_split_conv1d_scan_combined}
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_fallback_once(reason: str) -> None:
+    warnings.warn(f"Mamba2: using the pure-PyTorch path on CUDA because {reason}; "
+                  f"install mamba-ssm>=2.3.0 and causal-conv1d>=1.5.1 for the fused kernels",
+                  RuntimeWarning, stacklevel=3)
+
+
+def select_backend(device: torch.device):
+    """The fused ops dict for this call, or None for the pure path (reads the env var)."""
+    choice = os.environ.get(BACKEND_ENV_VAR, "auto").strip().lower() or "auto"
+    if choice not in BACKENDS:
+        raise ValueError(f"{BACKEND_ENV_VAR}={choice!r}: expected one of {', '.join(BACKENDS)}")
+    if choice == "pure":
+        return None
+    if device.type != "cuda":
+        if choice == "fused":
+            raise RuntimeError(f"{BACKEND_ENV_VAR}=fused needs a CUDA input, got {device.type}")
+        return None
+    ops = load_fused_ops()
+    if isinstance(ops, str):
+        if choice == "fused":
+            raise RuntimeError(f"{BACKEND_ENV_VAR}=fused but {ops}")
+        _warn_fallback_once(ops)
+        return None
+    return ops
+
+
+# --------------------------------------------------------------------------- the layer
+class Mamba2(nn.Module):
+    """The Mamba2 mixer of mamba_ssm 2.x (same arguments, parameters, init and forward).
+
+    in_proj -> [z, xBC, dt] (plus [z0, x0] gated-MLP channels when d_ssm < expand*d_model)
+    -> causal depthwise conv + SiLU on xBC -> SSD scan -> gated RMSNorm with z -> out_proj.
+    ``forward(u, seq_idx=None)``: u (batch, seqlen, d_model); seq_idx (batch, seqlen) int32
+    marks packed sequences (no conv tap, intra-chunk term or state crosses a boundary).
+    A_log, D and dt_bias carry ``_no_weight_decay = True`` for optimizer grouping.
+    """
+
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 128,
+        d_conv: int = 4,
+        conv_init: Optional[float] = None,
+        expand: int = 2,
+        headdim: int = 64,
+        d_ssm: Optional[int] = None,
+        ngroups: int = 1,
+        A_init_range: Tuple[float, float] = (1, 16),
+        D_has_hdim: bool = False,
+        rmsnorm: bool = True,
+        norm_before_gate: bool = False,
+        dt_min: float = 0.001,
+        dt_max: float = 0.1,
+        dt_init_floor: float = 1e-4,
+        dt_limit: Tuple[float, float] = (0.0, float("inf")),
+        bias: bool = False,
+        conv_bias: bool = True,
+        chunk_size: int = 256,
+        use_mem_eff_path: bool = True,
+        layer_idx: Optional[int] = None,
+        device=None,
+        dtype=None,
+    ):
+        factory_kwargs = {"device": device, "dtype": dtype}
+        super().__init__()
+        self.d_model = d_model
+        self.d_state = d_state
+        self.d_conv = d_conv
+        self.conv_init = conv_init
+        self.expand = expand
+        self.d_inner = expand * d_model
+        self.headdim = headdim
+        self.d_ssm = self.d_inner if d_ssm is None else d_ssm
+        self.ngroups = ngroups
+        if self.d_ssm % headdim != 0:
+            raise ValueError(f"Mamba2: d_ssm ({self.d_ssm}) must be a multiple of "
+                             f"headdim ({headdim})")
+        if self.d_ssm > self.d_inner:
+            raise ValueError(f"Mamba2: d_ssm ({self.d_ssm}) exceeds "
+                             f"expand*d_model ({self.d_inner})")
+        self.nheads = self.d_ssm // headdim
+        if self.nheads % ngroups != 0:
+            raise ValueError(f"Mamba2: nheads ({self.nheads}) must be a multiple of "
+                             f"ngroups ({ngroups})")
+        if not (A_init_range[0] > 0 and A_init_range[1] >= A_init_range[0]):
+            raise ValueError(f"Mamba2: A_init_range must satisfy 0 < lo <= hi, got {A_init_range}")
+        self.D_has_hdim = D_has_hdim
+        self.rmsnorm = rmsnorm
+        self.norm_before_gate = norm_before_gate
+        self.dt_limit = tuple(dt_limit)
+        self.activation = "silu"
+        self.chunk_size = chunk_size
+        self.use_mem_eff_path = use_mem_eff_path
+        self.last_path = None  # which of FUSED_PATHS the last forward ran (benchmarks report it)
+        self.layer_idx = layer_idx
+
+        # in_proj output order: [z0, x0 (d_mlp each, only when d_ssm < d_inner), z, xBC, dt]
+        d_in_proj = 2 * self.d_inner + 2 * ngroups * d_state + self.nheads
+        self.in_proj = nn.Linear(d_model, d_in_proj, bias=bias, **factory_kwargs)
+
+        conv_dim = self.d_ssm + 2 * ngroups * d_state
+        self.conv1d = nn.Conv1d(conv_dim, conv_dim, kernel_size=d_conv, groups=conv_dim,
+                                padding=d_conv - 1, bias=conv_bias, **factory_kwargs)
+        if conv_init is not None:
+            nn.init.uniform_(self.conv1d.weight, -conv_init, conv_init)
+
+        # dt log-uniform in [dt_min, dt_max], stored as softplus^-1(dt) so softplus(dt_bias) = dt.
+        dt = torch.exp(torch.rand(self.nheads, **factory_kwargs)
+                       * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = torch.clamp(dt, min=dt_init_floor)
+        inv_dt = dt + torch.log(-torch.expm1(-dt))
+        self.dt_bias = nn.Parameter(inv_dt)
+        self.dt_bias._no_weight_decay = True
+
+        A = torch.empty(self.nheads, dtype=torch.float32, device=device).uniform_(*A_init_range)
+        self.A_log = nn.Parameter(torch.log(A).to(dtype=dtype))
+        self.A_log._no_weight_decay = True
+
+        self.D = nn.Parameter(torch.ones(self.d_ssm if D_has_hdim else self.nheads, device=device))
+        self.D._no_weight_decay = True
+
+        if rmsnorm:
+            self.norm = RMSNormGated(self.d_ssm, eps=1e-5, norm_before_gate=norm_before_gate,
+                                     group_size=self.d_ssm // ngroups, **factory_kwargs)
+
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=bias, **factory_kwargs)
+
+    # The D skip as the scan wants it: (h,) or (h, p).
+    def _D(self) -> torch.Tensor:
+        return self.D.view(self.nheads, self.headdim) if self.D_has_hdim else self.D
+
+    def _dt_limit_kwargs(self) -> dict:
+        return {} if self.dt_limit == (0.0, float("inf")) else {"dt_limit": self.dt_limit}
+
+    def forward(self, u: torch.Tensor, seq_idx: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """u (batch, seqlen, d_model) -> (batch, seqlen, d_model); seq_idx (batch, seqlen) int32."""
+        if u.dim() != 3 or u.shape[-1] != self.d_model:
+            raise ValueError(f"Mamba2: expected input (batch, seqlen, {self.d_model}), "
+                             f"got {tuple(u.shape)}")
+        if seq_idx is not None and seq_idx.shape != u.shape[:2]:
+            raise ValueError(f"Mamba2: seq_idx must be (batch, seqlen) = {tuple(u.shape[:2])}, "
+                             f"got {tuple(seq_idx.shape)}")
+        fused = select_backend(u.device)
+        if fused is not None and self.use_mem_eff_path and fused["causal_conv1d_fn"] is not None:
+            self.last_path = "fused"
+            return self._forward_fused_mem_eff(u, seq_idx, fused)
+        if fused is None:
+            self.last_path = "pure"
+        else:
+            self.last_path = "split" if fused["causal_conv1d_fn"] is not None else "scan_only"
+        return self._forward_split(u, seq_idx, fused)
+
+    def _forward_fused_mem_eff(self, u, seq_idx, fused):
+        """One fused kernel chain from in_proj output to out_proj (mamba_ssm's default path)."""
+        zxbcdt = self.in_proj(u)
+        A = -torch.exp(self.A_log.float())
+        return fused["mamba_split_conv1d_scan_combined"](
+            zxbcdt,
+            self.conv1d.weight.squeeze(1),
+            self.conv1d.bias,
+            self.dt_bias,
+            A,
+            D=self._D(),
+            chunk_size=self.chunk_size,
+            seq_idx=seq_idx,
+            activation=self.activation,
+            rmsnorm_weight=self.norm.weight if self.rmsnorm else None,
+            rmsnorm_eps=self.norm.eps if self.rmsnorm else 1e-6,
+            outproj_weight=self.out_proj.weight,
+            outproj_bias=self.out_proj.bias,
+            headdim=None if self.D_has_hdim else self.headdim,
+            ngroups=self.ngroups,
+            norm_before_gate=self.norm_before_gate,
+            **self._dt_limit_kwargs(),
+        )
+
+    def _in_proj_pieces(self, u, sizes):
+        """in_proj's output cut into pieces of the given widths (last dim).
+
+        On CPU each piece is its own GEMM on a row block of in_proj.weight: the pieces come out
+        contiguous, so the conv, scan and norm read dense tensors instead of column slices of
+        one (L, d_in_proj) output, and the backward needs no zero-filled (L, d_in_proj)
+        gradient assembled by autograd's split. Same math and FLOPs; 3% of the layer's
+        forward+backward at 41k tokens (benchmarks/README_mamba2.md). The module's own forward
+        (and any hook on in_proj) is bypassed there. Elsewhere: one GEMM, then split.
+        """
+        if u.device.type != "cpu":
+            return torch.split(self.in_proj(u), sizes, dim=-1)
+        bias = self.in_proj.bias
+        biases = [None] * len(sizes) if bias is None else bias.split(sizes)
+        return tuple(F.linear(u, w, b) for w, b in zip(self.in_proj.weight.split(sizes), biases))
+
+    def _forward_split(self, u, seq_idx, fused):
+        """Step by step: conv, scan, norm, out_proj (fused kernels for conv/scan if given)."""
+        batch, seqlen, _ = u.shape
+        A = -torch.exp(self.A_log.to(_compute_dtype(self.A_log)))  # fp32 (fp64 stays fp64)
+        d_mlp = (self.in_proj.out_features - 2 * self.d_ssm - 2 * self.ngroups * self.d_state
+                 - self.nheads) // 2
+        z0, x0, z, xBC, dt = self._in_proj_pieces(
+            u, [d_mlp, d_mlp, self.d_ssm, self.d_ssm + 2 * self.ngroups * self.d_state,
+                self.nheads])
+        conv_weight = self.conv1d.weight.squeeze(1)  # (conv_dim, d_conv)
+        chunk_size = self.chunk_size
+        if fused is None or fused["causal_conv1d_fn"] is None:
+            xBC = ssd.causal_conv1d_ref(xBC, conv_weight, self.conv1d.bias, seq_idx=seq_idx,
+                                        activation=self.activation)
+        else:
+            xBC = fused["causal_conv1d_fn"](xBC.transpose(1, 2), conv_weight,
+                                            bias=self.conv1d.bias, activation=self.activation,
+                                            seq_idx=seq_idx).transpose(1, 2)
+        if fused is None:
+            chunk_scan = ssd.mamba_chunk_scan_combined
+            if u.device.type == "cpu":
+                chunk_size = min(chunk_size, PURE_CPU_MAX_CHUNK)
+        else:
+            chunk_scan = fused["mamba_chunk_scan_combined"]
+        x, B, C = torch.split(
+            xBC, [self.d_ssm, self.ngroups * self.d_state, self.ngroups * self.d_state], dim=-1)
+        heads = (batch, seqlen, self.nheads, self.headdim)
+        groups = (batch, seqlen, self.ngroups, self.d_state)
+        y = chunk_scan(
+            x.reshape(heads), dt, A, B.reshape(groups), C.reshape(groups),
+            chunk_size=chunk_size,
+            D=self._D(),
+            z=None if self.rmsnorm else z.reshape(heads),
+            dt_bias=self.dt_bias,
+            dt_softplus=True,
+            seq_idx=seq_idx,
+            **self._dt_limit_kwargs(),
+        )
+        y = y.reshape(batch, seqlen, self.d_ssm)
+        if self.rmsnorm:
+            y = self.norm(y, z)
+        if d_mlp > 0:
+            y = torch.cat([F.silu(z0) * x0, y], dim=-1)
+        return self.out_proj(y)

@@ -1,0 +1,374 @@
+"""How ``project/main.py``'s flags become one run's settings: validation, derived fields, and
+the run spec resolved once (:mod:`neuromamba.spec`'s precedence: flag > checkpoint > recipe >
+paper). Any bad or contradictory combination raises ``ValueError`` with one sentence, which
+``main`` prints as one line. ``neuromamba.cli`` only declares the flags."""
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+# Classification's cross-entropy label smoothing in the original (SPEC §7).
+DEFAULT_LABEL_SMOOTHING = 0.1
+# The README's short precision names and Lightning 2.x's own spellings.
+PRECISIONS = {"bf16": "bf16-mixed", "16": "16-mixed", "32": "32-true",
+              "bf16-mixed": "bf16-mixed", "16-mixed": "16-mixed", "32-true": "32-true",
+              "bf16-true": "bf16-true"}
+
+
+def _head_names() -> list[str]:
+    from neuromamba.models.heads import HEADS
+    return sorted(HEADS)
+
+
+def _parse_devices(value):
+    if isinstance(value, int) or value == "auto":
+        return value
+    text = str(value).strip()
+    if text.lstrip("-").isdigit():
+        return int(text)
+    if "," in text:
+        return [int(v) for v in text.split(",") if v.strip()]
+    raise ValueError(f"--devices {value!r}: expected 'auto', a count, or a comma list of device ids")
+
+
+def _parse_limit(flag: str, value):
+    """Lightning's meaning: an int counts batches, a float is a fraction of the epoch."""
+    if value is None:
+        return None
+    text = str(value).strip()
+    try:
+        number = float(text) if any(c in text for c in ".eE") else int(text)
+    except ValueError:
+        raise ValueError(f"--{flag} {value!r}: expected a batch count or a fraction") from None
+    if number < 0 or (isinstance(number, float) and number > 1):
+        raise ValueError(f"--{flag} {value!r}: a fraction must be in [0, 1], a count >= 0")
+    return number
+
+
+def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argparse.Namespace:
+    """Fill derived fields, resolve the run spec once and reject contradictory flags."""
+    from neuromamba.spec import DIM_KEYS, load_recipe
+
+    recipe = recipe or load_recipe(getattr(args, "recipe", None))
+    for key in DIM_KEYS:
+        if getattr(args, key) is not None and getattr(args, key) < 1:
+            raise ValueError(f"--{key} must be positive, got {getattr(args, key)}")
+
+    # One cohort is passed on as a plain string; several stay a list (multi-cohort pretraining).
+    for flag in ("dataset_name", "image_path", "label_csv"):
+        value = getattr(args, flag)
+        if isinstance(value, (list, tuple)):
+            setattr(args, flag, list(value)[0] if len(value) == 1 else list(value))
+    cohorts = args.dataset_name if isinstance(args.dataset_name, list) else [args.dataset_name]
+    # Unknown names fail here, before a run folder is made (the dataset registry's message).
+    from neuromamba.data.datasets import get_dataset_info
+
+    synthetic = {name: get_dataset_info(name).synthetic for name in cohorts}
+    paths = args.image_path if isinstance(args.image_path, list) else [args.image_path]
+    if len(cohorts) > 1 and len(paths) != len(cohorts):
+        raise ValueError(f"--image_path needs one folder per --dataset_name ({len(cohorts)} given)")
+
+    # Unset, the background rule is resolved with the spec (a resumed checkpoint's, else none).
+    if args.calc_loss_without_background and args.background_removal in (None, "batch"):
+        args.background_removal = "batch"
+    elif args.calc_loss_without_background and args.background_removal == "none":
+        raise ValueError("--calc_loss_without_background contradicts --background_removal none")
+
+    if args.use_autoregressive and not args.pretraining:
+        raise ValueError("--use_autoregressive is the pretraining objective; add --pretraining or drop it")
+    if args.pretraining:
+        if args.downstream_task or args.downstream_task_type:
+            raise ValueError("--pretraining learns without labels; drop --downstream_task/--downstream_task_type")
+        if args.freeze_feature_extractor or args.prompt_tuning:
+            raise ValueError("--freeze_feature_extractor/--prompt_tuning are fine-tuning modes, not for --pretraining")
+        if args.label_smoothing:
+            raise ValueError("--label_smoothing applies to classification, not to --pretraining")
+        args.label_smoothing = 0.0
+        args.task = "pretraining"
+    else:
+        from neuromamba.data.labels import DEFAULT_TASK_TYPES
+
+        if args.downstream_task is None:
+            if cohorts != ["Dummy"]:
+                raise ValueError("fine-tuning needs --downstream_task (e.g. sex, age) or --pretraining")
+            args.downstream_task = "age" if args.downstream_task_type == "regression" else "sex"
+        # sex -> classification, age/intelligence -> regression unless the flag says otherwise
+        args.downstream_task_type = (args.downstream_task_type
+                                     or DEFAULT_TASK_TYPES.get(args.downstream_task, "classification"))
+        args.task = args.downstream_task_type
+        if args.task == "regression" and args.label_smoothing:
+            raise ValueError("--label_smoothing applies to classification, not to regression")
+        if args.label_smoothing is None:
+            args.label_smoothing = DEFAULT_LABEL_SMOOTHING if args.task == "classification" else 0.0
+
+    if args.freeze_feature_extractor and not args.load_model_path:
+        raise ValueError("--freeze_feature_extractor needs a pretrained backbone from --load_model_path")
+    if args.prompt_tuning and not args.load_model_path:
+        raise ValueError("--prompt_tuning needs a pretrained backbone from --load_model_path")
+    if args.prompt_tuning and args.prompt_len < 1:
+        raise ValueError(f"--prompt_len must be >= 1, got {args.prompt_len}")
+    if args.load_model_path and not Path(args.load_model_path).exists():
+        raise FileNotFoundError(f"--load_model_path {args.load_model_path}: no such file or folder")
+
+    if args.test_only and not args.test_ckpt_path:
+        raise ValueError("--test_only needs --test_ckpt_path (a checkpoint of this project)")
+    if args.test_ckpt_path and not args.test_only:
+        raise ValueError("--test_ckpt_path is used with --test_only (after training the best checkpoint is tested)")
+    if args.test_only and args.resume_ckpt_path:
+        raise ValueError("--test_only and --resume_ckpt_path contradict each other")
+    for flag in ("resume_ckpt_path", "test_ckpt_path", "split_file", "label_csv", "config", "wandb_config"):
+        value = getattr(args, flag)
+        for path in (value if isinstance(value, list) else [value]):
+            if path and not Path(path).exists():
+                raise FileNotFoundError(f"--{flag} {path}: no such file")
+    from neuromamba.checkpoints import require_torch_archive
+
+    for flag in ("resume_ckpt_path", "test_ckpt_path", "load_model_path"):
+        if getattr(args, flag):  # a folder (DeepSpeed) is checked when it is read
+            require_torch_archive(getattr(args, flag), f"--{flag}")
+    if args.wandb_config and args.loggername == "wandb":  # read again when the logger is built
+        read_yaml_mapping(args.wandb_config, "--wandb_config")
+    for name, path in zip(cohorts, paths if len(paths) == len(cohorts) else paths * len(cohorts)):
+        if synthetic[name]:
+            continue
+        if not path:
+            raise ValueError(f"--dataset_name {name} needs --image_path")
+        if not Path(path).exists():
+            raise FileNotFoundError(f"--image_path {path}: no such folder")
+    if args.dummy_label_level == "run" and args.eval_level == "subject" and not args.pretraining:
+        raise ValueError("--dummy_label_level run gives each run its own label; add --eval_level run")
+
+    positive = ("batch_size", "num_nodes", "gradient_accumulation_steps",
+                "max_epochs", "dummy_num_subjects", "check_val_every_n_epoch",
+                "chunk_size", "dummy_num_runs")
+    for flag in positive:
+        if getattr(args, flag) < 1:
+            raise ValueError(f"--{flag} must be >= 1, got {getattr(args, flag)}")
+    args.eval_batch_size = args.eval_batch_size or args.batch_size
+    if args.eval_batch_size < 1:
+        raise ValueError(f"--eval_batch_size must be >= 1, got {args.eval_batch_size}")
+    if args.dummy_num_classes < 2:
+        raise ValueError(f"--dummy_num_classes must be >= 2, got {args.dummy_num_classes}")
+    if args.num_workers < 0:
+        raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
+    import math
+
+    for flag in ("learning_rate", "weight_decay", "warmup_ratio", "min_lr_ratio", "cycle", "gamma",
+                 "label_smoothing", "drop_rate", "train_split", "val_split"):
+        value = getattr(args, flag)
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"--{flag} must be a finite number, got {value}")
+    if args.clip_grad_norm is not None and not math.isfinite(args.clip_grad_norm):
+        raise ValueError(f"--clip_grad_norm must be a finite number, got {args.clip_grad_norm}")
+    if not 0 <= args.seed < 2**32:
+        raise ValueError(f"--seed must be in [0, 2^32), got {args.seed}")
+    if not 0.0 <= args.drop_rate < 1.0:
+        raise ValueError(f"--drop_rate must be in [0, 1), got {args.drop_rate}")
+    if args.learning_rate <= 0 or args.weight_decay < 0:
+        raise ValueError("--learning_rate must be > 0 and --weight_decay >= 0")
+    if not 0.0 <= args.warmup_ratio < 1.0:
+        raise ValueError(f"--warmup_ratio must be in [0, 1), got {args.warmup_ratio}")
+    if not 0.0 <= args.min_lr_ratio <= 1.0:
+        raise ValueError(f"--min_lr_ratio must be in [0, 1], got {args.min_lr_ratio}")
+    if not 0.0 < args.cycle <= 1.0:
+        raise ValueError(f"--cycle is a fraction of the run in (0, 1], got {args.cycle}")
+    if args.gamma <= 0:
+        raise ValueError(f"--gamma must be > 0, got {args.gamma}")
+    if not 0.0 <= args.label_smoothing < 1.0:
+        raise ValueError(f"--label_smoothing must be in [0, 1), got {args.label_smoothing}")
+    if args.clip_grad_norm is not None and args.clip_grad_norm <= 0:
+        raise ValueError(f"--clip_grad_norm must be > 0, got {args.clip_grad_norm}")
+    if not (0 < args.train_split < 1 and 0 <= args.val_split < 1 and args.train_split + args.val_split < 1):
+        raise ValueError(f"--train_split {args.train_split} and --val_split {args.val_split} must leave a test split")
+
+    for split in ("train", "val", "test"):
+        flag = f"limit_{split}_batches"
+        setattr(args, flag, _parse_limit(flag, getattr(args, flag)))
+    args.devices = _parse_devices(args.devices)
+    args.lightning_precision = PRECISIONS[args.precision]
+    # bf16 means fp32 weights (A_log, dt_bias, D and the norms included) with bf16 autocast, under
+    # every strategy (SPEC §6). Lightning's "bf16-mixed" is that for DDP; its DeepSpeed precision
+    # would keep bf16 weights and cast every batch tensor (clips, targets) to bf16, so under
+    # DeepSpeed the Trainer runs "32-true" and the module applies the autocast itself.
+    args.autocast_dtype = None
+    if args.strategy.startswith("deepspeed") and args.lightning_precision == "bf16-mixed":
+        args.lightning_precision, args.autocast_dtype = "32-true", "bfloat16"
+    if args.strategy.startswith("deepspeed") and args.accelerator == "cpu":
+        raise ValueError(f"--strategy {args.strategy} needs CUDA GPUs; use --strategy ddp or auto on CPU")
+    resolve_run_spec(args, recipe, flag_defaults or {})
+    return args
+
+
+def _explicit_spec(args: argparse.Namespace) -> dict:
+    from neuromamba.spec import SPEC_KEYS
+
+    return {**{k: getattr(args, k, None) for k in SPEC_KEYS}, "model_size": args.model_size}
+
+
+def _checkpoint_for_run(args):
+    """(path, role) of the checkpoint that fixes this run's spec, if any."""
+    if args.resume_ckpt_path:
+        return args.resume_ckpt_path, "resume"
+    if args.test_only:
+        return args.test_ckpt_path, "test"
+    if args.load_model_path:
+        return args.load_model_path, "finetune"
+    return None, None
+
+
+def resolve_run_spec(args: argparse.Namespace, recipe, flag_defaults: dict) -> None:
+    """Resolve the spec settings once (neuromamba.spec's precedence) and write them, the
+    recipe, the departures from the paper and the spec itself into ``args``: everything
+    downstream, args.yaml and every checkpoint read them from there. Lines to announce at
+    start go to ``args._announce``; the checkpoint read goes to ``args._checkpoint``."""
+    from neuromamba.spec import (BACKBONE_KEYS, INPUT_KEYS, SPEC_KEYS, conflicts,
+                                 read_checkpoint_settings, resolve, show)
+
+    explicit = _explicit_spec(args)
+    path, role = _checkpoint_for_run(args)
+    checkpoint = read_checkpoint_settings(path, args.allow_pickle) if path else None
+    keys = BACKBONE_KEYS if role == "finetune" else SPEC_KEYS
+    first = role == "test" and not args.override_checkpoint_settings
+    skip = ("clf_head_version",) if args.pretraining else ()
+    resolution = resolve(explicit, checkpoint, keys, recipe, checkpoint_first=first, skip_departures=skip)
+    args._checkpoint = checkpoint
+    if role == "resume":  # another task is the more basic mismatch: say it first
+        check_resume(args)
+    elif role == "test":
+        check_test_task(args)
+    notes = []
+    if checkpoint is not None:
+        clashes = conflicts(explicit, checkpoint, keys, resolution.values)
+        if role == "resume" and clashes:
+            raise ValueError(f"--resume_ckpt_path {path}: the run was made with other settings than "
+                             f"these flags give: {'; '.join(clashes)}. A resumed run keeps its input "
+                             f"and model: drop these flags (the checkpoint's values are used)")
+        if role == "test" and first:
+            notes += [f"--test_only uses the checkpoint's {c}" for c in clashes
+                      if c.split()[0][2:] in INPUT_KEYS]
+        if role == "finetune":
+            notes += [f"{path} was pretrained on {c}; give the checkpoint's value to fine-tune on "
+                      f"what the backbone learned" for c in clashes if c.startswith("--input_scaling_method")]
+        # The checkpoint outranks the recipe: say so where they disagree.
+        notes += [f"--{k} {show(resolution.values[k])} from {path} (recipe {recipe.name}: "
+                  f"{show(recipe.values[k])})" for k in keys
+                  if resolution.sources.get(k) == "checkpoint" and recipe.values.get(k) is not None
+                  and recipe.values[k] != resolution.values[k]]
+    for key, value in resolution.values.items():
+        setattr(args, key, value)
+    _check_spec_values(args)
+    _refuse_leaking_pretraining(args)
+    departures = resolution.departures + _recipe_flag_departures(args, recipe, flag_defaults)
+    args.recipe = resolution.recipe
+    args.departures = departures
+    args.setting_sources = dict(resolution.sources)
+    resolution.departures = departures
+    args.spec = resolution.spec(getattr(args, "data_grid", None)).as_dict()
+    args._announce = [resolution.announcement(), *notes]
+
+
+def _recipe_flag_departures(args, recipe, flag_defaults: dict) -> list:
+    """A recipe's non-spec flags (learning rate, epochs ...) that the run kept."""
+    from neuromamba.spec import SPEC_KEYS, show
+
+    return [f"{key} {show(value)} (default: {show(flag_defaults.get(key))})"
+            for key, value in sorted(recipe.values.items())
+            if key not in SPEC_KEYS + ("model_size",) and getattr(args, key, None) == value
+            and value != flag_defaults.get(key)]
+
+
+def _refuse_leaking_pretraining(args) -> None:
+    """A pretraining target must never follow from the tokens before it."""
+    from neuromamba.data.scaling import LEAK_FREE, get_scaling
+
+    if args.pretraining and get_scaling(args.input_scaling_method).leaks_future:
+        raise ValueError(f"--input_scaling_method {args.input_scaling_method} leaks the future into "
+                         "pretraining (each voxel's mean over the clip includes the frames being "
+                         "predicted); use voxel_demean (the run's per-voxel mean) or another of "
+                         f"{list(LEAK_FREE)}")
+
+
+def _check_spec_values(args) -> None:
+    """Spec values may come from a recipe or a checkpoint, which argparse never checked."""
+    from neuromamba.data.scaling import SCALING_METHODS
+    from neuromamba.models.embedding import BACKGROUND_REMOVALS, POS_EMBEDDINGS
+
+    for key, allowed in (("input_scaling_method", SCALING_METHODS), ("pos_embedding", POS_EMBEDDINGS),
+                         ("background_removal", BACKGROUND_REMOVALS)):
+        if getattr(args, key) not in allowed:
+            raise ValueError(f"--{key} {getattr(args, key)!r} is not one of {sorted(allowed)}")
+    heads = _head_names()
+    if not args.pretraining and args.clf_head_version not in heads:
+        raise ValueError(f"--clf_head_version {args.clf_head_version!r} is not one of {heads}")
+    if (2 * args.embed_dim) % args.headdim:
+        raise ValueError(f"--headdim {args.headdim} must divide 2 x --embed_dim = {2 * args.embed_dim} "
+                         "(Mamba2 heads split the expanded width)")
+    img, patch = list(args.img_size), list(args.patch_size)
+    if len(img) != 4 or len(patch) != 4 or any(int(v) < 1 for v in img + patch):
+        raise ValueError(f"--img_size {img} and --patch_size {patch} must be 4 positive numbers")
+    if any(i % q for i, q in zip(img, patch)):
+        raise ValueError(f"--img_size {img} is not divisible by --patch_size {patch} in every axis")
+    if args.stride_within_seq < 1:
+        raise ValueError(f"--stride_within_seq must be >= 1, got {args.stride_within_seq}")
+    import math
+
+    if not (math.isfinite(args.stride_between_seq) and args.stride_between_seq > 0):
+        raise ValueError(f"--stride_between_seq must be > 0 (clip lengths), got {args.stride_between_seq}")
+
+
+def check_hardware(args: argparse.Namespace) -> None:
+    """What the flags ask of this machine (checked when a run starts, not when flags parse)."""
+    import torch
+
+    wants_gpu = args.accelerator in ("gpu", "cuda") or args.strategy.startswith("deepspeed")
+    if wants_gpu and not torch.cuda.is_available():
+        what = f"--strategy {args.strategy}" if args.strategy.startswith("deepspeed") else \
+            f"--accelerator {args.accelerator}"
+        raise ValueError(f"{what} needs a CUDA GPU and this machine has none visible; use "
+                         f"--accelerator cpu (and --strategy auto or ddp)")
+
+
+def args_to_dict(args: argparse.Namespace) -> dict:
+    """Plain, YAML/`weights_only`-friendly copy of the namespace."""
+    out = {}
+    for key, value in sorted(vars(args).items()):
+        if key.startswith("_"):  # run-time companions (notes, the checkpoint read), not settings
+            continue
+        if isinstance(value, tuple):
+            value = list(value)
+        out[key] = value
+    return out
+
+
+# What a checkpoint is trained for, beyond the spec: resuming with other values cannot work.
+TASK_SETTINGS = ("task", "prompt_tuning", "prompt_len", "freeze_feature_extractor", "downstream_task")
+
+
+def check_test_task(args) -> None:
+    """--test_only: the checkpoint's task must be the one the flags score (a regression model
+    must never be scored against class labels)."""
+    config = args._checkpoint.config if args._checkpoint is not None else None
+    if config is None:
+        return
+    if config.get("task") != args.task:
+        raise ValueError(f"--test_ckpt_path {args.test_ckpt_path} is a {config.get('task')} model "
+                         f"(of {config.get('downstream_task')!r}); these flags score {args.task} of "
+                         f"{args.downstream_task!r}: give the checkpoint's --downstream_task "
+                         f"and --downstream_task_type")
+
+
+def check_resume(args) -> None:
+    from neuromamba.spec import differs, show
+
+    """--resume_ckpt_path: the checkpoint must come from a run of the same task (its input and
+    model settings were already taken from it, or a contradicting flag refused)."""
+    config = args._checkpoint.config if args._checkpoint is not None else None
+    if config is None:
+        raise ValueError(f"--resume_ckpt_path {args.resume_ckpt_path}: not a checkpoint written by "
+                         f"project/main.py (no run settings inside)")
+    changed = [f"--{key} {show(config[key])} (now {show(getattr(args, key, None))})"
+               for key in TASK_SETTINGS
+               if key in config and differs(getattr(args, key, None), config[key])]
+    if changed:
+        raise ValueError(f"--resume_ckpt_path {args.resume_ckpt_path} was made with "
+                         f"{'; '.join(changed)}; resume with the run's own flags (its args.yaml)")

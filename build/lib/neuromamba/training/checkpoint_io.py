@@ -1,0 +1,25 @@
+"""Checkpoints written atomically: a crash (disk full, a kill) never replaces a good
+``last.ckpt`` with a truncated one.
+
+Lightning's own writer serialises into memory and then writes the final file in place (or
+copies it across file systems), so running out of space leaves a half-written checkpoint under
+the real name. Here ``torch.save`` writes a temporary file in the checkpoint's own folder, the
+data are fsync-ed, and only then is it renamed over the final name (a rename within a folder is
+atomic). DeepSpeed strategies write their own checkpoint folders and do not use this.
+"""
+from __future__ import annotations
+
+from pytorch_lightning.plugins.io import TorchCheckpointIO
+
+from neuromamba.fileio import atomic_path, fsync_file
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
+        import torch
+
+        if storage_options is not None:
+            raise TypeError("AtomicCheckpointIO takes no storage_options")
+        with atomic_path(path) as tmp:
+            torch.save(checkpoint, tmp)
+            fsync_file(tmp)

@@ -1,0 +1,365 @@
+"""The LightningModule: autoregressive pretraining, classification and regression fine-tuning.
+
+Attributes ``self.model`` (the FMamba backbone) and ``self.head`` give checkpoint keys
+``model.<backbone key>`` and ``head.<key>`` (contract D). Hyper-parameters are a plain dict of
+primitives, so checkpoints load with ``torch.load(weights_only=True)``.
+
+Modes: scratch; full fine-tuning (``load_model_path``); frozen backbone
+(``freeze_feature_extractor``: backbone kept in eval mode, run without autograd, left out of
+the optimizer); prompt tuning (``prompt_tuning``: frozen backbone, a learnable (K, C) prompt
+prepended to every sequence, only prompt + head trained).
+"""
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.utilities import rank_zero_info
+from torch import nn
+
+from neuromamba.checkpoints import load_pretrained, torch_load_file
+from neuromamba.data.scaling import background_value_for
+from neuromamba.models.fmamba import FMamba
+from neuromamba.models.heads import build_head
+from neuromamba.spec import spec_from_config
+from neuromamba.training.metrics import (ClipRecords, aggregate_by_subject, classification_metrics,
+                                         gather_records, mean_clip_loss, regression_metrics)
+from neuromamba.training.schedule import CosineAnnealingWarmUpRestarts, build_optimizer
+
+TASKS = ("pretraining", "classification", "regression")
+# Extra constructor arguments a head takes from the flags (heads not listed take none).
+HEAD_OPTIONS = {"mamba": lambda config: {"chunk_size": config.get("chunk_size", 256)}}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """The training loss became NaN/inf; a checkpoint of that state was saved first."""
+
+
+def backbone_kwargs(config: dict) -> dict:
+    """FMamba's arguments: the model and input spec the run config stands for (one reading,
+    :func:`neuromamba.spec.spec_from_config`), plus the run's numerical knobs."""
+    spec = spec_from_config(config)
+    model = spec.model
+    return dict(embed_dim=model.embed_dim, depth=model.depth, d_state=model.d_state,
+                headdim=model.headdim, img_size=model.img_size, patch_size=model.patch_size,
+                background_removal=model.background_removal,
+                background_value=background_value_for(spec.input.input_scaling_method),
+                pos_embedding=model.pos_embedding, drop_rate=config.get("drop_rate", 0.0),
+                pretraining=config["task"] == "pretraining", chunk_size=config.get("chunk_size", 256),
+                grad_checkpointing=config.get("grad_checkpointing", False))
+
+
+class NeuroMambaModule(pl.LightningModule):
+    def __init__(self, config: dict, num_classes: Optional[int] = None, target_mean: float = 0.0,
+                 target_std: float = 1.0, load_pretrained_weights: bool = True):
+        super().__init__()
+        self.save_hyperparameters()
+        self.config = config
+        self.task = config["task"]
+        if self.task not in TASKS:
+            raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
+
+        self.model = FMamba(**backbone_kwargs(config))
+        if config.get("load_model_path") and load_pretrained_weights:
+            report = load_pretrained(self.model, config["load_model_path"],
+                                     allow_pickle=config.get("allow_pickle", False))
+            rank_zero_info(f"loaded {len(report.loaded)} backbone tensors from {report.path} "
+                           f"({report.format}); dropped {report.dropped or 'nothing'}")
+
+        self.frozen_backbone = bool(config.get("freeze_feature_extractor") or config.get("prompt_tuning"))
+        if self.frozen_backbone:
+            self.model.requires_grad_(False)
+            self.model.eval()
+
+        self.prompt = None
+        if config.get("prompt_tuning"):
+            self.prompt = nn.Parameter(torch.randn(config["prompt_len"], config["embed_dim"]) * 0.02)
+            self.prompt._no_weight_decay = True
+
+        self.head = None
+        if self.task != "pretraining":
+            num_outputs = 1 if self.task == "regression" else int(num_classes or 0)
+            if num_outputs < 1:
+                raise ValueError("classification needs num_classes >= 2 from the data module")
+            head = spec_from_config(config).model.clf_head_version
+            head_options = HEAD_OPTIONS.get(head, lambda c: {})(config)
+            self.head = build_head(head, config["embed_dim"], num_outputs, **head_options)
+
+        # Regression targets are standardised with train-split statistics; keeping them as
+        # buffers puts them in every checkpoint, so predictions map back to original units.
+        self.register_buffer("target_mean", torch.tensor(float(target_mean), dtype=torch.float64))
+        self.register_buffer("target_std", torch.tensor(float(target_std), dtype=torch.float64))
+
+        self._records = {"val": ClipRecords(), "test": ClipRecords()}
+        self._batch_started = None
+        self._first_epoch_of_fit = True
+        self._kept_tokens = 0
+        self.test_table = None
+        self.test_metrics: dict = {}
+
+    # ------------------------------------------------------------------ construction helpers
+    @classmethod
+    def from_checkpoint(cls, path: str, **overrides) -> "NeuroMambaModule":
+        """Rebuild from one of this project's checkpoints (hyper-parameters + weights), without
+        re-reading the pretrained backbone the run started from."""
+        ckpt = torch_load_file(path)
+        if not (isinstance(ckpt, dict) and "hyper_parameters" in ckpt and "state_dict" in ckpt):
+            raise ValueError(f"{path}: not a checkpoint written by project/main.py "
+                             "(no hyper_parameters/state_dict)")
+        hp = dict(ckpt["hyper_parameters"])
+        hp["config"] = {**hp["config"], **overrides}
+        hp["load_pretrained_weights"] = False
+        module = cls(**hp)
+        state = {k.replace("_forward_module.", "", 1): v for k, v in ckpt["state_dict"].items()}
+        module.load_state_dict(state, strict=True)
+        return module
+
+    def target_stats(self) -> tuple[float, float]:
+        return float(self.target_mean), float(self.target_std)
+
+    def summary_line(self) -> str:
+        """The model in one line, with the project's own analytic FLOPs count."""
+        from neuromamba.models.flops import FMambaFlopsConfig, fmamba_forward_flops
+
+        c = self.config
+        head = None if self.task == "pretraining" else c["clf_head_version"]
+        try:
+            cfg = FMambaFlopsConfig(embed_dim=c["embed_dim"], depth=c["depth"], d_state=c["d_state"],
+                                    headdim=c["headdim"], img_size=tuple(c["img_size"]),
+                                    patch_size=tuple(c["patch_size"]), chunk_size=c.get("chunk_size", 256),
+                                    pretraining=head is None, head=head,
+                                    num_outputs=getattr(self.head, "num_outputs", 2) if head else 2)
+            flops = f"{sum(fmamba_forward_flops(cfg).values()) / 1e9:.3g} GFLOPs forward per clip " \
+                    f"at all {cfg.num_tokens:,} tokens"
+        except (ValueError, KeyError):  # a head the FLOPs table does not know
+            flops = "FLOPs: see check_flops.py"
+        total = sum(p.numel() for p in self.parameters())
+        return (f"model: FMamba C={c['embed_dim']} depth={c['depth']} d_state={c['d_state']} "
+                f"headdim={c['headdim']}, {self.task} ({head or 'output layer'}); {total:,} "
+                f"parameters; {flops}")
+
+    def trainable_fraction(self) -> tuple[int, int]:
+        total = sum(p.numel() for p in self.parameters())
+        trainable = sum(p.numel() for p in self.parameters() if p.requires_grad)
+        return trainable, total
+
+    # ------------------------------------------------------------------ modes
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen_backbone:
+            self.model.eval()  # frozen: no dropout, and the backbone never sees train mode
+        return self
+
+    def on_fit_start(self) -> None:
+        self._first_epoch_of_fit = True
+        trainable, total = self.trainable_fraction()
+        fraction = trainable / max(total, 1)
+        rank_zero_info(self.summary_line())
+        rank_zero_info(f"trainable parameters: {trainable:,} of {total:,} ({100 * fraction:.2f}%)")
+        for logger in self.loggers:
+            logger.log_metrics({"trainable_params": trainable, "trainable_param_fraction": fraction}, step=0)
+
+    # ------------------------------------------------------------------ forward
+    def backbone(self, x: torch.Tensor, brain_mask: Optional[torch.Tensor] = None,
+                 background_removal: Optional[str] = None):
+        kwargs = dict(brain_mask=brain_mask, background_removal=background_removal)
+        if self.prompt is not None:
+            return self.model(x, prompt=self.prompt, **kwargs)
+        if self.frozen_backbone:
+            with torch.no_grad():
+                return self.model(x, **kwargs)
+        return self.model(x, **kwargs)
+
+    def forward(self, x: torch.Tensor, brain_mask: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Head outputs: class logits (B, K) or standardised regression values (B, 1), each clip
+        computed on its own (per-sample background masks, as in evaluation)."""
+        if self.head is None:
+            raise RuntimeError("a pretraining module has no head; use model.next_token_loss")
+        return self.head(self.backbone(x, brain_mask, self.eval_background_removal))
+
+    @property
+    def eval_background_removal(self) -> str:
+        """Evaluation computes each clip independently of its batch-mates: per-sample
+        (``packed``) masks unless ``--eval_background_removal batch`` asks for the original
+        batch-wide rule."""
+        if self.config["background_removal"] == "none":
+            return "none"
+        return self.config.get("eval_background_removal") or "packed"
+
+    def _autocast(self):
+        """bf16 autocast when the run asks for it itself (--precision bf16 under DeepSpeed; see
+        cli.finalize); weights, inputs, targets and losses stay fp32."""
+        dtype = self.config.get("autocast_dtype")
+        if not dtype:  # never autocast(enabled=False): it would switch off Lightning's own
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=getattr(torch, dtype))
+
+    def _step(self, batch, stage: str = "train"):
+        """(per-clip or scalar loss, per-clip outputs for metrics, kept tokens, all tokens)."""
+        removal = None if stage == "train" else self.eval_background_removal
+        with self._autocast():
+            return self._step_body(batch, removal)
+
+    def _step_body(self, batch, removal):
+        out = self.backbone(batch["fmri"], batch.get("brain_mask"), removal)
+        kept = int(out.lengths.sum())
+        total = out.num_tokens_total * out.batch_size
+        if self.task == "pretraining":
+            return self.model.next_token_loss(out), None, kept, total
+        result = self.head(out).float()
+        target = batch["target"]
+        if self.task == "classification":
+            losses = F.cross_entropy(result, target.long(), reduction="none",
+                                     label_smoothing=self.config.get("label_smoothing", 0.0))
+            return losses, torch.softmax(result, dim=-1), kept, total
+        target_std = self._standardise(target)
+        losses = F.mse_loss(result.squeeze(-1), target_std, reduction="none")
+        return losses, result, kept, total
+
+    def _standardise(self, target: torch.Tensor) -> torch.Tensor:
+        mean, std = self.target_stats()
+        return ((target.double() - mean) / std).float()
+
+    # ------------------------------------------------------------------ training
+    def training_step(self, batch, batch_idx):
+        loss, _, kept, total = self._step(batch)
+        loss = loss.mean()
+        self._check_finite(loss)
+        self._kept_tokens = kept
+        batch_size = batch["fmri"].shape[0]
+        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.log("kept%", 100.0 * kept / max(total, 1), on_step=True, prog_bar=True, batch_size=batch_size)
+        return loss
+
+    def _check_finite(self, loss: torch.Tensor) -> None:
+        bad = torch.tensor(0.0 if torch.isfinite(loss.detach()).all() else 1.0, device=loss.device)
+        if self.trainer.world_size > 1:  # every rank must stop together (saving is collective)
+            bad = self.trainer.strategy.reduce(bad, reduce_op="sum")
+        if float(bad) > 0:
+            path = Path(self.trainer.default_root_dir) / "checkpoints" / f"nonfinite-step{self.global_step}.ckpt"
+            self.trainer.save_checkpoint(str(path))
+            raise NonFiniteLossError(
+                f"training loss is {float(loss.detach())} at step {self.global_step} (epoch {self.current_epoch}); "
+                f"the state was saved to {path}. Lower --learning_rate, set --clip_grad_norm, "
+                "or check the inputs for NaN")
+
+    def on_train_epoch_start(self) -> None:
+        # A shuffling loader with its own generator would replay epoch 0's order after a resume;
+        # keying the generator by (seed, epoch) makes every epoch's order reproducible. The
+        # DataLoader draws one base seed from this generator when its iterator is created: in the
+        # first epoch of a fit (fresh or resumed) that happened before this hook, in later epochs
+        # it happens after, so the first epoch consumes that draw here to keep the two identical.
+        loader = self.trainer.train_dataloader
+        generator = getattr(getattr(loader, "sampler", None), "generator", None)
+        if isinstance(generator, torch.Generator):
+            generator.manual_seed(int(self.config.get("seed", 0)) * 1000 + self.current_epoch)
+            if self._first_epoch_of_fit:
+                torch.empty((), dtype=torch.int64).random_(generator=generator)
+        self._first_epoch_of_fit = False
+
+    def on_train_batch_start(self, batch, batch_idx):
+        self._batch_started = time.perf_counter()
+
+    def on_train_batch_end(self, outputs, batch, batch_idx):
+        if self._batch_started is None:
+            return
+        elapsed = max(time.perf_counter() - self._batch_started, 1e-9)
+        self.log("tok/s", self._kept_tokens / elapsed, on_step=True, prog_bar=True,
+                 batch_size=batch["fmri"].shape[0])
+
+    def on_train_epoch_end(self) -> None:
+        if self.device.type == "cuda":  # for the smoke tests' memory report
+            self.log("gpu_mem_peak_gb", torch.cuda.max_memory_allocated(self.device) / 2**30, sync_dist=True,
+                     reduce_fx="max")
+
+    def configure_optimizers(self):
+        optimizer = build_optimizer(self.named_parameters(), learning_rate=self.config["learning_rate"],
+                                    weight_decay=self.config["weight_decay"])
+        total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
+        scheduler = CosineAnnealingWarmUpRestarts(
+            optimizer, total_steps=total_steps, warmup_ratio=self.config.get("warmup_ratio", 0.05),
+            min_lr_ratio=self.config.get("min_lr_ratio", 0.01), cycle=self.config.get("cycle", 1.0),
+            gamma=self.config.get("gamma", 1.0))
+        return {"optimizer": optimizer,
+                "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
+
+    # ------------------------------------------------------------------ evaluation
+    def _evaluation_step(self, batch, stage: str):
+        loss, outputs, _, _ = self._step(batch, stage)
+        if outputs is None:  # pretraining: a batch mean, averaged by Lightning
+            self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=batch["fmri"].shape[0])
+            return loss
+        target = batch["target"]
+        if self.task == "regression":
+            target = self._standardise(target)
+        self._records[stage].add(batch["subject"], batch["run"], batch["start"], outputs, target, loss)
+        return loss.mean()
+
+    def validation_step(self, batch, batch_idx):
+        return self._evaluation_step(batch, "val")
+
+    def test_step(self, batch, batch_idx):
+        return self._evaluation_step(batch, "test")
+
+    def _evaluation_epoch_end(self, stage: str):
+        records, self._records[stage] = self._records[stage], ClipRecords()
+        if self.task == "pretraining":
+            return None, {}
+        records = gather_records(records)
+        table = aggregate_by_subject(records, self.config.get("eval_level", "subject"))
+        if not table.subjects:
+            return table, {}
+        # clip-level loss over the gathered clips: exact also when ranks hold unequal numbers
+        self.log(f"{stage}/loss", mean_clip_loss(records), sync_dist=True)
+        if self.task == "classification":
+            metrics = classification_metrics(table.outputs, table.targets)
+        else:
+            metrics = regression_metrics(table.outputs[:, 0], table.targets, *self.target_stats())
+        # Every rank holds the same gathered values, so averaging them changes nothing.
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=True)
+        return table, metrics
+
+    def on_validation_epoch_end(self):
+        self._evaluation_epoch_end("val")
+
+    def on_test_epoch_end(self):
+        self.test_table, self.test_metrics = self._evaluation_epoch_end("test")
+
+    # ------------------------------------------------------------------ resume
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["rng_states"] = collect_rng_states()
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        if "rng_states" in checkpoint:
+            restore_rng_states(checkpoint["rng_states"])
+
+
+def collect_rng_states() -> dict:
+    """Python, NumPy and torch RNG states as tensors/primitives (weights_only-loadable)."""
+    np_state = np.random.get_state()
+    states = {"torch": torch.get_rng_state(),
+              "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                        "has_gauss": int(np_state[3]), "cached_gaussian": float(np_state[4])},
+              "python": {"version": random.getstate()[0], "state": list(random.getstate()[1]),
+                         "gauss": random.getstate()[2]}}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states["cuda"] = torch.cuda.get_rng_state_all()
+    return states
+
+
+def restore_rng_states(states: dict) -> None:
+    torch.set_rng_state(states["torch"])
+    n = states["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"],
+                         n["cached_gaussian"]))
+    p = states["python"]
+    random.setstate((p["version"], tuple(p["state"]), p["gauss"]))
+    if "cuda" in states and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(states["cuda"])

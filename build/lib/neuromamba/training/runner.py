@@ -1,0 +1,135 @@
+"""One run from validated flags: run folder, data, module, Trainer; fit then test the best
+checkpoint once, or only test a given checkpoint."""
+from __future__ import annotations
+
+import time
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+from lightning_fabric.utilities.rank_zero import rank_zero_info, rank_zero_only
+
+from neuromamba.run_settings import args_to_dict, check_hardware
+from neuromamba.console import NeuroMambaWarning
+from neuromamba.training.module import NeuroMambaModule
+from neuromamba.training.outputs import default_run_name, make_run_dir, write_args_yaml
+from neuromamba.training.run_checks import check_checkpoint_grid, use_test_checkpoint_split
+from neuromamba.training.trainer import build_trainer, monitor_for
+
+
+def build_datamodule(args, run_dir: Path):
+    """The data as the run's input spec says (grid, clip length, strides, scaling)."""
+    from neuromamba.data.datamodule import FMRIDataModule
+
+    spec = args.spec["input"]
+    return FMRIDataModule(
+        dataset_name=args.dataset_name, image_path=args.image_path, img_size=tuple(spec["img_size"]),
+        stride_within_seq=spec["stride_within_seq"], stride_between_seq=spec["stride_between_seq"],
+        input_scaling_method=spec["input_scaling_method"], patch_frames=args.spec["model"]["patch_size"][3],
+        train_split=args.train_split,
+        val_split=args.val_split, split_file=args.split_file, output_dir=str(run_dir),
+        label_csv=args.label_csv, subject_column=args.subject_column, target_column=args.target_column,
+        downstream_task=None if args.pretraining else args.downstream_task,
+        downstream_task_type=args.downstream_task_type or "classification", pretraining=args.pretraining,
+        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, num_workers=args.num_workers,
+        seed=args.seed, dummy_num_subjects=args.dummy_num_subjects, dummy_num_frames=args.dummy_num_frames,
+        dummy_num_runs=args.dummy_num_runs, dummy_num_classes=args.dummy_num_classes,
+        dummy_label_level=args.dummy_label_level, cohort_sampling=args.cohort_sampling,
+        equal_eval_batches=needs_equal_eval_batches(args.strategy))
+
+
+def needs_equal_eval_batches(strategy: str) -> bool:
+    """Strategies whose every forward is a collective (ZeRO-3 gathers the parameters)."""
+    return strategy.startswith("deepspeed_stage_3")
+
+
+def build_module(args, datamodule) -> NeuroMambaModule:
+    num_classes, mean, std = None, 0.0, 1.0
+    if args.task == "classification":
+        num_classes = datamodule.num_classes
+    elif args.task == "regression":
+        mean, std = datamodule.train_target_stats()
+    return NeuroMambaModule(args_to_dict(args), num_classes=num_classes, target_mean=float(mean),
+                            target_std=float(std))
+
+
+def _resumed_run_name(args):
+    """Resuming <output_dir>/<run>/checkpoints/last.ckpt continues in the same run folder."""
+    if not args.resume_ckpt_path:
+        return None
+    ckpt = Path(args.resume_ckpt_path).resolve()
+    if ckpt.parent.name == "checkpoints" and ckpt.parent.parent.parent == Path(args.output_dir).resolve():
+        return ckpt.parent.parent.name
+    return None
+
+
+@rank_zero_only
+def _write_args(run_dir: Path, args) -> None:
+    write_args_yaml(run_dir, args_to_dict(args))
+
+
+def run(args, extra_callbacks=()) -> dict:
+    """Train (or only test) as the flags say. Returns the run folder, the test metrics, the
+    trainer and the module (``extra_callbacks`` are appended, e.g. by tests)."""
+    started = time.time()
+    check_hardware(args)
+    pl.seed_everything(args.seed, workers=True)
+    # The recipe and every departure from the paper, in one line, then what a checkpoint fixed.
+    for line in getattr(args, "_announce", []):
+        rank_zero_info(f"[neuromamba] {line}")
+    run_dir = make_run_dir(args.output_dir, args.run_name or _resumed_run_name(args) or default_run_name(args))
+    args.run_dir = str(run_dir)
+    if args.test_only:
+        for note in use_test_checkpoint_split(args):
+            rank_zero_info(f"[neuromamba] --test_only uses {note}")
+
+    datamodule = build_datamodule(args, run_dir)
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    # What the run was trained on, kept in its config (and so in every checkpoint): the data's
+    # grid, checked against any checkpoint used with it, and the split file --test_only reuses.
+    args.data_grid = datamodule.grid.as_dict()
+    args.spec["input"]["data_grid"] = args.data_grid
+    args.split_file_used = str(Path(datamodule.split_path).resolve()) if datamodule.split_path else None
+    if args._checkpoint is not None and (args.load_model_path or args.test_only):
+        for note in check_checkpoint_grid(args.data_grid, args._checkpoint):
+            warnings.warn(note, NeuroMambaWarning, stacklevel=2)
+    _write_args(run_dir, args)
+    # A checkpoint file carries its own hyper-parameters; a DeepSpeed checkpoint folder is
+    # loaded by the DeepSpeed strategy into a module built from the flags.
+    from_file = args.test_only and Path(args.test_ckpt_path).is_file()
+    if from_file:
+        # How to evaluate is this command's choice; what the model is, the checkpoint's.
+        module = NeuroMambaModule.from_checkpoint(
+            args.test_ckpt_path, eval_background_removal=args.eval_background_removal)
+    else:
+        module = build_module(args, datamodule)
+    trainer = build_trainer(args, run_dir, args.task, extra_callbacks)
+
+    if args.test_only:
+        results = trainer.test(module, datamodule=datamodule,
+                               ckpt_path=None if from_file else args.test_ckpt_path)
+    else:
+        trainer.fit(module, datamodule=datamodule, ckpt_path=args.resume_ckpt_path)
+        # Test once, on the best validation checkpoint (never the last one, never every epoch).
+        has_best = bool(trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path)
+        results = trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None)
+    metrics = dict(results[0]) if results else {}
+    _write_summary(run_dir, trainer, datamodule, metrics, started, monitor_for(args, args.task)[0],
+                   args.spec)
+    _print_summary(run_dir, metrics)
+    return {"run_dir": str(run_dir), "metrics": metrics, "trainer": trainer, "module": module}
+
+
+@rank_zero_only
+def _write_summary(run_dir, trainer, datamodule, metrics, started, monitor, spec) -> None:
+    from neuromamba.training.run_summary import write_run_summary
+
+    write_run_summary(run_dir, trainer, datamodule, metrics, started, monitor, spec)
+
+
+@rank_zero_only
+def _print_summary(run_dir: Path, metrics: dict) -> None:
+    shown = ", ".join(f"{k}={v:.4f}" for k, v in sorted(metrics.items()) if isinstance(v, float))
+    print(f"[neuromamba] run folder: {run_dir}")
+    print(f"[neuromamba] test: {shown or 'no metrics'}")

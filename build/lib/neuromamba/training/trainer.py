@@ -1,0 +1,126 @@
+"""Build the Lightning Trainer (strategy, loggers, callbacks) from validated flags.
+
+Multi-node launches rely on Lightning's own cluster environments (SLURM via ``srun``,
+torchelastic via ``torchrun``); nothing here parses ranks by hand.
+"""
+from __future__ import annotations
+
+import os
+import warnings
+from pathlib import Path
+
+import pytorch_lightning as pl
+from lightning_fabric.utilities.rank_zero import rank_zero_only
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+
+from neuromamba.training.checkpoint_io import AtomicCheckpointIO
+from neuromamba.training.interrupt import InterruptNotice
+from neuromamba.training.history import METRICS_FILE, HistoryCSVLogger, truncate_history
+from neuromamba.training.loggers import EXTRA_LOGGERS
+from neuromamba.training.outputs import TestOutputsWriter
+from neuromamba.training.strategies import build_strategy
+
+# What each task's "best" checkpoint minimises by default (--monitor/--monitor_mode change it).
+# Classification uses the validation cross-entropy rather than AUROC: on small validation sets
+# AUROC saturates at 1.0 within a few epochs and the first tie would be kept as "best".
+MONITORS = {
+    "pretraining": ("val/loss", "min"),
+    "classification": ("val/loss", "min"),
+    "regression": ("val/mse", "min"),
+}
+
+
+def monitor_for(args, task: str) -> tuple[str, str]:
+    monitor, mode = MONITORS[task]
+    if getattr(args, "monitor", None):
+        monitor = args.monitor if "/" in args.monitor else f"val/{args.monitor}"
+        mode = args.monitor_mode or ("max" if monitor.split("/")[-1] in MAXIMISED else "min")
+    return monitor, mode
+
+
+MAXIMISED = {"auroc", "acc", "balanced_acc", "pearson_r"}
+
+
+def _prepare_history(args, run_dir: Path) -> None:
+    """Resuming continues metrics.csv (the unfinished epoch's rows dropped: they are logged
+    again); another run started in a folder that has one moves it to metrics.previous.csv.
+    Rank 0 only: one file-system owner."""
+    old = run_dir / METRICS_FILE
+    if not old.exists() or rank_zero_only.rank != 0:
+        return
+    if args.resume_ckpt_path:
+        truncate_history(run_dir, completed_epochs(args.resume_ckpt_path))
+    else:
+        os.replace(old, run_dir / "metrics.previous.csv")
+
+
+def completed_epochs(checkpoint: str) -> int:
+    """Epochs a Lightning checkpoint has finished (where a resumed fit starts again)."""
+    import torch
+
+    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
+    try:
+        # An epoch-end checkpoint is written after the epoch's batches ("processed") and before
+        # the epoch counts as "completed"; Lightning resumes after it.
+        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
+    except (KeyError, TypeError):
+        return int(ckpt.get("epoch", -1)) + 1
+
+
+def build_loggers(args, run_dir: Path) -> list:
+    # metrics.csv in the run folder always exists, whatever else is chosen.
+    _prepare_history(args, run_dir)
+    loggers = [HistoryCSVLogger(save_dir=str(run_dir), name="", version="")]
+    extra = EXTRA_LOGGERS[args.loggername]
+    if extra is not None:
+        loggers.append(extra(args, run_dir))
+    return loggers
+
+
+def build_callbacks(args, run_dir: Path, task: str) -> list:
+    monitor, mode = monitor_for(args, task)
+    checkpoint = ModelCheckpoint(
+        dirpath=str(run_dir / "checkpoints"),
+        filename="best-{epoch:02d}-{step}",
+        monitor=monitor, mode=mode, save_top_k=1, save_last=True, auto_insert_metric_name=False)
+    callbacks = [checkpoint, TestOutputsWriter(run_dir), InterruptNotice(run_dir)]
+    if args.loggername != "none":
+        callbacks.append(LearningRateMonitor(logging_interval="step"))
+    if not args.no_progress_bar:
+        callbacks.append(TQDMProgressBar(refresh_rate=1))
+    return callbacks
+
+
+def trainer_kwargs(args, run_dir: Path, task: str, extra_callbacks=()) -> dict:
+    kwargs = dict(
+        accelerator="gpu" if args.accelerator == "cuda" else args.accelerator,
+        devices=args.devices,
+        num_nodes=args.num_nodes,
+        strategy=build_strategy(args),
+        precision=args.lightning_precision,
+        max_epochs=args.max_epochs,
+        max_steps=args.max_steps,
+        accumulate_grad_batches=args.gradient_accumulation_steps,
+        gradient_clip_val=args.clip_grad_norm,
+        gradient_clip_algorithm="norm" if args.clip_grad_norm else None,
+        check_val_every_n_epoch=args.check_val_every_n_epoch,
+        log_every_n_steps=args.log_every_n_steps,
+        num_sanity_val_steps=args.num_sanity_val_steps,
+        deterministic=args.deterministic,
+        default_root_dir=str(run_dir),
+        logger=build_loggers(args, run_dir),
+        callbacks=build_callbacks(args, run_dir, task) + list(extra_callbacks),
+        enable_progress_bar=not args.no_progress_bar,
+        # Lightning's table has an all-zero FLOPs column; the module prints its own summary.
+        enable_model_summary=False,
+    )
+    if not args.strategy.startswith("deepspeed"):  # DeepSpeed writes its own checkpoint folders
+        kwargs["plugins"] = [AtomicCheckpointIO()]
+    for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
+        if getattr(args, name) is not None:
+            kwargs[name] = getattr(args, name)
+    return kwargs
+
+
+def build_trainer(args, run_dir: Path, task: str, extra_callbacks=()) -> pl.Trainer:
+    return pl.Trainer(**trainer_kwargs(args, run_dir, task, extra_callbacks))

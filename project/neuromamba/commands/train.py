@@ -1,0 +1,33 @@
+"""Train, fine-tune or test NeuroMamba: ``python project/main.py --help``."""
+import os
+import sys
+
+from neuromamba.cli import parse_args
+
+
+def main(argv=None) -> int:
+    from neuromamba.console import one_line_error, quiet_known_noise
+
+    quiet_known_noise()
+    try:
+        args = parse_args(argv)
+    except (ValueError, OSError) as error:
+        print(f"main.py: error: {one_line_error(error)}", file=sys.stderr)
+        return 2
+    from neuromamba.training.runner import run
+
+    try:
+        run(args)
+    # Bad inputs found while building the run (unknown --dataset_name, label columns, checkpoint
+    # mismatches, missing files): one line, no traceback. NEUROMAMBA_DEBUG=1 shows the traceback.
+    except (ValueError, OSError) as error:  # OSError: unwritable --output_dir, missing files
+        if os.environ.get("NEUROMAMBA_DEBUG"):
+            raise
+        print(f"main.py: error: {one_line_error(error)}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def run(argv=None) -> int:
+    """The command as the shell runs it."""
+    return main(argv)
