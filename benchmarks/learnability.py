@@ -114,7 +114,7 @@ def subject_run(rng, mask, kind, label, spots, frames) -> np.ndarray:
     data += 8.0 * rng.standard_normal(data.shape).astype(np.float32)
     if label == 1:
         if kind == "static":
-            data[:, spots["static"][0]] += 80.0
+            data[:, spots["static"][0]] += 200.0
         elif kind == "local":
             data[:, spots["local"][0]] += 60.0 * rng.standard_normal((frames, 1)).astype(np.float32)
         elif kind == "network":

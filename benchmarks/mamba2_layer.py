@@ -87,7 +87,7 @@ def gemm_floor_step(layer, u):
 
 def component_steps(layer, u):
     """The pure path's pieces on the layer's own shapes, each forward+backward alone."""
-    from neuromamba.models import ssd
+    from neuromamba.models import ops
 
     seqlen = u.shape[1]
     torch.manual_seed(1)
@@ -109,9 +109,9 @@ def component_steps(layer, u):
         layer.zero_grad(set_to_none=True)
 
     return {
-        "conv1d+silu": lambda: backward(ssd.causal_conv1d_ref(
+        "conv1d+silu": lambda: backward(ops.causal_conv1d(
             xBC, layer.conv1d.weight.squeeze(1), layer.conv1d.bias, activation="silu")),
-        "ssd scan": lambda: backward(ssd.mamba_chunk_scan_combined(
+        "ssd scan": lambda: backward(ops.mamba_chunk_scan_combined(
             x, dt, A, B, C, chunk, D=layer.D, dt_bias=layer.dt_bias,
             dt_softplus=True)),
         "gated rmsnorm": lambda: backward(layer.norm(y, z)),

@@ -26,7 +26,12 @@ def test_sample_scripts_find_the_projects_venv(tmp_path):
     other.chmod(0o755)
     assert _python_for(tmp_path, NEUROMAMBA_VENV_PATH=str(tmp_path / "elsewhere")) == str(other)
     assert _python_for(tmp_path, PYTHON="/opt/py/bin/python3") == "/opt/py/bin/python3"
-    assert _python_for(tmp_path / "novenv").endswith(("python3", "python"))
+    # no venv, no $PYTHON: the python3 found first on the PATH, exactly
+    on_path = tmp_path / "bin" / "python3"
+    on_path.parent.mkdir()
+    on_path.write_text("#!/bin/sh\n")
+    on_path.chmod(0o755)
+    assert _python_for(tmp_path / "novenv", PATH=f"{on_path.parent}:/usr/bin:/bin") == str(on_path)
 
 
 def test_summarize_runs_help():

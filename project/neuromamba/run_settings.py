@@ -22,6 +22,35 @@ def _head_names() -> list[str]:
     return sorted(HEADS)
 
 
+MAX_CLASSES_FOR_INFERENCE = 10
+
+
+def task_type_of_column(label_csv, column: str) -> tuple:
+    """(classification|regression, the reason): at most 10 distinct string or integer values
+    make classes, anything else is a regression target."""
+    import pandas as pd
+
+    paths = label_csv if isinstance(label_csv, list) else [label_csv]
+    values = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--label_csv {path}: no such file")
+        frame = pd.read_csv(path)
+        if column not in frame.columns:
+            raise ValueError(f"--target_column {column!r} is not a column of --label_csv {path} "
+                             f"(columns: {list(frame.columns)})")
+        values.append(frame[column].dropna())
+    series = pd.concat(values)
+    distinct = series.nunique()
+    numeric = pd.to_numeric(series, errors="coerce")
+    integer = bool(numeric.notna().all() and (numeric == numeric.round()).all())
+    if (integer or numeric.isna().all()) and distinct <= MAX_CLASSES_FOR_INFERENCE:
+        return "classification", (f"--target_column {column}: {distinct} distinct "
+                                  f"{'integer' if integer else 'string'} values -> classification")
+    return "regression", (f"--target_column {column}: {distinct} distinct values"
+                          f"{'' if numeric.notna().all() else ' (not all numbers?)'} -> regression")
+
+
 def _parse_devices(value):
     if isinstance(value, int) or value == "auto":
         return value
@@ -90,13 +119,21 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
     else:
         from neuromamba.data.labels import DEFAULT_TASK_TYPES
 
+        inferred = None
+        if args.downstream_task is None and args.target_column and args.label_csv:
+            # The task follows from the column: what ADDING_YOUR_DATASET.md's "No code" promises.
+            args.downstream_task = args.target_column
+            if args.downstream_task_type is None:
+                args.downstream_task_type, inferred = task_type_of_column(args.label_csv, args.target_column)
         if args.downstream_task is None:
             if cohorts != ["Dummy"]:
-                raise ValueError("fine-tuning needs --downstream_task (e.g. sex, age) or --pretraining")
+                raise ValueError("fine-tuning needs --downstream_task (e.g. sex, age), --target_column "
+                                 "with --label_csv, or --pretraining")
             args.downstream_task = "age" if args.downstream_task_type == "regression" else "sex"
         # sex -> classification, age/intelligence -> regression unless the flag says otherwise
         args.downstream_task_type = (args.downstream_task_type
                                      or DEFAULT_TASK_TYPES.get(args.downstream_task, "classification"))
+        args._task_note = inferred
         args.task = args.downstream_task_type
         if args.task == "regression" and args.label_smoothing:
             raise ValueError("--label_smoothing applies to classification, not to regression")
@@ -109,8 +146,12 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
         raise ValueError("--prompt_tuning needs a pretrained backbone from --load_model_path")
     if args.prompt_tuning and args.prompt_len < 1:
         raise ValueError(f"--prompt_len must be >= 1, got {args.prompt_len}")
-    if args.load_model_path and not Path(args.load_model_path).exists():
-        raise FileNotFoundError(f"--load_model_path {args.load_model_path}: no such file or folder")
+    from neuromamba.checkpoints import checkpoint_path
+
+    for flag, prefer in (("load_model_path", "best.ckpt"), ("resume_ckpt_path", "last.ckpt"),
+                         ("test_ckpt_path", "best.ckpt")):
+        if getattr(args, flag):  # a run folder stands for its checkpoint; a missing one is listed
+            setattr(args, flag, checkpoint_path(getattr(args, flag), f"--{flag}", prefer))
 
     if args.test_only and not args.test_ckpt_path:
         raise ValueError("--test_only needs --test_ckpt_path (a checkpoint of this project)")
@@ -266,7 +307,7 @@ def resolve_run_spec(args: argparse.Namespace, recipe, flag_defaults: dict) -> N
     args.setting_sources = dict(resolution.sources)
     resolution.departures = departures
     args.spec = resolution.spec(getattr(args, "data_grid", None)).as_dict()
-    args._announce = [resolution.announcement(), *notes]
+    args._announce = [resolution.announcement(), *notes] + ([args._task_note] if getattr(args, "_task_note", None) else [])
 
 
 def _recipe_flag_departures(args, recipe, flag_defaults: dict) -> list:

@@ -1,7 +1,6 @@
-"""Mamba2 layer and SSD scan against a plain token-by-token recurrence written here.
-
-The references below are deliberately naive (Python loops over tokens, run in float64) and
-share no code with neuromamba.models.ssd: they re-derive every step from SPEC §6.
+"""The Mamba2 layer and its fast ops (neuromamba.models.ops) against the plain references of
+neuromamba.models.ssd_minimal (the token-by-token recurrence, the paper's chunked SSD, conv1d,
+the gated norm), run in float64, and against the whole layer re-derived here from SPEC §6.
 """
 import math
 import os
@@ -12,37 +11,16 @@ import torch
 import torch.nn.functional as F
 
 from neuromamba.models import mamba2 as mamba2_module
-from neuromamba.models import ssd
+from neuromamba.models import ops
+from neuromamba.models.ops import gated_norm, tiles
+from neuromamba.models.ssd_minimal import (causal_conv1d_minimal, gated_rms_norm_minimal,
+                                          sequential_scan, ssd_minimal)
 from neuromamba.models.mamba2 import BACKEND_ENV_VAR, Mamba2, RMSNorm, RMSNormGated
 
 
 # --------------------------------------------------------------------------- references
-def sequential_scan(x, dt, A, B, C, D=None, z=None, seq_idx=None, initial_states=None):
-    """h_t = exp(dt_t A) h_{t-1} [same sequence] + dt_t x_t B_t^T;  y_t = h_t C_t + D x_t.
-
-    x (b,l,h,p), dt (b,l,h) already positive, A (h,), B/C (b,l,g,n), seq_idx (b,l) or None.
-    """
-    batch, seqlen, nheads, headdim = x.shape
-    rep = nheads // B.shape[2]
-    Bh, Ch = B.repeat_interleave(rep, dim=2), C.repeat_interleave(rep, dim=2)
-    state = (x.new_zeros(batch, nheads, headdim, B.shape[-1]) if initial_states is None
-             else initial_states.to(x.dtype))
-    outs = []
-    for t in range(seqlen):
-        decay = torch.exp(dt[:, t] * A)  # (b, h)
-        if seq_idx is not None:
-            prev = seq_idx[:, t - 1] if t > 0 else torch.zeros_like(seq_idx[:, 0])
-            decay = decay * (seq_idx[:, t] == prev).to(x.dtype)[:, None]
-        state = (decay[..., None, None] * state
-                 + (dt[:, t, :, None] * x[:, t])[..., None] * Bh[:, t, :, None, :])
-        y = (state * Ch[:, t, :, None, :]).sum(-1)
-        if D is not None:
-            y = y + x[:, t] * (D[:, None] if D.dim() == 1 else D)
-        outs.append(y)
-    y = torch.stack(outs, dim=1)
-    if z is not None:
-        y = y * F.silu(z)
-    return y, state
+# The plain references live in neuromamba.models.ssd_minimal (the paper's listings, autograd
+# only); sequential_mamba2 below re-derives the whole layer from its parameters.
 
 
 def sequential_mamba2(m: Mamba2, u, seq_idx=None):
@@ -127,7 +105,7 @@ def test_chunk_scan_matches_sequential_fp64(ngroups, nheads, seqlen, chunk):
     B, C = torch.randn(b, seqlen, ngroups, n, **kw), torch.randn(b, seqlen, ngroups, n, **kw)
     D, z = torch.randn(nheads, **kw), torch.randn(b, seqlen, nheads, p, **kw)
     h0 = torch.randn(b, nheads, p, n, **kw)
-    out, final = ssd.mamba_chunk_scan_combined(x, dt, A, B, C, chunk, D=D, z=z,
+    out, final = ops.mamba_chunk_scan_combined(x, dt, A, B, C, chunk, D=D, z=z,
                                                initial_states=h0, dt_softplus=True,
                                                return_final_states=True)
     ref, ref_final = sequential_scan(x, F.softplus(dt), A, B, C, D=D, z=z, initial_states=h0)
@@ -145,7 +123,7 @@ def test_chunk_scan_seq_idx_and_dt_limit_fp64():
     D = torch.randn(h, p, **kw)
     seq_idx = torch.tensor([[0] * 7 + [1] * 16 + [2] * 22, [0] * 30 + [3] * 15], dtype=torch.int32)
     h0 = torch.randn(b, h, p, n, **kw)
-    out, final = ssd.mamba_chunk_scan_combined(
+    out, final = ops.mamba_chunk_scan_combined(
         x, dt, A, B, C, 8, D=D, dt_bias=dt_bias, dt_softplus=True, dt_limit=(0.05, 0.5),
         seq_idx=seq_idx, initial_states=h0, return_final_states=True)
     dt_ref = F.softplus(dt + dt_bias).clamp(0.05, 0.5)
@@ -153,30 +131,30 @@ def test_chunk_scan_seq_idx_and_dt_limit_fp64():
     assert rel_err(out, ref) < 1e-12
     assert rel_err(final, ref_final) < 1e-12
     # The boundary really resets: without seq_idx the second sequence differs.
-    plain = ssd.mamba_chunk_scan_combined(x, dt, A, B, C, 8, D=D, dt_bias=dt_bias,
+    plain = ops.mamba_chunk_scan_combined(x, dt, A, B, C, 8, D=D, dt_bias=dt_bias,
                                           dt_softplus=True, dt_limit=(0.05, 0.5))
     assert rel_err(plain[0, 7:], ref[0, 7:]) > 1e-3
 
 
 @pytest.mark.parametrize("tile", [2, 3, 5, 512])  # tiles shorter than the kernel, and one tile
 def test_causal_conv_matches_nn_conv1d_and_grads(monkeypatch, tile):
-    monkeypatch.setattr(ssd, "CONV_TILE_TOKENS", tile)
+    monkeypatch.setattr(tiles, "CONV_TILE_TOKENS", tile)
     gen = torch.Generator().manual_seed(3)
     x = torch.randn(2, 11, 6, dtype=torch.float64, generator=gen, requires_grad=True)
     w = torch.randn(6, 4, dtype=torch.float64, generator=gen, requires_grad=True)
     bias = torch.randn(6, dtype=torch.float64, generator=gen, requires_grad=True)
     ref = F.conv1d(x.transpose(1, 2), w[:, None], bias, padding=3, groups=6)[..., :11]
-    out = ssd.causal_conv1d_ref(x, w, bias)
+    out = ops.causal_conv1d(x, w, bias)
     assert rel_err(out, ref.transpose(1, 2)) < 1e-14
     seq_idx = torch.tensor([[0] * 5 + [1] * 6, [0] * 2 + [1] * 2 + [2] * 7])
     assert torch.autograd.gradcheck(
-        lambda a, b, c: ssd.causal_conv1d_ref(a, b, c, seq_idx=seq_idx, activation="silu"),
+        lambda a, b, c: ops.causal_conv1d(a, b, c, seq_idx=seq_idx, activation="silu"),
         (x, w, bias))
     # Short sequences (shorter than the kernel) work too.
-    assert torch.autograd.gradcheck(lambda a, b: ssd.causal_conv1d_ref(a[:, :2], b), (x, w))
+    assert torch.autograd.gradcheck(lambda a, b: ops.causal_conv1d(a[:, :2], b), (x, w))
     # With SiLU, equal to F.silu of the reference conv, values and gradients.
     grad = torch.randn(2, 11, 6, dtype=torch.float64, generator=gen)
-    fused = ssd.causal_conv1d_ref(x, w, bias, activation="silu")
+    fused = ops.causal_conv1d(x, w, bias, activation="silu")
     expected = F.silu(F.conv1d(x.transpose(1, 2), w[:, None], bias, padding=3, groups=6)[..., :11].transpose(1, 2))
     assert rel_err(fused, expected) < 1e-14
     for got, want in zip(torch.autograd.grad(fused, (x, w, bias), grad),
@@ -192,8 +170,8 @@ def test_causal_conv_on_a_column_slice_equals_contiguous_input():
     bias = torch.randn(6, generator=gen)
     grad_out = torch.randn(2, 13, 6, generator=gen)
     dense = wide.detach()[..., 3:9].clone().requires_grad_()
-    out_slice = ssd.causal_conv1d_ref(wide[..., 3:9], w, bias, activation="silu")
-    out_dense = ssd.causal_conv1d_ref(dense, w, bias, activation="silu")
+    out_slice = ops.causal_conv1d(wide[..., 3:9], w, bias, activation="silu")
+    out_dense = ops.causal_conv1d(dense, w, bias, activation="silu")
     (g_slice,) = torch.autograd.grad(out_slice, wide, grad_out)
     (g_dense,) = torch.autograd.grad(out_dense, dense, grad_out)
     assert torch.equal(out_slice, out_dense)
@@ -208,7 +186,7 @@ SCAN_TILES = [4, 8, 1024]
 
 @pytest.mark.parametrize("tile", SCAN_TILES)
 def test_chunk_scan_gradcheck_fp64(monkeypatch, tile):
-    monkeypatch.setattr(ssd, "CONV_TILE_TOKENS", tile)
+    monkeypatch.setattr(tiles, "CONV_TILE_TOKENS", tile)
     gen = torch.Generator().manual_seed(4)
     b, l, h, p, g, n = 1, 13, 2, 2, 1, 3
     kw = dict(dtype=torch.float64, generator=gen, requires_grad=True)
@@ -219,7 +197,7 @@ def test_chunk_scan_gradcheck_fp64(monkeypatch, tile):
     seq_idx = torch.tensor([[0] * 6 + [1] * 7])
 
     def scan(*args):
-        out, final = ssd.mamba_chunk_scan_combined(*args[:5], 4, initial_states=args[5],
+        out, final = ops.mamba_chunk_scan_combined(*args[:5], 4, initial_states=args[5],
                                                    dt_softplus=True, seq_idx=seq_idx,
                                                    return_final_states=True)
         return out, final
@@ -229,7 +207,7 @@ def test_chunk_scan_gradcheck_fp64(monkeypatch, tile):
 @pytest.mark.parametrize("tile", SCAN_TILES)
 def test_chunk_scan_gradcheck_groups_and_D_fp64(monkeypatch, tile):
     """Hand-written backward with 2 heads per group, D per channel, padding and dt_limit."""
-    monkeypatch.setattr(ssd, "CONV_TILE_TOKENS", tile)
+    monkeypatch.setattr(tiles, "CONV_TILE_TOKENS", tile)
     gen = torch.Generator().manual_seed(5)
     b, l, h, p, g, n = 2, 11, 4, 2, 2, 3
     kw = dict(dtype=torch.float64, generator=gen, requires_grad=True)
@@ -239,7 +217,7 @@ def test_chunk_scan_gradcheck_groups_and_D_fp64(monkeypatch, tile):
     D, dt_bias = torch.randn(h, p, **kw), torch.randn(h, **kw)
 
     def scan(x, dt, A, B, C, D, dt_bias):
-        return ssd.mamba_chunk_scan_combined(x, dt, A, B, C, 4, D=D, dt_bias=dt_bias,
+        return ops.mamba_chunk_scan_combined(x, dt, A, B, C, 4, D=D, dt_bias=dt_bias,
                                              dt_softplus=True, dt_limit=(0.0, 5.0))
     assert torch.autograd.gradcheck(scan, (x, dt, A, B, C, D, dt_bias))
 
@@ -512,9 +490,7 @@ def test_fused_matches_pure_on_gpu(monkeypatch, use_mem_eff_path):
 @pytest.mark.parametrize("with_gate", [False, True])
 @pytest.mark.parametrize("tile_rows", [3, 512])  # 8 rows in tiles of 3 (the last one short), one tile
 def test_rmsnorm_gated_gradcheck(monkeypatch, norm_before_gate, with_gate, tile_rows):
-    import neuromamba.models.mamba2 as m2
-
-    monkeypatch.setattr(m2, "NORM_TILE_ROWS", tile_rows)
+    monkeypatch.setattr(gated_norm, "NORM_TILE_ROWS", tile_rows)
     norm = RMSNormGated(6, group_size=3, norm_before_gate=norm_before_gate).double()
     with torch.no_grad():
         norm.weight.copy_(torch.tensor([0.5, 1.0, 1.5, 2.0, -1.0, 0.3]))
@@ -532,13 +508,12 @@ def test_fused_scan_without_causal_conv1d_runs_the_pure_conv(monkeypatch):
     import types
 
     import neuromamba.models.mamba2 as m2
-    from neuromamba.models import ssd
 
     calls = []
 
     def fake_scan(*args, **kwargs):
         calls.append(kwargs.get("chunk_size"))
-        return ssd.mamba_chunk_scan_combined(*args, **kwargs)
+        return ops.mamba_chunk_scan_combined(*args, **kwargs)
 
     def refuse(*args, **kwargs):
         raise AssertionError("the combined kernel needs causal_conv1d")
@@ -554,17 +529,78 @@ def test_fused_scan_without_causal_conv1d_runs_the_pure_conv(monkeypatch):
     monkeypatch.setitem(sys.modules, "causal_conv1d", None)  # import fails
     m2.load_fused_ops.cache_clear()
     try:
-        ops = m2.load_fused_ops()
-        assert isinstance(ops, dict) and ops["causal_conv1d_fn"] is None
+        fused = m2.load_fused_ops()
+        assert isinstance(fused, dict) and fused["causal_conv1d_fn"] is None
         torch.manual_seed(0)
         layer = m2.Mamba2(32, d_state=8, headdim=16, chunk_size=16)
         u = torch.randn(2, 40, 32)
         expected = layer(u)  # CPU: the pure path
         assert layer.last_path == "pure"
-        monkeypatch.setattr(m2, "select_backend", lambda device: ops)
+        monkeypatch.setattr(m2, "select_backend", lambda device: fused)
         got = layer(u)
         assert layer.last_path == "scan_only" and calls == [16]
         torch.testing.assert_close(got, expected, rtol=1e-4, atol=1e-5)
         assert m2.FUSED_PATHS["scan_only"].startswith("pure-PyTorch conv")
     finally:
         m2.load_fused_ops.cache_clear()
+
+
+# --------------------------------------------------------------------------- fast op vs reference
+@pytest.mark.parametrize("chunk", [4, 16, 64])
+def test_fast_scan_matches_the_papers_chunked_ssd_and_the_recurrence(chunk):
+    """ops.mamba_chunk_scan_combined (tiled, hand-written backward) against ssd_minimal (the
+    paper's listing) and sequential_scan, outputs, final states and gradients, fp64."""
+    gen = torch.Generator().manual_seed(3)
+    kw = dict(dtype=torch.float64, generator=gen)
+    b, l, h, p, n, g = 2, 45, 4, 3, 5, 2
+    x, dt_raw = torch.randn(b, l, h, p, **kw), torch.randn(b, l, h, **kw)
+    A, D = -torch.rand(h, **kw) * 3, torch.randn(h, **kw)
+    B, C, z = torch.randn(b, l, g, n, **kw), torch.randn(b, l, g, n, **kw), torch.randn(b, l, h, p, **kw)
+    h0 = torch.randn(b, h, p, n, **kw)
+    inputs = [t.requires_grad_(True) for t in (x, dt_raw, B, C)]
+
+    def grads(fn):
+        y, final = fn(*inputs)
+        (y.sum() + final.sum()).backward()
+        out = [y.detach(), final.detach()] + [t.grad.clone() for t in inputs]
+        for t in inputs:
+            t.grad = None
+        return out
+
+    fast = grads(lambda x, d, B, C: ops.mamba_chunk_scan_combined(
+        x, d, A, B, C, chunk, D=D, z=z, initial_states=h0, dt_softplus=True, return_final_states=True))
+    minimal = grads(lambda x, d, B, C: ssd_minimal(x, F.softplus(d), A, B, C, chunk, D=D, z=z,
+                                                   initial_states=h0))
+    recurrence = grads(lambda x, d, B, C: sequential_scan(x, F.softplus(d), A, B, C, D=D, z=z,
+                                                          initial_states=h0))
+    for a, m, r in zip(fast, minimal, recurrence):
+        assert rel_err(a, m) < 1e-10 and rel_err(m, r) < 1e-10
+
+
+@pytest.mark.parametrize("tile", [2, 1024])
+def test_fast_conv_matches_conv1d(monkeypatch, tile):
+    monkeypatch.setattr(tiles, "CONV_TILE_TOKENS", tile)
+    gen = torch.Generator().manual_seed(4)
+    x = torch.randn(2, 11, 6, dtype=torch.float64, generator=gen, requires_grad=True)
+    w = torch.randn(6, 4, dtype=torch.float64, generator=gen, requires_grad=True)
+    bias = torch.randn(6, dtype=torch.float64, generator=gen)
+    fast = ops.causal_conv1d(x, w, bias, activation="silu")
+    ref = causal_conv1d_minimal(x, w, bias, activation="silu")
+    assert rel_err(fast, ref) < 1e-12
+    g_fast = torch.autograd.grad(fast.sum(), (x, w))
+    g_ref = torch.autograd.grad(ref.sum(), (x, w))
+    assert all(rel_err(a, b) < 1e-12 for a, b in zip(g_fast, g_ref))
+
+
+@pytest.mark.parametrize("norm_before_gate", [False, True])
+def test_fast_gated_norm_matches_the_reference(monkeypatch, norm_before_gate):
+    monkeypatch.setattr(gated_norm, "NORM_TILE_ROWS", 3)
+    gen = torch.Generator().manual_seed(5)
+    x, z = (torch.randn(8, 6, dtype=torch.float64, generator=gen, requires_grad=True) for _ in range(2))
+    w = torch.randn(6, dtype=torch.float64, generator=gen, requires_grad=True)
+    fast = ops.gated_rms_norm(x, z, w, 1e-5, 3, norm_before_gate)
+    ref = gated_rms_norm_minimal(x, z, w, 1e-5, 3, norm_before_gate)
+    assert rel_err(fast, ref) < 1e-12
+    g_fast = torch.autograd.grad((fast * fast).sum(), (x, z, w))
+    g_ref = torch.autograd.grad((ref * ref).sum(), (x, z, w))
+    assert all(rel_err(a, b) < 1e-10 for a, b in zip(g_fast, g_ref))

@@ -188,3 +188,25 @@ def test_test_only_on_a_backbone_file_names_the_file(tmp_path):
     torch.save({"embedder.projection.weight": torch.zeros(2, 2)}, released)
     with pytest.raises(ValueError, match=r"released.pt: not a checkpoint written by project/main.py"):
         NeuroMambaModule.from_checkpoint(str(released))
+
+
+def test_the_task_follows_from_the_target_column(tmp_path):
+    import csv
+
+    table = tmp_path / "labels.csv"
+    with open(table, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["ID", "dx", "score", "site"])
+        for i in range(30):
+            writer.writerow([f"s{i}", ["HC", "ASD", "ADHD"][i % 3], 10.5 + i * 0.37, i % 4])
+    base = ["--dataset_name", "CSV", "--image_path", str(tmp_path), "--label_csv", str(table),
+            "--subject_column", "ID"]
+    args = parse_args(base + ["--target_column", "dx"])
+    assert (args.downstream_task, args.task) == ("dx", "classification")
+    assert "3 distinct string values -> classification" in args._announce[-1]
+    assert parse_args(base + ["--target_column", "site"]).task == "classification"  # 4 integers
+    assert parse_args(base + ["--target_column", "score"]).task == "regression"
+    # an explicit type wins
+    assert parse_args(base + ["--target_column", "site", "--downstream_task_type", "regression"]).task == "regression"
+    with pytest.raises(ValueError, match="'nope' is not a column"):
+        parse_args(base + ["--target_column", "nope"])

@@ -1,4 +1,5 @@
-"""Pure-PyTorch chunked SSD scan: the reference op behind Mamba2 (no CUDA, no Triton).
+"""Pure-PyTorch chunked SSD scan, fast on CPU: the op behind Mamba2's pure path (no CUDA, no
+Triton). Reference: ``ssd_minimal.ssd_minimal`` and ``ssd_minimal.sequential_scan``.
 
 Computes, per batch element and head, the selective state-space recurrence
 
@@ -24,12 +25,9 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-__all__ = ["mamba_chunk_scan_combined", "causal_conv1d_ref", "process_dt"]
+from . import tiles as _t
 
-
-def _at_least_fp32(dtype: torch.dtype) -> torch.dtype:
-    """fp32 for half types, fp64 stays fp64 (tests run the op in double)."""
-    return torch.promote_types(dtype, torch.float32)
+__all__ = ["mamba_chunk_scan_combined", "process_dt"]
 
 
 def process_dt(
@@ -39,7 +37,7 @@ def process_dt(
     dt_limit: Tuple[float, float] = (0.0, math.inf),
 ) -> torch.Tensor:
     """dt -> fp32 step sizes: add bias, softplus, clamp to dt_limit (as mamba_ssm does)."""
-    dt = dt.to(_at_least_fp32(dt.dtype))
+    dt = dt.to(_t.at_least_fp32(dt.dtype))
     if dt_bias is not None:
         dt = dt + dt_bias.to(dt.dtype)
     if dt_softplus:
@@ -47,133 +45,6 @@ def process_dt(
     if tuple(dt_limit) != (0.0, math.inf):
         dt = dt.clamp(min=dt_limit[0], max=dt_limit[1])
     return dt
-
-
-def _shift_right(t: torch.Tensor, shift: int) -> torch.Tensor:
-    """out[:, i] = t[:, i - shift] (zeros for i < shift), time on dim 1."""
-    if shift == 0:
-        return t
-    out = torch.zeros_like(t)
-    if shift >= t.shape[1]:
-        return out
-    out[:, shift:] = t[:, : t.shape[1] - shift]
-    return out
-
-
-# Tokens per tile of the conv: its 4 passes (and SiLU) then run on a tile that stays in the
-# cache instead of streaming the whole (L, channels) tensor through memory 4 times. 512 tokens
-# x 480 channels (Base) is ~2 MB per tensor (benchmarks/README_mamba2.md).
-CONV_TILE_TOKENS = 1024
-
-
-def _tiles(seqlen: int):
-    return ((start, min(seqlen, start + CONV_TILE_TOKENS)) for start in range(0, seqlen, CONV_TILE_TOKENS))
-
-
-def _chunk_tiles(nchunks: int, chunk_size: int):
-    """Slices of whole chunks covering about CONV_TILE_TOKENS tokens each."""
-    step = max(1, CONV_TILE_TOKENS // chunk_size)
-    return (slice(c, min(nchunks, c + step)) for c in range(0, nchunks, step))
-
-
-class _CausalConv1d(torch.autograd.Function):
-    """Depthwise causal conv (+ SiLU) as shifted multiply-adds with a hand-written backward.
-
-    Each tap is one in-place multiply-add on a time-shifted slice (no padded copies; autograd
-    through slices would allocate a zero-filled full-size gradient per tap), done tile by tile
-    along time so a tile's taps and its activation hit the cache. Taps are dropped where
-    ``same_seq[shift - 1]`` is 0 (packed-sequence boundaries).
-    """
-
-    @staticmethod
-    def forward(ctx, x, weight, bias, same_seq, silu):
-        seqlen, width = x.shape[1], weight.shape[1]
-        pre = torch.empty_like(x)  # the conv output (before SiLU)
-        out = torch.empty_like(x) if silu else pre
-        for start, stop in _tiles(seqlen):
-            tile = pre[:, start:stop]
-            if bias is None:
-                torch.mul(x[:, start:stop], weight[:, width - 1], out=tile)
-            else:
-                torch.addcmul(bias, x[:, start:stop], weight[:, width - 1], out=tile)
-            for shift in range(1, width):
-                lo = max(start, shift)  # outputs t in [lo, stop) read x[t - shift]
-                if lo >= stop:
-                    continue
-                past = x[:, lo - shift: stop - shift]
-                if same_seq is not None:
-                    past = past * same_seq[shift - 1][:, lo:stop]
-                pre[:, lo:stop].addcmul_(past, weight[:, width - 1 - shift])
-            if silu:
-                torch.ops.aten.silu.out(tile, out=out[:, start:stop])
-        ctx.save_for_backward(x, weight, same_seq, pre if silu else None)
-        ctx.has_bias, ctx.silu = bias is not None, silu
-        return out
-
-    @staticmethod
-    def backward(ctx, grad_out):
-        x, weight, same_seq, pre = ctx.saved_tensors
-        seqlen, width = x.shape[1], weight.shape[1]
-        grad_out = grad_out.contiguous()
-        grad_pre = torch.empty_like(grad_out) if ctx.silu else grad_out
-        grad_x = torch.empty_like(x)
-        grad_w = torch.zeros_like(weight)
-        grad_b = torch.zeros_like(weight[:, 0]) if ctx.has_bias else None
-        # Ascending tiles: a tile sets its own grad_x rows, then adds its taps' contributions to
-        # rows at or before its end (set by this tile or an earlier one).
-        for start, stop in _tiles(seqlen):
-            g = grad_pre[:, start:stop]
-            if ctx.silu:
-                torch.ops.aten.silu_backward.grad_input(grad_out[:, start:stop], pre[:, start:stop],
-                                                        grad_input=g)
-            torch.mul(g, weight[:, width - 1], out=grad_x[:, start:stop])
-            grad_w[:, width - 1] += _channel_dot(g, x[:, start:stop])
-            if grad_b is not None:
-                grad_b += g.sum(tuple(range(g.dim() - 1)))
-            for shift in range(1, width):
-                lo = max(start, shift)
-                if lo >= stop:
-                    continue
-                gs = grad_pre[:, lo:stop]
-                if same_seq is not None:
-                    gs = gs * same_seq[shift - 1][:, lo:stop]
-                grad_x[:, lo - shift: stop - shift].addcmul_(gs, weight[:, width - 1 - shift])
-                grad_w[:, width - 1 - shift] += _channel_dot(gs, x[:, lo - shift: stop - shift])
-        return grad_x, grad_w, grad_b, None, None
-
-
-def _channel_dot(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """sum over all leading dims of a * b, per channel (last dim)."""
-    return torch.linalg.vecdot(a.reshape(-1, a.shape[-1]), b.reshape(-1, b.shape[-1]), dim=0)
-
-
-def causal_conv1d_ref(
-    x: torch.Tensor,
-    weight: torch.Tensor,
-    bias: Optional[torch.Tensor] = None,
-    seq_idx: Optional[torch.Tensor] = None,
-    activation: Optional[str] = None,
-) -> torch.Tensor:
-    """Causal depthwise conv over time on a (batch, seqlen, dim) tensor; weight (dim, width).
-
-    Equals ``nn.Conv1d(groups=dim, padding=width-1)`` cut to the first seqlen outputs, written
-    as `width` shifted multiply-adds so it needs no transposes and can drop taps that cross a
-    packed-sequence boundary (``seq_idx``), as ``causal_conv1d_fn`` does.
-    """
-    if activation not in (None, "silu", "swish"):
-        raise ValueError(f"causal_conv1d_ref: unsupported activation {activation!r}")
-    dtype = torch.promote_types(x.dtype, weight.dtype)  # autocast does not reach custom ops
-    # Contiguous first: on a column slice of a wider tensor (such as in_proj's output) the
-    # shifted multiply-adds run ~3x slower than a copy plus contiguous passes (0.12 s against
-    # 0.046 s forward at 41k tokens, Base layer, 1 thread). No-op on a contiguous input.
-    x, weight = x.to(dtype).contiguous(), weight.to(dtype)
-    bias = None if bias is None else bias.to(dtype)
-    same_seq = None
-    if seq_idx is not None:
-        # same_seq[k-1][b, t] = 1 where token t and token t-k belong to the same sequence.
-        same_seq = torch.stack([seq_idx == _shift_right(seq_idx, k)
-                                for k in range(1, weight.shape[1])]).unsqueeze(-1).to(dtype)
-    return _CausalConv1d.apply(x, weight, bias, same_seq, activation is not None)
 
 
 def _pass_states(chunk_states, chunk_decay, h0):
@@ -402,7 +273,7 @@ class _ChunkScan(torch.autograd.Function):
         xdY = None if D is None else torch.zeros(nheads, headdim, dtype=f32, device=x.device)
         # Five passes over (L, h, p) tensors, done a tile of chunks at a time so they share
         # the cache (as the conv's taps do); per tile: dx, ddt and, with D, the D gradient.
-        for c in _chunk_tiles(nchunks, Q):
+        for c in _t.chunk_tiles(nchunks, Q):
             x_t, dXd_c, dY_c = xc[:, c], dXd_t[:, c], dYc[:, c]
             torch.mul(dXd_c, dtc[:, c].unsqueeze(-1), out=dx[:, c])
             prod = x_t * dXd_c

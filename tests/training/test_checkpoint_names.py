@@ -1,0 +1,29 @@
+"""The best checkpoint has a stable name (best.ckpt), a run folder stands for its checkpoint,
+and a missing checkpoint is refused naming what its folder holds."""
+import os
+from pathlib import Path
+
+import pytest
+
+from neuromamba.cli import parse_args
+from neuromamba.training.runner import run
+
+TINY = ["--embed_dim", "16", "--depth", "1", "--d_state", "8", "--headdim", "16",
+        "--img_size", "24", "24", "24", "4", "--accelerator", "cpu", "--no_progress_bar",
+        "--downstream_task", "sex", "--dummy_num_subjects", "10", "--batch_size", "4", "--seed", "3"]
+
+
+def test_best_alias_run_folder_and_missing_checkpoints(tmp_path):
+    result = run(parse_args(TINY + ["--output_dir", str(tmp_path), "--run_name", "r", "--max_epochs", "2"]))
+    folder = Path(result["run_dir"]) / "checkpoints"
+    alias = folder / "best.ckpt"
+    assert alias.is_symlink() and os.readlink(alias).startswith("best-")
+    assert alias.resolve() == Path(result["trainer"].checkpoint_callback.best_model_path).resolve()
+    # a run folder stands for its best (test, fine-tune) or last (resume) checkpoint
+    args = parse_args(TINY + ["--test_only", "--test_ckpt_path", str(tmp_path / "r")])
+    assert args.test_ckpt_path == str(alias)
+    assert parse_args(TINY + ["--resume_ckpt_path", str(tmp_path / "r")]).resume_ckpt_path == str(folder / "last.ckpt")
+    # the documented name works; a wrong one lists what is there
+    parse_args(TINY + ["--test_only", "--test_ckpt_path", str(alias)])
+    with pytest.raises(FileNotFoundError, match=r"no such file; .* holds: best-.*\.ckpt, best\.ckpt, last\.ckpt"):
+        parse_args(TINY + ["--test_only", "--test_ckpt_path", str(folder / "best-00.ckpt")])
