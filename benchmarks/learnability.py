@@ -15,8 +15,8 @@ reports the test AUC of: the baselines (project/baseline.py on the first run's s
 z-scored: ``temporal_mean`` for static, ``temporal_std`` for fluctuations, ``fc`` for coupling,
 and the best of the three); the paper's recipe from scratch (the default: ``znorm_minback``,
 linear head); the tuned recipe (``--recipe tuned``: ``voxel_demean_static`` input, attention
-head) from scratch; the tuned recipe with one part changed (the ``linear`` head; the
-``voxel_demean`` input, no static token); pretraining (tuned, leak-free) then full fine-tuning;
+head) from scratch; the tuned recipe without its static token (the ``voxel_demean`` input);
+pretraining (tuned, leak-free) then full fine-tuning;
 and pretraining then the frozen backbone. Pretraining sees only the training subjects. Every
 run reads the same raw frames per clip (the static token is added in front of them). Prints a
 table of mean +- std over the seeds, and the final training loss (memorising: the loss at its
@@ -53,7 +53,6 @@ TUNED = ["--recipe", "tuned"]
 SCRATCH = {
     "paper recipe (default: znorm_minback, linear head)": ([], False),
     "tuned recipe (voxel_demean_static, attention head)": (TUNED, True),
-    "tuned, linear head": (TUNED + ["--clf_head_version", "linear"], True),
     "tuned, voxel_demean input (no static token)": (TUNED + ["--input_scaling_method", "voxel_demean"], False),
 }
 BASELINES = ("temporal_mean", "temporal_std", "fc")

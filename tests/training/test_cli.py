@@ -210,3 +210,25 @@ def test_the_task_follows_from_the_target_column(tmp_path):
     assert parse_args(base + ["--target_column", "site", "--downstream_task_type", "regression"]).task == "regression"
     with pytest.raises(ValueError, match="'nope' is not a column"):
         parse_args(base + ["--target_column", "nope"])
+
+
+def test_impossible_launches_are_refused_before_anything_starts(monkeypatch, tmp_path):
+    import os
+    import time
+
+    from neuromamba.run_settings import LAUNCHER_VARIABLES, check_hardware
+
+    for name in LAUNCHER_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    started = time.time()
+    args = parse_args(["--accelerator", "cpu", "--devices", "12", "--num_nodes", "32", "--pretraining",
+                       "--output_dir", str(tmp_path)])
+    with pytest.raises(ValueError, match="needs a multi-node launcher.*SLURM.*PBS.*torchrun"):
+        check_hardware(args)
+    assert time.time() - started < 10 and not any(tmp_path.iterdir())
+    monkeypatch.setenv("SLURM_JOB_ID", "1")
+    args = parse_args(["--accelerator", "cpu", "--devices", str((os.cpu_count() or 1) + 1), "--pretraining"])
+    with pytest.raises(ValueError, match="processes on"):
+        check_hardware(args)
+    with pytest.warns(Warning, match="--precision bf16 on the CPU"):
+        check_hardware(parse_args(["--accelerator", "cpu", "--precision", "bf16", "--pretraining"]))

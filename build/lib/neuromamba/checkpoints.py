@@ -72,6 +72,26 @@ class LoadReport:
 # ----------------------------------------------------------------------------------------------
 
 
+def checkpoint_path(path: PathLike, flag: str, prefer: str = "best.ckpt") -> str:
+    """The checkpoint a flag names. A run folder of project/main.py stands for its
+    ``checkpoints/<prefer>`` (``best.ckpt``, or ``last.ckpt`` for a resume; the other one if
+    it is missing). A path that does not exist is refused naming what its folder holds."""
+    p = Path(path)
+    if p.is_dir() and (p / "checkpoints").is_dir():
+        for name in (prefer, "last.ckpt" if prefer != "last.ckpt" else "best.ckpt"):
+            if (p / "checkpoints" / name).exists():
+                return str(p / "checkpoints" / name)
+        raise FileNotFoundError(f"{flag} {p}: a run folder without checkpoints/{prefer} or last.ckpt")
+    if p.exists():
+        return str(p)
+    folder = p.parent
+    held = sorted(q.name for q in folder.iterdir() if q.suffix == ".ckpt" or (q / "latest").is_file()) \
+        if folder.is_dir() else []
+    where = f"; {folder} holds: {', '.join(held)}" if held else \
+        (f"; {folder} holds no checkpoint" if folder.is_dir() else f"; no folder {folder}")
+    raise FileNotFoundError(f"{flag} {p}: no such file{where}")
+
+
 def require_torch_archive(path: PathLike, flag: str) -> None:
     """Reject a file that is not a ``torch.save`` zip archive (truncated, or another format)
     with one sentence naming ``flag``, before Lightning or torch fail deep inside."""

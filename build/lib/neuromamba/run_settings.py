@@ -5,7 +5,10 @@ paper). Any bad or contradictory combination raises ``ValueError`` with one sent
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+
+from neuromamba.fileio import read_yaml_mapping
 
 # Classification's cross-entropy label smoothing in the original (SPEC §7).
 DEFAULT_LABEL_SMOOTHING = 0.1
@@ -18,6 +21,35 @@ PRECISIONS = {"bf16": "bf16-mixed", "16": "16-mixed", "32": "32-true",
 def _head_names() -> list[str]:
     from neuromamba.models.heads import HEADS
     return sorted(HEADS)
+
+
+MAX_CLASSES_FOR_INFERENCE = 10
+
+
+def task_type_of_column(label_csv, column: str) -> tuple:
+    """(classification|regression, the reason): at most 10 distinct string or integer values
+    make classes, anything else is a regression target."""
+    import pandas as pd
+
+    paths = label_csv if isinstance(label_csv, list) else [label_csv]
+    values = []
+    for path in paths:
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"--label_csv {path}: no such file")
+        frame = pd.read_csv(path)
+        if column not in frame.columns:
+            raise ValueError(f"--target_column {column!r} is not a column of --label_csv {path} "
+                             f"(columns: {list(frame.columns)})")
+        values.append(frame[column].dropna())
+    series = pd.concat(values)
+    distinct = series.nunique()
+    numeric = pd.to_numeric(series, errors="coerce")
+    integer = bool(numeric.notna().all() and (numeric == numeric.round()).all())
+    if (integer or numeric.isna().all()) and distinct <= MAX_CLASSES_FOR_INFERENCE:
+        return "classification", (f"--target_column {column}: {distinct} distinct "
+                                  f"{'integer' if integer else 'string'} values -> classification")
+    return "regression", (f"--target_column {column}: {distinct} distinct values"
+                          f"{'' if numeric.notna().all() else ' (not all numbers?)'} -> regression")
 
 
 def _parse_devices(value):
@@ -88,13 +120,21 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
     else:
         from neuromamba.data.labels import DEFAULT_TASK_TYPES
 
+        inferred = None
+        if args.downstream_task is None and args.target_column and args.label_csv:
+            # The task follows from the column: what ADDING_YOUR_DATASET.md's "No code" promises.
+            args.downstream_task = args.target_column
+            if args.downstream_task_type is None:
+                args.downstream_task_type, inferred = task_type_of_column(args.label_csv, args.target_column)
         if args.downstream_task is None:
             if cohorts != ["Dummy"]:
-                raise ValueError("fine-tuning needs --downstream_task (e.g. sex, age) or --pretraining")
+                raise ValueError("fine-tuning needs --downstream_task (e.g. sex, age), --target_column "
+                                 "with --label_csv, or --pretraining")
             args.downstream_task = "age" if args.downstream_task_type == "regression" else "sex"
         # sex -> classification, age/intelligence -> regression unless the flag says otherwise
         args.downstream_task_type = (args.downstream_task_type
                                      or DEFAULT_TASK_TYPES.get(args.downstream_task, "classification"))
+        args._task_note = inferred
         args.task = args.downstream_task_type
         if args.task == "regression" and args.label_smoothing:
             raise ValueError("--label_smoothing applies to classification, not to regression")
@@ -107,8 +147,12 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
         raise ValueError("--prompt_tuning needs a pretrained backbone from --load_model_path")
     if args.prompt_tuning and args.prompt_len < 1:
         raise ValueError(f"--prompt_len must be >= 1, got {args.prompt_len}")
-    if args.load_model_path and not Path(args.load_model_path).exists():
-        raise FileNotFoundError(f"--load_model_path {args.load_model_path}: no such file or folder")
+    from neuromamba.checkpoints import checkpoint_path
+
+    for flag, prefer in (("load_model_path", "best.ckpt"), ("resume_ckpt_path", "last.ckpt"),
+                         ("test_ckpt_path", "best.ckpt")):
+        if getattr(args, flag):  # a run folder stands for its checkpoint; a missing one is listed
+            setattr(args, flag, checkpoint_path(getattr(args, flag), f"--{flag}", prefer))
 
     if args.test_only and not args.test_ckpt_path:
         raise ValueError("--test_only needs --test_ckpt_path (a checkpoint of this project)")
@@ -264,7 +308,7 @@ def resolve_run_spec(args: argparse.Namespace, recipe, flag_defaults: dict) -> N
     args.setting_sources = dict(resolution.sources)
     resolution.departures = departures
     args.spec = resolution.spec(getattr(args, "data_grid", None)).as_dict()
-    args._announce = [resolution.announcement(), *notes]
+    args._announce = [resolution.announcement(), *notes] + ([args._task_note] if getattr(args, "_task_note", None) else [])
 
 
 def _recipe_flag_departures(args, recipe, flag_defaults: dict) -> list:
@@ -326,6 +370,42 @@ def check_hardware(args: argparse.Namespace) -> None:
             f"--accelerator {args.accelerator}"
         raise ValueError(f"{what} needs a CUDA GPU and this machine has none visible; use "
                          f"--accelerator cpu (and --strategy auto or ddp)")
+    if args.num_nodes > 1 and not launcher_present():
+        raise ValueError(f"--num_nodes {args.num_nodes} needs a multi-node launcher to start the other "
+                         f"nodes' processes: SLURM (sbatch/srun), PBS (qsub, then mpiexec or pbsdsh) or "
+                         f"torchrun --nnodes; none is present here ({', '.join(LAUNCHER_VARIABLES)} unset). "
+                         f"On one machine use --num_nodes 1")
+    on_cpu = args.accelerator == "cpu" or (args.accelerator == "auto" and not torch.cuda.is_available())
+    cores = os.cpu_count() or 1
+    if on_cpu and isinstance(args.devices, int) and args.devices > cores:
+        raise ValueError(f"--devices {args.devices} on the CPU starts {args.devices} processes on "
+                         f"{cores} cores; use --devices {cores} or fewer")
+    if on_cpu and args.precision in ("bf16", "bf16-mixed", "16", "16-mixed"):
+        native = cpu_has_native_bf16()
+        import warnings
+
+        from neuromamba.console import NeuroMambaWarning
+
+        warnings.warn(f"--precision {args.precision} on the CPU: " + (
+            "this CPU has native bf16 (AMX/AVX512-BF16), so autocast can pay off" if native else
+            "this CPU has no native bf16, and autocast ran ~5x slower than --precision 32 in our "
+            "measurement (README, 'Precision'); use --precision 32 here"), NeuroMambaWarning, stacklevel=2)
+
+
+# Variables a multi-node launcher sets in every process it starts.
+LAUNCHER_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE")
+
+
+def launcher_present() -> bool:
+    return any(os.environ.get(name) for name in LAUNCHER_VARIABLES)
+
+
+def cpu_has_native_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "amx_bf16" in flags or "avx512_bf16" in flags
 
 
 def args_to_dict(args: argparse.Namespace) -> dict:

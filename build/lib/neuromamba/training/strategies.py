@@ -39,9 +39,18 @@ def _deepspeed(args, stage: int, offload: bool = False):
     return DeepSpeedStrategy(config=deepspeed_config(stage, args.lightning_precision, offload))
 
 
+# Seconds a process group waits for every member (rendezvous, collectives) before it gives up with
+# an error instead of hanging; NEUROMAMBA_DDP_TIMEOUT_S overrides it.
+DDP_TIMEOUT_S = 600
+
+
 def _ddp(args, find_unused: bool = False):
+    import os
+    from datetime import timedelta
+
     from pytorch_lightning.strategies import DDPStrategy
-    return DDPStrategy(find_unused_parameters=find_unused)
+    seconds = float(os.environ.get("NEUROMAMBA_DDP_TIMEOUT_S", DDP_TIMEOUT_S))
+    return DDPStrategy(find_unused_parameters=find_unused, timeout=timedelta(seconds=seconds))
 
 
 STRATEGY_BUILDERS = {

@@ -77,9 +77,28 @@ def build_loggers(args, run_dir: Path) -> list:
     return loggers
 
 
+BEST_ALIAS = "best.ckpt"
+
+
+class RunCheckpoint(ModelCheckpoint):
+    """Lightning's checkpointing, plus a stable name for the best checkpoint: ``best.ckpt``, a
+    link to the current ``best-EE-SS.ckpt`` (like Lightning's ``last.ckpt``), replaced
+    atomically each time the best changes, so documented commands can name it."""
+
+    def _save_checkpoint(self, trainer, filepath: str) -> None:
+        super()._save_checkpoint(trainer, filepath)
+        best = self.best_model_path
+        if trainer.is_global_zero and best and Path(best).exists() and Path(best).name != BEST_ALIAS:
+            alias = Path(best).parent / BEST_ALIAS
+            tmp = alias.with_name(f".{BEST_ALIAS}.tmp")
+            tmp.unlink(missing_ok=True)
+            tmp.symlink_to(Path(best).name)  # relative: the run folder can move
+            os.replace(tmp, alias)
+
+
 def build_callbacks(args, run_dir: Path, task: str) -> list:
     monitor, mode = monitor_for(args, task)
-    checkpoint = ModelCheckpoint(
+    checkpoint = RunCheckpoint(
         dirpath=str(run_dir / "checkpoints"),
         filename="best-{epoch:02d}-{step}",
         monitor=monitor, mode=mode, save_top_k=1, save_last=True, auto_insert_metric_name=False)
