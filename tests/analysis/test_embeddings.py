@@ -160,3 +160,13 @@ def test_embed_age_probe_is_regression_and_reid_needs_two_runs(tmp_path, repo_ro
     assert result["reid"] == []
     assert "re-identification skipped: it needs at least two runs per subject" in res.stdout
     assert "linear probes" in res.stdout
+
+
+def test_embed_says_when_it_clamps_the_folds_to_the_subjects(tmp_path, repo_root, tiny_released_checkpoint):
+    path, _ = tiny_released_checkpoint
+    res = run_script(repo_root, "embed", "--checkpoint", path, "--img_size", "24", "24", "24", "4",
+                     "--dummy_num_subjects", "4", "--dummy_num_frames", "4", "--output", tmp_path / "e.csv",
+                     "--probe_targets", "age", "--json", tmp_path / "r.json", "--device", "cpu")
+    assert res.returncode == 0, res.stderr
+    assert "4-fold CV grouped by subject; --probe_folds 5 clamped to the 4 subjects" in res.stdout
+    assert json.loads((tmp_path / "r.json").read_text())["probe_folds"] == 4

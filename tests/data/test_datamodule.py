@@ -237,3 +237,24 @@ def test_dummy_refuses_a_label_csv_it_would_ignore(tmp_path):
     dm = FMRIDataModule("Dummy", label_csv=labels, downstream_task="sex", **SMALL)
     with pytest.raises(ValueError, match="carries its own planted labels, so --label_csv .* would be ignored"):
         dm.setup()
+
+
+def test_a_one_class_training_split_is_refused_with_the_counts(tmp_path):
+    import csv
+
+    from neuromamba.data.dummy import DummySpec, write_dummy_runs
+
+    write_dummy_runs(tmp_path / "h5", DummySpec(num_subjects=8, img_size=(24, 24, 24), num_frames=4, seed=1))
+    subjects = sorted(p.name for p in (tmp_path / "h5").iterdir() if p.is_dir())
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["subject", "dx"])
+        writer.writerows([[s, "A" if i < 5 else "B"] for i, s in enumerate(subjects)])
+    split = tmp_path / "split.txt"
+    split.write_text("\n".join(["train_subjects", *subjects[:4], "val_subjects", subjects[4], subjects[5],
+                                "test_subjects", subjects[6], subjects[7]]) + "\n")
+    dm = FMRIDataModule("CSV", image_path=str(tmp_path / "h5"), img_size=(24, 24, 24, 4),
+                        label_csv=str(tmp_path / "labels.csv"), target_column="dx", downstream_task="dx",
+                        split_file=str(split))
+    with pytest.raises(ValueError, match=r"the train split holds a single class \(\{0: 4\} subjects"):
+        dm.setup("fit")
