@@ -27,3 +27,17 @@ def test_best_alias_run_folder_and_missing_checkpoints(tmp_path):
     parse_args(TINY + ["--test_only", "--test_ckpt_path", str(alias)])
     with pytest.raises(FileNotFoundError, match=r"no such file; .* holds: best-.*\.ckpt, best\.ckpt, last\.ckpt"):
         parse_args(TINY + ["--test_only", "--test_ckpt_path", str(folder / "best-00.ckpt")])
+
+
+def test_bad_data_leaves_no_run_folder(tmp_path, capsys):
+    import main
+
+    from neuromamba.data.dummy import DummySpec, write_dummy_runs
+
+    write_dummy_runs(tmp_path / "h5", DummySpec(num_subjects=6, img_size=(24, 24, 24), num_frames=8, seed=1))
+    argv = ["--embed_dim", "16", "--depth", "1", "--d_state", "8", "--headdim", "16", "--accelerator", "cpu",
+            "--pretraining", "--dataset_name", "HCP", "--image_path", str(tmp_path / "h5"),
+            "--img_size", "30", "30", "30", "4", "--output_dir", str(tmp_path / "runs"), "--run_name", "bad"]
+    assert main.main(argv) == 2
+    assert "--img_size" in capsys.readouterr().err
+    assert not (tmp_path / "runs" / "bad").exists()
