@@ -41,3 +41,19 @@ def test_bad_data_leaves_no_run_folder(tmp_path, capsys):
     assert main.main(argv) == 2
     assert "--img_size" in capsys.readouterr().err
     assert not (tmp_path / "runs" / "bad").exists()
+
+
+def test_last_ckpt_is_the_last_state_even_when_the_last_epochs_did_not_improve(tmp_path, monkeypatch):
+    import torch
+
+    from neuromamba.training.trainer import RunCheckpoint
+
+    # only the first epoch "improves" the monitor: Lightning alone then left last.ckpt at epoch 0
+    monkeypatch.setattr(RunCheckpoint, "check_monitor_top_k",
+                        lambda self, trainer, current=None: trainer.current_epoch == 0)
+    result = run(parse_args(TINY + ["--output_dir", str(tmp_path), "--run_name", "r", "--max_epochs", "3"]))
+    trainer = result["trainer"]
+    last = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=True)
+    assert last["global_step"] == trainer.global_step and last["epoch"] == 2
+    best = torch.load(tmp_path / "r" / "checkpoints" / "best.ckpt", weights_only=True)
+    assert best["epoch"] == 0  # the best stayed behind, as it should

@@ -85,6 +85,23 @@ class RunCheckpoint(ModelCheckpoint):
     link to the current ``best-EE-SS.ckpt`` (like Lightning's ``last.ckpt``), replaced
     atomically each time the best changes, so documented commands can name it."""
 
+    # Lightning saves last.ckpt only when a top-k checkpoint was saved at the same step, so after
+    # an epoch that did not improve the monitor last.ckpt held an older state. Here it always
+    # holds the newest: after every validation, and after an epoch without one.
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):  # else the top-k comes after this
+            self._ensure_last(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._ensure_last(trainer)
+
+    def _ensure_last(self, trainer) -> None:
+        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
+                and self._last_global_step_saved != trainer.global_step):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         best = self.best_model_path
