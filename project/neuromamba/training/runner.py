@@ -108,6 +108,26 @@ def run(args, extra_callbacks=()) -> dict:
     new_folder = not (Path(args.output_dir) / name).exists()
     run_dir = make_run_dir(args.output_dir, name)
     args.run_dir = str(run_dir)
+    lock = _lock(run_dir)  # one writer per run folder (rank 0 holds it)
+    try:
+        return _run_locked(args, run_dir, new_folder, started, extra_callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock(run_dir: Path):
+    from neuromamba.training.run_lock import RunLock
+
+    if rank_zero_only.rank != 0:
+        return None
+    lock = RunLock(run_dir).acquire()
+    if lock.note:
+        rank_zero_info(f"[neuromamba] {lock.note}")
+    return lock
+
+
+def _run_locked(args, run_dir: Path, new_folder: bool, started: float, extra_callbacks) -> dict:
     try:
         datamodule = _prepare_data(args, run_dir)
     except (ValueError, OSError):
