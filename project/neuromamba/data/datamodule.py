@@ -11,6 +11,8 @@ cohort-weighted :class:`DistributedWeightedSampler`) for training and an
 """
 from __future__ import annotations
 
+import math
+
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ from .windows import clip_span
 from .labels import (LabelTable, find_label_csv, load_label_table, report_unlabelled,
                      save_class_mapping)
 from ..paper import PAPER_DEFAULTS
-from .samplers import (DistributedWeightedSampler, UnpaddedDistributedSampler, check_cohort_sampling,
+from .samplers import (DistributedWeightedSampler, EpochShuffleSampler, UnpaddedDistributedSampler, check_cohort_sampling,
                        cohort_weights)
 from .splits import SPLIT_NAMES, default_split_path, publish_split, resolve_split
 
@@ -378,7 +380,7 @@ class FMRIDataModule(pl.LightningDataModule):
         if self._distributed():
             return self._loader(dataset, self.batch_size,
                                 sampler=DistributedSampler(dataset, shuffle=True, seed=self.seed))
-        return self._loader(dataset, self.batch_size, shuffle=True)
+        return self._loader(dataset, self.batch_size, sampler=EpochShuffleSampler(len(dataset), self.seed))
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = self.datasets[split]

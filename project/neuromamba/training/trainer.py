@@ -14,7 +14,7 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
 from neuromamba.training.checkpoint_io import AtomicCheckpointIO
-from neuromamba.training.interrupt import InterruptNotice
+from neuromamba.training.interrupt import InterruptNotice, ResumeMidEpoch
 from neuromamba.training.history import METRICS_FILE, HistoryCSVLogger, truncate_history
 from neuromamba.training.loggers import EXTRA_LOGGERS
 from neuromamba.training.outputs import TestOutputsWriter
@@ -118,8 +118,9 @@ def build_callbacks(args, run_dir: Path, task: str) -> list:
     checkpoint = RunCheckpoint(
         dirpath=str(run_dir / "checkpoints"),
         filename="best-{epoch:02d}-{step}",
-        monitor=monitor, mode=mode, save_top_k=1, save_last=True, auto_insert_metric_name=False)
-    callbacks = [checkpoint, TestOutputsWriter(run_dir), InterruptNotice(run_dir)]
+        monitor=monitor, mode=mode, save_top_k=1, save_last=True, auto_insert_metric_name=False,
+        enable_version_counter=False)  # last.ckpt is replaced, never joined by a last-v1.ckpt
+    callbacks = [checkpoint, TestOutputsWriter(run_dir), InterruptNotice(run_dir), ResumeMidEpoch()]
     if args.loggername != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if not args.no_progress_bar:
