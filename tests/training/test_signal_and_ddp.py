@@ -19,7 +19,7 @@ def test_dummy_finetune_learns_planted_signal(tmp_path):
     # 40 subjects: 20 train / 8 val / 12 test; two clips per subject
     args = parse_args(TINY + ["--downstream_task", "sex", "--dummy_num_subjects", "40", "--train_split", "0.5",
                               "--val_split", "0.2", "--batch_size", "4",
-                              "--max_epochs", "4", "--learning_rate", "2e-2", "--weight_decay", "0",
+                              "--max_epochs", "5", "--learning_rate", "2e-2", "--weight_decay", "0",
                               "--seed", "3", "--output_dir", str(tmp_path),
                               "--run_name", "auc"])
     result = run(args)

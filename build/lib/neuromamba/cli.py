@@ -175,7 +175,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--deterministic", action="store_true")
     g.add_argument("--output_dir", default="runs", help="parent folder of the run folder")
     g.add_argument("--run_name", default=None, help="run folder name (default: from task, size, seed, job id/time)")
-    g.add_argument("--resume_ckpt_path", default=None, help="continue a killed run from its last.ckpt")
+    g.add_argument("--resume_ckpt_path", default=None,
+                   help="continue a stopped run: its last.ckpt, its run folder, or 'last' with "
+                        "--run_name (a requeued job's own folder)")
     g.add_argument("--test_only", action="store_true", help="only evaluate --test_ckpt_path on the test split")
     g.add_argument("--test_ckpt_path", default=None,
                    help="checkpoint evaluated by --test_only; its run's split file and clip "

@@ -149,6 +149,10 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
         raise ValueError(f"--prompt_len must be >= 1, got {args.prompt_len}")
     from neuromamba.checkpoints import checkpoint_path
 
+    if args.resume_ckpt_path == "last":  # the run folder's newest state (a requeued job's line)
+        if not args.run_name:
+            raise ValueError("--resume_ckpt_path last needs --run_name (the run folder under --output_dir)")
+        args.resume_ckpt_path = str(Path(args.output_dir) / args.run_name)
     for flag, prefer in (("load_model_path", "best.ckpt"), ("resume_ckpt_path", "last.ckpt"),
                          ("test_ckpt_path", "best.ckpt")):
         if getattr(args, flag):  # a run folder stands for its checkpoint; a missing one is listed
@@ -388,8 +392,8 @@ def check_hardware(args: argparse.Namespace) -> None:
 
         warnings.warn(f"--precision {args.precision} on the CPU: " + (
             "this CPU has native bf16 (AMX/AVX512-BF16), so autocast can pay off" if native else
-            "this CPU has no native bf16, and autocast ran ~5x slower than --precision 32 in our "
-            "measurement (README, 'Precision'); use --precision 32 here"), NeuroMambaWarning, stacklevel=2)
+            "this CPU has no native bf16, and a training run was measured ~5x slower than with "
+            "--precision 32 on the project's 2-core x86 machine; use --precision 32 here"), NeuroMambaWarning, stacklevel=2)
 
 
 # Variables a multi-node launcher sets in every process it starts.

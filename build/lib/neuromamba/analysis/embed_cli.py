@@ -62,8 +62,13 @@ def run(args) -> Dict:
     if args.probe_targets:
         rows = probe_rows(args, encoder.img_size, clips, subjects)
         result["probes"] = rows
-        lines += ["", f"linear probes ({args.probe_level} level, {args.probe_folds}-fold CV "
-                  "grouped by subject):", format_table(rows, PROBE_COLUMNS)]
+        subjects_seen = len(set(clips.subjects))
+        folds = min(args.probe_folds, subjects_seen)  # what probes._folds runs: one subject a fold at most
+        clamp = (f"; --probe_folds {args.probe_folds} clamped to the {subjects_seen} subjects"
+                 if folds < args.probe_folds else "")
+        result["probe_folds"] = folds
+        lines += ["", f"linear probes ({args.probe_level} level, {folds}-fold CV grouped by subject"
+                  f"{clamp}):", format_table(rows, PROBE_COLUMNS)]
     if args.reid:
         runs_per_subject = {}
         for subject, run in zip(clips.subjects, clips.runs):

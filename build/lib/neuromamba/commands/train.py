@@ -14,10 +14,15 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as error:
         print(f"main.py: error: {one_line_error(error)}", file=sys.stderr)
         return 2
+    from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+    from neuromamba.training.interrupt import SIGTERM_EXIT_CODE
     from neuromamba.training.runner import run
 
     try:
         run(args)
+    except SIGTERMException:  # preempted: the checkpoint and the resume line are written
+        return SIGTERM_EXIT_CODE
     # Bad inputs found while building the run (unknown --dataset_name, label columns, checkpoint
     # mismatches, missing files): one line, no traceback. NEUROMAMBA_DEBUG=1 shows the traceback.
     except (ValueError, OSError) as error:  # OSError: unwritable --output_dir, missing files

@@ -11,6 +11,8 @@ cohort-weighted :class:`DistributedWeightedSampler`) for training and an
 """
 from __future__ import annotations
 
+import math
+
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +34,7 @@ from .windows import clip_span
 from .labels import (LabelTable, find_label_csv, load_label_table, report_unlabelled,
                      save_class_mapping)
 from ..paper import PAPER_DEFAULTS
-from .samplers import (DistributedWeightedSampler, UnpaddedDistributedSampler, check_cohort_sampling,
+from .samplers import (DistributedWeightedSampler, EpochShuffleSampler, UnpaddedDistributedSampler, check_cohort_sampling,
                        cohort_weights)
 from .splits import SPLIT_NAMES, default_split_path, publish_split, resolve_split
 
@@ -195,7 +197,7 @@ class FMRIDataModule(pl.LightningDataModule):
         if empty:
             raise ValueError(f"no clips in the {', '.join(empty)} split: check the run length "
                              f"against --img_size T={self.img_size[3]} and the strides, or labels")
-        for split in ("val", "test"):
+        for split in ("train", "val", "test"):
             self._warn_degenerate(split)
         self._is_setup = True
 
@@ -247,6 +249,13 @@ class FMRIDataModule(pl.LightningDataModule):
             warnings.warn(f"the {split} split holds {len(subjects)} subject(s) with clips: its "
                           f"subject-level metrics are degenerate; use more subjects or another "
                           f"--train_split/--val_split", NeuroMambaWarning, stacklevel=2)
+        elif self.task_type == "classification" and split == "train" and len(set(self.clip_targets(split))) < 2:
+            # A model trained on one class learns nothing about the others: refuse, with the counts.
+            counts = {}
+            for subject, target in dict(zip(self.clip_subjects("train"), self.clip_targets("train"))).items():
+                counts[target] = counts.get(target, 0) + 1
+            raise ValueError(f"the train split holds a single class ({counts} subjects per class "
+                             f"index); use another --seed, a split file, or check the labels")
         elif self.task_type == "classification" and len(set(self.clip_targets(split))) < 2:
             warnings.warn(f"the {split} split holds a single class ({self.clip_targets(split)[0]}): "
                           f"AUROC is undefined there; use another --seed or split file",
@@ -371,7 +380,7 @@ class FMRIDataModule(pl.LightningDataModule):
         if self._distributed():
             return self._loader(dataset, self.batch_size,
                                 sampler=DistributedSampler(dataset, shuffle=True, seed=self.seed))
-        return self._loader(dataset, self.batch_size, shuffle=True)
+        return self._loader(dataset, self.batch_size, sampler=EpochShuffleSampler(len(dataset), self.seed))
 
     def _eval_loader(self, split: str) -> DataLoader:
         dataset = self.datasets[split]

@@ -12,6 +12,28 @@ import torch
 from torch.utils.data import DistributedSampler
 
 
+class EpochShuffleSampler(torch.utils.data.Sampler):
+    """The training order of one process: a permutation drawn from (seed, epoch) alone, so a
+    resumed run sees the order the interrupted one saw. ``skip`` indices of the next epoch are
+    left out once: a run resumed mid-epoch continues with the clips it had not reached."""
+
+    def __init__(self, num_items: int, seed: int):
+        self.num_items, self.seed, self.epoch, self.skip = int(num_items), int(seed), 0, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this before every epoch
+        self.epoch = int(epoch)
+
+    def __iter__(self):
+        generator = torch.Generator()
+        generator.manual_seed(self.seed * 1_000_003 + self.epoch)
+        order = torch.randperm(self.num_items, generator=generator).tolist()
+        skip, self.skip = self.skip, 0
+        return iter(order[skip:])
+
+    def __len__(self) -> int:
+        return self.num_items
+
+
 class UnpaddedDistributedSampler(DistributedSampler):
     """Rank r gets clips r, r + W, r + 2W, ...: every clip exactly once over all ranks.
 

@@ -23,7 +23,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from neuromamba.models import ops
+import neuromamba.models.ops as ops
 
 __all__ = ["Mamba2", "RMSNorm", "RMSNormGated", "BACKEND_ENV_VAR", "select_backend"]
 

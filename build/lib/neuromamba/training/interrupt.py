@@ -1,10 +1,41 @@
-"""Ctrl-C during training: one line saying where the run stopped and the exact flag to resume."""
+"""A training stopped from outside: one line saying where it stopped and the exact command to
+resume.
+
+* Ctrl-C: the last finished epoch's ``last.ckpt`` is the resume point.
+* SIGTERM (what SLURM and PBS send before killing a job, at preemption or the time limit):
+  Lightning stops after the current batch; this callback then writes ``last.ckpt`` of that very
+  step (atomically, on every rank as the strategy needs), and prints the resume command. The
+  command-line entry then exits 143 (128 + SIGTERM), so a scheduler chaining jobs never takes
+  a preempted run for a finished one.
+"""
 from __future__ import annotations
 
+import shlex
 import sys
 from pathlib import Path
 
 import pytorch_lightning as pl
+from pytorch_lightning.utilities.exceptions import SIGTERMException
+
+SIGTERM_EXIT_CODE = 143
+
+
+def resume_command(checkpoint: Path, argv=None) -> str:
+    """The command that started this run, with ``--resume_ckpt_path`` pointing at ``checkpoint``."""
+    argv = list(sys.argv if argv is None else argv)
+    kept, skip = [], False
+    for token in argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if token == "--resume_ckpt_path":
+            skip = True
+            continue
+        if token.startswith("--resume_ckpt_path="):
+            continue
+        kept.append(token)
+    program = [sys.executable, argv[0]] if argv and argv[0].endswith(".py") else argv[:1]
+    return shlex.join([*program, *kept, "--resume_ckpt_path", str(checkpoint)])
 
 
 class InterruptNotice(pl.Callback):
@@ -12,9 +43,15 @@ class InterruptNotice(pl.Callback):
         self.run_dir = Path(run_dir)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception) -> None:
+        last = self.run_dir / "checkpoints" / "last.ckpt"
+        if isinstance(exception, SIGTERMException):
+            trainer.save_checkpoint(last)  # every rank: the strategy decides who writes
+            if trainer.is_global_zero:
+                print(f"stopped by SIGTERM at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+                      f"saved {last}; resume with: {resume_command(last)}", file=sys.stderr, flush=True)
+            return
         if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
             return
-        last = self.run_dir / "checkpoints" / "last.ckpt"
         if last.exists():
             how = (f"resume with the same command plus --resume_ckpt_path {last} (it continues "
                    f"from the last finished epoch)")
@@ -22,3 +59,21 @@ class InterruptNotice(pl.Callback):
             how = "no epoch had finished, so there is no checkpoint: rerun the same command"
         print(f"interrupted at epoch {trainer.current_epoch}, step {trainer.global_step}; {how}",
               file=sys.stderr, flush=True)
+
+
+class ResumeMidEpoch(pl.Callback):
+    """A fit resumed from a mid-epoch checkpoint (SIGTERM) skips the batches of that epoch it
+    had already trained on, so it ends where an uninterrupted run ends. Lightning restores its
+    counters after it has started the epoch's data at the first batch; here the sampler is told
+    to skip and the epoch's iterator is made again (Lightning < 3: ``fit_loop._data_fetcher``)."""
+
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        loader = trainer.train_dataloader
+        sampler, batch_size = getattr(loader, "sampler", None), getattr(loader, "batch_size", None)
+        if done <= 0 or done >= trainer.num_training_batches or not hasattr(sampler, "skip") or not batch_size:
+            return
+        sampler.skip = done * batch_size
+        fetcher = trainer.fit_loop._data_fetcher
+        iter(fetcher)  # the epoch's first batches now come from the skipping sampler
+        fetcher.fetched = 0  # the epoch loop adds the batches already done itself

@@ -68,21 +68,11 @@ def _write_args(run_dir: Path, args) -> None:
     write_args_yaml(run_dir, args_to_dict(args))
 
 
-def run(args, extra_callbacks=()) -> dict:
-    """Train (or only test) as the flags say. Returns the run folder, the test metrics, the
-    trainer and the module (``extra_callbacks`` are appended, e.g. by tests)."""
-    started = time.time()
-    check_hardware(args)
-    pl.seed_everything(args.seed, workers=True)
-    # The recipe and every departure from the paper, in one line, then what a checkpoint fixed.
-    for line in getattr(args, "_announce", []):
-        rank_zero_info(f"[neuromamba] {line}")
-    run_dir = make_run_dir(args.output_dir, args.run_name or _resumed_run_name(args) or default_run_name(args))
-    args.run_dir = str(run_dir)
+def _prepare_data(args, run_dir: Path):
+    """The data module set up, the data's grid and split recorded, args.yaml written."""
     if args.test_only:
         for note in use_test_checkpoint_split(args):
             rank_zero_info(f"[neuromamba] --test_only uses {note}")
-
     datamodule = build_datamodule(args, run_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
@@ -95,6 +85,56 @@ def run(args, extra_callbacks=()) -> dict:
         for note in check_checkpoint_grid(args.data_grid, args._checkpoint):
             warnings.warn(note, NeuroMambaWarning, stacklevel=2)
     _write_args(run_dir, args)
+    return datamodule
+
+
+@rank_zero_only
+def _remove_run_dir(run_dir: Path) -> None:
+    import shutil
+
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def run(args, extra_callbacks=()) -> dict:
+    """Train (or only test) as the flags say. Returns the run folder, the test metrics, the
+    trainer and the module (``extra_callbacks`` are appended, e.g. by tests)."""
+    started = time.time()
+    check_hardware(args)
+    pl.seed_everything(args.seed, workers=True)
+    # The recipe and every departure from the paper, in one line, then what a checkpoint fixed.
+    for line in getattr(args, "_announce", []):
+        rank_zero_info(f"[neuromamba] {line}")
+    name = args.run_name or _resumed_run_name(args) or default_run_name(args)
+    new_folder = not (Path(args.output_dir) / name).exists()
+    run_dir = make_run_dir(args.output_dir, name)
+    args.run_dir = str(run_dir)
+    lock = _lock(run_dir)  # one writer per run folder (rank 0 holds it)
+    try:
+        return _run_locked(args, run_dir, new_folder, started, extra_callbacks)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _lock(run_dir: Path):
+    from neuromamba.training.run_lock import RunLock
+
+    if rank_zero_only.rank != 0:
+        return None
+    lock = RunLock(run_dir).acquire()
+    if lock.note:
+        rank_zero_info(f"[neuromamba] {lock.note}")
+    return lock
+
+
+def _run_locked(args, run_dir: Path, new_folder: bool, started: float, extra_callbacks) -> dict:
+    try:
+        datamodule = _prepare_data(args, run_dir)
+    except (ValueError, OSError):
+        # Bad input found before any training: leave no half-made run folder behind.
+        if new_folder:
+            _remove_run_dir(run_dir)
+        raise
     # A checkpoint file carries its own hyper-parameters; a DeepSpeed checkpoint folder is
     # loaded by the DeepSpeed strategy into a module built from the flags.
     from_file = args.test_only and Path(args.test_ckpt_path).is_file()

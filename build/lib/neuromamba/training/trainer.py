@@ -14,7 +14,7 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
 from neuromamba.training.checkpoint_io import AtomicCheckpointIO
-from neuromamba.training.interrupt import InterruptNotice
+from neuromamba.training.interrupt import InterruptNotice, ResumeMidEpoch
 from neuromamba.training.history import METRICS_FILE, HistoryCSVLogger, truncate_history
 from neuromamba.training.loggers import EXTRA_LOGGERS
 from neuromamba.training.outputs import TestOutputsWriter
@@ -85,6 +85,23 @@ class RunCheckpoint(ModelCheckpoint):
     link to the current ``best-EE-SS.ckpt`` (like Lightning's ``last.ckpt``), replaced
     atomically each time the best changes, so documented commands can name it."""
 
+    # Lightning saves last.ckpt only when a top-k checkpoint was saved at the same step, so after
+    # an epoch that did not improve the monitor last.ckpt held an older state. Here it always
+    # holds the newest: after every validation, and after an epoch without one.
+    def on_validation_end(self, trainer, pl_module) -> None:
+        super().on_validation_end(trainer, pl_module)
+        if not self._should_save_on_train_epoch_end(trainer):  # else the top-k comes after this
+            self._ensure_last(trainer)
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        super().on_train_epoch_end(trainer, pl_module)
+        self._ensure_last(trainer)
+
+    def _ensure_last(self, trainer) -> None:
+        if (self.save_last and not self._should_skip_saving_checkpoint(trainer)
+                and self._last_global_step_saved != trainer.global_step):
+            self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
+
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         best = self.best_model_path
@@ -101,8 +118,9 @@ def build_callbacks(args, run_dir: Path, task: str) -> list:
     checkpoint = RunCheckpoint(
         dirpath=str(run_dir / "checkpoints"),
         filename="best-{epoch:02d}-{step}",
-        monitor=monitor, mode=mode, save_top_k=1, save_last=True, auto_insert_metric_name=False)
-    callbacks = [checkpoint, TestOutputsWriter(run_dir), InterruptNotice(run_dir)]
+        monitor=monitor, mode=mode, save_top_k=1, save_last=True, auto_insert_metric_name=False,
+        enable_version_counter=False)  # last.ckpt is replaced, never joined by a last-v1.ckpt
+    callbacks = [checkpoint, TestOutputsWriter(run_dir), InterruptNotice(run_dir), ResumeMidEpoch()]
     if args.loggername != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if not args.no_progress_bar:

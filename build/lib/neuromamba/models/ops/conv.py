@@ -5,7 +5,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from . import tiles as _t
+import neuromamba.models.ops.tiles as _t
 
 
 class _CausalConv1d(torch.autograd.Function):

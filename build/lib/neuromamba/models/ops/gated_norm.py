@@ -3,7 +3,7 @@ with a hand-written backward. Reference: ``ssd_minimal.gated_rms_norm_minimal``.
 import torch
 import torch.nn.functional as F
 
-from . import tiles as _t
+import neuromamba.models.ops.tiles as _t
 
 
 # Rows (tokens) per tile of the gated RMSNorm: its ~8 elementwise passes then run on a tile that

@@ -25,7 +25,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import tiles as _t
+import neuromamba.models.ops.tiles as _t
 
 __all__ = ["mamba_chunk_scan_combined", "process_dt"]
 
