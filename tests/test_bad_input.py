@@ -229,3 +229,27 @@ def test_disk_full_during_preprocessing_is_one_line_and_leaves_nothing(w, monkey
                                               "--target_shape", 24, 24, 24, "--min_frames", 4, "--no_progress"])
     assert code == 1 and "disk full" in output and "Traceback" not in output
     assert not [p for p in out.rglob("*") if p.suffix == ".h5" or ".tmp-" in p.name]
+
+
+def test_earlier_cases_are_one_clear_line(tmp_path):
+    """check_flops names the flag; predict on an empty folder says so; an edited checkpoint
+    is one line, not a traceback."""
+    import torch
+
+    code, out = run_command("check_flops", ["--img_size", "-6", "96", "96", "20"])
+    assert code == 2 and "--img_size -6 96 96 20: every value must be positive" in out
+    assert "Traceback" not in out
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, out = run_command("predict", ["--checkpoint", empty, "--nifti", tmp_path / "x.nii.gz"])
+    assert code == 2 and "an empty folder, not a checkpoint" in out and "backbone-only" not in out
+    from analysis_helpers import save_lightning_like, tiny_module
+
+    ckpt = torch.load(save_lightning_like(tiny_module("classification"), tmp_path / "c.ckpt"), weights_only=True)
+    ckpt["hyper_parameters"]["config"]["img_size"] = [30, 30, 30, 4]
+    torch.save(ckpt, tmp_path / "edited.ckpt")
+    from neuromamba.training.module import NeuroMambaModule
+
+    with pytest.raises(ValueError, match=r"edited.ckpt: its stored settings do not match its weights "
+                                         r"\(size mismatch for model.embedder.pos"):
+        NeuroMambaModule.from_checkpoint(str(tmp_path / "edited.ckpt"))

@@ -115,9 +115,9 @@ def load_encoder(
     only matter for backbone-only files."""
     from neuromamba.spec import BACKBONE_KEYS, read_checkpoint_settings, resolve
 
-    path = Path(os.fspath(path))
-    if not path.exists():
-        raise FileNotFoundError(f"checkpoint not found: {path}")
+    from neuromamba.checkpoints import checkpoint_path
+
+    path = Path(checkpoint_path(os.fspath(path), "--checkpoint"))  # a run folder: its best.ckpt
     settings = read_checkpoint_settings(str(path), allow_pickle)
     explicit = {"img_size": img_size, "patch_size": patch_size,
                 "input_scaling_method": input_scaling_method}
@@ -183,9 +183,14 @@ def require_task_checkpoint(path: str) -> None:
     project: backbone-only files have no head to predict with."""
     from neuromamba.checkpoints import require_torch_archive
 
-    p = Path(os.fspath(path))
-    if not p.exists():
-        raise FileNotFoundError(f"checkpoint not found: {p}")
+    from neuromamba.checkpoints import checkpoint_path
+
+    p = Path(checkpoint_path(os.fspath(path), "--checkpoint"))  # a run folder: its best.ckpt
+    if p.is_dir() and not any(p.iterdir()):
+        raise ValueError(f"--checkpoint {p}: an empty folder, not a checkpoint")
+    if p.is_dir() and not (p / "latest").is_file() and not any(p.glob("*/*model_states.pt")):
+        raise ValueError(f"--checkpoint {p}: a folder that is neither a run folder nor a DeepSpeed "
+                         f"checkpoint; it holds {sorted(q.name for q in p.iterdir())[:8]}")
     require_torch_archive(p, "--checkpoint")
     hparams = _lightning_hparams(p)
     if hparams is None and p.is_file():

@@ -118,7 +118,14 @@ class NeuroMambaModule(pl.LightningModule):
         hp["load_pretrained_weights"] = False
         module = cls(**hp)
         state = {k.replace("_forward_module.", "", 1): v for k, v in ckpt["state_dict"].items()}
-        module.load_state_dict(state, strict=True)
+        try:
+            module.load_state_dict(state, strict=True)
+        except RuntimeError as error:  # the stored settings do not describe the stored weights
+            first = [line.strip() for line in str(error).splitlines() if "size mismatch" in line
+                     or "Missing key" in line or "Unexpected key" in line][:1]
+            raise ValueError(f"{path}: its stored settings do not match its weights "
+                             f"({first[0] if first else type(error).__name__}); was the "
+                             f"checkpoint edited?") from None
         return module
 
     def target_stats(self) -> tuple[float, float]:
