@@ -111,6 +111,11 @@ def build_parser() -> argparse.ArgumentParser:
     return fill_missing_help(parser)
 
 
+# fMRI voxel sizes that make sense: outside, --target_shape would cover a few mm of brain (0.1
+# mm) or a voxel would hold several structures (16 mm).
+RESAMPLE_RANGE_MM = (0.5, 8.0)
+
+
 def _check_values(args) -> None:
     """Flag values that cannot work: one line before anything is read or written."""
     import math
@@ -123,8 +128,10 @@ def _check_values(args) -> None:
             raise ValueError(f"--subject_regex {args.subject_regex!r} is not a valid regular "
                              f"expression ({err})") from None
     resample = getattr(args, "resample_to", None)
-    if resample is not None and not (math.isfinite(resample) and resample > 0):
-        raise ValueError(f"--resample_to must be a positive voxel size in mm, got {resample}")
+    if resample is not None and not (math.isfinite(resample) and RESAMPLE_RANGE_MM[0] <= resample <= RESAMPLE_RANGE_MM[1]):
+        raise ValueError(f"--resample_to {resample}: a voxel size in mm between {RESAMPLE_RANGE_MM[0]:g} "
+                         f"and {RESAMPLE_RANGE_MM[1]:g} (fMRI is acquired at 1.5-4 mm; a tiny voxel "
+                         f"would make a cube of a few mm)")
     for flag in ("target_shape", "img_size"):
         value = getattr(args, flag, None)
         if value is not None and min(value) < 1:
