@@ -87,3 +87,18 @@ def test_overwrite_redoes_and_default_skips(nifti_folder, tmp_path):
                                PreprocessOptions(target_shape=(24, 24, 24), min_frames=4,
                                                  overwrite=True), num_workers=2, progress=False)
     assert forced.count("done") == 3
+
+
+def test_bids_runs_in_other_spaces_are_skipped_and_subjects_come_from_sub(tmp_path, capsys):
+    from neuromamba.data.preprocess_runner import discover_runs
+
+    func = tmp_path / "derivatives" / "fmriprep" / "sub-07" / "func"
+    func.mkdir(parents=True)
+    for space in ("MNI152NLin2009cAsym", "T1w"):
+        save_nifti(func / f"sub-07_task-rest_space-{space}_desc-preproc_bold.nii.gz", brain_run(0))
+    jobs = discover_runs(tmp_path / "derivatives")
+    assert [(j.subject, j.run) for j in jobs] == [("sub-07", "task-rest_space-MNI152NLin2009cAsym_desc-preproc_bold")]
+    err = capsys.readouterr().err
+    assert "SKIPPED" in err and "space-T1w" in err and "skipped 1 run(s) in other spaces than MNI152" in err
+    assert len(discover_runs(tmp_path / "derivatives", space="all")) == 2
+    assert [j.run for j in discover_runs(tmp_path / "derivatives", space="T1w")] == ["task-rest_space-T1w_desc-preproc_bold"]

@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--storage_dtype", choices=store.STORAGE_DTYPES, default="auto")
     p.add_argument("--fp16_tolerance", type=float, default=store.DEFAULT_FP16_TOLERANCE,
                    help="auto picks float16 when its worst rounding error <= this x brain std")
+    p.add_argument("--space", default="MNI152",
+                   help="BIDS trees: take the runs whose space- entity starts with this (and runs "
+                        "without one); 'all' takes every run. Others are skipped with one line each")
     p.add_argument("--subject_regex", default=DEFAULT_SUBJECT_REGEX,
                    help="regex with (?P<subject>) and (?P<run>) groups, applied to the path "
                         "relative to --input without the .nii(.gz) suffix")
@@ -182,7 +185,7 @@ def main(argv=None) -> int:
                 storage_dtype=args.storage_dtype, fp16_tolerance=args.fp16_tolerance,
                 allow_crop_brain=args.allow_crop_brain, overwrite=args.overwrite,
                 placement=args.placement, mask=args.mask,
-                allow_nonzero_background=args.allow_nonzero_background)
+                allow_nonzero_background=args.allow_nonzero_background, space=args.space)
             return _convert(args, preprocess_folder, options)
         if args.command == "legacy":
             from neuromamba.data.legacy import LegacyOptions, convert_legacy_folder

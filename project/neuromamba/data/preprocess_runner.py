@@ -12,6 +12,7 @@ import csv
 import functools
 import os
 import re
+import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,6 +52,7 @@ class PreprocessOptions:
     placement: str = "world"
     mask: str | None = None  # one brain mask for every run (else per-run BIDS masks)
     allow_nonzero_background: bool = False
+    space: str = "MNI152"  # BIDS runs taken: space-<this>* or no space- entity; "all": every one
 
     def settings(self) -> dict:
         """What decides the output's content: a rerun with other values is refused."""
@@ -102,8 +104,15 @@ def safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "run0"
 
 
+BIDS_SUBJECT = re.compile(r"^(sub-[A-Za-z0-9]+)_(.+)$")
+BIDS_SPACE = re.compile(r"(?:^|_)space-([A-Za-z0-9]+)")
+
+
 def job_from_relative_path(rel: str, source: str, subject_regex: str) -> RunJob:
     stem = strip_nifti_suffix(rel.replace(os.sep, "/"))
+    bids = BIDS_SUBJECT.match(Path(stem).name)
+    if bids and subject_regex == DEFAULT_SUBJECT_REGEX:  # BIDS: the sub- entity names the subject
+        return RunJob(source, safe_name(bids.group(1)), safe_name(bids.group(2)))
     match = re.search(subject_regex, stem)
     if match and match.groupdict().get("subject"):
         subject = match.group("subject")
@@ -113,8 +122,16 @@ def job_from_relative_path(rel: str, source: str, subject_regex: str) -> RunJob:
     return RunJob(source, safe_name(subject), safe_name(run))
 
 
-def discover_runs(input_path: str | Path, subject_regex: str = DEFAULT_SUBJECT_REGEX) -> list:
-    """A folder (searched recursively for .nii/.nii.gz) or a CSV with columns path[,subject,run]."""
+def in_space(name: str, space: str) -> bool:
+    """A BIDS run is taken when its space- entity starts with ``space`` (or it has none)."""
+    found = BIDS_SPACE.search(strip_nifti_suffix(name))
+    return space == "all" or found is None or found.group(1).startswith(space)
+
+
+def discover_runs(input_path: str | Path, subject_regex: str = DEFAULT_SUBJECT_REGEX,
+                  space: str = "MNI152") -> list:
+    """A folder (searched recursively for .nii/.nii.gz) or a CSV with columns path[,subject,run].
+    In a BIDS tree only the runs in ``space`` are taken; each other one is named on stderr."""
     input_path = Path(input_path)
     if not input_path.exists():
         raise FileNotFoundError(f"--input {input_path}: no such file or folder")
@@ -127,6 +144,13 @@ def discover_runs(input_path: str | Path, subject_regex: str = DEFAULT_SUBJECT_R
     if any(strip_nifti_suffix(p.name).endswith("_bold") for p in files):
         # A BIDS (derivatives) tree: runs are the *_bold files, the rest are references/maps.
         files = [p for p in files if strip_nifti_suffix(p.name).endswith("_bold")]
+        skipped = [p for p in files if not in_space(p.name, space)]
+        for p in skipped:
+            print(f"SKIPPED {p}: not in space {space} (--space chooses; all takes every run)",
+                  file=sys.stderr)
+        if skipped:
+            print(f"skipped {len(skipped)} run(s) in other spaces than {space}", file=sys.stderr)
+        files = [p for p in files if in_space(p.name, space)]
     jobs = []
     for p in files:
         job = job_from_relative_path(str(p.relative_to(input_path)), str(p), subject_regex)
@@ -354,7 +378,7 @@ def convert_folder(jobs: Sequence[RunJob], convert_one: Callable, out_dir, optio
 
 def preprocess_folder(input_path, out_dir, options: PreprocessOptions, *, num_workers: int = 0,
                       subject_regex: str = DEFAULT_SUBJECT_REGEX, progress: bool = True) -> Summary:
-    return convert_folder(discover_runs(input_path, subject_regex), preprocess_one, out_dir,
+    return convert_folder(discover_runs(input_path, subject_regex, options.space), preprocess_one, out_dir,
                           options, desc="NIfTI -> HDF5", report_name="preprocess_report.csv",
                           num_workers=num_workers, progress=progress)
 
