@@ -40,9 +40,18 @@ def bids_mask_for(bold_path: str | Path) -> Path | None:
     return None
 
 
-def load_mask(mask_path: str | Path, bold_img, bold_path: str | Path) -> np.ndarray:
-    """A 3D mask on the run's grid (bool); resampled (nearest) when its grid differs."""
-    from .nifti import load_nifti, nilearn_resample
+# A mask may leave this share of its voxels without signal (edge voxels), and a skull-stripped
+# run may hold this share of its signal outside its mask, before the mask is refused as not
+# this run's.
+MAX_MASK_MISMATCH = 0.05
+
+
+def load_mask(mask_path: str | Path, bold_img, bold_path: str | Path) -> tuple:
+    """(a 3D bool mask on the run's grid, notes). Refused in one line naming the mask file: a
+    mask of another grid or affine (no resampling: a shifted or foreign mask would cut the
+    brain silently), non-binary values that are not probabilities, an empty mask. A
+    probability map is thresholded at 0.5, with a note."""
+    from .nifti import load_nifti
 
     mask_img = load_nifti(mask_path)
     shape = mask_img.shape
@@ -50,17 +59,46 @@ def load_mask(mask_path: str | Path, bold_img, bold_path: str | Path) -> np.ndar
         shape = shape[:3]
     if len(shape) != 3:
         raise ValueError(f"{mask_path}: a brain mask must be 3D, got shape {mask_img.shape}")
-    same_grid = tuple(shape) == tuple(bold_img.shape[:3]) and np.allclose(
-        mask_img.affine, bold_img.affine, atol=1e-3)
-    if not same_grid:
-        mask_img = nilearn_resample(mask_img, bold_img.affine, bold_img.shape[:3], "nearest")
+    if tuple(shape) != tuple(bold_img.shape[:3]):
+        raise ValueError(f"{mask_path}: the mask's grid {tuple(shape)} is not the run's "
+                         f"{tuple(bold_img.shape[:3])} ({bold_path}); give the mask made for this run")
+    shift = float(np.abs(np.asarray(mask_img.affine) - np.asarray(bold_img.affine)).max())
+    if shift > 1e-3:
+        raise ValueError(f"{mask_path}: the mask's affine differs from the run's by up to {shift:.3g} "
+                         f"(mm or scale) ({bold_path}); give the mask made for this run")
     try:
-        mask = np.asarray(mask_img.dataobj).reshape(bold_img.shape[:3]) > 0
+        values = np.asarray(mask_img.dataobj, dtype=np.float64).reshape(shape)
     except Exception as err:
         raise ValueError(f"{mask_path}: cannot read the mask ({type(err).__name__}: {err})") from err
+    notes = []
+    if not np.isin(values, (0.0, 1.0)).all():
+        if values.min() < 0 or values.max() > 1:
+            raise ValueError(f"{mask_path}: not a binary mask (values {values.min():.3g} to "
+                             f"{values.max():.3g}); give a 0/1 brain mask")
+        notes.append(f"{mask_path}: a probability map (values strictly between 0 and 1), "
+                     f"thresholded at 0.5")
+        mask = values >= 0.5
+    else:
+        mask = values > 0
     if not mask.any():
         raise ValueError(f"{mask_path}: the brain mask is empty (given for {bold_path})")
-    return mask
+    return mask, notes
+
+
+def check_mask_fits(mask: np.ndarray, data: np.ndarray, mask_path, bold_path) -> None:
+    """Refuse a mask that is not this run's: mask voxels without any signal (a shifted or
+    another subject's mask over the zero background), or, on a skull-stripped run, signal
+    outside the mask."""
+    signal = np.any(data != 0, axis=-1)
+    empty = float(np.count_nonzero(mask & ~signal)) / max(int(mask.sum()), 1)
+    if empty > MAX_MASK_MISMATCH:
+        raise ValueError(f"{mask_path}: {100 * empty:.0f}% of the mask's voxels hold no signal in "
+                         f"{bold_path}; it is not this run's brain mask")
+    if nonzero_edge_fraction(data) <= MAX_NONZERO_EDGE_FRACTION:  # skull-stripped: zero outside
+        outside = float(np.count_nonzero(signal & ~mask)) / max(int(signal.sum()), 1)
+        if outside > MAX_MASK_MISMATCH:
+            raise ValueError(f"{mask_path}: {100 * outside:.0f}% of the signal of {bold_path} lies "
+                             f"outside the mask; it is not this run's brain mask")
 
 
 def nonzero_edge_fraction(data: np.ndarray) -> float:

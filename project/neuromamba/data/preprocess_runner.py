@@ -244,8 +244,10 @@ def _preprocess_to(job: RunJob, final: Path, options: PreprocessOptions) -> tupl
     nifti.validate_header(img, job.source, options.min_frames)
     data = nifti.read_nifti_data(img, job.source)
     mask_path = options.mask or job.mask
+    mask_notes = []
     if mask_path:
-        mask = masks.load_mask(mask_path, img, job.source)
+        mask, mask_notes = masks.load_mask(mask_path, img, job.source)
+        masks.check_mask_fits(mask, data, mask_path, job.source)
         data *= mask[..., None]
     else:
         if not options.allow_nonzero_background:
@@ -266,7 +268,7 @@ def _preprocess_to(job: RunJob, final: Path, options: PreprocessOptions) -> tupl
     if not stats.std > 1e-9 * max(abs(stats.mean), 1.0):
         raise ValueError(f"{job.source}: every brain voxel has the same value in every frame "
                          f"(std 0): not an fMRI run")
-    notes = placed.warnings + _signed_brain_warning(stats, job.source)
+    notes = mask_notes + placed.warnings + _signed_brain_warning(stats, job.source)
     dtype, reason = store.choose_storage_dtype(frames, stats, options.storage_dtype,
                                                options.fp16_tolerance, frame_axis=0)
     store.write_run(final, frames, subject=job.subject, run=job.run, stats=stats,
