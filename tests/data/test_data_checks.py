@@ -102,3 +102,18 @@ def test_brain_tokens_from_a_voxel_mask():
     assert tokens.shape == (1, 2 * 2 * 2 * 2)
     # token order (d, h, w, t), t fastest: patch (1, 0, 1) -> tokens 2*(4*1 + 2*0 + 1) + {0, 1}
     assert tokens[0].nonzero().flatten().tolist() == [10, 11]
+
+
+def test_an_hdf5_run_holding_strings_is_refused_before_training_naming_the_file(tmp_path):
+    import h5py
+
+    from neuromamba.data.datasets import discover_hdf5_runs
+    from neuromamba.data.dummy import DummySpec, write_dummy_runs
+
+    write_dummy_runs(tmp_path / "h5", DummySpec(num_subjects=3, img_size=(24, 24, 24), num_frames=4, seed=1))
+    bad = sorted((tmp_path / "h5").glob("*/*.h5"))[0]
+    with h5py.File(bad, "a") as f:
+        del f["fmri"]
+        f.create_dataset("fmri", data=np.full((4, 24, 24, 24), "x", dtype=h5py.string_dtype()).astype(object))
+    with pytest.raises(ValueError, match=rf"{bad}: ValueError: 'fmri' holds object values, not numbers"):
+        discover_hdf5_runs(tmp_path / "h5")

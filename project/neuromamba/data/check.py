@@ -50,6 +50,8 @@ def check_run(path: str | Path, full: bool = True, frames: bool = True) -> Check
             if "fmri" not in f or f["fmri"].ndim != 4:
                 raise ValueError("no 4D 'fmri' dataset")
             dset = f["fmri"]
+            if dset.dtype.kind not in "fiu":  # strings or objects: no clip could be read
+                raise ValueError(f"'fmri' holds {dset.dtype} values, not numbers")
             if "brain_mask" not in f or f["brain_mask"].shape != dset.shape[1:]:
                 raise ValueError("'brain_mask' missing or of the wrong shape")
             stats = store.read_stats(f.attrs)
