@@ -258,3 +258,15 @@ def test_a_one_class_training_split_is_refused_with_the_counts(tmp_path):
                         split_file=str(split))
     with pytest.raises(ValueError, match=r"the train split holds a single class \(\{0: 4\} subjects"):
         dm.setup("fit")
+
+
+def test_the_datamodule_is_built_from_the_input_spec_and_the_flags():
+    from neuromamba.cli import parse_args
+
+    args = parse_args(["--downstream_task", "sex", "--recipe", "tuned", "--img_size", "24", "24", "24", "6",
+                       "--dummy_num_subjects", "7", "--batch_size", "3", "--stride_between_seq", "0.5"])
+    dm = FMRIDataModule.from_spec(args.spec["input"], args.spec["model"]["patch_size"][3], args,
+                                  output_dir=None)
+    assert dm.clip_spec.scaling_method == "voxel_demean_static" and dm.clip_spec.static_frames == 2
+    assert dm.clip_spec.sequence_length == 4 and dm.clip_spec.stride_between_seq == 0.5  # 6 - 2 static
+    assert dm.batch_size == 3 and dm.img_size == (24, 24, 24, 6)

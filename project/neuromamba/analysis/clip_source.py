@@ -10,19 +10,13 @@ from torch.utils.data import ConcatDataset, DataLoader
 SPLIT_CHOICES = ("all", "train", "val", "test")
 
 
-def build_datamodule(args, img_size, scaling_method: str, patch_size=(6, 6, 6, 2)):
+def build_datamodule(args, encoder):
+    """The clips the encoder reads (its clip size, patch and input), with the flags' data."""
     from neuromamba.data.datamodule import FMRIDataModule
 
-    return FMRIDataModule(
-        dataset_name=args.dataset_name, image_path=args.image_path, img_size=tuple(img_size),
-        stride_within_seq=args.stride_within_seq, stride_between_seq=args.stride_between_seq,
-        input_scaling_method=scaling_method, patch_frames=patch_size[3], split_file=args.split_file,
-        output_dir=None,
-        pretraining=True, batch_size=args.batch_size, num_workers=args.num_workers,
-        seed=args.seed, dummy_num_subjects=args.dummy_num_subjects,
-        dummy_num_frames=args.dummy_num_frames, dummy_num_runs=args.dummy_num_runs,
-        dummy_label_level=args.dummy_label_level,
-    )
+    spec = {"img_size": encoder.img_size, "input_scaling_method": encoder.input_scaling_method,
+            "stride_within_seq": args.stride_within_seq, "stride_between_seq": args.stride_between_seq}
+    return FMRIDataModule.from_spec(spec, encoder.patch_size[3], args, output_dir=None, pretraining=True)
 
 
 def clip_loader(datamodule, split: str, batch_size: int, num_workers: int = 0) -> DataLoader:

@@ -44,7 +44,7 @@ def run(args) -> Dict:
     encoder = load_encoder(args.checkpoint, img_size=args.img_size, patch_size=args.patch_size,
                            input_scaling_method=args.input_scaling_method,
                            allow_pickle=args.allow_pickle)
-    datamodule = build_datamodule(args, encoder.img_size, encoder.input_scaling_method, encoder.patch_size)
+    datamodule = build_datamodule(args, encoder)
     loader = clip_loader(datamodule, args.split, args.batch_size, args.num_workers)
     encoder.check_grid(datamodule.grid.as_dict(), f"--dataset_name {args.dataset_name}")
     clips = extract_clip_embeddings(encoder, loader, pooling=args.pooling,

@@ -64,6 +64,23 @@ class _Cohort:
 
 
 class FMRIDataModule(pl.LightningDataModule):
+    # What a clip is comes from the run's input spec; everything else from the data flags.
+    SPEC_FIELDS = ("img_size", "stride_within_seq", "stride_between_seq", "input_scaling_method")
+
+    @classmethod
+    def from_spec(cls, input_spec: dict, patch_frames: int, flags, **overrides) -> "FMRIDataModule":
+        """Built from a run's input spec (clip size, strides, scaling) and the data flags of
+        ``flags`` (an argparse Namespace or any object holding them by their constructor names);
+        ``overrides`` win. One place, instead of every caller copying the flags by hand."""
+        import inspect
+
+        names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
+        kwargs = {n: getattr(flags, n) for n in names if n not in cls.SPEC_FIELDS and hasattr(flags, n)}
+        kwargs.update({k: input_spec[k] for k in cls.SPEC_FIELDS}, patch_frames=int(patch_frames))
+        kwargs["img_size"] = tuple(kwargs["img_size"])
+        kwargs.update(overrides)
+        return cls(**kwargs)
+
     def __init__(self, dataset_name="Dummy", image_path=None, img_size=tuple(PAPER_DEFAULTS["img_size"]),
                  stride_within_seq=1, stride_between_seq=1.0,
                  input_scaling_method=PAPER_DEFAULTS["input_scaling_method"],

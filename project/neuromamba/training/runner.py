@@ -21,20 +21,10 @@ def build_datamodule(args, run_dir: Path):
     """The data as the run's input spec says (grid, clip length, strides, scaling)."""
     from neuromamba.data.datamodule import FMRIDataModule
 
-    spec = args.spec["input"]
-    return FMRIDataModule(
-        dataset_name=args.dataset_name, image_path=args.image_path, img_size=tuple(spec["img_size"]),
-        stride_within_seq=spec["stride_within_seq"], stride_between_seq=spec["stride_between_seq"],
-        input_scaling_method=spec["input_scaling_method"], patch_frames=args.spec["model"]["patch_size"][3],
-        train_split=args.train_split,
-        val_split=args.val_split, split_file=args.split_file, output_dir=str(run_dir),
-        label_csv=args.label_csv, subject_column=args.subject_column, target_column=args.target_column,
+    return FMRIDataModule.from_spec(
+        args.spec["input"], args.spec["model"]["patch_size"][3], args, output_dir=str(run_dir),
         downstream_task=None if args.pretraining else args.downstream_task,
-        downstream_task_type=args.downstream_task_type or "classification", pretraining=args.pretraining,
-        batch_size=args.batch_size, eval_batch_size=args.eval_batch_size, num_workers=args.num_workers,
-        seed=args.seed, dummy_num_subjects=args.dummy_num_subjects, dummy_num_frames=args.dummy_num_frames,
-        dummy_num_runs=args.dummy_num_runs, dummy_num_classes=args.dummy_num_classes,
-        dummy_label_level=args.dummy_label_level, cohort_sampling=args.cohort_sampling,
+        downstream_task_type=args.downstream_task_type or "classification",
         equal_eval_batches=needs_equal_eval_batches(args.strategy))
 
 
