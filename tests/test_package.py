@@ -76,9 +76,18 @@ def test_nothing_reaches_the_code_through_sys_path_insert():
 
 @pytest.mark.slow
 def test_pip_installs_the_package_and_it_imports_from_anywhere(tmp_path):
+    import shutil
+
+    # Build from a copy: setuptools writes build/ into the source tree it installs from.
+    source = tmp_path / "src"
+    source.mkdir()
+    for name in ("pyproject.toml", "README.md", "LICENSE"):
+        shutil.copy(REPO / name, source / name)
+    shutil.copytree(REPO / "project" / "neuromamba", source / "project" / "neuromamba",
+                    ignore=shutil.ignore_patterns("__pycache__"))
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
-                    "--target", str(target), str(REPO)], check=True, timeout=300,
+                    "--target", str(target), str(source)], check=True, timeout=300,
                    capture_output=True, cwd=tmp_path)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     env["PYTHONPATH"] = str(target)
