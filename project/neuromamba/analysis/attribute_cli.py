@@ -12,7 +12,7 @@ import numpy as np
 from ..fileio import atomic_write_text
 from .attribution import SubjectAttribution, subject_attribution
 from .attribution_io import input_affine, plot_attribution, to_input_space, write_nifti
-from .encoder import load_encoder, require_task_checkpoint
+from .encoder import load_encoder
 
 
 @dataclass
@@ -116,8 +116,7 @@ def attribute_run(args, encoder, run: RunClips) -> Dict:
 
 
 def run(args) -> List[Dict]:
-    require_task_checkpoint(args.checkpoint)
-    encoder = load_encoder(args.checkpoint, allow_pickle=args.allow_pickle)
+    encoder = load_encoder(args.checkpoint, allow_pickle=args.allow_pickle, need_head=True)
     if args.nifti:
         from .single_run import prepared_run, run_clip_dataset
 

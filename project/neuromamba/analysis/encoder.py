@@ -88,37 +88,32 @@ class Encoder:
             self.model.background_removal = "packed"
 
 
-def _lightning_hparams(path: Path) -> Optional[dict]:
-    if path.is_dir():
-        return None
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return None  # not a weights-only Lightning file; read_checkpoint explains the problem
-    if isinstance(obj, dict) and "hyper_parameters" in obj and "state_dict" in obj:
-        return dict(obj["hyper_parameters"])
-    return None
-
-
 def load_encoder(
     path: str,
     img_size: Optional[Sequence[int]] = None,
     patch_size: Optional[Sequence[int]] = None,
     input_scaling_method: Optional[str] = None,
     allow_pickle: bool = False,
+    need_head: bool = False,
 ) -> Encoder:
     """Load ``path`` (see the module docstring) in eval mode on the CPU.
 
     The input it expects is resolved like every run's (:mod:`neuromamba.spec`): the given
     values, then what the checkpoint stores (the paper's spec for a released file), then the
     paper's defaults. A fine-tuned checkpoint's model is its own: ``img_size``/``patch_size``
-    only matter for backbone-only files."""
+    only matter for backbone-only files. ``need_head`` (predict, attribute) refuses a
+    checkpoint without a classification/regression head, before any weights are built."""
+    from neuromamba.checkpoints import checkpoint_path, require_torch_archive
     from neuromamba.spec import BACKBONE_KEYS, read_checkpoint_settings, resolve
 
-    from neuromamba.checkpoints import checkpoint_path
-
     path = Path(checkpoint_path(os.fspath(path), "--checkpoint"))  # a run folder: its best.ckpt
+    _refuse_foreign_folder(path)
+    require_torch_archive(path, "--checkpoint")
     settings = read_checkpoint_settings(str(path), allow_pickle)
+    task = (settings.config or {}).get("task") if settings.format == "project" else None
+    if need_head and task not in ("classification", "regression"):
+        raise ValueError(f"--checkpoint {path}: no task head ({task or 'backbone-only file'}); this "
+                         "needs a fine-tuned classification/regression checkpoint of project/main.py")
     explicit = {"img_size": img_size, "patch_size": patch_size,
                 "input_scaling_method": input_scaling_method}
     if settings.format == "project":
@@ -178,26 +173,11 @@ def _from_backbone_checkpoint(path, resolved: dict, settings, allow_pickle) -> E
                    format=contents.format, data_grid=(settings.config or {}).get("data_grid"))
 
 
-def require_task_checkpoint(path: str) -> None:
-    """Raise unless ``path`` is a fine-tuned (classification/regression) checkpoint of this
-    project: backbone-only files have no head to predict with."""
-    from neuromamba.checkpoints import require_torch_archive
-
-    from neuromamba.checkpoints import checkpoint_path
-
-    p = Path(checkpoint_path(os.fspath(path), "--checkpoint"))  # a run folder: its best.ckpt
+def _refuse_foreign_folder(p: Path) -> None:
+    """A folder given as a checkpoint must be a DeepSpeed checkpoint (run folders were already
+    turned into their checkpoint file)."""
     if p.is_dir() and not any(p.iterdir()):
         raise ValueError(f"--checkpoint {p}: an empty folder, not a checkpoint")
     if p.is_dir() and not (p / "latest").is_file() and not any(p.glob("*/*model_states.pt")):
         raise ValueError(f"--checkpoint {p}: a folder that is neither a run folder nor a DeepSpeed "
                          f"checkpoint; it holds {sorted(q.name for q in p.iterdir())[:8]}")
-    require_torch_archive(p, "--checkpoint")
-    hparams = _lightning_hparams(p)
-    if hparams is None and p.is_file():
-        from neuromamba.checkpoints import torch_load_file
-
-        torch_load_file(p)  # a pickle (or a broken file) says so, rather than "backbone-only"
-    task = (hparams or {}).get("config", {}).get("task") if hparams else None
-    if task not in ("classification", "regression"):
-        raise ValueError(f"--checkpoint {p}: no task head ({task or 'backbone-only file'}); "
-                         "this needs a fine-tuned classification/regression checkpoint of project/main.py")

@@ -48,13 +48,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     from neuromamba.fileio import atomic_write_text
     from neuromamba.analysis.embed_cli import resolve_device
-    from neuromamba.analysis.encoder import load_encoder, require_task_checkpoint
+    from neuromamba.analysis.encoder import load_encoder
     from neuromamba.analysis.predict import predict_dataset, summarise
     from neuromamba.analysis.single_run import prepared_run, run_clip_dataset
 
     args = build_parser().parse_args(argv)
-    require_task_checkpoint(args.checkpoint)
-    encoder = load_encoder(args.checkpoint, allow_pickle=args.allow_pickle)
+    encoder = load_encoder(args.checkpoint, allow_pickle=args.allow_pickle, need_head=True)
     with prepared_run(args.nifti, encoder.img_size[:3], encoder.img_size[3], args.workdir,
                       resample_to=args.resample_to or encoder.voxel_size, mask=args.mask,
                       allow_crop_brain=args.allow_crop_brain) as run:
