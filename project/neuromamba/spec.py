@@ -182,7 +182,6 @@ class CheckpointSettings:
     format: str  # "project", "deepspeed", "export", "released"
     config: Optional[dict]
     values: Dict[str, object]
-    inferred_dims: Dict[str, int] = field(default_factory=dict)
 
 
 def read_checkpoint_settings(path: str, allow_pickle: bool = False) -> CheckpointSettings:
@@ -207,12 +206,12 @@ def read_checkpoint_settings(path: str, allow_pickle: bool = False) -> Checkpoin
         config = dict(obj["hyper_parameters"]["config"])
         return CheckpointSettings(str(p), "project", config, _stored_values(config))
     contents = contents_from_object(obj, p)
-    dims = {k: v for k, v in infer_backbone_config(contents.backbone).items() if k in DIM_KEYS}
     sidecar = export_spec_path(p)
     if sidecar.is_file():
         config = _read_export_spec(sidecar)
-        return CheckpointSettings(str(p), "export", config, _stored_values(config), dims)
-    return CheckpointSettings(str(p), "released", None, {**_paper_backbone_values(), **dims}, dims)
+        return CheckpointSettings(str(p), "export", config, _stored_values(config))
+    dims = {k: v for k, v in infer_backbone_config(contents.backbone).items() if k in DIM_KEYS}
+    return CheckpointSettings(str(p), "released", None, {**_paper_backbone_values(), **dims})
 
 
 def _read_export_spec(path: Path) -> dict:
@@ -270,7 +269,6 @@ class Resolution:
     sources: Dict[str, str]
     departures: List[str]
     recipe: str
-    notes: List[str] = field(default_factory=list)
 
     def spec(self, data_grid: Optional[dict] = None) -> RunSpec:
         return spec_from_values(self.values, self.recipe, self.departures, data_grid)

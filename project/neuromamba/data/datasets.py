@@ -109,7 +109,8 @@ class HDF5Reader:
         """The run's per-voxel statistics (stored; older files: computed once), cached."""
         voxel = self._voxel.get(entry.path)
         if voxel is None:
-            voxel = self._voxel[entry.path] = store.read_voxel_stats(self._handle(entry.path))
+            voxel = self._voxel[entry.path] = store.read_voxel_stats(self._handle(entry.path),
+                                                                     brain=self.brain_mask(entry))
             while len(self._voxel) > self.max_open:
                 self._voxel.popitem(last=False)
         return voxel

@@ -132,18 +132,6 @@ def scale_inplace(raw: np.ndarray, stats: Mapping[str, float], scaling_method: s
     return raw
 
 
-def static_image(voxel) -> np.ndarray:
-    """The run's static image z-scored over its brain voxels, background 0, (D, H, W)."""
-    mean = voxel.mean_image
-    brain = voxel.brain if voxel.brain is not None else mean != 0
-    if not brain.any():
-        return np.zeros_like(mean)
-    values = mean[brain].astype(np.float64)
-    out = np.zeros_like(mean, dtype=np.float32)
-    out[brain] = ((values - values.mean()) / max(values.std(), _EPS)).astype(np.float32)
-    return out
-
-
 def scale_clip(raw_dhwt: np.ndarray, stats: Mapping[str, float], scaling_method: str,
                voxel=None, static_frames: int = 0) -> np.ndarray:
     """The model's clip (D, H, W, static_frames + T) from ``raw_dhwt`` (float32, scaled in
@@ -152,6 +140,6 @@ def scale_clip(raw_dhwt: np.ndarray, stats: Mapping[str, float], scaling_method:
     if not static_frames:
         return clip
     out = np.empty(clip.shape[:3] + (static_frames + clip.shape[3],), np.float32)
-    out[..., :static_frames] = static_image(voxel)[..., None]
+    out[..., :static_frames] = voxel.static_image[..., None]
     out[..., static_frames:] = clip
     return out

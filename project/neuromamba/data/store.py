@@ -20,6 +20,7 @@ so a killed writer never leaves a file that looks finished.
 from __future__ import annotations
 
 import json
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Mapping, Sequence, Optional
@@ -90,6 +91,17 @@ class VoxelStats:
     mean_image: np.ndarray
     fluct_std: float
     brain: Optional[np.ndarray] = None  # (D, H, W) bool; default: where mean_image != 0
+
+    @functools.cached_property
+    def static_image(self) -> np.ndarray:
+        """The static image z-scored over the brain, background 0, (D, H, W): computed once per
+        run (the readers cache this object), not once per clip."""
+        brain = self.brain if self.brain is not None else self.mean_image != 0
+        out = np.zeros_like(self.mean_image, dtype=np.float32)
+        if brain.any():
+            values = self.mean_image[brain].astype(np.float64)
+            out[brain] = ((values - values.mean()) / max(values.std(), 1e-8)).astype(np.float32)
+        return out
 
 
 def compute_voxel_stats(frames_tdhw: np.ndarray, brain_mask: np.ndarray, block: int = 16) -> VoxelStats:
@@ -258,10 +270,12 @@ def write_run(path: str | Path, frames_tdhw: np.ndarray, *, subject: str, run: s
     return path
 
 
-def read_voxel_stats(f, block: int = 16) -> VoxelStats:
+def read_voxel_stats(f, block: int = 16, brain: Optional[np.ndarray] = None) -> VoxelStats:
     """The run's :class:`VoxelStats` from an open HDF5 run: stored by ``write_run``; files
-    written before they existed get them computed from all their frames (one pass)."""
-    brain = np.asarray(f["brain_mask"]).astype(bool) if "brain_mask" in f else None
+    written before they existed get them computed from all their frames (one pass). ``brain``:
+    the run's mask when the caller holds it already."""
+    if brain is None and "brain_mask" in f:
+        brain = np.asarray(f["brain_mask"]).astype(bool)
     if "voxel_mean" in f and "stats_fluct_std" in f.attrs:
         return VoxelStats(np.asarray(f["voxel_mean"], dtype=np.float32), float(f.attrs["stats_fluct_std"]),
                           brain)
