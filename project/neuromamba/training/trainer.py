@@ -107,6 +107,8 @@ class RunCheckpoint(ModelCheckpoint):
         best = self.best_model_path
         if trainer.is_global_zero and best and Path(best).exists() and Path(best).name != BEST_ALIAS:
             alias = Path(best).parent / BEST_ALIAS
+            if alias.is_symlink() and os.readlink(alias) == Path(best).name:
+                return  # saving last.ckpt: the best has not changed
             tmp = alias.with_name(f".{BEST_ALIAS}.tmp")
             tmp.unlink(missing_ok=True)
             tmp.symlink_to(Path(best).name)  # relative: the run folder can move
