@@ -89,7 +89,9 @@ def check_mask_fits(mask: np.ndarray, data: np.ndarray, mask_path, bold_path) ->
     """Refuse a mask that is not this run's: mask voxels without any signal (a shifted or
     another subject's mask over the zero background), or, on a skull-stripped run, signal
     outside the mask."""
-    signal = np.any(data != 0, axis=-1)
+    from .nifti import brain_mask_of
+
+    signal = brain_mask_of(data)  # non-zero in some frame
     empty = float(np.count_nonzero(mask & ~signal)) / max(int(mask.sum()), 1)
     if empty > MAX_MASK_MISMATCH:
         raise ValueError(f"{mask_path}: {100 * empty:.0f}% of the mask's voxels hold no signal in "
