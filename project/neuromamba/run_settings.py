@@ -23,13 +23,11 @@ def _head_names() -> list[str]:
     return sorted(HEADS)
 
 
-MAX_CLASSES_FOR_INFERENCE = 10
-
-
 def task_type_of_column(label_csv, column: str) -> tuple:
-    """(classification|regression, the reason): at most 10 distinct string or integer values
-    make classes, anything else is a regression target."""
+    """(classification|regression, the reason) of a label column, by data.labels.infer_task."""
     import pandas as pd
+
+    from neuromamba.data.labels import infer_task
 
     paths = label_csv if isinstance(label_csv, list) else [label_csv]
     values = []
@@ -42,14 +40,11 @@ def task_type_of_column(label_csv, column: str) -> tuple:
                              f"(columns: {list(frame.columns)})")
         values.append(frame[column].dropna())
     series = pd.concat(values)
-    distinct = series.nunique()
-    numeric = pd.to_numeric(series, errors="coerce")
-    integer = bool(numeric.notna().all() and (numeric == numeric.round()).all())
-    if (integer or numeric.isna().all()) and distinct <= MAX_CLASSES_FOR_INFERENCE:
-        return "classification", (f"--target_column {column}: {distinct} distinct "
-                                  f"{'integer' if integer else 'string'} values -> classification")
-    return "regression", (f"--target_column {column}: {distinct} distinct values"
-                          f"{'' if numeric.notna().all() else ' (not all numbers?)'} -> regression")
+    task = infer_task(series.tolist())
+    kind = "number" if pd.to_numeric(series, errors="coerce").notna().all() else "string"
+    if kind == "number" and task == "classification":
+        kind = "integer"
+    return task, f"--target_column {column}: {series.nunique()} distinct {kind} values -> {task}"
 
 
 def _parse_devices(value):

@@ -15,21 +15,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
+from ..data.labels import infer_task  # noqa: F401  (the one rule, shared with main.py)
+
 TASK_KINDS = ("classification", "regression")
-MAX_CLASSES_FOR_AUTO = 10
-
-
-def infer_task(values: Sequence) -> str:
-    """Classification for non-numeric values or few distinct integers, else regression."""
-    arr = np.asarray(values, dtype=object)
-    try:
-        numeric = arr.astype(float)
-    except (TypeError, ValueError):
-        return "classification"
-    distinct = np.unique(numeric[~np.isnan(numeric)])
-    if len(distinct) <= MAX_CLASSES_FOR_AUTO and np.all(distinct == np.round(distinct)):
-        return "classification"
-    return "regression"
 
 
 def _folds(groups: np.ndarray, n_splits: int, seed: int):

@@ -39,6 +39,23 @@ DEFAULT_TASK_TYPES = {"sex": "classification", "age": "regression", "intelligenc
 TARGET_UNITS = {"age": "years", "intelligence": "score points"}
 
 
+MAX_CLASSES_FOR_AUTO = 10
+
+
+def infer_task(values: Sequence) -> str:
+    """Classification for non-numeric values or at most 10 distinct integers, else regression:
+    the one rule for a column whose task nobody named (main.py's --target_column, embed's probes)."""
+    arr = np.asarray(values, dtype=object)
+    try:
+        numeric = arr.astype(float)
+    except (TypeError, ValueError):
+        return "classification"
+    distinct = np.unique(numeric[~np.isnan(numeric)])
+    if len(distinct) <= MAX_CLASSES_FOR_AUTO and np.all(distinct == np.round(distinct)):
+        return "classification"
+    return "regression"
+
+
 def default_task_type(target: str | None) -> str:
     """The task type of a named target (sex -> classification, age/intelligence -> regression;
     anything else classification): the one rule main.py and embed.py's probes share."""
