@@ -346,11 +346,9 @@ def _check_spec_values(args) -> None:
     if (2 * args.embed_dim) % args.headdim:
         raise ValueError(f"--headdim {args.headdim} must divide 2 x --embed_dim = {2 * args.embed_dim} "
                          "(Mamba2 heads split the expanded width)")
-    img, patch = list(args.img_size), list(args.patch_size)
-    if len(img) != 4 or len(patch) != 4 or any(int(v) < 1 for v in img + patch):
-        raise ValueError(f"--img_size {img} and --patch_size {patch} must be 4 positive numbers")
-    if any(i % q for i, q in zip(img, patch)):
-        raise ValueError(f"--img_size {img} is not divisible by --patch_size {patch} in every axis")
+    from neuromamba.spec import check_clip_layout
+
+    check_clip_layout(args.img_size, args.patch_size)
     if args.stride_within_seq < 1:
         raise ValueError(f"--stride_within_seq must be >= 1, got {args.stride_within_seq}")
     import math

@@ -351,6 +351,19 @@ def _departure(key: str, value, source: str) -> str:
     return f"{key} {show(value)} (paper: {show(paper)}{by})"
 
 
+def check_clip_layout(img_size: Sequence[int], patch_size: Sequence[int]) -> None:
+    """The clip and token sizes every entry point accepts: 4 positive values each, the clip a
+    whole number of patches on every axis. One readable sentence naming the flag otherwise."""
+    for flag, values in (("img_size", list(img_size)), ("patch_size", list(patch_size))):
+        if len(values) != 4:
+            raise ValueError(f"--{flag} {show(values)}: needs 4 values (D H W T)")
+        if any(int(v) < 1 for v in values):
+            raise ValueError(f"--{flag} {show(values)}: every value must be positive")
+    if any(int(i) % int(p) for i, p in zip(img_size, patch_size)):
+        raise ValueError(f"--img_size {show(img_size)} is not divisible by --patch_size "
+                         f"{show(patch_size)} in every axis")
+
+
 def show(value) -> str:
     return " ".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
 

@@ -63,13 +63,9 @@ def resolve_settings(args) -> str:
 
 def build_config(args) -> FMambaFlopsConfig:
     dims = model_dims(args)
-    for flag in ("img_size", "patch_size"):
-        values = list(getattr(args, flag))
-        if any(int(v) < 1 for v in values):
-            raise ValueError(f"--{flag} {' '.join(map(str, values))}: every value must be positive")
-    if any(i % p for i, p in zip(args.img_size, args.patch_size)):
-        raise ValueError(f"--img_size {' '.join(map(str, args.img_size))} is not divisible by "
-                         f"--patch_size {' '.join(map(str, args.patch_size))} in every axis")
+    from neuromamba.spec import check_clip_layout
+
+    check_clip_layout(args.img_size, args.patch_size)
     return FMambaFlopsConfig(
         embed_dim=dims["embed_dim"], depth=dims["depth"], d_state=dims["d_state"],
         headdim=dims["headdim"], img_size=tuple(args.img_size), patch_size=tuple(args.patch_size),
