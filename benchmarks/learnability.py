@@ -41,6 +41,8 @@ from pathlib import Path
 
 import numpy as np
 
+from neuromamba.fileio import atomic_write_text
+
 
 GRID = (48, 48, 48)
 VOXEL_MM = 4.0
@@ -237,6 +239,8 @@ def main(argv=None) -> None:
     p.add_argument("--out", default="/tmp/nm_learnability", help="scratch folder for cohorts and runs")
     p.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="signal kinds")
     p.add_argument("--seeds", type=int, default=3, help="cohorts (and splits) per kind")
+    p.add_argument("--first_seed", type=int, default=0,
+                   help="seed of the first cohort (run more cohorts later, e.g. --first_seed 2 --seeds 1)")
     p.add_argument("--subjects", type=int, default=80, help="subjects per cohort (half per class)")
     p.add_argument("--frames", type=int, default=16, help="frames per run (clips of frames/2)")
     p.add_argument("--epochs", type=int, default=30, help="epochs of every training run")
@@ -254,7 +258,7 @@ def main(argv=None) -> None:
     started = time.time()
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
     jobs = [(str(out), kind, seed, args.subjects, args.frames, args.epochs, args.learning_rate)
-            for kind in args.kinds for seed in range(args.seeds)]
+            for kind in args.kinds for seed in range(args.first_seed, args.first_seed + args.seeds)]
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(threads,)) as pool:
         futures = [pool.submit(_cohort_job, *job) for job in jobs]
@@ -266,10 +270,12 @@ def main(argv=None) -> None:
             print(f"[{done}/{len(jobs)}] {kind} seed {seed}: " + ", ".join(
                 f"{m.split(' (')[0]} {v['auc']:.2f}" for m, v in cohort.items() if v["auc"] is not None),
                   flush=True)
+            # Each cohort's figures are kept beside it, so runs over other seeds can be pooled.
+            atomic_write_text(out / f"{kind}_seed{seed}" / "result.json", json.dumps(cohort, indent=2))
             for method, value in cohort.items():
                 results[kind][method].append(value["auc"])
                 losses[kind][method].append(value["train_loss"])
-    (out / "learnability.json").write_text(json.dumps({"auc": results, "train_loss": losses}, indent=2))
+    atomic_write_text(out / "learnability.json", json.dumps({"auc": results, "train_loss": losses}, indent=2))
     print(f"\nheld-out test AUC (subject level), mean +- std over {args.seeds} cohorts per kind; "
           f"{args.subjects} subjects, {args.frames} frames, 48^3 at 4 mm, {args.epochs} epochs, "
           f"lr {args.learning_rate:g}; "

@@ -195,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--project_name", default="neuromamba")
     g.add_argument("--wandb_config", default=None, help="YAML with entity/project/mode/tags (see configs/)")
     g.add_argument("--no_progress_bar", action="store_true")
+    g.add_argument("--ignore_memory_estimate", action="store_true",
+                   help="start even when the step's estimated memory is over twice what is free")
+    g.add_argument("--dry_run", action="store_true",
+                   help="resolve every setting, build the model and estimate a step's memory at "
+                        "all tokens, then exit: no data read, no hardware checked, nothing written "
+                        "(checks a GPU or cluster command anywhere)")
     return fill_missing_help(p)
 
 

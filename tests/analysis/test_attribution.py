@@ -108,6 +108,7 @@ def test_attribute_cli_writes_maps_in_original_space(tmp_path, repo_root):
     assert res.returncode == 0, res.stderr
     summary = json.loads((tmp_path / "out" / "sub-01_rest_ig.json").read_text())
     assert summary["target_name"] == "M" and summary["num_clips"] == 2
+    assert 0.0 <= summary["output"] <= 1.0  # p(M), shown in the PNG's title
     img = nib.load(summary["files"]["nifti"])
     assert img.shape == brain.shape
     np.testing.assert_allclose(img.affine, affine)
@@ -154,6 +155,35 @@ def test_attribution_figure_has_the_fields_standard_look():
     assert "integrated gradients for M" in joined
     assert "90th percentile" in joined and "|IG| >" in joined
     assert "(-4, -10, 6) mm" in joined  # the peak voxel (12, 10, 8) in world coordinates
+    assert "integrated gradients (model output units)" in joined  # the colourbar says what it shows
     assert {"L", "R"} <= set(texts)  # orientation labels
     assert any(re.fullmatch(r"[xyz]=-?\d+", t) for t in texts)  # cut coordinates in mm
     assert len(fig.axes) >= 3
+
+
+def test_png_title_gives_the_class_and_its_probability_and_the_underlay_is_the_raw_mean():
+    """Under a demeaning input the scaled clips are flat, so the underlay is the run's mean
+    image before scaling: the anatomy."""
+    from neuromamba.analysis.attribute_cli import RunClips, attribution_title
+    from neuromamba.analysis.attribution import SubjectAttribution
+    from neuromamba.data.datasets import ClipDataset, ClipSpec, DummyReader, dummy_entries
+    from neuromamba.data.dummy import DummyGenerator, DummySpec
+
+    result = SubjectAttribution(np.zeros((2, 2, 2)), None, np.zeros((2, 2, 2)), 1, 3, 0.0, 0.734, True)
+    assert attribution_title("sub-01", "M", result) == \
+        "sub-01: integrated gradients for M (p(M) = 0.73, mean of 3 clips)"
+    value = SubjectAttribution(np.zeros((2, 2, 2)), None, np.zeros((2, 2, 2)), 0, 1, 0.0, 61.25, False)
+    assert "(predicted 61.2, mean of 1 clip)" in attribution_title("s", "the regression output", value)
+
+    spec = DummySpec(num_subjects=3, img_size=(24, 24, 24), num_frames=8)
+    generator = DummyGenerator(spec)
+    reader = DummyReader(generator)
+    entries = dummy_entries(spec)[:1]
+    dataset = ClipDataset(entries, ClipSpec(sequence_length=4, scaling_method="voxel_demean"), reader)
+    anatomy = RunClips("r", dataset, 8, None).anatomy()
+    frames = generator.frames(entries[0].subject, entries[0].run, range(8))
+    brain = generator.brain_mask(entries[0].subject, entries[0].run)
+    np.testing.assert_allclose(anatomy[brain], frames.mean(0)[brain], rtol=1e-5)
+    assert anatomy[brain].std() > 0.1 * abs(anatomy[brain].mean())  # contrast to look at
+    clip = dataset[0]["fmri"][0].numpy()
+    assert np.abs(clip.mean(-1)[brain]).max() < np.abs(anatomy[brain]).max()  # what the clip no longer shows

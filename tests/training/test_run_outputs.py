@@ -66,3 +66,23 @@ def test_regression_predictions_have_sensible_precision():
     table = SubjectTable(["a"], np.array([[0.79999999440018]]), np.array([0.8]), np.array([3]))
     _, rows = predictions_rows(table, "regression", target_mean=50.0, target_std=10.0)
     assert rows[0][2] == 58.0 and rows[0][3] == 58.0 and str(rows[0][3]) == "58.0"
+
+
+def test_every_png_the_project_writes_has_labelled_axes(tmp_path, monkeypatch):
+    """ROC, scatter and training curves: every plotting axes names both axes (the attribution
+    PNG's colourbar label is checked in tests/analysis/test_attribution.py)."""
+    from neuromamba.training import outputs
+
+    table = SubjectTable(["a", "b", "c", "d"], np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4], [0.1, 0.9]]),
+                         np.array([0, 1, 0, 1]), np.array([2, 2, 2, 2]))
+    regression = SubjectTable(["a", "b", "c"], np.array([[0.0], [1.0], [-1.0]]), np.array([0.5, 1.0, -1.0]),
+                              np.array([1, 1, 1]))
+    figures = [roc_figure(table, ["F", "M"]), scatter_figure(regression, 40.0, 10.0, "age", "years")]
+    (tmp_path / "metrics.csv").write_text("epoch,step,train/loss_epoch,val/loss,val/auroc\n"
+                                          "0,4,0.7,0.69,0.5\n1,8,0.6,0.65,0.75\n")
+    monkeypatch.setattr(outputs, "_save_figure", lambda fig, path: figures.append(fig))
+    outputs.plot_training_curves(tmp_path / "curves.png", tmp_path / "metrics.csv", "val/auroc")
+    assert len(figures) == 3
+    for fig in figures:
+        for ax in fig.axes:
+            assert ax.get_xlabel() and ax.get_ylabel(), (ax.get_title(), ax.get_xlabel(), ax.get_ylabel())

@@ -24,6 +24,12 @@ class RunClips:
     num_frames: int
     record: object  # CropPadRecord or None
 
+    def anatomy(self) -> np.ndarray:
+        """The run's mean image before any input scaling (D, H, W) on the model grid: the
+        underlay that shows the anatomy whatever the input scaling removed."""
+        dataset = self.dataset
+        return np.asarray(dataset.reader.voxel_stats(dataset.entries[0]).mean_image, np.float32)
+
 
 def _hdf5_record(path: str):
     import h5py
@@ -74,7 +80,16 @@ def _batches(dataset, batch_size: int):
     return DataLoader(dataset, batch_size=batch_size, shuffle=False)
 
 
-def write_outputs(args, name: str, result: SubjectAttribution, record, class_name: str) -> Dict:
+def attribution_title(name: str, class_name: str, result: SubjectAttribution) -> str:
+    """What was explained, and what the model said of it."""
+    said = (f"p({class_name}) = {result.output:.2f}" if result.probability_output
+            else f"predicted {result.output:.3g}")
+    return (f"{name}: integrated gradients for {class_name} ({said}, mean of "
+            f"{result.num_clips} clip{'s' if result.num_clips != 1 else ''})")
+
+
+def write_outputs(args, name: str, result: SubjectAttribution, record, class_name: str,
+                  anatomy: np.ndarray) -> Dict:
     out = Path(args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     affine = input_affine(record)
@@ -83,12 +98,13 @@ def write_outputs(args, name: str, result: SubjectAttribution, record, class_nam
     if args.four_d and result.volume_4d is not None:
         files["nifti_4d"] = write_nifti(str(out / f"{name}_ig_4d.nii.gz"),
                                         to_input_space(result.volume_4d, record), affine)
-    background = to_input_space(result.mean_input, record, fill=float(result.mean_input.min()))
-    title = f"{name}: integrated gradients for {class_name} ({result.num_clips} clips)"
-    files["png"] = plot_attribution(str(out / f"{name}_ig.png"), background, volume, affine, title)
+    background = to_input_space(anatomy, record, fill=0.0)
+    files["png"] = plot_attribution(str(out / f"{name}_ig.png"), background, volume, affine,
+                                    attribution_title(name, class_name, result))
     peak = np.unravel_index(int(np.argmax(np.abs(volume))), volume.shape)
     world = (affine @ np.array([*peak, 1.0]))[:3]
     summary = {"name": name, "target": result.target, "target_name": class_name,
+               "output": result.output,
                "num_clips": result.num_clips, "reduce": args.reduce, "baseline": args.baseline,
                "completeness_error": result.completeness_error,
                "peak_voxel": [int(i) for i in peak], "peak_world_mm": [float(w) for w in world],
@@ -99,20 +115,27 @@ def write_outputs(args, name: str, result: SubjectAttribution, record, class_nam
 
 
 def attribute_run(args, encoder, run: RunClips) -> Dict:
+    from neuromamba.memory import plan_batch
+
     from .embed_cli import resolve_device
     from .predict import find_class_names
 
+    device = resolve_device(args.device)
+    # Integration points per pass: all n_steps at once only when they fit.
+    internal, line = plan_batch(encoder.model, "input_grad", args.internal_batch_size, args.n_steps,
+                                device, "--internal_batch_size", "integration points")
+    print(f"[neuromamba] {line}", flush=True)
     result = subject_attribution(
         encoder, _batches(run.dataset, args.batch_size), target=args.target, n_steps=args.n_steps,
         reduce=args.reduce, num_frames=run.num_frames if args.four_d else None,
-        stride_within_seq=args.stride_within_seq, internal_batch_size=args.internal_batch_size,
-        device=resolve_device(args.device), baseline=args.baseline)
+        stride_within_seq=args.stride_within_seq, internal_batch_size=internal,
+        device=device, baseline=args.baseline)
     if encoder.task == "classification":
         names, _ = find_class_names(encoder.source, int(encoder.num_classes), args.class_names)
         class_name = names[result.target]
     else:
         class_name = "the regression output"
-    return write_outputs(args, run.name, result, run.record, class_name)
+    return write_outputs(args, run.name, result, run.record, class_name, run.anatomy())
 
 
 def run(args) -> List[Dict]:

@@ -39,6 +39,8 @@ class SubjectAttribution:
     target: int
     num_clips: int
     completeness_error: float  # mean relative |Σ IG - (F(x) - F(x0))| (NaN: not computable)
+    output: float = float("nan")  # mean over clips: the target class's probability, or the value
+    probability_output: bool = True  # classification (a probability) or regression (a value)
 
 
 def _background_level(x: torch.Tensor, background_value: str) -> torch.Tensor:
@@ -164,13 +166,16 @@ def subject_attribution(
                 raise ValueError(f"clip at frame {start} runs past the run's {num_frames} frames")
             sum4d[..., frames] += reduced
             count4d[frames] += 1
+    with torch.no_grad():
+        said = torch.cat([encoder.predict(x, m) for x, _, m in clips]).float().mean(0)
+    output = float(said[target] if encoder.task == "classification" else said[0])
     n = len(clips)
     volume_4d = None
     if sum4d is not None:
         volume_4d = (sum4d / np.maximum(count4d, 1)).astype(np.float32)
     return SubjectAttribution((sum3d / n).astype(np.float32), volume_4d,
                               (mean_input / n).astype(np.float32), target, n,
-                              float(np.mean(deltas)))
+                              float(np.mean(deltas)), output, encoder.task == "classification")
 
 
 def mass_in_region(volume: np.ndarray, region: np.ndarray, within: Optional[np.ndarray] = None):

@@ -47,10 +47,12 @@ def attribution_threshold(attribution: np.ndarray, percentile: float = 90.0) -> 
 
 
 def attribution_figure(background: np.ndarray, attribution: np.ndarray, affine: np.ndarray,
-                       title: str = "", threshold_percentile: float = 90.0):
+                       title: str = "", threshold_percentile: float = 90.0,
+                       colorbar_label: str = "integrated gradients (model output units)"):
     """The field's standard look (nilearn's plot_stat_map): orthogonal slices through the peak
-    in mm, orientation labels, the attribution over the mean input, drawn above a stated
-    threshold. Returns the matplotlib figure."""
+    in mm, orientation labels, the attribution over the run's mean image (before input
+    scaling, so the anatomy shows), drawn above a stated threshold, with a labelled colourbar.
+    Returns the matplotlib figure."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only, no display
@@ -70,21 +72,37 @@ def attribution_figure(background: np.ndarray, attribution: np.ndarray, affine: 
     fig = plt.figure(figsize=(11, 4.2))
     subtitle = (f"|IG| > {threshold:.3g} ({threshold_percentile:g}th percentile of the non-zero "
                 f"voxels); cut at the peak ({cut[0]:.0f}, {cut[1]:.0f}, {cut[2]:.0f}) mm")
+    before = set(fig.axes)
     plotting.plot_stat_map(
         nib.Nifti1Image(attribution, affine), bg_img=nib.Nifti1Image(background, affine),
         threshold=threshold, cut_coords=tuple(float(c) for c in cut), display_mode="ortho",
         colorbar=True, draw_cross=False, annotate=True, black_bg=False, figure=fig,
-        title=None, cmap="RdBu_r" if attribution.min() < 0 else "hot")
+        title=None, cmap="RdBu_r" if attribution.min() < 0 else "hot", dim=0)
+    label_colorbar(fig, before, colorbar_label)
     fig.suptitle(f"{title}\n{subtitle}" if title else subtitle, fontsize=10)
     return fig
 
 
+def label_colorbar(fig, axes_before, label: str) -> None:
+    """Name what the colour scale measures: nilearn draws its colourbar on an axes of its
+    own (the one narrow axes it adds besides the slices), unlabelled."""
+    added = [ax for ax in fig.axes if ax not in axes_before]
+    bars = [ax for ax in added if ax.get_position().width < 0.1 and ax.get_yticks().size]
+    if not bars:
+        raise RuntimeError("nilearn drew no colourbar axes to label")
+    bar = bars[-1]
+    bar.yaxis.set_label_position("left")  # beside nilearn's tick labels, inside the figure
+    bar.set_ylabel(label, fontsize=8, labelpad=2)
+
+
 def plot_attribution(path: str, background: np.ndarray, attribution: np.ndarray, affine: np.ndarray,
-                     title: str = "", threshold_percentile: float = 90.0) -> str:
+                     title: str = "", threshold_percentile: float = 90.0,
+                     colorbar_label: str = "integrated gradients (model output units)") -> str:
     """:func:`attribution_figure` written atomically as a PNG."""
     import matplotlib.pyplot as plt
 
-    fig = attribution_figure(background, attribution, affine, title, threshold_percentile)
+    fig = attribution_figure(background, attribution, affine, title, threshold_percentile,
+                             colorbar_label)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=110, format="png")
     plt.close(fig)

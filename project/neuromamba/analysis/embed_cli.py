@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Dict, List
 
@@ -44,11 +45,17 @@ def run(args) -> Dict:
     encoder = load_encoder(args.checkpoint, img_size=args.img_size, patch_size=args.patch_size,
                            input_scaling_method=args.input_scaling_method,
                            allow_pickle=args.allow_pickle)
+    from neuromamba.memory import plan_batch
+
+    device = resolve_device(args.device)
+    batch, line = plan_batch(encoder.model, "inference", args.batch_size, 4, device, "--batch_size")
+    print(f"[neuromamba] {line}", file=sys.stderr, flush=True)
+    args.batch_size = batch  # the datamodule reads it too
     datamodule = build_datamodule(args, encoder)
-    loader = clip_loader(datamodule, args.split, args.batch_size, args.num_workers)
+    loader = clip_loader(datamodule, args.split, batch, args.num_workers)
     encoder.check_grid(datamodule.grid.as_dict(), f"--dataset_name {args.dataset_name}")
     clips = extract_clip_embeddings(encoder, loader, pooling=args.pooling,
-                                    device=resolve_device(args.device))
+                                    device=device)
     subjects = subject_embeddings(clips)
     written = [write_clip_embeddings(args.output, clips)]
     subject_path = args.subject_output or default_subject_output(args.output)

@@ -58,7 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
                     help="per-voxel magnitude or signed attribution (summed over a clip's frames)")
     ig.add_argument("--four_d", action="store_true", help="also write the 4D map on the run's timeline")
     ig.add_argument("--internal_batch_size", type=int, default=None,
-                    help="integration points per forward pass (lower it if memory is short)")
+                    help="integration points per forward pass (default: as many of --n_steps as "
+                         "fit in 80%% of the device's free memory, printed at start)")
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--device", default="auto")
     p.add_argument("--allow_pickle", action="store_true")

@@ -44,7 +44,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="all", choices=list(SPLIT_CHOICES))
     p.add_argument("--split_file", default=None)
     p.add_argument("--seed", type=int, default=1234)
-    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="clips per forward pass (default: up to 4, as many as fit in 80%% of the "
+                        "device's free memory, printed at start)")
     p.add_argument("--num_workers", type=int, default=0)
     p.add_argument("--dummy_num_subjects", type=int, default=40)
     p.add_argument("--dummy_num_frames", type=int, default=None)

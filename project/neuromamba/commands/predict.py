@@ -37,7 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride_within_seq", type=int, default=1)
     p.add_argument("--stride_between_seq", type=float, default=1.0,
                    help="distance between clip starts in clip lengths (1: non-overlapping, 0.5: half overlap)")
-    p.add_argument("--batch_size", type=int, default=4)
+    p.add_argument("--batch_size", type=int, default=None,
+                   help="clips per forward pass (default: up to 4, as many as fit in 80%% of the "
+                        "device's free memory, printed at start)")
     p.add_argument("--device", default="auto")
     p.add_argument("--per_clip", action="store_true", help="include every clip's output in the JSON")
     p.add_argument("--workdir", default=None, help="keep the preprocessed HDF5 here instead of a temp dir")
@@ -51,6 +53,7 @@ def main(argv=None) -> int:
     from neuromamba.analysis.encoder import load_encoder
     from neuromamba.analysis.predict import predict_dataset, summarise
     from neuromamba.analysis.single_run import prepared_run, run_clip_dataset
+    from neuromamba.memory import plan_batch
 
     args = build_parser().parse_args(argv)
     encoder = load_encoder(args.checkpoint, allow_pickle=args.allow_pickle, need_head=True)
@@ -60,7 +63,10 @@ def main(argv=None) -> int:
         encoder.check_grid(run.grid, f"--nifti {args.nifti}")
         dataset = run_clip_dataset(run, encoder.img_size, encoder.input_scaling_method,
                                    args.stride_within_seq, args.stride_between_seq, encoder.patch_size)
-        per_clip = predict_dataset(encoder, dataset, args.batch_size, resolve_device(args.device))
+        device = resolve_device(args.device)
+        batch, line = plan_batch(encoder.model, "inference", args.batch_size, 4, device, "--batch_size")
+        print(f"[neuromamba] {line}", file=sys.stderr, flush=True)
+        per_clip = predict_dataset(encoder, dataset, batch, device)
     prediction = summarise(encoder, per_clip, args.nifti, args.class_names, args.per_clip)
     if args.json is None:
         print(prediction.text())

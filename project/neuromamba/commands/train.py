@@ -14,6 +14,11 @@ def main(argv=None) -> int:
     except (ValueError, OSError) as error:
         print(f"main.py: error: {one_line_error(error)}", file=sys.stderr)
         return 2
+    if args.dry_run:
+        from neuromamba.training.dry_run import dry_run
+
+        dry_run(args)
+        return 0
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
     from neuromamba.training.interrupt import SIGTERM_EXIT_CODE

@@ -134,6 +134,7 @@ def _run_locked(args, run_dir: Path, new_folder: bool, started: float, extra_cal
             args.test_ckpt_path, eval_background_removal=args.eval_background_removal)
     else:
         module = build_module(args, datamodule)
+        _announce_memory(args, module, datamodule)
     trainer = build_trainer(args, run_dir, args.task, extra_callbacks)
 
     if args.test_only:
@@ -149,6 +150,14 @@ def _run_locked(args, run_dir: Path, new_folder: bool, started: float, extra_cal
                    args.spec)
     _print_summary(run_dir, metrics)
     return {"run_dir": str(run_dir), "metrics": metrics, "trainer": trainer, "module": module}
+
+
+def _announce_memory(args, module, datamodule) -> None:
+    """The step's memory estimate, before the first step (warns or refuses when it cannot fit)."""
+    from neuromamba.training.memory_check import check_step_memory
+
+    params = sum(p.numel() for p in module.parameters())
+    rank_zero_info(f"[neuromamba] {check_step_memory(args, module.model, params, datamodule.datasets.get('train'))}")
 
 
 @rank_zero_only
