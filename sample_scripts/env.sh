@@ -22,6 +22,9 @@ NUM_NODES="${NUM_NODES:-1}"
 SEED="${SEED:-1234}"
 OUT="${OUT:-$REPO/runs}"
 LOGGER="${LOGGER:-csv}"          # wandb | tensorboard | csv (metrics.csv is always written)
+# DRY_RUN=1: the script's first main.py command resolves its settings (main.py --dry_run:
+# spec, model, memory estimate) and the script stops there; checks a GPU/cluster script anywhere.
+DRY_RUN="${DRY_RUN:-0}"
 
 if [ "$ACCELERATOR" = "cpu" ]; then
     DATASET="${DATASET:-Dummy}"
@@ -55,10 +58,12 @@ neuromamba() {
     local launch=()
     if [ -n "${SLURM_JOB_ID:-}" ] && [ "${SLURM_NTASKS:-1}" -gt 1 ]; then launch=(srun); fi
     # shellcheck disable=SC2086  # the *_FLAGS variables are word lists on purpose
+    if [ "$DRY_RUN" = 1 ]; then launch=(); set -- "$@" --dry_run; fi
     "${launch[@]}" "$PYTHON" "$REPO/project/main.py" --accelerator "$ACCELERATOR" --devices "$DEVICES" \
         --num_nodes "$NUM_NODES" --strategy "$STRATEGY" --precision "$PRECISION" --seed "$SEED" \
         $SIZE_FLAGS $DATA_FLAGS --batch_size "$BATCH_SIZE" --max_epochs "$MAX_EPOCHS" \
         --learning_rate "$LEARNING_RATE" --loggername "$LOGGER" --output_dir "$OUT" "$@"
+    if [ "$DRY_RUN" = 1 ]; then exit 0; fi
 }
 
 # The best validation checkpoint of run folder $OUT/$1 (falls back to last.ckpt).

@@ -18,9 +18,11 @@ source "${SLURM_SUBMIT_DIR:-$(dirname "${BASH_SOURCE[0]}")/../..}/sample_scripts
 if [ "$ACCELERATOR" = "cpu" ]; then
     steps=(--max_epochs 1 --limit_train_batches 20 --limit_val_batches 2 --limit_test_batches 2 --log_every_n_steps 1)
 else
-    "$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'; print(torch.cuda.get_device_name(0))"
-    "$PYTHON" -c "import mamba_ssm, causal_conv1d; print('fused Mamba2 kernels:', mamba_ssm.__version__)" \
-        || echo "mamba_ssm/causal_conv1d not importable: the pure-PyTorch scan is used (slower)"
+    if [ "$DRY_RUN" != 1 ]; then
+        "$PYTHON" -c "import torch; assert torch.cuda.is_available(), 'no CUDA device visible'; print(torch.cuda.get_device_name(0))"
+        "$PYTHON" -c "import mamba_ssm, causal_conv1d; print('fused Mamba2 kernels:', mamba_ssm.__version__)" \
+            || echo "mamba_ssm/causal_conv1d not importable: the pure-PyTorch scan is used (slower)"
+    fi
     BATCH_SIZE=3
     steps=(--max_epochs 1 --limit_train_batches 20 --limit_val_batches 4 --limit_test_batches 4
            --log_every_n_steps 1 --dummy_num_frames 40)
