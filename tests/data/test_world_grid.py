@@ -1,5 +1,7 @@
 """One world grid: the same MNI anatomy lands on the same token whatever the field of view or
 orientation of the file; placements map back exactly; fMRIPrep-style runs with a mask file."""
+import re
+
 import h5py
 import nibabel as nib
 import numpy as np
@@ -131,7 +133,7 @@ def test_misaligned_grid_is_resampled_onto_the_world_grid(tmp_path):
 @pytest.mark.parametrize("case, message", [
     ("far", "does not look registered to MNI space"),
     ("aniso", "anisotropic voxels"),
-    ("big", "brain voxels fall outside"),
+    ("big", "% of the brain) fall outside"),
 ])
 def test_runs_that_cannot_be_placed_are_refused(tmp_path, case, message):
     folder = tmp_path / "in"
@@ -248,3 +250,28 @@ def test_signed_brain_values_warn(tmp_path):
                                                                            min_frames=4), progress=False)
     assert summary.count("done") == 1
     assert any("below the background's raw value" in w for w in summary.results[0].warnings)
+
+
+@pytest.mark.parametrize("resample_to, allowed", [(2.0, False), (2.0, True), (0.5, False)])
+def test_resampled_runs_get_the_crop_check_too(tmp_path, resample_to, allowed):
+    """2x2x4 mm voxels resampled to 2 mm onto a grid smaller than the brain: the brain cut off by
+    the resampling is counted on the input's own voxels and refused (or cut when allowed); 0.5 mm
+    puts a 12 mm cube over the brain, refused the same way."""
+    folder = tmp_path / "in"
+    folder.mkdir()
+    data = np.zeros((30, 30, 16, 4), np.float32)
+    data[3:27, 3:27, 2:14] = 500 + np.random.default_rng(0).normal(size=(24, 24, 12, 4))  # 48 mm cube
+    affine = np.diag([2.0, 2, 4, 1])
+    affine[:3, 3] = (-30.0, -48.0, -14.0)  # its centre near the MNI brain's
+    nib.save(nib.Nifti1Image(data, affine), str(folder / "s_rest.nii.gz"))
+    opts = PreprocessOptions(target_shape=(24, 24, 24) if resample_to == 0.5 else (20, 20, 20), min_frames=4,
+                             resample_to=resample_to, allow_crop_brain=allowed)
+    summary = preprocess_folder(folder, tmp_path / "h5", opts, progress=False)
+    if allowed:
+        assert summary.count("done") == 1, summary.results[0].message
+        return
+    assert summary.count("failed") == 1
+    message = summary.failed[0].message
+    assert "s_rest.nii.gz" in message and "% of the brain) fall outside" in message
+    share = float(re.search(r"\(([\d.]+)% of the brain\)", message).group(1))
+    assert share > (50 if resample_to == 0.5 else 10)

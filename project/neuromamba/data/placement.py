@@ -57,13 +57,15 @@ def place_run(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, *,
     if placement == "world":
         voxel = grid.world_voxel_size(voxel_sizes(affine), resample_to, path)
         world = grid.world_grid(target_shape, voxel)
+        # Checked on the input's own voxels: resampling onto the world grid would drop the
+        # brain outside it without a trace.
+        grid.check_registered(mask, affine, path)
+        _check_fits_world(mask, affine, world, allow_crop_brain, path)
         shift = grid.integer_offset(world.affine_array, affine)
         resampled = shift is None
         if resampled:
             data, mask = nifti.resample_onto(data, mask, affine, world.affine_array, world.shape)
             affine, shift = world.affine_array, (0, 0, 0)
-        grid.check_registered(mask, affine, path)
-        _check_fits(mask, shift, target_shape, allow_crop_brain, path)
         record = nifti.CropPadRecord(
             original_shape=tuple(int(s) for s in data.shape[:3]), target_shape=target_shape,
             shift=tuple(shift), affine=nifti._nested_tuple(affine),
@@ -95,16 +97,24 @@ def _ornt_tuple(transform: np.ndarray) -> tuple:
     return tuple(tuple(float(v) for v in row) for row in np.asarray(transform))
 
 
-def _check_fits(mask: np.ndarray, shift: Sequence[int], target_shape: Sequence[int],
-                allow_crop_brain: bool, path: str) -> None:
-    """Every brain voxel must land inside the model grid (unless cropping is allowed)."""
-    idx = np.argwhere(mask) + np.asarray(shift)
-    outside = int(np.count_nonzero(np.any((idx < 0) | (idx >= np.asarray(target_shape)), axis=1)))
+def _check_fits_world(mask: np.ndarray, affine: np.ndarray, world, allow_crop_brain: bool,
+                      path: str) -> None:
+    """Every brain voxel of the input (its centre, in mm) must lie inside the world grid
+    (unless cropping is allowed), whatever the voxel sizes of the two."""
+    idx = np.argwhere(mask)
+    if not len(idx):
+        return
+    to_world_voxels = np.linalg.inv(world.affine_array) @ np.asarray(affine, dtype=float)
+    pos = idx @ to_world_voxels[:3, :3].T + to_world_voxels[:3, 3]
+    outside = int(np.count_nonzero(np.any((pos < -0.5) | (pos > np.asarray(world.shape) - 0.5), axis=1)))
     if outside and not allow_crop_brain:
+        share = 100.0 * outside / len(idx)
+        extent = tuple(round(n * world.voxel_size) for n in world.shape)
         raise ValueError(
-            f"{path}: {outside} brain voxels fall outside the {tuple(target_shape)} world grid; "
-            f"use a larger --target_shape, resample (--resample_to), or pass --allow_crop_brain "
-            f"to cut them")
+            f"{path}: {outside} brain voxels ({share:.1f}% of the brain) fall outside the "
+            f"{tuple(world.shape)} world grid at {world.voxel_size:g} mm ({extent[0]}x{extent[1]}x"
+            f"{extent[2]} mm); use a larger --target_shape or another --resample_to, or pass "
+            f"--allow_crop_brain to cut them")
 
 
 def _fill_warnings(record: nifti.CropPadRecord, voxel: tuple, path: str) -> list:
