@@ -275,3 +275,21 @@ def test_resampled_runs_get_the_crop_check_too(tmp_path, resample_to, allowed):
     assert "s_rest.nii.gz" in message and "% of the brain) fall outside" in message
     share = float(re.search(r"\(([\d.]+)% of the brain\)", message).group(1))
     assert share > (50 if resample_to == 0.5 else 10)
+
+
+def test_registration_is_checked_by_overlap_with_the_mni_brain(mni_brain):
+    """The MNI brain itself overlaps at Dice ~1; rotated 15 degrees and shifted 15 mm its centre
+    still passes the distance check, but the overlap names the problem."""
+    data, affine = mni_brain
+    mask = data[..., 0] > 0
+    assert grid.mni_dice(mask, affine) > 0.97
+    assert grid.registration_warning(mask, affine, "run.nii.gz") == []
+    angle = np.deg2rad(15)
+    rotation = np.eye(4)
+    rotation[1:3, 1:3] = [[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]]
+    moved = rotation @ affine
+    moved[:3, 3] += (15.0, 0, 0)
+    grid.check_registered(mask, moved, "run.nii.gz")  # the centre alone does not notice
+    notes = grid.registration_warning(mask, moved, "run.nii.gz")
+    assert len(notes) == 1 and "run.nii.gz: its brain overlaps the MNI152 brain at Dice 0." in notes[0]
+    assert float(re.search(r"Dice ([\d.]+)", notes[0]).group(1)) < 0.85

@@ -84,7 +84,10 @@ def place_run(data: np.ndarray, mask: np.ndarray, affine: np.ndarray, *,
                                      source_affine=source_affine, resampled=resampled)
         record = _with(record, orientation=_ornt_tuple(transform), placement="brain_centre")
     voxel = tuple(float(round(v, 6)) for v in voxel_sizes(record.target_affine))
-    return PlacedRun(data, mask, record, voxel, _fill_warnings(record, voxel, path))
+    notes = _fill_warnings(record, voxel, path)
+    if placement == "world":
+        notes += grid.registration_warning(mask, affine, path)
+    return PlacedRun(data, mask, record, voxel, notes)
 
 
 def _with(record: nifti.CropPadRecord, **changes) -> nifti.CropPadRecord:
