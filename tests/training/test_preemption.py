@@ -52,6 +52,19 @@ def test_sigterm_mid_epoch_checkpoints_that_step_and_exits_143(tmp_path, capsys)
     b = torch.load(last, weights_only=True)["state_dict"]
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
+    # one history: the same rows as the uninterrupted run, none twice (a learning-rate row and
+    # the parameter count were repeated), none lost (the epoch's rows before the signal)
+    assert _history(tmp_path / "cut") == _history(tmp_path / "full")
+
+
+def _history(run_dir):
+    import csv
+
+    with open(run_dir / "metrics.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [(r["epoch"], r["step"], tuple(sorted(k for k, v in r.items()
+                                                  if v not in ("", None) and k not in ("epoch", "step"))))
+            for r in rows]
 
 
 def test_the_command_line_exits_143_on_sigterm(tmp_path, monkeypatch):

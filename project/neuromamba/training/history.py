@@ -1,9 +1,9 @@
 """One metrics history per run folder: ``metrics.csv`` keeps every epoch across resumes.
 
 Lightning's CSV logger deletes an existing ``metrics.csv`` when a run starts again. Here a
-resumed run appends to it instead, after dropping the rows of the epoch the checkpoint did not
-finish (they are logged again when that epoch is replayed), so the file reads as if the run
-had never stopped.
+resumed run appends to it instead, after dropping the rows from the checkpoint's step on (they
+are logged again when the run continues there), so the file reads as if the run had never
+stopped: no row twice, none missing.
 """
 from __future__ import annotations
 
@@ -35,23 +35,18 @@ class HistoryCSVLogger(CSVLogger):
         return self._experiment
 
 
-def truncate_history(run_dir: str | Path, first_unfinished_epoch: int) -> int:
-    """Drop the rows of ``metrics.csv`` from ``first_unfinished_epoch`` on (rank 0 only);
-    returns how many rows were kept. Rows without an epoch (test results) of earlier epochs
-    are kept with them."""
+def truncate_history(run_dir: str | Path, resume_step: int) -> int:
+    """Drop the rows of ``metrics.csv`` logged at or after optimizer step ``resume_step`` (the
+    checkpoint's global step: everything from there is logged again by the resumed run, which
+    also continues mid-epoch); rank 0 only. Returns how many rows were kept. Rows of finished
+    epochs carry a step below it (Lightning logs an epoch's end at its last step)."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
         return 0
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
         fields, rows = reader.fieldnames or [], list(reader)
-    kept, epoch = [], -1
-    for row in rows:
-        if row.get("epoch") not in (None, ""):
-            epoch = int(float(row["epoch"]))
-        if epoch >= first_unfinished_epoch:
-            break
-        kept.append(row)
+    kept = [row for row in rows if row.get("step") in (None, "") or int(float(row["step"])) < resume_step]
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=fields)

@@ -170,8 +170,9 @@ class NeuroMambaModule(pl.LightningModule):
         fraction = trainable / max(total, 1)
         rank_zero_info(self.summary_line())
         rank_zero_info(f"trainable parameters: {trainable:,} of {total:,} ({100 * fraction:.2f}%)")
-        for logger in self.loggers:
-            logger.log_metrics({"trainable_params": trainable, "trainable_param_fraction": fraction}, step=0)
+        if not self.trainer.ckpt_path:  # once per history, not again on resume
+            for logger in self.loggers:
+                logger.log_metrics({"trainable_params": trainable, "trainable_param_fraction": fraction}, step=0)
 
     # ------------------------------------------------------------------ forward
     def backbone(self, x: torch.Tensor, brain_mask: Optional[torch.Tensor] = None,

@@ -49,22 +49,17 @@ def _prepare_history(args, run_dir: Path) -> None:
     if not old.exists() or rank_zero_only.rank != 0:
         return
     if args.resume_ckpt_path:
-        truncate_history(run_dir, completed_epochs(args.resume_ckpt_path))
+        truncate_history(run_dir, resume_step(args.resume_ckpt_path))
     else:
         os.replace(old, run_dir / "metrics.previous.csv")
 
 
-def completed_epochs(checkpoint: str) -> int:
-    """Epochs a Lightning checkpoint has finished (where a resumed fit starts again)."""
+def resume_step(checkpoint: str) -> int:
+    """The optimizer step a Lightning checkpoint resumes at (its global step)."""
     import torch
 
     ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    try:
-        # An epoch-end checkpoint is written after the epoch's batches ("processed") and before
-        # the epoch counts as "completed"; Lightning resumes after it.
-        return int(ckpt["loops"]["fit_loop"]["epoch_progress"]["current"]["processed"])
-    except (KeyError, TypeError):
-        return int(ckpt.get("epoch", -1)) + 1
+    return int(ckpt.get("global_step", 0))
 
 
 def build_loggers(args, run_dir: Path) -> list:
