@@ -10,6 +10,7 @@ shift
 REPO="$(cd "$(dirname "$0")/../.." && pwd)"
 OUT="${OUT:-$REPO/runs}"
 export OUT
+mkdir -p "$OUT"
 runs=()
 for seed in ${SEEDS:-1 2 3}; do
     SEED="$seed" bash "$script" "$@" | tee "$OUT/.repeat_seed${seed}.log"
