@@ -20,6 +20,30 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
         if storage_options is not None:
             raise TypeError("AtomicCheckpointIO takes no storage_options")
-        with atomic_path(path) as tmp:
-            torch.save(checkpoint, tmp)
-            fsync_file(tmp)
+        try:
+            with atomic_path(path) as tmp:
+                torch.save(checkpoint, tmp)
+                fsync_file(tmp)
+        except (RuntimeError, OSError) as error:
+            raise _as_disk_error(error, path) from None
+
+
+def _as_disk_error(error: Exception, path) -> Exception:
+    """torch.save reports a full disk as a RuntimeError from its C++ writer ("file write
+    failed"); make it one OSError naming the file and the free space. Anything else passes."""
+    import errno
+    import shutil
+    from pathlib import Path
+
+    text = str(error)
+    full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "write failed" in text \
+        or "No space left" in text
+    if not full:
+        return error
+    try:
+        free = f"{shutil.disk_usage(Path(path).parent).free / 2**20:.0f} MiB free"
+    except OSError:
+        free = "free space unknown"
+    return OSError(errno.ENOSPC, f"no space left to write the checkpoint {path} ({free}); the "
+                                 f"checkpoints already in its folder are intact: free space and "
+                                 f"resume with --resume_ckpt_path")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 from analysis_helpers import save_lightning_like, tiny_module  # noqa: E402
 from data_helpers import ORIGIN_MM, brain_run  # noqa: E402
