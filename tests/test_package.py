@@ -13,9 +13,9 @@ REPO = Path(__file__).resolve().parents[1]
 PACKAGE = REPO / "project" / "neuromamba"
 # Rooms from the bottom floor up: a room may import only from its own floor or below.
 FLOORS = [
-    {"paper", "fileio", "console", "allocator", "flag_help"},
+    {"paper", "fileio", "console", "allocator", "flag_help", "processes"},
     {"models"},
-    {"checkpoints"},
+    {"checkpoints", "memory"},
     {"spec"},
     {"data"},
     {"run_settings"},

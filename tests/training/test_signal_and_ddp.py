@@ -1,8 +1,10 @@
 """Learning the Dummy data's planted signal, and DDP metrics equal to single-process metrics."""
 import csv
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -37,9 +39,66 @@ def _main(tmp_path, *flags):
            "--downstream_task", "sex", "--dummy_num_subjects", "24", "--train_split", "0.5", "--val_split", "0.2",
            "--batch_size", "3", "--eval_batch_size", "5", "--learning_rate", "1e-2", "--output_dir", str(tmp_path),
            *flags]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=400, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    return proc
+    # Its own process group, killed whole on timeout: no rank outlives a failed test.
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=400)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        pytest.fail(f"timed out after 400 s: {' '.join(flags)}\n{err[-3000:]}")
+    assert proc.returncode == 0, err[-3000:]
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+
+
+def _children(pid: int) -> list:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="needs Linux /proc")
+def test_a_ddp_rank_dies_with_its_launcher(tmp_path):
+    """The launching process (rank 0) killed with SIGKILL: the other rank goes within seconds
+    instead of waiting in a collective until the timeout."""
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "project"),
+           "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, str(Path(__file__).resolve().parents[2] / "project" / "main.py"), *TINY,
+           "--pretraining", "--dummy_num_subjects", "24", "--strategy", "ddp", "--devices", "2",
+           "--max_epochs", "1000", "--output_dir", str(tmp_path)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
+                            start_new_session=True)
+    try:
+        deadline = time.time() + 120
+        ranks = []
+        while time.time() < deadline and not ranks:
+            time.sleep(0.5)
+            ranks = [c for c in _children(proc.pid)
+                     if "LOCAL_RANK=1" in Path(f"/proc/{c}/environ").read_bytes().decode(errors="replace")]
+        assert ranks, "rank 1 never started"
+        time.sleep(3)  # let it reach the process group
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+        gone_by = time.time() + 15
+        while time.time() < gone_by and Path(f"/proc/{ranks[0]}").exists() and \
+                Path(f"/proc/{ranks[0]}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            time.sleep(0.2)
+        alive = Path(f"/proc/{ranks[0]}").exists() and \
+            Path(f"/proc/{ranks[0]}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        assert not alive, "rank 1 outlived its launcher"
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
 
 
 def _test_row(run_dir):

@@ -7,6 +7,10 @@ from neuromamba.cli import parse_args
 
 def main(argv=None) -> int:
     from neuromamba.console import one_line_error, quiet_known_noise
+    from neuromamba.processes import die_with_parent, is_launched_rank
+
+    if is_launched_rank():  # a DDP rank must not outlive the process that launched it
+        die_with_parent()
 
     quiet_known_noise()
     try:

@@ -309,14 +309,12 @@ def _worker_init() -> None:
     """Workers die with their parent (Linux: the kernel sends SIGKILL when it goes, so a killed
     preprocess.py leaves no orphan converting on its own) and leave Ctrl-C to the parent, which
     stops them."""
-    import ctypes
     import signal
 
+    from neuromamba.processes import die_with_parent
+
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    try:
-        ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass
+    die_with_parent()
 
 
 def run_jobs(jobs: Iterable, work: Callable, num_workers: int = 0, desc: str = "runs",
