@@ -58,7 +58,7 @@ def _eval_worker(rank, world, port, result_dir, equal):
     import torch
 
     from neuromamba.data.datamodule import FMRIDataModule
-    from neuromamba.training.metrics import ClipRecords, aggregate_by_subject, gather_records
+    from neuromamba.training.metrics import ClipRecords, aggregate_by_subject, gather_records, mean_clip_loss
 
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
@@ -73,12 +73,15 @@ def _eval_worker(rank, world, port, result_dir, equal):
             batches += 1
             # a stand-in model output that depends only on the clip
             out = batch["fmri"].flatten(1).mean(1, keepdim=True).repeat(1, 2).softmax(-1)
+            # a stand-in per-clip loss (pretraining records its per-clip losses the same way)
             records.add(batch["subject"], batch["run"], batch["start"], out, batch["target"],
-                        torch.zeros(len(out)))
-        table = aggregate_by_subject(gather_records(records))
+                        batch["fmri"].flatten(1).std(1))
+        gathered = gather_records(records)
+        table = aggregate_by_subject(gathered)
         Path(result_dir, f"{int(equal)}_{rank}.json").write_text(json.dumps(
             {"batches": batches, "subjects": table.subjects, "outputs": np.asarray(table.outputs).tolist(),
-             "clips": np.asarray(table.num_clips).tolist(), "n_val": len(dm.datasets["val"])}))
+             "clips": np.asarray(table.num_clips).tolist(), "n_val": len(dm.datasets["val"]),
+             "loss": mean_clip_loss(gathered), "records": len(gathered)}))
     finally:
         dist.destroy_process_group()
 
@@ -97,3 +100,6 @@ def test_zero3_evaluation_gets_equal_batches_and_the_same_metrics(tmp_path):
     assert padded[0]["batches"] == padded[1]["batches"]
     assert padded[0]["subjects"] == plain[0]["subjects"] and padded[0]["clips"] == plain[0]["clips"]
     assert padded[0]["outputs"] == plain[0]["outputs"]
+    # the epoch loss (pretraining's val/test loss) counts the padded repeats once
+    assert padded[0]["records"] > plain[0]["records"]
+    assert padded[0]["loss"] == plain[0]["loss"] == padded[1]["loss"]

@@ -133,3 +133,29 @@ def test_brain_values_below_the_minimum_keep_exactly_the_brain_tokens(tmp_path):
         by_value = model(item["fmri"][None])
     assert int(by_mask.lengths[0]) == expected < 128
     assert int(by_value.lengths[0]) == 128  # the old rule: every token looks like brain
+
+
+def test_pretraining_eval_loss_is_per_clip_and_ignores_repeats_and_batch_mates():
+    """Each clip's own next-token loss: equal whether a clip runs alone or with others, in the
+    per-sample (packed) and the no-removal layouts; the epoch mean counts a repeated clip once
+    (ZeRO-3 pads the last eval batches with repeats)."""
+    from neuromamba.models import FMamba
+    from neuromamba.training.metrics import ClipRecords, mean_clip_loss
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 1, 24, 24, 24, 4)
+    x[:, :, :6] = -3.0  # background slabs of different sizes
+    x[1, :, :12] = -3.0
+    for removal in ("packed", "none"):
+        model = FMamba(embed_dim=16, depth=1, d_state=8, headdim=16, img_size=(24, 24, 24, 4),
+                       background_removal=removal).eval()
+        with torch.no_grad():
+            together = model.next_token_loss_per_sample(model(x))
+            alone = torch.cat([model.next_token_loss_per_sample(model(x[i:i + 1])) for i in range(3)])
+            torch.testing.assert_close(together, alone, rtol=1e-5, atol=1e-6)
+            single = model.next_token_loss(model(x[:1]))
+            torch.testing.assert_close(together[0], single, rtol=1e-5, atol=1e-6)
+    records = ClipRecords()
+    for s, loss in (("a", 1.0), ("b", 3.0), ("a", 1.0)):  # the third is a pad repeat
+        records.add([s], ["r"], [0], torch.tensor([[loss]]), torch.tensor([loss]), torch.tensor([loss]))
+    assert mean_clip_loss(records) == 2.0

@@ -201,6 +201,24 @@ class FMamba(nn.Module):
             raise ValueError("next_token_loss needs at least one sample with 2 or more kept tokens")
         return (per_token * same_sample).sum() / count
 
+    def next_token_loss_per_sample(self, out: BackboneOutput) -> torch.Tensor:
+        """``(B,)``: each sample's own next-token MSE, averaged over its predicted tokens (NaN
+        for a sample with fewer than 2 kept tokens). Evaluation averages these per clip, so the
+        figure does not depend on which clips shared a batch."""
+        if self.output_layer is None:
+            raise RuntimeError("next_token_loss_per_sample needs a model built with pretraining=True")
+        pred = self.output_layer(out.features[:, :-1]).float()
+        per_token = (pred - out.tokens[:, 1:].float()).pow(2).mean(dim=-1)
+        if out.seq_idx is None:
+            if per_token.shape[1] == 0:
+                return torch.full((per_token.shape[0],), float("nan"), device=per_token.device)
+            return per_token.mean(dim=1)
+        sample = out.seq_idx[0, :-1].long()
+        valid = (out.seq_idx[0, :-1] == out.seq_idx[0, 1:]).float()
+        sums = torch.zeros(out.batch_size, device=per_token.device).index_add_(0, sample, per_token[0] * valid)
+        counts = torch.zeros(out.batch_size, device=per_token.device).index_add_(0, sample, valid)
+        return torch.where(counts > 0, sums / counts.clamp_min(1), torch.full_like(sums, float("nan")))
+
 
 def _prepend_prompt(h: torch.Tensor, seq_idx: Optional[torch.Tensor], lengths: torch.Tensor, prompt: torch.Tensor):
     """Insert the K prompt vectors before each sample. Returns the new hidden states, their

@@ -300,10 +300,21 @@ class NeuroMambaModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _evaluation_step(self, batch, stage: str):
+        if self.task == "pretraining":
+            # Per clip, recorded like fine-tuning's: the epoch mean is over unique clips, so
+            # ZeRO-3's padded repeat batches and the batch composition change nothing.
+            with self._autocast():
+                out = self.backbone(batch["fmri"], batch.get("brain_mask"), self.eval_background_removal)
+                losses = self.model.next_token_loss_per_sample(out)
+            keep = torch.isfinite(losses)
+            n = int(keep.sum())
+            if n:
+                idx = keep.nonzero().flatten().tolist()
+                self._records[stage].add([batch["subject"][i] for i in idx], [batch["run"][i] for i in idx],
+                                         torch.as_tensor(batch["start"]).reshape(-1)[idx],
+                                         losses[keep][:, None], losses[keep], losses[keep])
+            return losses[keep].mean() if n else losses.new_zeros(())
         loss, outputs, _, _ = self._step(batch, stage)
-        if outputs is None:  # pretraining: a batch mean, averaged by Lightning
-            self.log(f"{stage}/loss", loss, on_epoch=True, sync_dist=True, batch_size=batch["fmri"].shape[0])
-            return loss
         target = batch["target"]
         if self.task == "regression":
             target = self._standardise(target)
@@ -318,9 +329,10 @@ class NeuroMambaModule(pl.LightningModule):
 
     def _evaluation_epoch_end(self, stage: str):
         records, self._records[stage] = self._records[stage], ClipRecords()
-        if self.task == "pretraining":
-            return None, {}
         records = gather_records(records)
+        if self.task == "pretraining":
+            self.log(f"{stage}/loss", mean_clip_loss(records), sync_dist=True)
+            return None, {}
         table = aggregate_by_subject(records, self.config.get("eval_level", "subject"))
         if not table.subjects:
             return table, {}
