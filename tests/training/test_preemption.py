@@ -82,3 +82,35 @@ def test_resume_command_replaces_an_earlier_resume_flag():
     cmd = resume_command(Path("/r/last.ckpt"), ["project/main.py", "--pretraining", "--resume_ckpt_path",
                                                 "/old.ckpt", "--seed", "3"])
     assert cmd.endswith("project/main.py --pretraining --seed 3 --resume_ckpt_path /r/last.ckpt")
+
+
+class _SignalAt(pl.Callback):
+    def __init__(self, step, sig):
+        self.step, self.sig = step, sig
+
+    def on_train_batch_end(self, trainer, *args):
+        if trainer.global_step == self.step:
+            os.kill(os.getpid(), self.sig)
+
+
+def test_sigusr1_checkpoints_the_step_and_requeues_the_slurm_job(tmp_path, capsys, monkeypatch):
+    """SLURM's --signal=SIGUSR1@90: the same checkpoint and resume line as SIGTERM, then
+    ``scontrol requeue <job>`` (a stand-in scontrol records its arguments)."""
+    fake = tmp_path / "bin" / "scontrol"
+    fake.parent.mkdir()
+    fake.write_text(f"#!/bin/sh\necho \"$@\" > {tmp_path / 'scontrol_args'}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv("SLURM_JOB_ID", "4242")
+    args = parse_args(TINY + ["--output_dir", str(tmp_path), "--run_name", "usr1"])
+    try:
+        run(args, extra_callbacks=[_SignalAt(2, signal.SIGUSR1)])
+        raise AssertionError("SIGUSR1 did not stop the run")
+    except SystemExit:
+        pass
+    last = tmp_path / "usr1" / "checkpoints" / "last.ckpt"
+    assert torch.load(last, weights_only=True)["global_step"] == 2
+    err = capsys.readouterr().err
+    assert "stopped by SIGUSR1 at epoch 0, step 2" in err and f"--resume_ckpt_path {last}" in err
+    assert "requeued SLURM job 4242; it resumes with --resume_ckpt_path last" in err
+    assert (tmp_path / "scontrol_args").read_text().split() == ["requeue", "4242"]

@@ -2,6 +2,9 @@
 resume.
 
 * Ctrl-C: the last finished epoch's ``last.ckpt`` is the resume point.
+* SIGUSR1 (SLURM's ``--signal=SIGUSR1@90``, sent before the time limit): handled as SIGTERM,
+  and under SLURM the job is then requeued (``scontrol requeue``); the requeued job resumes
+  with ``--resume_ckpt_path last``.
 * SIGTERM (what SLURM and PBS send before killing a job, at preemption or the time limit):
   Lightning stops after the current batch; this callback then writes ``last.ckpt`` of that very
   step (atomically, on every rank as the strategy needs), and prints the resume command. The
@@ -38,17 +41,73 @@ def resume_command(checkpoint: Path, argv=None) -> str:
     return shlex.join([*program, *kept, "--resume_ckpt_path", str(checkpoint)])
 
 
+def install_sigusr1(notice: "InterruptNotice") -> None:
+    """SIGUSR1 becomes SIGTERM for Lightning (stop after the batch, then the checkpoint and the
+    resume line), remembering that a requeue was asked for. Main thread only (Python's rule)."""
+    import os
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread() or not hasattr(signal, "SIGUSR1"):
+        return
+
+    def on_usr1(signum, frame):
+        notice.requeue_asked = True
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    signal.signal(signal.SIGUSR1, on_usr1)
+
+
+def requeue_slurm_job() -> str:
+    """``scontrol requeue $SLURM_JOB_ID``: the line to print (what was done, or why not)."""
+    import os
+    import subprocess
+
+    job = os.environ.get("SLURM_ARRAY_JOB_ID") and \
+        f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}".rstrip("_") \
+        or os.environ.get("SLURM_JOB_ID")
+    if not job:
+        return "not a SLURM job, so not requeued"
+    try:
+        done = subprocess.run(["scontrol", "requeue", job], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as error:
+        return f"scontrol requeue {job} failed ({error}); resubmit with the command above"
+    if done.returncode != 0:
+        return f"scontrol requeue {job} failed: {done.stderr.strip() or done.returncode}; resubmit with the command above"
+    return f"requeued SLURM job {job}; it resumes with --resume_ckpt_path last"
+
+
 class InterruptNotice(pl.Callback):
     def __init__(self, run_dir: Path):
         self.run_dir = Path(run_dir)
+        self.requeue_asked = False
+        self._previous_usr1 = None
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        import signal
+
+        if hasattr(signal, "SIGUSR1"):
+            self._previous_usr1 = signal.getsignal(signal.SIGUSR1)
+        install_sigusr1(self)
+
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        import signal
+        import threading
+
+        if self._previous_usr1 is not None and threading.current_thread() is threading.main_thread():
+            signal.signal(signal.SIGUSR1, self._previous_usr1)
+            self._previous_usr1 = None
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception) -> None:
         last = self.run_dir / "checkpoints" / "last.ckpt"
         if isinstance(exception, SIGTERMException):
             trainer.save_checkpoint(last)  # every rank: the strategy decides who writes
             if trainer.is_global_zero:
-                print(f"stopped by SIGTERM at epoch {trainer.current_epoch}, step {trainer.global_step}; "
+                cause = "SIGUSR1" if self.requeue_asked else "SIGTERM"
+                print(f"stopped by {cause} at epoch {trainer.current_epoch}, step {trainer.global_step}; "
                       f"saved {last}; resume with: {resume_command(last)}", file=sys.stderr, flush=True)
+                if self.requeue_asked:
+                    print(requeue_slurm_job(), file=sys.stderr, flush=True)
             return
         if not isinstance(exception, KeyboardInterrupt) or not trainer.is_global_zero:
             return

@@ -148,8 +148,17 @@ def trainer_kwargs(args, run_dir: Path, task: str, extra_callbacks=()) -> dict:
         # Lightning's table has an all-zero FLOPs column; the module prints its own summary.
         enable_model_summary=False,
     )
+    plugins = []
     if not args.strategy.startswith("deepspeed"):  # DeepSpeed writes its own checkpoint folders
-        kwargs["plugins"] = [AtomicCheckpointIO()]
+        plugins.append(AtomicCheckpointIO())
+    from lightning_fabric.plugins.environments import SLURMEnvironment
+
+    if SLURMEnvironment.detect():
+        # SIGUSR1 is ours (training/interrupt.py: last.ckpt of the step, then requeue), not
+        # Lightning's auto-requeue, whose hpc_ckpt files bypass the atomic writer and run folder.
+        plugins.append(SLURMEnvironment(auto_requeue=False))
+    if plugins:
+        kwargs["plugins"] = plugins
     for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
         if getattr(args, name) is not None:
             kwargs[name] = getattr(args, name)
