@@ -1,8 +1,13 @@
 """Cluster-life faults, as a user meets them: each case checks the exit code, the one-line
-message, that no traceback is printed and that nothing already written is lost. (More cases:
-test_bad_input.py here; preemption in tests/training/test_preemption.py, the run lock in
-test_run_lock.py, masks in tests/data/test_mask_checks.py, placement, resampling and
-registration in tests/data/test_world_grid.py.)"""
+message, that no traceback is printed and that nothing already written is lost.
+
+The rest of tests/faults/: bad input of every script (test_bad_input.py), preemption by
+SIGTERM and SIGUSR1 with one metrics history (test_preemption.py), one writer per run folder
+(test_run_lock.py), masks checked against the run (test_mask_checks.py). Elsewhere, next to the
+code they test: placement, resampling crop and registration overlap
+(tests/data/test_world_grid.py), BIDS spaces and the sub- entity
+(tests/data/test_preprocess_options.py), DDP ranks dying with their launcher
+(tests/training/test_signal_and_ddp.py), ZeRO-3 padded evaluation (tests/data/test_ddp.py)."""
 import contextlib
 import io
 from pathlib import Path
