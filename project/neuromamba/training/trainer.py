@@ -43,8 +43,8 @@ MAXIMISED = {"auroc", "acc", "balanced_acc", "pearson_r"}
 
 def _prepare_history(args, run_dir: Path) -> None:
     """Resuming continues metrics.csv (the rows from the checkpoint's step on dropped: they
-    are logged again); another run started in a folder that has one moves it to metrics.previous.csv.
-    Rank 0 only: one file-system owner."""
+    are logged again); another run started in a folder that has one moves it to
+    metrics.previous.csv. Rank 0 only: one file-system owner."""
     old = run_dir / METRICS_FILE
     if not old.exists() or rank_zero_only.rank != 0:
         return
