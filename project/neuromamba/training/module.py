@@ -213,14 +213,16 @@ class NeuroMambaModule(pl.LightningModule):
         """(per-clip or scalar loss, per-clip outputs for metrics, kept tokens, all tokens)."""
         removal = None if stage == "train" else self.eval_background_removal
         with self._autocast():
-            return self._step_body(batch, removal)
+            return self._step_body(batch, removal, per_clip=stage != "train")
 
-    def _step_body(self, batch, removal):
+    def _step_body(self, batch, removal, per_clip: bool = False):
         out = self.backbone(batch["fmri"], batch.get("brain_mask"), removal)
         kept = int(out.lengths.sum())
         total = out.num_tokens_total * out.batch_size
         if self.task == "pretraining":
-            return self.model.next_token_loss(out), None, kept, total
+            # Training optimises the token mean of the batch; evaluation keeps each clip's own.
+            loss = self.model.next_token_loss_per_sample(out) if per_clip else self.model.next_token_loss(out)
+            return loss, None, kept, total
         result = self.head(out).float()
         target = batch["target"]
         if self.task == "classification":
@@ -300,21 +302,18 @@ class NeuroMambaModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ evaluation
     def _evaluation_step(self, batch, stage: str):
+        loss, outputs, _, _ = self._step(batch, stage)
         if self.task == "pretraining":
             # Per clip, recorded like fine-tuning's: the epoch mean is over unique clips, so
-            # ZeRO-3's padded repeat batches and the batch composition change nothing.
-            with self._autocast():
-                out = self.backbone(batch["fmri"], batch.get("brain_mask"), self.eval_background_removal)
-                losses = self.model.next_token_loss_per_sample(out)
-            keep = torch.isfinite(losses)
-            n = int(keep.sum())
-            if n:
-                idx = keep.nonzero().flatten().tolist()
+            # ZeRO-3's padded repeat batches and the batch composition change nothing. A clip
+            # with fewer than 2 kept tokens has no loss (NaN) and is left out.
+            keep = torch.isfinite(loss)
+            idx = keep.nonzero().flatten().tolist()
+            if idx:
                 self._records[stage].add([batch["subject"][i] for i in idx], [batch["run"][i] for i in idx],
                                          torch.as_tensor(batch["start"]).reshape(-1)[idx],
-                                         losses[keep][:, None], losses[keep], losses[keep])
-            return losses[keep].mean() if n else losses.new_zeros(())
-        loss, outputs, _, _ = self._step(batch, stage)
+                                         loss[keep][:, None], loss[keep], loss[keep])
+            return loss[keep].mean() if idx else loss.new_zeros(())
         target = batch["target"]
         if self.task == "regression":
             target = self._standardise(target)
