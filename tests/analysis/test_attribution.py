@@ -169,10 +169,10 @@ def test_png_title_gives_the_class_and_its_probability_and_the_underlay_is_the_r
     from neuromamba.data.datasets import ClipDataset, ClipSpec, DummyReader, dummy_entries
     from neuromamba.data.dummy import DummyGenerator, DummySpec
 
-    result = SubjectAttribution(np.zeros((2, 2, 2)), None, np.zeros((2, 2, 2)), 1, 3, 0.0, 0.734, True)
+    result = SubjectAttribution(np.zeros((2, 2, 2)), None, 1, 3, 0.0, 0.734, True)
     assert attribution_title("sub-01", "M", result) == \
         "sub-01: integrated gradients for M (p(M) = 0.73, mean of 3 clips)"
-    value = SubjectAttribution(np.zeros((2, 2, 2)), None, np.zeros((2, 2, 2)), 0, 1, 0.0, 61.25, False)
+    value = SubjectAttribution(np.zeros((2, 2, 2)), None, 0, 1, 0.0, 61.25, False)
     assert "(predicted 61.2, mean of 1 clip)" in attribution_title("s", "the regression output", value)
 
     spec = DummySpec(num_subjects=3, img_size=(24, 24, 24), num_frames=8)

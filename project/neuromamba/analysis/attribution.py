@@ -35,7 +35,6 @@ REDUCTIONS = {
 class SubjectAttribution:
     volume_3d: np.ndarray  # (D, H, W) mean over clips of the frame-summed attribution
     volume_4d: Optional[np.ndarray]  # (D, H, W, frames) per run frame, mean over covering clips
-    mean_input: np.ndarray  # (D, H, W) mean scaled input over clips and frames (for display)
     target: int
     num_clips: int
     completeness_error: float  # mean relative |Σ IG - (F(x) - F(x0))| (NaN: not computable)
@@ -86,18 +85,16 @@ def model_output_fn(encoder: Encoder, brain_mask: Optional[torch.Tensor] = None)
     return forward
 
 
-def choose_target(encoder: Encoder, clips: Iterable[torch.Tensor], target: Optional[int]) -> int:
+def choose_target(encoder: Encoder, mean_output: torch.Tensor, target: Optional[int]) -> int:
     """The class to explain: the given index, else the class with the highest mean
-    probability over the clips; regression always explains output 0."""
+    probability over the clips (``mean_output``); regression always explains output 0."""
     if encoder.task != "classification":
         return 0
     if target is not None:
         if not 0 <= int(target) < int(encoder.num_classes or 0):
             raise ValueError(f"--target {target} is not a class index in [0, {encoder.num_classes})")
         return int(target)
-    with torch.no_grad():
-        probs = torch.cat([encoder.predict(x, m) for x, m in clips]).mean(0)
-    return int(probs.argmax())
+    return int(mean_output.argmax())
 
 
 def clip_attribution(encoder: Encoder, x: torch.Tensor, target: int, n_steps: int = 32,
@@ -145,9 +142,11 @@ def subject_attribution(
         raise ValueError("no clips to attribute")
     clips = [(x.to(device=device, dtype=torch.float32), s, None if m is None else m.to(device))
              for x, s, m in clips]
-    target = choose_target(encoder, [(x, m) for x, _, m in clips], target)
+    with torch.no_grad():  # the model's output, mean over the clips: picks and reports the target
+        said = torch.cat([encoder.predict(x, m) for x, _, m in clips]).float().mean(0)
+    target = choose_target(encoder, said, target)
     reducer = REDUCTIONS[reduce]
-    sum3d, mean_input, deltas = None, None, []
+    sum3d, deltas = None, []
     sum4d = count4d = None
     for x, start, mask in clips:
         attr, delta = clip_attribution(encoder, x, target, n_steps, internal_batch_size, baseline,
@@ -155,8 +154,6 @@ def subject_attribution(
         deltas.append(delta)
         reduced = reducer(attr)
         sum3d = reduced.sum(-1) if sum3d is None else sum3d + reduced.sum(-1)
-        frame_mean = x[0, 0].mean(-1).cpu().numpy()
-        mean_input = frame_mean if mean_input is None else mean_input + frame_mean
         if num_frames:
             if sum4d is None:
                 sum4d = np.zeros(reduced.shape[:3] + (int(num_frames),), np.float64)
@@ -166,15 +163,12 @@ def subject_attribution(
                 raise ValueError(f"clip at frame {start} runs past the run's {num_frames} frames")
             sum4d[..., frames] += reduced
             count4d[frames] += 1
-    with torch.no_grad():
-        said = torch.cat([encoder.predict(x, m) for x, _, m in clips]).float().mean(0)
     output = float(said[target] if encoder.task == "classification" else said[0])
     n = len(clips)
     volume_4d = None
     if sum4d is not None:
         volume_4d = (sum4d / np.maximum(count4d, 1)).astype(np.float32)
-    return SubjectAttribution((sum3d / n).astype(np.float32), volume_4d,
-                              (mean_input / n).astype(np.float32), target, n,
+    return SubjectAttribution((sum3d / n).astype(np.float32), volume_4d, target, n,
                               float(np.mean(deltas)), output, encoder.task == "classification")
 
 
