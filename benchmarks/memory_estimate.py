@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import re
 import subprocess
@@ -46,10 +47,8 @@ def child_train(size: str, img_size, batch: int) -> dict:
     torch.manual_seed(0)
     model = FMamba.from_variant(size, img_size=img_size, pretraining=True)
     params = sum(p.numel() for p in model.parameters())
-    voxels = 1
-    for n in img_size:
-        voxels *= n
-    estimate = estimate_step(model_profile(model), model.num_tokens, batch, params, voxels, "train")
+    estimate = estimate_step(model_profile(model), model.num_tokens, batch, params, math.prod(img_size),
+                             "train")
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     x = torch.randn(batch, 1, *img_size)
     before = _peak()

@@ -14,6 +14,7 @@ Used by ``main.py`` (a training step, before the first one) and by ``predict``, 
 """
 from __future__ import annotations
 
+import math
 import os
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -103,9 +104,7 @@ def activation_profile(embed_dim: int, depth: int, d_state: int, headdim: int,
 
     patch = tuple(int(v) for v in patch_size)
     img = tuple(p * n for p, n in zip(patch, PROBE_PATCHES))
-    tokens = 1
-    for n in PROBE_PATCHES:
-        tokens *= n
+    tokens = math.prod(PROBE_PATCHES)
     measured = []
     generator_state = torch.random.get_rng_state()
     try:
@@ -207,9 +206,7 @@ def plan_batch(model, kind: str, requested: Optional[int], wanted: int, device: 
     ``requested`` (the user's flag) wins; otherwise the largest batch up to ``wanted`` whose
     estimate fits 80% of the free memory of ``device``. The line gives the expected peak of the
     process, so a memory death is never silent."""
-    tokens, voxels = model.num_tokens, 1
-    for n in model.img_size:
-        voxels *= int(n)
+    tokens, voxels = model.num_tokens, math.prod(model.img_size)
     params = sum(p.numel() for p in model.parameters())
     one = estimate_step(model_profile(model), tokens, 1, params, voxels, kind)
     fixed = one.parts["weights+optimizer"]

@@ -357,6 +357,13 @@ def _check_spec_values(args) -> None:
         raise ValueError(f"--stride_between_seq must be > 0 (clip lengths), got {args.stride_between_seq}")
 
 
+def runs_on_cpu(args: argparse.Namespace) -> bool:
+    """The run's processes compute on the CPU (asked for, or ``auto`` without a GPU)."""
+    import torch
+
+    return args.accelerator == "cpu" or (args.accelerator == "auto" and not torch.cuda.is_available())
+
+
 def check_hardware(args: argparse.Namespace) -> None:
     """What the flags ask of this machine (checked when a run starts, not when flags parse)."""
     import torch
@@ -372,7 +379,7 @@ def check_hardware(args: argparse.Namespace) -> None:
                          f"nodes' processes: SLURM (sbatch/srun), PBS (qsub, then mpiexec or pbsdsh) or "
                          f"torchrun --nnodes; none is present here ({', '.join(LAUNCHER_VARIABLES)} unset). "
                          f"On one machine use --num_nodes 1")
-    on_cpu = args.accelerator == "cpu" or (args.accelerator == "auto" and not torch.cuda.is_available())
+    on_cpu = runs_on_cpu(args)
     cores = os.cpu_count() or 1
     if on_cpu and isinstance(args.devices, int) and args.devices > cores:
         raise ValueError(f"--devices {args.devices} on the CPU starts {args.devices} processes on "

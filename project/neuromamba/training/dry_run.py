@@ -21,7 +21,7 @@ def dry_run(args) -> list:
     from neuromamba.training.module import backbone_kwargs
 
     config = args_to_dict(args)
-    model = FMamba(**{**backbone_kwargs(config), "background_removal": "none"})
+    model = FMamba(**backbone_kwargs(config))
     params = sum(p.numel() for p in model.parameters())
     lines = [f"[neuromamba] {line}" for line in getattr(args, "_announce", [])]
     lines += [

@@ -63,9 +63,9 @@ def requeue_slurm_job() -> str:
     import os
     import subprocess
 
-    job = os.environ.get("SLURM_ARRAY_JOB_ID") and \
-        f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}".rstrip("_") \
-        or os.environ.get("SLURM_JOB_ID")
+    job = os.environ.get("SLURM_JOB_ID")
+    if os.environ.get("SLURM_ARRAY_JOB_ID"):  # an array task is requeued by its array name
+        job = f"{os.environ['SLURM_ARRAY_JOB_ID']}_{os.environ.get('SLURM_ARRAY_TASK_ID', '')}".rstrip("_")
     if not job:
         return "not a SLURM job, so not requeued"
     try:

@@ -7,6 +7,7 @@ that fits when it exceeds the free memory, and refuses beyond twice the free mem
 """
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -40,8 +41,9 @@ def tokens_per_clip(model, dataset, batch: int) -> int:
 
 def processes_sharing_memory(args) -> int:
     """Training processes on this machine's memory: CPU DDP ranks share the host's."""
-    on_cpu = args.accelerator == "cpu" or (args.accelerator == "auto" and not torch.cuda.is_available())
-    if on_cpu and isinstance(args.devices, int) and args.devices > 1:
+    from neuromamba.run_settings import runs_on_cpu
+
+    if runs_on_cpu(args) and isinstance(args.devices, int) and args.devices > 1:
         return int(args.devices)
     return 1
 
@@ -58,9 +60,7 @@ def check_step_memory(args, model, num_params: int, dataset=None, compare: bool 
         profile = type(profile)(profile.fixed_per_token + model.depth * model.embed_dim * 4,
                                 profile.per_block_per_token, 1)
     tokens = tokens_per_clip(model, dataset, args.batch_size)
-    voxels = 1
-    for n in model.img_size:
-        voxels *= int(n)
+    voxels = math.prod(model.img_size)
     params = int(num_params)
     share = processes_sharing_memory(args)
     estimate = estimate_step(profile, tokens, args.batch_size, params, voxels, "train")
