@@ -140,31 +140,39 @@ def _mapped(value: str, paths: dict, earlier: dict) -> str:
 def tiny_argv(words, world, out: Path, keep_sizes: bool = False, earlier: dict | None = None):
     """The words with paths, outputs and (unless ``keep_sizes``) sizes replaced; ``earlier``
     maps the outputs of the block's earlier commands (and gets this one's)."""
-    result, i = [], 0
+    result = []
     paths = world["paths"]
     earlier = {} if earlier is None else earlier
     words = [w for word in words for w in (ELLIPSIS + ["--depth", "1", "--max_epochs", "1"] if word == "..." else [word])]
-    while i < len(words):
-        word = words[i]
-        if word.startswith("--"):
-            j = i + 1
-            while j < len(words) and not words[j].startswith("--"):
-                j += 1
-            values = words[i + 1:j]
-            if word in OUTPUT_FLAGS:
-                for v in values:
-                    earlier[v] = str(out / (Path(v).name or "out"))
-                values = [earlier[v] for v in values]
-            elif not keep_sizes and word in TINY:
-                values = TINY[word]
-            else:
-                values = [_mapped(v, paths, earlier) for v in values]
-            result += [word, *values]
-            i = j
-            continue
-        result.append(_mapped(word, paths, earlier))
-        i += 1
+    for flag, values in flag_groups(words):
+        if flag in OUTPUT_FLAGS:
+            for v in values:
+                earlier[v] = str(out / (Path(v).name or "out"))
+            values = [earlier[v] for v in values]
+        elif flag is not None and not keep_sizes and flag in TINY:
+            values = TINY[flag]
+        else:
+            values = [_mapped(v, paths, earlier) for v in values]
+        result += ([flag] if flag else []) + list(values)
     return result
+
+
+def flag_groups(words):
+    """(flag, its values) in order; words before the first flag come as (None, those words)."""
+    i = 0
+    while i < len(words):
+        is_flag = words[i].startswith("--")
+        j = i + 1 if is_flag else i
+        while j < len(words) and not words[j].startswith("--"):
+            j += 1
+        yield (words[i], words[i + 1:j]) if is_flag else (None, words[i:j])
+        i = j
+
+
+def with_values(words, table: dict):
+    """The words with the values of the flags in ``table`` replaced by the table's."""
+    return [w for flag, values in flag_groups(words)
+            for w in ([flag] if flag else []) + list(table.get(flag, values) if flag else values)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -210,9 +218,7 @@ def check_python_command(cmd: DocCommand, world, capsys) -> str:
     argv = tiny_argv(words[2:], world, out, keep_sizes=gpu,
                      earlier=world.setdefault("block_outputs", {}).setdefault(cmd.block, {}))
     if script == "preprocess" and argv[0] in PREPROCESS_GRID_FLAG:
-        argv = [w for pair in _pairs(argv[1:]) for w in
-                ([pair[0], *PREPROCESS_TINY[pair[0]]] if pair[0] in PREPROCESS_TINY else list(pair))]
-        argv = [words[2]] + argv
+        argv = with_values(argv, PREPROCESS_TINY)
         flag = PREPROCESS_GRID_FLAG[argv[0]]
         argv += [] if flag in argv else [flag, "24", "24", "24"]
     if script == "main":
@@ -364,9 +370,7 @@ def test_script_runs(cmd, doc_world):
     if words[0].endswith("python") or words[0] == "python":
         words = [sys.executable, *words[1:]]
         if "benchmarks/" in words[1]:
-            words = words[:2] + [w for pair in _pairs(words[2:]) for w in
-                                 ([pair[0], *BENCH_TINY[pair[0]]] if pair[0] in BENCH_TINY else
-                                  [pair[0], str(out)] if pair[0] == "--out" else list(pair))]
+            words = words[:2] + with_values(words[2:], {**BENCH_TINY, "--out": [str(out)]})
         res = run_bash(words, env, ROOT)
     else:
         res = run_bash(["bash", "-c", cmd.text], env, ROOT)
@@ -376,16 +380,6 @@ def test_script_runs(cmd, doc_world):
         quoted = re.search(r"prints about (\d+) %", (ROOT / "sample_scripts/lab_server_smoke_test/README.md").read_text())
         printed = re.search(r"tokens kept ([\d.]+)%", res.stdout)
         assert quoted and printed and abs(float(printed.group(1)) - float(quoted.group(1))) <= 3
-
-
-def _pairs(words):
-    i = 0
-    while i < len(words):
-        j = i + 1
-        while j < len(words) and not words[j].startswith("--"):
-            j += 1
-        yield tuple(words[i:j])
-        i = j
 
 
 TASK_SCRIPTS = sorted((ROOT / "sample_scripts" / "tasks").glob("*.sh"))

@@ -8,31 +8,16 @@ code they test: placement, resampling crop and registration overlap
 (tests/data/test_world_grid.py), BIDS spaces and the sub- entity
 (tests/data/test_preprocess_options.py), DDP ranks dying with their launcher
 (tests/training/test_signal_and_ddp.py), ZeRO-3 padded evaluation (tests/data/test_ddp.py)."""
-import contextlib
-import io
-from pathlib import Path
-
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
 
+from test_bad_input import run_command  # the in-process runner of every script, shared
+
 TINY = ["--embed_dim", "16", "--depth", "1", "--d_state", "8", "--headdim", "16",
         "--img_size", "24", "24", "24", "4", "--accelerator", "cpu", "--no_progress_bar",
         "--dataset_name", "Dummy", "--dummy_num_subjects", "8", "--calc_loss_without_background"]
-
-
-def _run(command: str, argv) -> tuple:
-    """(exit code, stdout + stderr) of ``neuromamba <command> argv`` in this process."""
-    from neuromamba.commands import main as console
-
-    out = io.StringIO()
-    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):
-        try:
-            code = console([command, *map(str, argv)])
-        except SystemExit as exc:
-            code = exc.code
-    return code, out.getvalue()
 
 
 def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_one(tmp_path, monkeypatch):
@@ -50,7 +35,7 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_on
         return real_save(obj, f, *args, **kwargs)
 
     monkeypatch.setattr(torch, "save", failing_save)
-    code, out = _run("train", TINY + ["--downstream_task", "sex", "--max_epochs", "3",
+    code, out = run_command("main", TINY + ["--downstream_task", "sex", "--max_epochs", "3",
                                       "--output_dir", tmp_path, "--run_name", "r"])
     assert code == 2, out[-2000:]
     assert "Traceback" not in out
@@ -63,10 +48,10 @@ def test_a_full_disk_while_saving_a_checkpoint_is_one_line_and_keeps_the_last_on
 
 @pytest.mark.parametrize("recipe", ["paper", "tuned"])
 def test_attribute_with_its_defaults_works_on_a_checkpoint_trained_with_defaults(tmp_path, recipe):
-    code, out = _run("train", TINY + ["--recipe", recipe, "--downstream_task", "sex", "--max_epochs", "1",
+    code, out = run_command("main", TINY + ["--recipe", recipe, "--downstream_task", "sex", "--max_epochs", "1",
                                       "--output_dir", tmp_path, "--run_name", "r"])
     assert code == 0, out[-2000:]
-    code, out = _run("attribute", ["--checkpoint", tmp_path / "r", "--dataset_name", "Dummy",
+    code, out = run_command("attribute", ["--checkpoint", tmp_path / "r", "--dataset_name", "Dummy",
                                    "--dummy_num_subjects", "8", "--subject", "dummy0001",
                                    "--output_dir", tmp_path / "maps"])
     assert code == 0, out[-2000:]
@@ -84,7 +69,7 @@ def test_resampling_cannot_crop_the_brain_silently(tmp_path):
     affine = np.diag([2.0, 2, 4, 1])
     affine[:3, 3] = (-30.0, -48.0, -14.0)
     nib.save(nib.Nifti1Image(data, affine), str(folder / "s_rest.nii.gz"))
-    code, out = _run("preprocess", ["nifti", "--input", folder, "--output_dir", tmp_path / "h5",
+    code, out = run_command("preprocess", ["nifti", "--input", folder, "--output_dir", tmp_path / "h5",
                                     "--target_shape", 20, 20, 20, "--resample_to", 2, "--no_progress"])
     assert code == 1 and "Traceback" not in out
     assert "s_rest.nii.gz" in out and "% of the brain) fall outside" in out
