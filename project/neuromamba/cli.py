@@ -133,8 +133,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="allow unpickling arbitrary objects from --load_model_path (only for files you trust)")
     g.add_argument("--clf_head_version", default=None,
                    help=f"task head: linear (the paper's default: mean over the kept tokens), "
-                        "mamba (the paper's other head: 3 Mamba2 blocks, last token) or attention "
-                        "(this project's learned attention pooling; --recipe tuned)")
+                        "mamba (the paper's other head: 3 Mamba2 blocks, last token), attention "
+                        "(this project's learned attention pooling; --recipe tuned) or connectivity "
+                        "(correlations between parcels' time courses, read sparsely: for labels carried "
+                        "by coupled regions, on a frozen pretrained backbone)")
     g.add_argument("--freeze_feature_extractor", action="store_true",
                    help="freeze the pretrained backbone and train only the head")
     g.add_argument("--prompt_tuning", action="store_true",

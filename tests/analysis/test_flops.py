@@ -36,7 +36,8 @@ def test_parameter_counts_match_the_readme_variants():
         assert count_parameters(FMambaFlopsConfig(embed_dim=c, d_state=n, headdim=p)) == value
 
 
-@pytest.mark.parametrize("pretraining,head", [(True, None), (False, "linear"), (False, "mamba")])
+@pytest.mark.parametrize("pretraining,head", [(True, None), (False, "linear"), (False, "mamba"),
+                                              (False, "attention"), (False, "connectivity")])
 def test_parameter_count_equals_built_model(pretraining, head):
     from neuromamba.models import FMamba, build_head
 
@@ -44,7 +45,8 @@ def test_parameter_count_equals_built_model(pretraining, head):
     model = FMamba(**TINY, pretraining=pretraining)
     built = sum(p.numel() for p in model.parameters())
     if head:
-        built += sum(p.numel() for p in build_head(head, 32, 3).parameters())
+        options = {"token_grid": cfg.grid} if head == "connectivity" else {}
+        built += sum(p.numel() for p in build_head(head, 32, 3, **options).parameters())
     assert count_parameters(cfg) == built
 
 

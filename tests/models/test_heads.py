@@ -36,10 +36,11 @@ def packed_output(samples):
 
 
 def test_registry_and_errors():
-    from neuromamba.models.heads import AttentionHead
+    from neuromamba.models.heads import AttentionHead, ConnectivityHead
 
-    assert HEADS == {"linear": LinearHead, "mamba": MambaHead, "attention": AttentionHead}
-    with pytest.raises(ValueError, match="unknown head 'mlp'.*'attention', 'linear', 'mamba'"):
+    assert HEADS == {"linear": LinearHead, "mamba": MambaHead, "attention": AttentionHead,
+                     "connectivity": ConnectivityHead}
+    with pytest.raises(ValueError, match="unknown head 'mlp'.*'attention', 'connectivity', 'linear', 'mamba'"):
         build_head("mlp", C, 2)
     with pytest.raises(ValueError, match="num_outputs"):
         build_head("linear", C, 0)

@@ -1,7 +1,7 @@
 """Models: the FMamba backbone, its heads, named variants and the Mamba2 layer.
 
 ``FMamba(embed_dim=..., depth=..., d_state=..., headdim=..., img_size=..., patch_size=...)`` or
-``FMamba.from_variant("base")``; ``build_head("attention" | "linear" | "mamba", embed_dim, num_outputs)``.
+``FMamba.from_variant("base")``; ``build_head("attention" | "connectivity" | "linear" | "mamba", embed_dim, num_outputs, **options)``.
 """
 from .embedding import patchify, unpatchify
 from .fmamba import BackboneOutput, FMamba

@@ -125,7 +125,7 @@ class FMambaFlopsConfig:
     d_conv: int = 4
     chunk_size: int = 256
     pretraining: bool = True  # output layer Linear(C, 432) + MSE loss instead of a head
-    head: Optional[str] = None  # "linear" | "mamba" | None (only used when not pretraining)
+    head: Optional[str] = None  # a HEAD_FLOPS name, or None (only used when not pretraining)
     num_outputs: int = 2
     head_headdim: Optional[int] = None  # Mamba head blocks: default C (2 heads), d_state = C/16
     head_depth: int = 3
@@ -242,8 +242,31 @@ def _attention_head_flops(cfg: FMambaFlopsConfig, seqlen: int) -> Dict[str, int]
             + C * ELEMENTWISE_COST["rmsnorm"] + 2 * C * K + K}
 
 
+CONNECTIVITY_CHANNELS = 4  # ConnectivityHead's default channels per token
+
+
+def _connectivity_shape(cfg: FMambaFlopsConfig) -> Tuple[int, int, int]:
+    """(parcels, parcel pairs, values per parcel course) of the connectivity head; the course
+    counts every time token (an upper bound when a static-image token is skipped)."""
+    from .connectivity import parcel_blocks
+
+    blocks = parcel_blocks(cfg.grid)
+    parcels = math.prod(-(-g // b) for g, b in zip(cfg.grid[:3], blocks))
+    return parcels, parcels * (parcels - 1) // 2, cfg.grid[3] * CONNECTIVITY_CHANNELS
+
+
+def _connectivity_head_flops(cfg: FMambaFlopsConfig, seqlen: int) -> Dict[str, int]:
+    # channel values of every grid token (Linear(C, K) on the scattered grid), parcel sums,
+    # centring and norms, the parcel-by-parcel correlation matmul, the softmax over the signed
+    # pair scores, the weighted sums, Linear(K, K).
+    C, K, N = cfg.embed_dim, cfg.num_outputs, cfg.num_tokens
+    parcels, pairs, course = _connectivity_shape(cfg)
+    return {"head": 2 * N * C * CONNECTIVITY_CHANNELS + N * CONNECTIVITY_CHANNELS + 6 * parcels * course
+            + 2 * parcels * parcels * course + K * 2 * pairs * 4 + 2 * K * 2 * pairs + 2 * K * K + K}
+
+
 HEAD_FLOPS = {"linear": _linear_head_flops, "mamba": _mamba_head_flops,
-              "attention": _attention_head_flops}
+              "attention": _attention_head_flops, "connectivity": _connectivity_head_flops}
 
 
 def head_parameters(cfg: FMambaFlopsConfig) -> int:
@@ -252,6 +275,9 @@ def head_parameters(cfg: FMambaFlopsConfig) -> int:
         return C * K + K
     if cfg.head == "attention":
         return (C + 1) + 2 * C + C * K + K
+    if cfg.head == "connectivity":
+        _, pairs, _ = _connectivity_shape(cfg)
+        return C * CONNECTIVITY_CHANNELS + CONNECTIVITY_CHANNELS + K * 2 * pairs + K * K + K
     mixer = cfg.head_mixer
     return cfg.head_depth * (C + mixer.num_parameters()) + C + C * K + K
 

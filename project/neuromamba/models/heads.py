@@ -11,6 +11,7 @@ from typing import Dict, Optional, Type
 import torch
 from torch import nn
 
+from .connectivity import ConnectivityHead
 from .fmamba import BackboneOutput, mamba_block, run_block
 from .mamba2 import RMSNorm
 
@@ -114,7 +115,8 @@ class AttentionHead(nn.Module):
         return self.fc(self.norm(attention_pool(out, scores)))
 
 
-HEADS: Dict[str, Type[nn.Module]] = {"linear": LinearHead, "mamba": MambaHead, "attention": AttentionHead}
+HEADS: Dict[str, Type[nn.Module]] = {"linear": LinearHead, "mamba": MambaHead, "attention": AttentionHead,
+                                     "connectivity": ConnectivityHead}
 
 
 def build_head(name: str, embed_dim: int, num_outputs: int, **kwargs) -> nn.Module:
