@@ -42,6 +42,8 @@ def parcel_blocks(token_grid: Sequence[int], max_side: int = 8) -> Tuple[int, in
 
 
 class ConnectivityHead(nn.Module):
+    """``(B, num_outputs)`` from the parcel correlations of each sample (see the module's text)."""
+
     def __init__(self, embed_dim: int, num_outputs: int, token_grid: Sequence[int],
                  static_time_tokens: int = 0, channels: int = 4, score_scale: float = 20.0):
         super().__init__()
@@ -60,8 +62,9 @@ class ConnectivityHead(nn.Module):
         self.pair_scores = nn.Parameter(torch.zeros(num_outputs, 2 * self.pairs.shape[1]))
         self.fc = nn.Linear(num_outputs, num_outputs)
 
-    def parcel_courses(self, out: BackboneOutput) -> Tuple[torch.Tensor, torch.Tensor]:
-        """``(courses (B, parcels, T' * channels) centred over time, kept (B, parcels) bool)``."""
+    def parcel_courses(self, out: BackboneOutput) -> torch.Tensor:
+        """``(B, parcels, T' * channels)``: each parcel's course, centred over time (0 for a
+        parcel without kept tokens)."""
         features = out.to_grid(out.features)  # (B, N, C), dropped tokens 0
         kept = out.to_grid(torch.ones_like(out.features[..., :1])).float()  # (B, N, 1)
         b, (d, h, w, t), skip = features.shape[0], self.token_grid, self.static_time_tokens
@@ -74,12 +77,11 @@ class ConnectivityHead(nn.Module):
         pool = lambda x: x.view(b, pd, bd, ph, bh, pw, bw, *x.shape[-2:]).sum((2, 4, 6)).flatten(1, 3)  # noqa: E731
         values, kept = pool(values), pool(kept)  # (B, parcels, T', K) and (B, parcels, T', 1)
         mean = values.sum(2, keepdim=True) / kept.sum(2, keepdim=True).clamp_min(1)
-        courses = (values / kept.clamp_min(1) - mean) * (kept > 0)
-        return courses.flatten(2), kept.sum((2, 3)) > 0
+        return ((values / kept.clamp_min(1) - mean) * (kept > 0)).flatten(2)
 
     def correlations(self, out: BackboneOutput) -> torch.Tensor:
         """``(B, pairs)``: correlation of every parcel pair's courses (upper triangle)."""
-        courses, _ = self.parcel_courses(out)
+        courses = self.parcel_courses(out)
         unit = courses / courses.norm(dim=-1, keepdim=True).clamp_min(1e-6)
         return (unit @ unit.transpose(1, 2))[:, self.pairs[0], self.pairs[1]]
 
