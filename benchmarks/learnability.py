@@ -298,7 +298,7 @@ def main(argv=None) -> None:
     p.add_argument("--frames", type=int, default=16, help="frames per run (clips of frames/2)")
     p.add_argument("--epochs", type=int, default=30, help="epochs of every training run")
     p.add_argument("--learning_rate", type=float, default=5e-3,
-                   help="peak learning rate of the training runs (the frozen probe gets 5x)")
+                   help="peak learning rate of the training runs (the frozen attention probe gets 5x)")
     p.add_argument("--methods", nargs="+", choices=list(METHOD_KEYS), default=None,
                    help="train only these methods (default: all); the baselines and the paper recipe's "
                         "run, whose split everyone uses, always run. Finished runs under --out are "
