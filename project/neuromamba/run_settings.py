@@ -349,6 +349,16 @@ def _check_spec_values(args) -> None:
     from neuromamba.spec import check_clip_layout
 
     check_clip_layout(args.img_size, args.patch_size)
+    if not args.pretraining and args.clf_head_version == "connectivity":
+        from neuromamba.data.scaling import static_time_tokens
+
+        frames, patch_frames = int(args.img_size[3]), int(args.patch_size[3])
+        static = static_time_tokens(args.input_scaling_method)
+        if frames // patch_frames - static < 2:
+            raise ValueError(f"--clf_head_version connectivity correlates time courses, so it needs 2 or more "
+                             f"time tokens of fluctuations per patch: --img_size T = {frames} gives "
+                             f"{frames // patch_frames} of {patch_frames} frames ({static} of them the static "
+                             f"image); use T >= {(static + 2) * patch_frames}")
     if args.stride_within_seq < 1:
         raise ValueError(f"--stride_within_seq must be >= 1, got {args.stride_within_seq}")
     import math

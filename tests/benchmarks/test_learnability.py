@@ -44,6 +44,7 @@ def test_a_tiny_cohort_runs_and_a_second_call_reads_its_finished_runs(tmp_path, 
     head = cohort["tuned + connectivity head: pretrain + frozen backbone"]
     assert 0.0 <= head["auc"] <= 1.0 and head["train_loss"] > 0
     assert {"baseline fc", "best baseline"} <= set(cohort)
+
     def trained_files():  # the baselines are refitted every time (seconds); training runs are not
         return {p: p.stat().st_mtime for p in runs.rglob("*") if p.is_file() and "baselines" not in p.parts}
 

@@ -98,9 +98,14 @@ def background_value_for(scaling_method: str) -> str:
     return get_scaling(scaling_method).background
 
 
+def static_time_tokens(scaling_method: str) -> int:
+    """Time tokens of a clip taken by the static image: 1 or 0."""
+    return int(get_scaling(scaling_method).static_token)
+
+
 def static_frames_for(scaling_method: str, patch_frames: int) -> int:
     """Frames of a clip taken by the static image: one time token, or none."""
-    return int(patch_frames) if get_scaling(scaling_method).static_token else 0
+    return int(patch_frames) * static_time_tokens(scaling_method)
 
 
 def scale_inplace(raw: np.ndarray, stats: Mapping[str, float], scaling_method: str,

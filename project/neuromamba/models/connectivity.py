@@ -35,17 +35,25 @@ from torch import nn
 from .fmamba import BackboneOutput
 
 
+CHANNELS = 4  # values per token in a parcel's course (a token holds several frames)
+
+
 def parcel_blocks(token_grid: Sequence[int], max_side: int = 8) -> Tuple[int, int, int]:
     """Patches per parcel along each spatial axis: the token grid pooled to at most
     ``max_side`` parcels a side (48^3 clips: one patch per parcel; 96^3: 2x2x2 patches)."""
     return tuple(-(-int(g) // max_side) for g in token_grid[:3])
 
 
+def parcel_grid(token_grid: Sequence[int]) -> Tuple[int, int, int]:
+    """Parcels along each spatial axis (the last block may hang over the token grid)."""
+    return tuple(-(-int(g) // b) for g, b in zip(token_grid[:3], parcel_blocks(token_grid)))
+
+
 class ConnectivityHead(nn.Module):
     """``(B, num_outputs)`` from the parcel correlations of each sample (see the module's text)."""
 
     def __init__(self, embed_dim: int, num_outputs: int, token_grid: Sequence[int],
-                 static_time_tokens: int = 0, channels: int = 4, score_scale: float = 20.0):
+                 static_time_tokens: int = 0, channels: int = CHANNELS, score_scale: float = 20.0):
         super().__init__()
         self.token_grid = tuple(int(v) for v in token_grid)
         self.static_time_tokens = int(static_time_tokens)
@@ -53,7 +61,7 @@ class ConnectivityHead(nn.Module):
             raise ValueError(f"the connectivity head needs >= 2 time tokens of fluctuations per patch; token "
                              f"grid {self.token_grid} with {self.static_time_tokens} static time token(s)")
         self.blocks = parcel_blocks(self.token_grid)
-        self.parcel_grid = tuple(-(-g // b) for g, b in zip(self.token_grid[:3], self.blocks))
+        self.parcel_grid = parcel_grid(self.token_grid)
         parcels = math.prod(self.parcel_grid)
         self.register_buffer("pairs", torch.triu_indices(parcels, parcels, offset=1), persistent=False)
         self.course = nn.Linear(embed_dim, channels)

@@ -242,17 +242,14 @@ def _attention_head_flops(cfg: FMambaFlopsConfig, seqlen: int) -> Dict[str, int]
             + C * ELEMENTWISE_COST["rmsnorm"] + 2 * C * K + K}
 
 
-CONNECTIVITY_CHANNELS = 4  # ConnectivityHead's default channels per token
+def _connectivity_shape(cfg: FMambaFlopsConfig) -> Tuple[int, int, int, int]:
+    """(channels per token, parcels, parcel pairs, values per parcel course) of the
+    connectivity head; the course counts every time token (an upper bound when a static-image
+    token is skipped)."""
+    from .connectivity import CHANNELS, parcel_grid
 
-
-def _connectivity_shape(cfg: FMambaFlopsConfig) -> Tuple[int, int, int]:
-    """(parcels, parcel pairs, values per parcel course) of the connectivity head; the course
-    counts every time token (an upper bound when a static-image token is skipped)."""
-    from .connectivity import parcel_blocks
-
-    blocks = parcel_blocks(cfg.grid)
-    parcels = math.prod(-(-g // b) for g, b in zip(cfg.grid[:3], blocks))
-    return parcels, parcels * (parcels - 1) // 2, cfg.grid[3] * CONNECTIVITY_CHANNELS
+    parcels = math.prod(parcel_grid(cfg.grid))
+    return CHANNELS, parcels, parcels * (parcels - 1) // 2, cfg.grid[3] * CHANNELS
 
 
 def _connectivity_head_flops(cfg: FMambaFlopsConfig, seqlen: int) -> Dict[str, int]:
@@ -260,8 +257,8 @@ def _connectivity_head_flops(cfg: FMambaFlopsConfig, seqlen: int) -> Dict[str, i
     # centring and norms, the parcel-by-parcel correlation matmul, the softmax over the signed
     # pair scores, the weighted sums, Linear(K, K).
     C, K, N = cfg.embed_dim, cfg.num_outputs, cfg.num_tokens
-    parcels, pairs, course = _connectivity_shape(cfg)
-    return {"head": 2 * N * C * CONNECTIVITY_CHANNELS + N * CONNECTIVITY_CHANNELS + 6 * parcels * course
+    channels, parcels, pairs, course = _connectivity_shape(cfg)
+    return {"head": 2 * N * C * channels + N * channels + 6 * parcels * course
             + 2 * parcels * parcels * course + K * 2 * pairs * 4 + 2 * K * 2 * pairs + 2 * K * K + K}
 
 
@@ -276,8 +273,8 @@ def head_parameters(cfg: FMambaFlopsConfig) -> int:
     if cfg.head == "attention":
         return (C + 1) + 2 * C + C * K + K
     if cfg.head == "connectivity":
-        _, pairs, _ = _connectivity_shape(cfg)
-        return C * CONNECTIVITY_CHANNELS + CONNECTIVITY_CHANNELS + K * 2 * pairs + K * K + K
+        channels, _, pairs, _ = _connectivity_shape(cfg)
+        return C * channels + channels + K * 2 * pairs + K * K + K
     mixer = cfg.head_mixer
     return cfg.head_depth * (C + mixer.num_parameters()) + C + C * K + K
 

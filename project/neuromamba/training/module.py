@@ -34,23 +34,17 @@ from neuromamba.training.metrics import (ClipRecords, aggregate_by_subject, clas
 from neuromamba.training.schedule import CosineAnnealingWarmUpRestarts, build_optimizer
 
 TASKS = ("pretraining", "classification", "regression")
-# Extra constructor arguments a head takes from the flags (heads not listed take none).
 def _connectivity_options(config: dict) -> dict:
-    """The token grid, and how many leading time tokens of each patch are the static image."""
-    from neuromamba.data.scaling import static_frames_for
+    """The token grid, and how many leading time tokens of each patch are the static image
+    (a clip too short for a time course is refused with the spec, in run_settings)."""
+    from neuromamba.data.scaling import static_time_tokens
 
     spec = spec_from_config(config)
-    patch_frames = spec.model.patch_size[3]
-    static = static_frames_for(spec.input.input_scaling_method, patch_frames) // patch_frames
-    frames = spec.model.img_size[3]
-    if frames // patch_frames - static < 2:
-        raise ValueError(f"--clf_head_version connectivity correlates time courses, so it needs 2 or more time "
-                         f"tokens of fluctuations per patch: --img_size T = {frames} gives {frames // patch_frames} "
-                         f"of {patch_frames} frames ({static} of them the static image); use T >= "
-                         f"{(static + 2) * patch_frames}")
-    return {"token_grid": spec.model.token_grid, "static_time_tokens": static}
+    return {"token_grid": spec.model.token_grid,
+            "static_time_tokens": static_time_tokens(spec.input.input_scaling_method)}
 
 
+# Extra constructor arguments a head takes from the flags (heads not listed take none).
 HEAD_OPTIONS = {"mamba": lambda config: {"chunk_size": config.get("chunk_size", 256)},
                 "connectivity": _connectivity_options}
 
