@@ -11,10 +11,14 @@
 #                         i.e. pip's build for this platform; e.g. "torch==2.13.0", or a wheel path)
 #   NEUROMAMBA_PYTHON     the interpreter used to create the venv (default: python3)
 #
-# Order matters: torch first (everything else builds against it), then requirements.txt, then,
-# only on a machine with both `nvcc` and a visible CUDA GPU, the fused Mamba kernels
-# (mamba-ssm, causal-conv1d), which compile against the installed torch and therefore need
-# --no-build-isolation. Without them NeuroMamba runs its pure-PyTorch Mamba2 path.
+# Order matters: torch first (everything else builds against it), then requirements.txt, then
+# the fused Mamba kernels (mamba-ssm, causal-conv1d):
+#   * on a machine with both `nvcc` and a visible CUDA GPU, built against the installed torch
+#     (hence --no-build-isolation);
+#   * elsewhere, with --dev only: mamba-ssm's Triton kernels without its CUDA build
+#     (requirements-kernels-cpu.txt), so the tests run the real kernels on CPU in Triton's
+#     interpreter. causal-conv1d is CUDA only and is skipped.
+# Without them NeuroMamba runs its pure-PyTorch Mamba2 path.
 # Re-running is safe: installed requirements are skipped by pip.
 set -euo pipefail
 
@@ -58,6 +62,8 @@ if [ "$dev" = 1 ]; then
   "$py" -m pip install -r "$here/requirements-dev.txt"
 fi
 
+# The version whose Triton kernels the CPU tests are known to run in the interpreter.
+mamba_ssm_cpu_req="mamba-ssm==2.3.2.post1"
 if [ "$kernels" = 1 ] && command -v nvcc >/dev/null 2>&1 && command -v nvidia-smi >/dev/null 2>&1 \
    && nvidia-smi -L >/dev/null 2>&1; then
   if "$py" -c "import mamba_ssm, causal_conv1d" >/dev/null 2>&1; then
@@ -65,6 +71,15 @@ if [ "$kernels" = 1 ] && command -v nvcc >/dev/null 2>&1 && command -v nvidia-sm
   else
     say "CUDA GPU and nvcc found: building mamba-ssm>=2.3.0 and causal-conv1d>=1.5.1 (takes a while)"
     "$py" -m pip install --no-build-isolation "causal-conv1d>=1.5.1" "mamba-ssm>=2.3.0"
+  fi
+elif [ "$kernels" = 1 ] && [ "$dev" = 1 ] && [ "$(uname -s)" = Linux ]; then
+  if "$py" -c "import importlib.util as u, sys; sys.exit(u.find_spec('mamba_ssm') is None)"; then
+    say "mamba-ssm already installed (its Triton kernels run on CPU in the tests)"
+  else
+    say "no CUDA GPU: installing $mamba_ssm_cpu_req's Triton kernels without its CUDA build (tests run them on CPU)"
+    "$py" -m pip install -r "$here/requirements-kernels-cpu.txt"
+    MAMBA_SKIP_CUDA_BUILD=TRUE MAMBA_FORCE_BUILD=TRUE \
+      "$py" -m pip install --no-build-isolation --no-deps "$mamba_ssm_cpu_req"
   fi
 else
   say "no nvcc + CUDA GPU (or --no-kernels): skipping fused kernels; the pure-PyTorch Mamba2 path will be used"

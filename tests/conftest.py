@@ -14,6 +14,13 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 os.environ["PYTHONPATH"] = os.pathsep.join(
     [str(REPO_ROOT / "project")] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p])
 
+# Without CUDA, Triton can only interpret: mamba_ssm's kernels then run on CPU tensors
+# (tests/models/test_mamba2_fused_cpu.py). Triton decides when it is first imported (anything may
+# import it, torch included), so the switch is set before any test runs. Only a forced
+# NEUROMAMBA_MAMBA_BACKEND=fused reaches the kernels on CPU.
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
 # Tests must not need an account or the network.
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")

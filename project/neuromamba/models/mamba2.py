@@ -6,11 +6,13 @@ between the two. The forward dispatches per call:
 * ``fused``: mamba_ssm's Triton/CUDA kernels (``mamba_split_conv1d_scan_combined``, or
   ``causal_conv1d_fn`` + ``mamba_chunk_scan_combined`` when ``use_mem_eff_path=False``),
   used when the input is on CUDA and mamba-ssm >= 2.3.0 and causal-conv1d >= 1.5.1 import;
+  on CPU tensors only when forced under Triton's interpreter (the tests' way to run the real
+  kernels without a GPU: ``models/fused_kernels.py``);
 * ``pure``: the pure-PyTorch path of this package (``models/ops``): runs anywhere, same math.
 
 The environment variable ``NEUROMAMBA_MAMBA_BACKEND=pure|fused|auto`` (default auto, read on
-every call) forces one. ``mamba_ssm`` is imported lazily, at most once, never at import time:
-it fails to import on machines without CUDA.
+every call) forces one; ``last_path`` says which ran. ``mamba_ssm`` is imported lazily, at most
+once, never at import time (``fused_kernels.load_fused_ops``).
 """
 
 import functools
@@ -24,13 +26,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 import neuromamba.models.ops as ops
+from .fused_kernels import load_fused_ops, triton_interpreter_on
 
 __all__ = ["Mamba2", "RMSNorm", "RMSNormGated", "BACKEND_ENV_VAR", "select_backend"]
 
 BACKEND_ENV_VAR = "NEUROMAMBA_MAMBA_BACKEND"
 BACKENDS = ("auto", "pure", "fused")
-MIN_MAMBA_SSM = (2, 3, 0)  # stride fixes for in_proj widths not a multiple of 8; seq_idx grads
-MIN_CAUSAL_CONV1D = (1, 5, 1)
 # The pure path on CPU scans in chunks of at most this many tokens, whatever chunk_size says:
 # the SSD result does not depend on the chunking (tests/models/test_mamba2.py checks 7 to 256
 # against each other and against a token-by-token recurrence), while the (Q x Q) work per
@@ -84,52 +85,14 @@ def _compute_dtype(x: torch.Tensor) -> torch.dtype:
 
 
 # --------------------------------------------------------------------------- backend choice
-def _version_tuple(version: str) -> Tuple[int, ...]:
-    parts = []
-    for piece in version.split("+")[0].split("."):
-        digits = "".join(ch for ch in piece if ch.isdigit())
-        if not digits:
-            break
-        parts.append(int(digits))
-        if digits != piece:  # e.g. "0rc1": stop after the numeric prefix
-            break
-    return tuple(parts)
-
-
 # What ran, by the ops available: the full fused chain; causal_conv1d's conv with mamba_ssm's
-# scan (use_mem_eff_path=False); mamba_ssm's Triton scan with the project's own conv (no
-# causal-conv1d installed: it needs a CUDA compile); or the pure-PyTorch path.
+# scan (use_mem_eff_path=False); mamba_ssm's Triton scan and gated norm with the project's own
+# conv (no causal-conv1d: it needs a CUDA compile; also every CPU run under Triton's
+# interpreter); or the pure-PyTorch path.
 FUSED_PATHS = {"fused": "mamba_split_conv1d_scan_combined",
                "split": "causal_conv1d_fn + mamba_chunk_scan_combined",
                "scan_only": "pure-PyTorch conv + mamba_chunk_scan_combined",
                "pure": "pure-PyTorch conv + scan"}
-
-
-@functools.lru_cache(maxsize=1)
-def load_fused_ops():
-    """Import mamba_ssm's kernels once. Returns a dict of callables (``causal_conv1d_fn`` None
-    when causal-conv1d is missing: the scan still runs fused), or a str saying why none."""
-    try:
-        import mamba_ssm
-        from mamba_ssm.ops.triton.ssd_combined import (
-            mamba_chunk_scan_combined, mamba_split_conv1d_scan_combined)
-    except Exception as err:  # ImportError, or CUDA/Triton errors raised at import time
-        return f"mamba_ssm not importable ({type(err).__name__}: {err})"
-    found = getattr(mamba_ssm, "__version__", "0")
-    if _version_tuple(found) < MIN_MAMBA_SSM:
-        return f"mamba_ssm {found} is older than {'.'.join(map(str, MIN_MAMBA_SSM))}"
-    conv = None
-    try:
-        import causal_conv1d
-        from causal_conv1d import causal_conv1d_fn
-
-        if _version_tuple(getattr(causal_conv1d, "__version__", "0")) >= MIN_CAUSAL_CONV1D:
-            conv = causal_conv1d_fn
-    except Exception:  # not installed (it needs a CUDA build): the conv stays pure PyTorch
-        conv = None
-    return {"causal_conv1d_fn": conv,
-            "mamba_chunk_scan_combined": mamba_chunk_scan_combined,
-            "mamba_split_conv1d_scan_combined": mamba_split_conv1d_scan_combined}
 
 
 @functools.lru_cache(maxsize=None)
@@ -140,22 +103,30 @@ def _warn_fallback_once(reason: str) -> None:
 
 
 def select_backend(device: torch.device):
-    """The fused ops dict for this call, or None for the pure path (reads the env var)."""
+    """The fused ops dict for this call, or None for the pure path (reads the env var).
+
+    ``auto``: fused on CUDA when mamba_ssm imports, else pure. ``fused``: mamba_ssm's kernels or
+    an error; on CPU only under Triton's interpreter (``TRITON_INTERPRET=1``, for tests: it is
+    slow), where causal-conv1d's CUDA kernel cannot run and the conv stays pure PyTorch."""
     choice = os.environ.get(BACKEND_ENV_VAR, "auto").strip().lower() or "auto"
     if choice not in BACKENDS:
         raise ValueError(f"{BACKEND_ENV_VAR}={choice!r}: expected one of {', '.join(BACKENDS)}")
     if choice == "pure":
         return None
     if device.type != "cuda":
-        if choice == "fused":
-            raise RuntimeError(f"{BACKEND_ENV_VAR}=fused needs a CUDA input, got {device.type}")
-        return None
+        if choice == "auto":
+            return None
+        if device.type != "cpu" or not triton_interpreter_on():
+            raise RuntimeError(f"{BACKEND_ENV_VAR}=fused needs a CUDA input, or a CPU input under "
+                               f"Triton's interpreter (TRITON_INTERPRET=1); got {device.type}")
     ops = load_fused_ops()
     if isinstance(ops, str):
         if choice == "fused":
             raise RuntimeError(f"{BACKEND_ENV_VAR}=fused but {ops}")
         _warn_fallback_once(ops)
         return None
+    if device.type == "cpu":
+        return {**ops, "causal_conv1d_fn": None}
     return ops
 
 
@@ -364,7 +335,11 @@ class Mamba2(nn.Module):
             **self._dt_limit_kwargs(),
         )
         y = y.reshape(batch, seqlen, self.d_ssm)
-        if self.rmsnorm:
+        if self.rmsnorm and fused is not None:  # mamba_ssm's Triton gated RMSNorm, as its Mamba2
+            y = fused["rmsnorm_fn"](y, self.norm.weight, self.norm.bias, z=z, eps=self.norm.eps,
+                                    group_size=self.norm.group_size,
+                                    norm_before_gate=self.norm_before_gate)
+        elif self.rmsnorm:
             y = self.norm(y, z)
         if d_mlp > 0:
             y = torch.cat([F.silu(z0) * x0, y], dim=-1)
