@@ -224,41 +224,9 @@ def test_different_img_size_is_a_pos_shape_mismatch(tmp_path):
         load_pretrained(FMamba(**{**CFG, "img_size": (12, 12, 24, 4)}), path)
 
 
-def write_zero2_folder(folder, model):
-    """A DeepSpeed ZeRO-1/2 checkpoint as DeepSpeed lays it out (world size 1): bf16 module
-    weights plus fp32 master weights in the optimizer file, keys under `_forward_module.`."""
-    tag = folder / "global_step4"
-    tag.mkdir(parents=True)
-    (folder / "latest").write_text("global_step4")
-    prefix = "_forward_module.model."
-    params = OrderedDict((prefix + n, p.detach()) for n, p in model.named_parameters())
-    buffers = {prefix + n: b for n, b in model.named_buffers()}
-    flat = torch.cat([p.flatten() for p in params.values()])
-    flat = torch.cat([flat, flat.new_zeros(flat.numel() % 2)])  # DeepSpeed pads to 2*world_size
-    torch.save({
-        "module": {**{k: v.bfloat16() for k, v in params.items()}, **buffers},
-        "buffer_names": list(buffers),
-        "param_shapes": [OrderedDict((k, v.shape) for k, v in params.items())],
-        "shared_params": {},
-        "ds_version": "0.19.8",
-    }, tag / "mp_rank_00_model_states.pt")
-    torch.save({"optimizer_state_dict": {"zero_stage": 1, "partition_count": 1,
-                                         "single_partition_of_fp32_groups": [flat]}},
-               tag / "zero_pp_rank_0_mp_rank_00_optim_states.pt")
-
-
-def test_deepspeed_folder(tmp_path):
-    source = FMamba(**CFG, pos_seed=4)
-    folder = tmp_path / "last.ckpt"
-    write_zero2_folder(folder, source)
-    with pytest.raises(ValueError, match=r"last\.ckpt is a DeepSpeed checkpoint folder.*--allow_pickle"):
-        load_pretrained(FMamba(**CFG), folder)
-    model = FMamba(**CFG)
-    report = load_pretrained(model, folder, allow_pickle=True)
-    assert report.format == "deepspeed"
-    for key, value in source.state_dict().items():
-        assert torch.equal(model.state_dict()[key], value), key  # fp32 master weights, not bf16
-
+def test_an_empty_folder_is_not_a_deepspeed_checkpoint(tmp_path):
+    # Real DeepSpeed folders (ZeRO 1-3, written by DeepSpeed's engine) are read in
+    # tests/training/test_deepspeed_cpu.py.
     empty = tmp_path / "empty_dir"
     empty.mkdir()
     with pytest.raises(ValueError, match="not a DeepSpeed checkpoint"):

@@ -125,30 +125,6 @@ def test_older_configs_without_a_key_mean_the_papers_value(tmp_path):
     assert read_checkpoint_settings(_project_ckpt(tmp_path / "old.ckpt")).values["input_scaling_method"] == "znorm_minback"
 
 
-def _deepspeed_folder(root, config):
-    """The layout Lightning's DeepSpeedStrategy writes: <dir>/latest and <dir>/checkpoint/
-    mp_rank_00_model_states.pt holding the weights ('module') and Lightning's client state."""
-    model = FMamba(embed_dim=16, depth=1, d_state=8, headdim=16, img_size=(24, 24, 24, 4), pretraining=True)
-    folder = root / "last.ckpt"
-    (folder / "checkpoint").mkdir(parents=True)
-    (folder / "latest").write_text("checkpoint")
-    torch.save({"module": {f"model.{k}": v for k, v in model.state_dict().items()},
-                "hyper_parameters": {"config": config}, "epoch": 0},
-               folder / "checkpoint" / "mp_rank_00_model_states.pt")
-    return str(folder)
-
-
-def test_fine_tuning_from_a_deepspeed_folder_follows_its_input(tmp_path):
-    config = {"task": "pretraining", "embed_dim": 16, "depth": 1, "d_state": 8, "headdim": 16,
-              "img_size": [24, 24, 24, 4], "patch_size": [6, 6, 6, 2], "input_scaling_method": "znorm_zeroback"}
-    folder = _deepspeed_folder(tmp_path, config)
-    settings = read_checkpoint_settings(folder)
-    assert settings.format == "deepspeed" and settings.config["input_scaling_method"] == "znorm_zeroback"
-    args = parse_args(["--downstream_task", "sex", "--load_model_path", folder])
-    assert args.input_scaling_method == "znorm_zeroback" and list(args.img_size) == [24, 24, 24, 4]
-    assert (args.embed_dim, args.depth) == (16, 1)
-
-
 def test_resume_keeps_the_runs_input_or_refuses(tmp_path):
     ckpt = _project_ckpt(tmp_path / "last.ckpt", task="classification", downstream_task="sex",
                          input_scaling_method="znorm_zeroback", clf_head_version="mamba",

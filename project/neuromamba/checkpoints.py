@@ -141,6 +141,31 @@ def _read_deepspeed_folder(path: Path, allow_pickle: bool) -> Mapping[str, torch
     return get_fp32_state_dict_from_zero_checkpoint(str(path))
 
 
+# Keys DeepSpeed adds to a *_model_states.pt file; the rest is Lightning's checkpoint (epoch,
+# global step, callbacks, hyper-parameters), kept there as DeepSpeed's client state.
+_DEEPSPEED_KEYS = {"module", "buffer_names", "optimizer", "param_shapes", "frozen_param_shapes",
+                   "shared_params", "frozen_param_fragments", "lr_scheduler", "data_sampler",
+                   "random_ltd", "sparse_tensor_module_names", "skipped_steps", "global_steps",
+                   "global_samples", "dp_world_size", "mp_world_size", "ds_config", "ds_version"}
+
+
+def read_deepspeed_as_lightning(folder: PathLike, allow_pickle: bool = False) -> dict:
+    """A Lightning checkpoint dict from a DeepSpeed checkpoint folder of any ZeRO stage: its
+    client state (hyper-parameters, epoch, step, callbacks) and every rank's shards consolidated
+    to the fp32 ``state_dict`` (DeepSpeed's zero_to_fp32), keys as the LightningModule's."""
+    folder = Path(folder)
+    state = _read_deepspeed_folder(folder, allow_pickle)  # checks the layout and allow_pickle
+    tag_file = folder / "latest"
+    tag = tag_file.read_text().strip() if tag_file.is_file() else "checkpoint"
+    files = sorted((folder / tag).glob("*model_states.pt"))
+    client = torch_load_file(files[0], allow_pickle=True) if files else {}
+    checkpoint = {k: v for k, v in client.items() if k not in _DEEPSPEED_KEYS}
+    wrapper = "_forward_module."  # Lightning's wrapper around the module the engine holds
+    checkpoint["state_dict"] = {k[len(wrapper):] if k.startswith(wrapper) else k: v
+                                for k, v in state.items()}
+    return checkpoint
+
+
 def _strip_wrappers(key: str) -> str:
     changed = True
     while changed:

@@ -110,25 +110,28 @@ def load_encoder(
     _refuse_foreign_folder(path)
     require_torch_archive(path, "--checkpoint")
     settings = read_checkpoint_settings(str(path), allow_pickle)
-    task = (settings.config or {}).get("task") if settings.format == "project" else None
+    # A DeepSpeed folder written by main.py holds the run's settings like a .ckpt does.
+    from_run = settings.format == "project" or (settings.format == "deepspeed"
+                                                  and settings.config is not None)
+    task = (settings.config or {}).get("task") if from_run else None
     if need_head and task not in ("classification", "regression"):
         raise ValueError(f"--checkpoint {path}: no task head ({task or 'backbone-only file'}); this "
                          "needs a fine-tuned classification/regression checkpoint of project/main.py")
     explicit = {"img_size": img_size, "patch_size": patch_size,
                 "input_scaling_method": input_scaling_method}
-    if settings.format == "project":
+    if from_run:
         explicit.update(img_size=None, patch_size=None)  # the weights fix them
     resolved = resolve(explicit, settings, BACKBONE_KEYS).values
-    if settings.format == "project":
-        return _from_lightning(path, settings.config, resolved["input_scaling_method"])
+    if from_run:
+        return _from_lightning(path, settings.config, resolved["input_scaling_method"], allow_pickle)
     return _from_backbone_checkpoint(path, resolved, settings, allow_pickle)
 
 
-def _from_lightning(path: Path, config: dict, scaling: str) -> Encoder:
+def _from_lightning(path: Path, config: dict, scaling: str, allow_pickle: bool = False) -> Encoder:
     from neuromamba.spec import spec_from_config
     from neuromamba.training.module import NeuroMambaModule
 
-    module = NeuroMambaModule.from_checkpoint(str(path)).eval()
+    module = NeuroMambaModule.from_checkpoint(str(path), allow_pickle=allow_pickle).eval()
     spec = spec_from_config(config)
     mean, std = module.target_stats()
     prompt = module.prompt.detach() if getattr(module, "prompt", None) is not None else None

@@ -117,10 +117,16 @@ class NeuroMambaModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
-    def from_checkpoint(cls, path: str, **overrides) -> "NeuroMambaModule":
-        """Rebuild from one of this project's checkpoints (hyper-parameters + weights), without
-        re-reading the pretrained backbone the run started from."""
-        ckpt = torch_load_file(path)
+    def from_checkpoint(cls, path: str, allow_pickle: bool = False, **overrides) -> "NeuroMambaModule":
+        """Rebuild from one of this project's checkpoints (hyper-parameters + weights), a file
+        or a DeepSpeed checkpoint folder (``allow_pickle``), without re-reading the pretrained
+        backbone the run started from."""
+        if Path(path).is_dir():
+            from neuromamba.checkpoints import read_deepspeed_as_lightning
+
+            ckpt = read_deepspeed_as_lightning(path, allow_pickle)
+        else:
+            ckpt = torch_load_file(path)
         if not (isinstance(ckpt, dict) and "hyper_parameters" in ckpt and "state_dict" in ckpt):
             raise ValueError(f"{path}: not a checkpoint written by project/main.py "
                              "(no hyper_parameters/state_dict)")

@@ -34,9 +34,46 @@ def deepspeed_config(stage: int, precision: str, offload: bool = False) -> dict:
     return config
 
 
-def _deepspeed(args, stage: int, offload: bool = False):
+def _deepspeed_strategy_class():
     from pytorch_lightning.strategies import DeepSpeedStrategy
-    return DeepSpeedStrategy(config=deepspeed_config(stage, args.lightning_precision, offload))
+    from pytorch_lightning.trainer.states import TrainerFn
+
+    class NeuroMambaDeepSpeedStrategy(DeepSpeedStrategy):
+        """Lightning's DeepSpeedStrategy, except evaluating a ZeRO-3 checkpoint folder.
+
+        Testing (or --test_only) from a ZeRO-3 folder fails inside DeepSpeed: the engine built
+        for evaluation holds a ``DeepSpeedZeRoOffload`` that lacks ``_restore_from_bit16_weights``,
+        which ``engine.load_checkpoint`` calls when optimizer states are not loaded (DeepSpeed
+        issue 7272, open with deepspeed 0.19). There the folder is consolidated and loaded the
+        way Lightning loads full weights into ZeRO-3 (gathered layer by layer); training and
+        resuming keep DeepSpeed's own loading."""
+
+        def load_checkpoint(self, checkpoint_path, weights_only=None):
+            from pathlib import Path
+
+            fitting = self.lightning_module.trainer.state.fn == TrainerFn.FITTING
+            self._evaluating_zero3_folder = (self.zero_stage_3 and not fitting
+                                             and Path(checkpoint_path).is_dir())
+            if not self._evaluating_zero3_folder:
+                return super().load_checkpoint(checkpoint_path, weights_only)
+            from neuromamba.checkpoints import read_deepspeed_as_lightning
+
+            # The run's own folder, written by this strategy.
+            return read_deepspeed_as_lightning(self.broadcast(checkpoint_path), allow_pickle=True)
+
+        def load_model_state_dict(self, checkpoint, strict: bool = True) -> None:
+            if getattr(self, "_evaluating_zero3_folder", False):
+                self.model_to_device()
+                self._restore_zero_state(checkpoint, strict=strict)
+                return
+            super().load_model_state_dict(checkpoint, strict=strict)
+
+    return NeuroMambaDeepSpeedStrategy
+
+
+def _deepspeed(args, stage: int, offload: bool = False, strategy_class=None):
+    strategy_class = strategy_class or _deepspeed_strategy_class()
+    return strategy_class(config=deepspeed_config(stage, args.lightning_precision, offload))
 
 
 # Seconds a process group waits for every member (rendezvous, collectives) before it gives up with
