@@ -5,16 +5,21 @@ background) from
   * HDF5 runs (uncompressed and lzf), one TR per chunk, ``read_direct`` into a preallocated array;
   * a memory-mapped ``.npy`` of the same bytes (the floor: nothing can read them faster);
   * one ``torch.save`` file per frame (the SwiFT/NeuroMamba/NeuroSTORM layout).
-Two levels: ``read`` (the clip's bytes into memory) and ``dataset`` (the full item: read, convert to
-float32, scale, move time last, through a DataLoader with 1 and 2 workers). Prints a table with
-clips/s, MB/s and the ratio to the floor. Then times preprocessing of one 96^3 x N run against
-nibabel's load of the same file. Files are read from a warm page cache (run twice to be sure).
+Two levels: ``read`` (the clip's bytes into memory, in this process) and ``dataset`` (the item a
+training DataLoader delivers, through 1 and 2 workers: the clip as stored plus its scaling
+fields; the float conversion, scaling and layout happen after the transfer, on the GPU). The
+row "scaled in the worker" is the item as the workers made it before (float32, scaled, time
+last). Every ratio is to the read floor (npy memmap, read level). Prints the table and writes
+its rows to ``<out>/results.json``; then times preprocessing of one 96^3 x N run against
+nibabel's load of the same file. Files are read from a warm page cache.
 
   python benchmarks/data_loading.py --out /tmp/nm_bench
 """
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -27,7 +32,6 @@ from torch.utils.data import DataLoader, Dataset
 from neuromamba.data import store  # noqa: E402
 from neuromamba.data.datasets import ClipDataset, ClipSpec, HDF5Reader, RunEntry  # noqa: E402
 from neuromamba.data.dummy import DummyGenerator, DummySpec  # noqa: E402
-from neuromamba.data.scaling import scale_inplace  # noqa: E402
 from neuromamba.data.windows import clip_starts  # noqa: E402
 
 GRID = (96, 96, 96)
@@ -136,10 +140,11 @@ def interleaved_best(timers: dict, repeats: int) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------
-# Dataset level: the full item (float32, scaled, time last) through a DataLoader
+# Dataset level: the item a training DataLoader delivers (the clip as stored), through workers
 # ---------------------------------------------------------------------------------------------
 class _ClipsOf(Dataset):
-    """Same item as ClipDataset, from another storage layout (for the comparison only)."""
+    """The stored clip, as ClipDataset(deliver="stored") gives it, from another storage layout
+    (for the comparison only)."""
 
     def __init__(self, info, clips, length, scaling="znorm_minback"):
         self.info, self.clips, self.length, self.scaling = info, clips, length, scaling
@@ -153,11 +158,7 @@ class _ClipsOf(Dataset):
 
     def __getitem__(self, i):
         subject, start = self.clips[i]
-        raw = self._raw(subject, start)
-        clip = np.empty(raw.shape[1:] + raw.shape[:1], np.float32)
-        clip[...] = np.moveaxis(raw, 0, -1)
-        scale_inplace(clip, self.info[subject]["stats"], self.scaling)
-        return {"fmri": torch.from_numpy(clip)[None], "subject": subject,
+        return {"fmri": torch.from_numpy(self._raw(subject, start)), "subject": subject,
                 "start": torch.tensor(start)}
 
 
@@ -195,9 +196,10 @@ class _OrderedClipDataset(torch.utils.data.Dataset):
         return self.base[self.order[i]]
 
 
-def hdf5_clips(info, clips, length, kind):
+def hdf5_clips(info, clips, length, kind, deliver="stored"):
     entries = [RunEntry(s, "run0", d["frames"], str(d["paths"][kind])) for s, d in info.items()]
-    base = ClipDataset(entries, ClipSpec(length, 1, length, "znorm_minback"), HDF5Reader())
+    base = ClipDataset(entries, ClipSpec(length, 1, length, "znorm_minback"), HDF5Reader(),
+                       deliver=deliver)
     return _OrderedClipDataset(base, clips)
 
 
@@ -280,20 +282,21 @@ def main(argv=None) -> None:
         time_reads(fn, info, clips, args.length)
     rates = interleaved_best({name: (lambda fn=fn: time_reads(fn, info, clips, args.length))
                               for name, fn in readers.items()}, args.repeats)
-    floor = rates["npy memmap (floor)"]
+    floor = rates["npy memmap (floor)"]  # the read floor: every ratio below is to it
     for name, rate in rates.items():
         rows.append(("read", name, "-", rate, rate * mb_per_clip, rate / floor))
 
     for workers in args.workers:
-        timers = {"npy memmap (floor)": LoaderTimer(NpyClips(info, clips, args.length), workers),
-                  "hdf5 (ClipDataset)": LoaderTimer(
+        timers = {"npy memmap": LoaderTimer(NpyClips(info, clips, args.length), workers),
+                  "hdf5 (ClipDataset, as stored)": LoaderTimer(
                       hdf5_clips(info, clips, args.length, "h5_none"), workers),
-                  "hdf5 lzf (ClipDataset)": LoaderTimer(
+                  "hdf5 (ClipDataset, scaled in the worker)": LoaderTimer(
+                      hdf5_clips(info, clips, args.length, "h5_none", deliver="model"), workers),
+                  "hdf5 lzf (ClipDataset, as stored)": LoaderTimer(
                       hdf5_clips(info, clips, args.length, "h5_lzf"), workers),
                   "torch.save per frame": LoaderTimer(
                       TorchFrameClips(info, clips, args.length), workers)}
         rates = interleaved_best(timers, args.repeats)
-        floor = rates["npy memmap (floor)"]
         for name, rate in rates.items():
             rows.append(("dataset", name, workers, rate, rate * mb_per_clip, rate / floor))
         del timers  # stop the persistent workers
@@ -303,6 +306,13 @@ def main(argv=None) -> None:
     print("|---|---|---|---|---|---|")
     for level, name, workers, rate, mbs, ratio in rows:
         print(f"| {level} | {name} | {workers} | {rate:.1f} | {mbs:.0f} | {ratio:.2f} |")
+    results = args.out / "results.json"
+    tmp = results.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps([{"level": level, "storage": name, "workers": workers,
+                                "clips_per_s": round(rate, 2), "ratio_to_floor": round(ratio, 3)}
+                               for level, name, workers, rate, _, ratio in rows], indent=2))
+    os.replace(tmp, results)  # never half-written
+    print(f"rows written to {results}")
 
     if args.prep_frames:
         t_load, t_prep, dtype = preprocessing_timing(args.out, args.prep_frames)

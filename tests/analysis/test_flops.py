@@ -180,7 +180,7 @@ def test_data_masks_give_the_models_own_kept_tokens():
                         input_scaling_method="znorm_minback")
     dm.setup("fit")
     assert masks.clips_per_epoch == len(dm.datasets["train"])
-    for batch, voxel_masks in zip(dm._loader(dm.datasets["train"], 3), masks.batches):
+    for batch, voxel_masks in zip(dm.model_batches("train", 3), masks.batches):
         tokens = patchify(batch["fmri"], (6, 6, 6, 2))
         for rule in ("batch", "packed"):
             expected = select_tokens(tokens, rule, "min").lengths.tolist()

@@ -40,7 +40,7 @@ def _units(flags, tmp_path):
     encoder = _encoder()
     out = {}
     for split in ("train", "val", "test"):
-        clips = extract_clip_embeddings(encoder, dm._loader(dm.datasets[split], 16))
+        clips = extract_clip_embeddings(encoder, dm.model_batches(split, 16))
         keys = {"subject": clips.subjects, "run": list(zip(clips.subjects, clips.runs)),
                 "clip": list(zip(clips.subjects, clips.runs, clips.starts.tolist()))}[args.eval_level]
         _, emb = mean_by_key(clips.embeddings, keys)

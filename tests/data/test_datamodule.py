@@ -4,6 +4,7 @@ import warnings
 import numpy as np
 import pytest
 import torch
+from torch.utils.data import default_collate
 
 from neuromamba.data.datamodule import FMRIDataModule
 from neuromamba.data.dummy import DummySpec, regression_targets, write_dummy_runs
@@ -17,8 +18,14 @@ SMALL = dict(img_size=(12, 12, 12, 4), dummy_num_subjects=10, dummy_num_frames=1
 def test_dummy_batch_contract(tmp_path):
     dm = FMRIDataModule("Dummy", downstream_task="sex", output_dir=tmp_path, **SMALL)
     dm.setup()
-    batch = next(iter(dm.train_dataloader()))
+    stored = next(iter(dm.train_dataloader()))
+    # The workers deliver the clips as stored (time first, the stored dtype) ...
+    assert stored["fmri"].shape == (3, 4, 12, 12, 12) and stored["fmri"].dtype == torch.float32
+    assert {"scale_offset", "scale_factor"} <= set(stored)
+    # ... and the model gets them scaled, time last, after the transfer (Lightning's hook)
+    batch = dm.on_after_batch_transfer(stored, 0)
     assert batch["fmri"].shape == (3, 1, 12, 12, 12, 4) and batch["fmri"].dtype == torch.float32
+    assert "scale_offset" not in batch
     assert batch["target"].dtype == torch.int64 and batch["start"].dtype == torch.int64
     assert isinstance(batch["subject"], list) and isinstance(batch["run"], list)
     assert dm.num_classes == 2
@@ -35,13 +42,16 @@ def test_dummy_is_deterministic_and_subjects_differ():
     a = FMRIDataModule("Dummy", downstream_task="sex", input_scaling_method="znorm_minback", **SMALL)
     b = FMRIDataModule("Dummy", downstream_task="sex", input_scaling_method="znorm_minback", **SMALL)
     a.setup(), b.setup()
-    x, y = a.datasets["train"][3], b.datasets["train"][3]
+    def item(dm, i):  # one clip as the model gets it
+        return dm.on_after_batch_transfer(default_collate([dm.datasets["train"][i]]), 0)
+
+    x, y = item(a, 3), item(b, 3)
     assert x["subject"] == y["subject"] and torch.equal(x["fmri"], y["fmri"])
-    other = next(item for item in (a.datasets["train"][i] for i in range(len(a.datasets["train"])))
-                 if item["subject"] != x["subject"])
+    other = next(it for it in (item(a, i) for i in range(len(a.datasets["train"])))
+                 if it["subject"] != x["subject"])
     assert not torch.equal(other["fmri"], x["fmri"])
     # brain-shaped: background (scaled raw 0) is the volume minimum, brain fills a good part
-    vol = x["fmri"][0, ..., 0]
+    vol = x["fmri"][0, 0, ..., 0]
     background = vol == vol.min()
     assert 0.4 < background.float().mean() < 0.9 and background[0, 0, 0]
 
@@ -85,7 +95,7 @@ def test_hdf5_with_label_csv_excludes_unlabelled(tmp_path):
     assert used.isdisjoint({"dummy0006", "dummy0007"})
     seen = [b for b in dm.train_dataloader()]  # forked workers open their own handles
     assert sum(len(b["subject"]) for b in seen) == len(dm.datasets["train"])
-    assert all(torch.isfinite(b["fmri"]).all() for b in seen)
+    assert all(torch.isfinite(dm.on_after_batch_transfer(b, 0)["fmri"]).all() for b in seen)
 
 
 def test_regression_target_stats_use_the_train_split_only():
@@ -180,7 +190,7 @@ def test_multi_cohort_with_the_dummy_cohort(tmp_path):
     items = [dm.datasets["train"][i] for i in range(len(dm.datasets["train"]))]
     assert {it["subject"].split(":")[0] for it in items} == {"Dummy", "HCP"}
     assert dm.clip_subjects("train") == [it["subject"] for it in items]
-    batch = next(iter(dm.train_dataloader()))
+    batch = dm.on_after_batch_transfer(next(iter(dm.train_dataloader())), 0)
     assert batch["fmri"].shape == (4, 1, 12, 12, 12, 4)
     assert all(s in cohort_of for s in batch["subject"])
 

@@ -69,7 +69,7 @@ def _eval_worker(rank, world, port, result_dir, equal):
                             output_dir=str(Path(result_dir) / f"out{int(equal)}"))
         dm.setup()
         records, batches = ClipRecords(), 0
-        for batch in dm.val_dataloader():
+        for batch in map(lambda b: dm.on_after_batch_transfer(b, 0), dm.val_dataloader()):
             batches += 1
             # a stand-in model output that depends only on the clip
             out = batch["fmri"].flatten(1).mean(1, keepdim=True).repeat(1, 2).softmax(-1)

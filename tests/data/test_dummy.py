@@ -12,7 +12,7 @@ from neuromamba.data.dummy import (DummyGenerator, DummySpec, class_labels, sign
 
 def _features(dm, split, over_time="mean"):
     xs, ys = [], []
-    for batch in dm._loader(dm.datasets[split], 16):
+    for batch in dm.model_batches(split, 16):
         x = getattr(batch["fmri"][:, 0], over_time)(-1)  # over time, then 4^3 average pool: 64 features
         xs.append(torch.nn.functional.adaptive_avg_pool3d(x, 4).flatten(1).numpy())
         ys.append(batch["target"].numpy())
@@ -38,7 +38,7 @@ def test_planted_functional_signal_survives_the_demeaned_input():
     dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), downstream_task="sex",
                         dummy_num_subjects=40, dummy_num_frames=8, input_scaling_method="znorm_demean")
     dm.setup()
-    clip = dm.datasets["train"][0]["fmri"][0].numpy()
+    clip = next(dm.model_batches("train", 1))["fmri"][0, 0].numpy()
     np.testing.assert_allclose(clip.mean(-1), 0.0, atol=1e-5)
     x_train, y_train = _features(dm, "train", over_time="std")
     x_test, y_test = _features(dm, "test", over_time="std")

@@ -10,7 +10,7 @@ from neuromamba.data.datamodule import FMRIDataModule
 
 def _clips(method, n=12):
     dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=True, dummy_num_subjects=6,
-                        dummy_num_frames=8, input_scaling_method=method)
+                        dummy_num_frames=8, input_scaling_method=method, deliver="model")
     dm.setup("fit")
     items = [dm.datasets["train"][i] for i in range(min(n, len(dm.datasets["train"])))]
     return [(it["fmri"][0].numpy(), it["brain_mask"].numpy().astype(bool)) for it in items]

@@ -46,7 +46,7 @@ def _val_next_token_loss(module, args):
     dm.setup("fit")
     module.eval()
     with torch.no_grad():
-        losses = [float(module.model.next_token_loss(module.model(b["fmri"]))) for b in dm.val_dataloader()]
+        losses = [float(module.model.next_token_loss(module.model(dm.on_after_batch_transfer(b, 0)["fmri"]))) for b in dm.val_dataloader()]
     return float(np.mean(losses))
 
 

@@ -98,6 +98,7 @@ def run(args) -> Dict:
     settings = run_settings(args.run_dir, getattr(args, "input_scaling_method", None))
     datamodule = build_datamodule(settings, Path(args.run_dir))
     datamodule.output_dir = None  # read the run's split; write nothing into its data
+    datamodule.deliver = "model"  # clips read one by one, scaled as the model gets them
     datamodule.setup("fit")
     labels, num_parcels, parcel_text = parcel_labels(datamodule, settings, args.atlas)
     data = {split: clip_series(datamodule.datasets[split], labels, num_parcels)

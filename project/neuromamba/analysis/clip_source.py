@@ -16,7 +16,8 @@ def build_datamodule(args, encoder):
 
     spec = {"img_size": encoder.img_size, "input_scaling_method": encoder.input_scaling_method,
             "stride_within_seq": args.stride_within_seq, "stride_between_seq": args.stride_between_seq}
-    return FMRIDataModule.from_spec(spec, encoder.patch_size[3], args, output_dir=None, pretraining=True)
+    return FMRIDataModule.from_spec(spec, encoder.patch_size[3], args, output_dir=None, pretraining=True,
+                                   deliver="model")
 
 
 def clip_loader(datamodule, split: str, batch_size: int, num_workers: int = 0) -> DataLoader:

@@ -49,9 +49,8 @@ def masks_from_datamodule(args, cfg) -> MaskBatch:
                         pretraining=True, batch_size=args.batch_size, seed=1234)
     dm.setup("fit")
     background = background_value_for(args.input_scaling_method)
-    loader = dm._loader(dm.datasets["train"], args.batch_size)
     batches: List[List[np.ndarray]] = []
-    for i, batch in enumerate(loader):
+    for i, batch in enumerate(dm.model_batches("train", args.batch_size)):
         if i >= args.num_batches:
             break
         batches.append([voxel_mask_from_frames(clip, None if background == "min" else 0.0)

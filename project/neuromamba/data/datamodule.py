@@ -26,7 +26,7 @@ import torch
 from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, WeightedRandomSampler
 
 from . import dummy as dummy_data
-from .datasets import (ClipDataset, ClipSpec, DataGrid, DummyReader, HDF5Reader, dataset_grid,
+from .datasets import (ClipDataset, model_input, ClipSpec, DataGrid, DummyReader, HDF5Reader, dataset_grid,
                        discover_hdf5_runs, dummy_entries, get_dataset_info)
 from .grid import world_grid
 from .scaling import get_scaling
@@ -91,8 +91,12 @@ class FMRIDataModule(pl.LightningDataModule):
                  eval_batch_size=None, num_workers=0, seed=1234, dummy_num_subjects=40,
                  dummy_num_frames=None, pin_memory=None, cohort_sampling="proportional",
                  dummy_num_runs=1, dummy_label_level="subject", dummy_num_classes=2,
-                 equal_eval_batches=False):
+                 equal_eval_batches=False, deliver="stored"):
         super().__init__()
+        # "stored": clips leave the workers as stored and are scaled after the transfer
+        # (on_after_batch_transfer; training). "model": scaled in the workers, for tools that
+        # index the datasets or loop over them without a Trainer. Same function either way.
+        self.deliver = deliver
         self.dataset_names = [str(n) for n in _as_list(dataset_name)]
         self.image_paths = _as_list(image_path)
         if len(self.image_paths) == 1 and len(self.dataset_names) > 1:
@@ -324,8 +328,20 @@ class FMRIDataModule(pl.LightningDataModule):
             parts.append(ClipDataset(entries, self.clip_spec, cohort.reader,
                                      target_fn=self._target_fn(cohort),
                                      target_dtype=self._target_dtype(),
-                                     subject_prefix=cohort.prefix))
+                                     subject_prefix=cohort.prefix, deliver=self.deliver))
         return ConcatDataset(parts)
+
+    def model_batches(self, split: str, batch_size: int):
+        """A split's batches as the model gets them, on the CPU, outside a Trainer (analysis
+        tools, probes): the DataLoader's stored clips, then :meth:`on_after_batch_transfer`."""
+        for batch in self._loader(self.datasets[split], batch_size):
+            yield self.on_after_batch_transfer(batch, 0)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        """Lightning's hook, after the batch reached the training device: the workers deliver
+        clips as stored (pinned when on CUDA), and the float conversion, scaling and the model's
+        layout happen here, on the GPU (``datasets.model_input``)."""
+        return model_input(batch, self.clip_spec) if self.deliver == "stored" else batch
 
     def _target_dtype(self) -> torch.dtype:
         return torch.float32 if self.task_type == "regression" else torch.int64

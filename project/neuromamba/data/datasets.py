@@ -3,7 +3,13 @@
 An item is a dict: ``fmri`` float32 (1, D, H, W, T) scaled at load time, ``brain_mask`` bool
 (D, H, W) (the run's stored brain mask: it, not the values, decides which tokens are
 background), ``target`` (int64 class or float32 value; 0 when unlabelled, e.g. pretraining),
-``subject``, ``run``, ``start`` (first frame). Only the clip's frames are read, in one HDF5 read straight into a preallocated array.
+``subject``, ``run``, ``start`` (first frame). Only the clip's frames are read, in one HDF5 read
+straight into a preallocated array.
+
+With ``deliver="stored"`` (the training DataLoaders) ``fmri`` is the clip as stored, ``(T, D, H,
+W)`` in the stored dtype, plus what its scaling needs (``scaling.SCALING_FIELDS``):
+:func:`model_input` makes the model's clip after the batch reaches its device, so the float
+conversion, scaling and layout (2-4x the clip's bytes) run on the GPU, not in the workers.
 """
 from __future__ import annotations
 
@@ -20,7 +26,7 @@ from torch.utils.data import Dataset
 from . import store
 from .dummy import DummyGenerator, DummySpec
 from ..paper import PAPER_DEFAULTS
-from .scaling import get_scaling, scale_clip, static_frames_for
+from .scaling import SCALING_FIELDS, get_scaling, scale_batch, scaling_fields, static_frames_for
 from .windows import clip_slice, clip_span, clip_starts, clip_step
 
 
@@ -175,8 +181,11 @@ class ClipDataset(Dataset):
     def __init__(self, entries: Sequence[RunEntry], spec: ClipSpec, reader,
                  target_fn: TargetFn | None = None, target_dtype: torch.dtype = torch.int64,
                  target_transform: Callable[[float], float] | None = None,
-                 subject_prefix: str = ""):
+                 subject_prefix: str = "", deliver: str = "model"):
+        if deliver not in ("model", "stored"):
+            raise ValueError(f"deliver must be 'model' or 'stored', got {deliver!r}")
         self.entries, self.spec, self.reader = list(entries), spec, reader
+        self.deliver = deliver
         self.subject_prefix = subject_prefix
         self.target_dtype, self.target_transform = target_dtype, target_transform
         span = clip_span(spec.sequence_length, spec.stride_within_seq)
@@ -218,22 +227,42 @@ class ClipDataset(Dataset):
         if raw.shape[0] != self.spec.sequence_length:
             raise ValueError(f"{entry.path or entry.subject}: clip at frame {start} has "
                              f"{raw.shape[0]} frames, expected {self.spec.sequence_length}")
-        # One pass converts to float32 and moves time last (the model's (D, H, W, T) layout).
-        clip = np.empty(raw.shape[1:] + raw.shape[:1], dtype=np.float32)
-        clip[...] = np.moveaxis(raw, 0, -1)
         voxel = self.reader.voxel_stats(entry) if get_scaling(self.spec.scaling_method).voxel_stats else None
-        clip = scale_clip(clip, self.reader.stats(entry), self.spec.scaling_method, voxel,
-                          self.spec.static_frames)
-        if not np.isfinite(clip.sum()):  # one cheap pass: a NaN/inf voxel must never reach a model
-            raise ValueError(f"{entry.path or entry.subject}: non-finite values (NaN/inf) in the "
-                             f"clip at frame {start}; run `preprocess.py check` on the folder")
-        fmri = torch.from_numpy(clip)[None]
         target = self.targets[i].item()
         if self.target_transform is not None:
             target = self.target_transform(target)
-        return {"fmri": fmri, "brain_mask": torch.from_numpy(self.reader.brain_mask(entry)),
+        item = {"fmri": torch.from_numpy(raw),
+                **scaling_fields(self.reader.stats(entry), self.spec.scaling_method, voxel,
+                                 static=bool(self.spec.static_frames)),
+                "brain_mask": torch.from_numpy(self.reader.brain_mask(entry)),
                 "target": torch.tensor(target, dtype=self.target_dtype),
                 "subject": self.subject_prefix + entry.subject, "run": entry.run, "start": torch.tensor(start)}
+        if self.deliver == "stored":
+            return item
+        batch = model_input({k: (v[None] if torch.is_tensor(v) else [v]) for k, v in item.items()},
+                            self.spec)
+        return {k: (v[0] if torch.is_tensor(v) else v[0]) for k, v in batch.items()}
+
+
+def model_input(batch: dict, spec: ClipSpec) -> dict:
+    """A batch of stored clips (``deliver="stored"``) made the model's: ``fmri`` becomes float32
+    ``(B, 1, D, H, W, T')`` scaled as ``spec`` says, the scaling fields are dropped. Run it where
+    the model runs (``FMRIDataModule.on_after_batch_transfer``). A clip with a NaN/inf value is
+    refused by name: it must never reach a model."""
+    fields = {k: batch.pop(k) for k in SCALING_FIELDS if k in batch}
+    clips = scale_batch(batch["fmri"], spec.scaling_method, fields["scale_offset"],
+                        fields["scale_factor"], brain=batch.get("brain_mask"),
+                        voxel_mean=fields.get("voxel_mean"), static_image=fields.get("static_image"),
+                        static_frames=spec.static_frames)
+    finite = torch.isfinite(clips.flatten(1).sum(dim=1))  # one cheap pass
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0, 0])
+        start = batch["start"][bad]
+        raise ValueError(f"subject {batch['subject'][bad]}, run {batch['run'][bad]}: non-finite values "
+                         f"(NaN/inf) in the clip at frame {int(start)}; run `preprocess.py check` on "
+                         f"the folder")
+    batch["fmri"] = clips
+    return batch
 
 
 # ---------------------------------------------------------------------------------------------

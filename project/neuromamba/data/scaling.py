@@ -108,9 +108,72 @@ def static_frames_for(scaling_method: str, patch_frames: int) -> int:
     return int(patch_frames) * static_time_tokens(scaling_method)
 
 
+# ---------------------------------------------------------------------------------------------
+# The data path: a clip travels as stored, and is scaled where the model runs (scale_batch)
+# ---------------------------------------------------------------------------------------------
+def scaling_fields(stats: Mapping[str, float], scaling_method: str, voxel=None,
+                   static: bool = False) -> dict:
+    """What :func:`scale_batch` needs of a clip's run besides its frames and brain mask, as
+    tensors that collate: the affine (``scale_offset``, ``scale_factor``), for the ``voxel_*``
+    scalings the run's mean image (``voxel_mean``), with a static token its ``static_image``."""
+    import torch
+
+    method = get_scaling(scaling_method)
+    if method.voxel_stats:
+        if voxel is None:
+            raise ValueError(f"--input_scaling_method {scaling_method} needs the run's per-voxel "
+                             "statistics (store.VoxelStats)")
+        fields = {"scale_offset": torch.tensor(0.0),
+                  "scale_factor": torch.tensor(np.float32(1.0 / max(voxel.fluct_std, _EPS))),
+                  "voxel_mean": torch.from_numpy(np.asarray(voxel.mean_image, np.float32))}
+        if static:
+            fields["static_image"] = torch.from_numpy(np.asarray(voxel.static_image, np.float32))
+        return fields
+    offset, scale = method.affine(stats)
+    return {"scale_offset": torch.tensor(np.float32(offset)), "scale_factor": torch.tensor(np.float32(scale))}
+
+
+SCALING_FIELDS = ("scale_offset", "scale_factor", "voxel_mean", "static_image")
+
+
+def scale_batch(stored, scaling_method: str, scale_offset, scale_factor, brain=None,
+                voxel_mean=None, static_image=None, static_frames: int = 0):
+    """The model's input ``(B, 1, D, H, W, static_frames + T)`` float32 from clips as stored,
+    ``(B, T, D, H, W)`` in their stored dtype, on whatever device they are (after the transfer
+    to the GPU: the float conversion, scaling and layout cost the DataLoader workers nothing).
+    The same float32 operations, in the same order, as :func:`scale_inplace`, the reference."""
+    import torch
+
+    method = get_scaling(scaling_method)
+    batch, frames = stored.shape[0], stored.shape[1]
+    per_clip = (batch, 1, 1, 1, 1)
+    out = torch.empty((batch, 1, *stored.shape[2:], static_frames + frames), dtype=torch.float32,
+                      device=stored.device)
+    x = out[:, 0, ..., static_frames:]
+    x.copy_(stored.movedim(1, -1))  # one pass: float32, time last; then in place, as the reference
+    if method.voxel_stats:
+        x.sub_(voxel_mean.to(torch.float32)[..., None]).mul_(scale_factor.to(torch.float32).view(per_clip))
+        x.masked_fill_(~brain.to(torch.bool)[..., None], 0.0)
+    else:
+        background = None
+        if method.demean_over_time:
+            background = ~(x != 0).any(dim=-1, keepdim=True)  # 0 in every frame
+        elif method.background == "zero":
+            background = x == 0
+        x.sub_(scale_offset.to(torch.float32).view(per_clip)).mul_(scale_factor.to(torch.float32).view(per_clip))
+        if method.demean_over_time:
+            x.sub_(x.mean(dim=-1, keepdim=True, dtype=torch.float64).to(torch.float32))
+        if background is not None:
+            x.masked_fill_(background, 0.0)
+    if static_frames:
+        out[:, 0, ..., :static_frames] = static_image.to(torch.float32)[..., None]
+    return out
+
+
 def scale_inplace(raw: np.ndarray, stats: Mapping[str, float], scaling_method: str,
                   voxel=None) -> np.ndarray:
-    """Scale a float32 array of raw values in place and return it. ``raw`` is one clip with
+    """The reference scaling, in NumPy (tests compare :func:`scale_batch` with it): scale a
+    float32 array of raw values in place and return it. ``raw`` is one clip with
     time on the last axis, ``(D, H, W, T)``; ``voxel`` (a :class:`store.VoxelStats`) is
     needed by the ``voxel_*`` scalings."""
     method = get_scaling(scaling_method)
