@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 
 from neuromamba.data import store  # noqa: E402
+from neuromamba.data.clip_buffers import ClipConcat, collate_clips  # noqa: E402
 from neuromamba.data.datasets import ClipDataset, ClipSpec, HDF5Reader, RunEntry  # noqa: E402
 from neuromamba.data.dummy import DummyGenerator, DummySpec  # noqa: E402
 from neuromamba.data.windows import clip_starts  # noqa: E402
@@ -181,34 +182,26 @@ class TorchFrameClips(_ClipsOf):
         return out
 
 
-class _OrderedClipDataset(torch.utils.data.Dataset):
-    """ClipDataset items in the benchmark's shuffled clip order."""
-
-    def __init__(self, base: ClipDataset, clips):
-        position = {(base.entries[int(r)].subject, int(s)): i
-                    for i, (r, s) in enumerate(base.index)}
-        self.base, self.order = base, [position[c] for c in clips]
-
-    def __len__(self):
-        return len(self.order)
-
-    def __getitem__(self, i):
-        return self.base[self.order[i]]
-
-
 def hdf5_clips(info, clips, length, kind, deliver="stored"):
+    """The training feed's dataset (ClipConcat: each worker reads into its reused shared
+    buffers) over the runs, and the benchmark's clip order as its sampler."""
     entries = [RunEntry(s, "run0", d["frames"], str(d["paths"][kind])) for s, d in info.items()]
     base = ClipDataset(entries, ClipSpec(length, 1, length, "znorm_minback"), HDF5Reader(),
                        deliver=deliver)
-    return _OrderedClipDataset(base, clips)
+    position = {(base.entries[int(r)].subject, int(s)): i for i, (r, s) in enumerate(base.index)}
+    dataset = ClipConcat([base]) if deliver == "stored" else base
+    return dataset, [position[c] for c in clips]
 
 
 class LoaderTimer:
-    """Clips/s of one epoch through a DataLoader with persistent workers."""
+    """Clips/s of one epoch through a DataLoader with persistent workers (batch size 1), with
+    the training feed's collate."""
 
     def __init__(self, dataset, workers: int):
-        self.loader = DataLoader(dataset, batch_size=1, num_workers=workers,
-                                 persistent_workers=workers > 0, shuffle=False)
+        dataset, order = dataset if isinstance(dataset, tuple) else (dataset, None)
+        self.loader = DataLoader(dataset, batch_size=1, num_workers=workers, sampler=order,
+                                 persistent_workers=workers > 0, shuffle=False,
+                                 collate_fn=collate_clips)
         for _ in self.loader:  # warm-up epoch: starts the workers, opens the files
             pass
 
@@ -287,7 +280,7 @@ def main(argv=None) -> None:
         rows.append(("read", name, "-", rate, rate * mb_per_clip, rate / floor))
 
     for workers in args.workers:
-        timers = {"npy memmap": LoaderTimer(NpyClips(info, clips, args.length), workers),
+        timers = {"npy memmap (one new shared segment per batch)": LoaderTimer(NpyClips(info, clips, args.length), workers),
                   "hdf5 (ClipDataset, as stored)": LoaderTimer(
                       hdf5_clips(info, clips, args.length, "h5_none"), workers),
                   "hdf5 (ClipDataset, scaled in the worker)": LoaderTimer(

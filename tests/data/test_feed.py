@@ -41,3 +41,52 @@ def test_a_non_finite_clip_is_refused_by_name():
     with pytest.raises(ValueError, match=rf"subject {stored['subject'][1]}, run run0: non-finite .* "
                                          rf"frame {int(stored['start'][1])}"):
         model_input(stored, dm.clip_spec)
+
+
+def _loader_batches(dm, split, batch_size, workers):
+    dm.num_workers = workers
+    return list(dm._loader(dm.datasets[split], batch_size))
+
+
+@pytest.mark.parametrize("method", ["znorm_minback", "voxel_demean_static"])
+def test_workers_read_into_reused_shared_buffers_and_deliver_the_same_clips(method):
+    dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), downstream_task="sex", dummy_num_subjects=8,
+                        dummy_num_frames=16, input_scaling_method=method, train_split=0.5, val_split=0.3)
+    dm.setup("fit")
+    in_process = [dm.on_after_batch_transfer(b, 0) for b in _loader_batches(dm, "val", 3, 0)]
+    dm.num_workers = 1
+    slots = set()
+    for expected, stored in zip(in_process, dm._loader(dm.datasets["val"], 3)):
+        assert type(stored).__name__ == "StoredBatch" and stored["fmri"].is_shared()
+        slots.add(stored.slot)
+        got = dm.on_after_batch_transfer(stored, 0)
+        assert type(got) is dict and torch.equal(got["fmri"], expected["fmri"])
+        assert got["subject"] == expected["subject"] and torch.equal(got["target"], expected["target"])
+        assert torch.equal(got["brain_mask"], expected["brain_mask"])
+    assert len(in_process) >= 2 and len(slots) == len(in_process)  # one slot per batch in flight
+
+
+def test_a_batch_whose_buffer_was_reused_is_refused(monkeypatch):
+    from neuromamba.data import clip_buffers
+
+    monkeypatch.setattr(clip_buffers, "SLOTS", 2)
+    dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=True, dummy_num_subjects=8,
+                        dummy_num_frames=16, num_workers=1)
+    dm.setup("fit")
+    batches = iter(dm._loader(dm.datasets["train"], 1))
+    held = next(batches)  # kept while the worker goes on: its slot comes round again
+    for _ in range(4):
+        next(batches)
+    with pytest.raises(RuntimeError, match="rewrote a clip buffer before the batch in it was used"):
+        dm.on_after_batch_transfer(held, 0)
+    with pytest.raises(RuntimeError, match="rewrote a clip buffer"):
+        held.to("meta")  # a copy to a device is checked the same way
+
+
+def test_runs_stored_in_fp16_and_float32_batch_together_as_float32(tmp_path):
+    from neuromamba.data.clip_buffers import collate_clips
+
+    items = [{"fmri": torch.zeros(2, 3, 3, 3, dtype=torch.float16), "start": torch.tensor(0)},
+             {"fmri": torch.ones(2, 3, 3, 3, dtype=torch.float32), "start": torch.tensor(2)}]
+    batch = collate_clips(items)
+    assert batch["fmri"].dtype == torch.float32 and batch["fmri"][1].eq(1).all()

@@ -5,7 +5,9 @@ unlabelled mode; probe targets are read separately (:mod:`neuromamba.analysis.la
 """
 from __future__ import annotations
 
-from torch.utils.data import ConcatDataset, DataLoader
+from torch.utils.data import DataLoader
+
+from neuromamba.data.clip_buffers import ClipConcat, collate_clips
 
 SPLIT_CHOICES = ("all", "train", "val", "test")
 
@@ -16,17 +18,19 @@ def build_datamodule(args, encoder):
 
     spec = {"img_size": encoder.img_size, "input_scaling_method": encoder.input_scaling_method,
             "stride_within_seq": args.stride_within_seq, "stride_between_seq": args.stride_between_seq}
-    return FMRIDataModule.from_spec(spec, encoder.patch_size[3], args, output_dir=None, pretraining=True,
-                                   deliver="model")
+    return FMRIDataModule.from_spec(spec, encoder.patch_size[3], args, output_dir=None, pretraining=True)
 
 
 def clip_loader(datamodule, split: str, batch_size: int, num_workers: int = 0) -> DataLoader:
-    """An unshuffled loader over one split's clips, or over all splits (train, val, test)."""
+    """An unshuffled loader over one split's clips, or over all splits (train, val, test), as
+    the training DataLoaders deliver them (as stored: ``datasets.batch_to_model`` scales them
+    on the device)."""
     if split not in SPLIT_CHOICES:
         raise ValueError(f"--split {split!r}: choose one of {SPLIT_CHOICES}")
     datamodule.setup("fit")
     names = ("train", "val", "test") if split == "all" else (split,)
-    dataset = ConcatDataset([datamodule.datasets[n] for n in names])
+    dataset = ClipConcat([part for n in names for part in datamodule.datasets[n].datasets])
     if len(dataset) == 0:
         raise ValueError(f"no clips in split {split!r}")
-    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
+    return DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
+                      collate_fn=collate_clips)

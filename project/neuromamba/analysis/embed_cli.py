@@ -55,7 +55,7 @@ def run(args) -> Dict:
     loader = clip_loader(datamodule, args.split, batch, args.num_workers)
     encoder.check_grid(datamodule.grid.as_dict(), f"--dataset_name {args.dataset_name}")
     clips = extract_clip_embeddings(encoder, loader, pooling=args.pooling,
-                                    device=device)
+                                    device=device, clip_spec=datamodule.clip_spec)
     subjects = subject_embeddings(clips)
     written = [write_clip_embeddings(args.output, clips)]
     subject_path = args.subject_output or default_subject_output(args.output)

@@ -58,10 +58,11 @@ class SubjectEmbeddings:
 @torch.no_grad()
 def extract_clip_embeddings(
     encoder: Encoder, batches: Iterable[dict], pooling: str = "mean", device: str = "cpu",
-    with_outputs: bool = False, keep_targets: bool = True,
+    with_outputs: bool = False, keep_targets: bool = True, clip_spec=None,
 ) -> ClipEmbeddings:
     """Pool the backbone features of every clip in ``batches`` (dicts with ``fmri``,
-    ``subject``, ``run``, ``start`` and optionally ``target``)."""
+    ``subject``, ``run``, ``start`` and optionally ``target``). With ``clip_spec``, batches of
+    clips as stored are scaled on ``device`` first (``datasets.batch_to_model``)."""
     if pooling not in POOLINGS:
         raise ValueError(f"unknown pooling {pooling!r}; choose one of {sorted(POOLINGS)}")
     pool = POOLINGS[pooling]
@@ -69,6 +70,10 @@ def extract_clip_embeddings(
     encoder.to(device)
     subjects, runs, starts, chunks, outputs, targets = [], [], [], [], [], []
     for batch in batches:
+        if clip_spec is not None:
+            from neuromamba.data.datasets import batch_to_model
+
+            batch = batch_to_model(batch, clip_spec, device)
         x = batch["fmri"].to(device=device, dtype=torch.float32)
         mask = batch.get("brain_mask")
         out = encoder.backbone(x, mask)

@@ -15,6 +15,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from neuromamba.data.clip_buffers import collate_clips
+from neuromamba.data.datasets import batch_to_model
+
 from .encoder import Encoder
 
 CLASS_MAPPING_FILE = "label_classes.json"  # written by the data module into the run folder
@@ -73,8 +76,9 @@ def predict_dataset(encoder: Encoder, dataset, batch_size: int = 4, device: str 
     encoder.use_per_sample_tokens()
     encoder.to(device)
     outputs = []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False):
-        outputs.append(encoder.predict(batch["fmri"].to(device), batch.get("brain_mask")).cpu().numpy())
+    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_clips):
+        batch = batch_to_model(batch, dataset.spec, device)  # scaled on the device
+        outputs.append(encoder.predict(batch["fmri"], batch.get("brain_mask")).cpu().numpy())
     return np.concatenate(outputs)
 
 

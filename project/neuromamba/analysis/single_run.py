@@ -79,14 +79,15 @@ def prepared_run(nifti_path: str, spatial_size, min_frames: int, workdir: Option
 
 def run_clip_dataset(run: PreparedRun, img_size: Sequence[int], scaling_method: str,
                      stride_within_seq: int = 1, stride_between_seq: float = 1.0,
-                     patch_size: Sequence[int] = (6, 6, 6, 2)):
-    """The clips of the prepared run, scaled as in training (items as in the DataModule);
-    ``stride_between_seq`` clip lengths apart (1: non-overlapping)."""
+                     patch_size: Sequence[int] = (6, 6, 6, 2), deliver: str = "model"):
+    """The clips of the prepared run, scaled as in training; ``stride_between_seq`` clip
+    lengths apart (1: non-overlapping). ``deliver="stored"``: as the training DataLoaders
+    deliver them, scaled where the model runs (``datasets.batch_to_model``)."""
     from neuromamba.data.datasets import ClipDataset, ClipSpec, HDF5Reader, RunEntry
 
     entry = RunEntry(SUBJECT_ID, Path(run.path).stem, run.num_frames, run.path)
     spec = ClipSpec.for_model(img_size, patch_size, stride_within_seq, stride_between_seq, scaling_method)
-    dataset = ClipDataset([entry], spec, HDF5Reader())
+    dataset = ClipDataset([entry], spec, HDF5Reader(), deliver=deliver)
     if len(dataset) == 0:
         raise ValueError(f"{run.source}: {run.num_frames} frames give no clip of {img_size[3]} frames "
                          f"(stride within clip {stride_within_seq})")

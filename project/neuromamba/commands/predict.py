@@ -62,7 +62,8 @@ def main(argv=None) -> int:
                       allow_crop_brain=args.allow_crop_brain) as run:
         encoder.check_grid(run.grid, f"--nifti {args.nifti}")
         dataset = run_clip_dataset(run, encoder.img_size, encoder.input_scaling_method,
-                                   args.stride_within_seq, args.stride_between_seq, encoder.patch_size)
+                                   args.stride_within_seq, args.stride_between_seq, encoder.patch_size,
+                                   deliver="stored")
         device = resolve_device(args.device)
         batch, line = plan_batch(encoder.model, "inference", args.batch_size, 4, device, "--batch_size")
         print(f"[neuromamba] {line}", file=sys.stderr, flush=True)

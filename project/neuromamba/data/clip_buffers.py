@@ -29,23 +29,34 @@ SLOTS = 6  # batches of shared memory per worker: prefetch_factor 2 + 2 held + 2
 class BufferRing:
     """``SLOTS`` shared-memory clip buffers of one worker, handed out in turn."""
 
-    def __init__(self, slots: int = SLOTS):
-        self.slots = slots
-        self.buffers: list = [None] * slots
-        self.stamps = torch.zeros(slots, dtype=torch.int64).share_memory_()
+    def __init__(self, slots: int | None = None):
+        self.slots = slots or SLOTS
+        self.buffers: list = [None] * self.slots
+        self.stamps = torch.zeros(self.slots, dtype=torch.int64).share_memory_()
         self.next = 0
 
-    def take(self, shape, dtype: torch.dtype):
-        """The next slot as a tensor of ``shape``/``dtype`` (its stamp marked 'being written')."""
+    def take(self, batch: int, layout: dict) -> tuple:
+        """The next slot (its stamp marked 'being written') as one tensor per field of
+        ``layout`` (name -> (shape, dtype) of one item), each ``(batch, *shape)``, all on one
+        shared segment: a batch then crosses to the training process as one segment."""
         slot = self.next
         self.next = (slot + 1) % self.slots
-        nbytes = int(np.prod(shape)) * torch.empty((), dtype=dtype).element_size()
+        offsets, nbytes = {}, 0
+        for name, (shape, dtype) in layout.items():
+            size = torch.empty((), dtype=dtype).element_size()
+            nbytes = -(-nbytes // 8) * 8  # 8-byte aligned
+            offsets[name] = nbytes
+            nbytes += batch * int(np.prod(shape, dtype=np.int64)) * size
         storage = self.buffers[slot]
         if storage is None or storage.nbytes() < nbytes:  # first use, or a larger batch
             storage = self.buffers[slot] = torch.UntypedStorage._new_shared(nbytes)
         self.stamps[slot] += 1  # odd: being written
-        view = torch.empty(0, dtype=dtype).set_(storage, 0, tuple(shape))
-        return slot, view
+        views = {}
+        for name, (shape, dtype) in layout.items():
+            size = torch.empty((), dtype=dtype).element_size()
+            views[name] = torch.empty(0, dtype=dtype).set_(storage, offsets[name] // size,
+                                                          (batch, *shape))
+        return slot, views
 
     def done(self, slot: int) -> int:
         self.stamps[slot] += 1  # even: ready
@@ -106,32 +117,37 @@ class ClipConcat(ConcatDataset):
             return [part[local] for part, local in located]
         if self._ring is None:
             self._ring = BufferRing()
-        dtypes = {part.stored_dtype(local) for part, local in located}
-        dtype = dtypes.pop() if len(dtypes) == 1 else torch.float32  # fp16 and float32 runs
-        first, _ = located[0]
-        shape = (len(located), first.spec.sequence_length, *first.frame_shape(located[0][1]))
-        slot, buffer = self._ring.take(shape, dtype)
+        layouts = [part.item_layout(local) for part, local in located]
+        layout = dict(layouts[0])
+        if len({lay["fmri"][1] for lay in layouts}) > 1:  # fp16 and float32 runs together
+            layout["fmri"] = (layout["fmri"][0], torch.float32)
+        slot, views = self._ring.take(len(located), layout)
         items = []
         for k, (part, local) in enumerate(located):
-            items.append(part.__getitem__(local, out=buffer[k].numpy()))
+            item = part.__getitem__(local, out=views["fmri"][k].numpy())
+            for name in layout:
+                if name != "fmri":
+                    views[name][k] = item[name]
+            items.append(item)
         stamp = self._ring.done(slot)
-        return _InRing(items, buffer, self._ring.stamps, slot, stamp)
+        return _InRing(items, views, self._ring.stamps, slot, stamp)
 
 
 class _InRing(list):
-    """Items whose clips already sit, in order, in one ring buffer."""
+    """Items whose clips and masks already sit, in order, in one ring buffer."""
 
-    def __init__(self, items, buffer, stamps, slot, stamp):
+    def __init__(self, items, in_buffer: dict, stamps, slot, stamp):
         super().__init__(items)
-        self.buffer, self.stamps, self.slot, self.stamp = buffer, stamps, slot, stamp
+        self.in_buffer, self.stamps, self.slot, self.stamp = in_buffer, stamps, slot, stamp
 
 
 def collate_clips(items):
     """The DataLoader's collate: a batch read into a ring buffer keeps it (no copy); otherwise
     torch's default, with clips of fp16 and float32 runs together made float32."""
     if isinstance(items, _InRing):
-        rest = default_collate([{k: v for k, v in item.items() if k != "fmri"} for item in items])
-        return StoredBatch({"fmri": items.buffer, **rest}, items.stamps, items.slot, items.stamp)
+        rest = default_collate([{k: v for k, v in item.items() if k not in items.in_buffer}
+                                for item in items])
+        return StoredBatch({**items.in_buffer, **rest}, items.stamps, items.slot, items.stamp)
     if len({item["fmri"].dtype for item in items}) > 1:
         items = [{**item, "fmri": item["fmri"].to(torch.float32)} for item in items]
     return default_collate(items)

@@ -28,6 +28,7 @@ from torch.utils.data import ConcatDataset, DataLoader, DistributedSampler, Weig
 from . import dummy as dummy_data
 from .datasets import (ClipDataset, model_input, ClipSpec, DataGrid, DummyReader, HDF5Reader, dataset_grid,
                        discover_hdf5_runs, dummy_entries, get_dataset_info)
+from .clip_buffers import ClipConcat, collate_clips
 from .grid import world_grid
 from .scaling import get_scaling
 from .windows import clip_span
@@ -329,7 +330,7 @@ class FMRIDataModule(pl.LightningDataModule):
                                      target_fn=self._target_fn(cohort),
                                      target_dtype=self._target_dtype(),
                                      subject_prefix=cohort.prefix, deliver=self.deliver))
-        return ConcatDataset(parts)
+        return ClipConcat(parts) if self.deliver == "stored" else ConcatDataset(parts)
 
     def model_batches(self, split: str, batch_size: int):
         """A split's batches as the model gets them, on the CPU, outside a Trainer (analysis
@@ -395,7 +396,7 @@ class FMRIDataModule(pl.LightningDataModule):
         return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=shuffle,
                           generator=generator, num_workers=self.num_workers,
                           persistent_workers=self.num_workers > 0, pin_memory=self.pin_memory,
-                          drop_last=False)
+                          drop_last=False, collate_fn=collate_clips)
 
     def train_dataloader(self) -> DataLoader:
         dataset = self.datasets["train"]

@@ -121,9 +121,13 @@ class HDF5Reader:
                 self._voxel.popitem(last=False)
         return voxel
 
-    def frames(self, entry: RunEntry, frames: slice) -> np.ndarray:
-        """Frames in the stored dtype (T, D, H, W): one read of just those chunks."""
-        return store.read_frames(self._handle(entry.path)["fmri"], frames)
+    def frames(self, entry: RunEntry, frames: slice, out: np.ndarray | None = None) -> np.ndarray:
+        """Frames in the stored dtype (T, D, H, W): one read of just those chunks (into
+        ``out`` when given, converting to its dtype)."""
+        return store.read_frames(self._handle(entry.path)["fmri"], frames, out)
+
+    def stored_dtype(self, entry: RunEntry) -> np.dtype:
+        return self._handle(entry.path)["fmri"].dtype
 
     def brain_mask(self, entry: RunEntry) -> np.ndarray:
         """The run's stored brain mask (D, H, W) bool, cached for the last ``max_open`` runs."""
@@ -152,9 +156,16 @@ class DummyReader:
     def stats(self, entry: RunEntry) -> dict:
         return self.generator.stats(entry.subject, entry.run)
 
-    def frames(self, entry: RunEntry, frames: slice) -> np.ndarray:
-        return self.generator.frames(entry.subject, entry.run, range(frames.start, frames.stop,
-                                                                        frames.step or 1))
+    def frames(self, entry: RunEntry, frames: slice, out: np.ndarray | None = None) -> np.ndarray:
+        values = self.generator.frames(entry.subject, entry.run, range(frames.start, frames.stop,
+                                                                          frames.step or 1))
+        if out is None:
+            return values
+        out[...] = values
+        return out
+
+    def stored_dtype(self, entry: RunEntry) -> np.dtype:
+        return np.dtype(np.float32)  # generated in float32
 
     def brain_mask(self, entry: RunEntry) -> np.ndarray:
         return self.generator.brain_mask(entry.subject, entry.run)
@@ -219,11 +230,31 @@ class ClipDataset(Dataset):
     def clip_subjects(self) -> list:
         return [self.subject_prefix + self.entries[r].subject for r in self.index[:, 0]]
 
-    def __getitem__(self, i: int) -> dict:
+    def item_layout(self, i: int) -> dict:
+        """Name -> (shape, dtype) of every tensor of item ``i`` (``deliver="stored"``), without
+        reading it: the clip in its run's stored dtype, the mask, the scaling fields, the
+        target and the start (data/clip_buffers.py lays a batch out in one buffer by it)."""
+        entry = self.entries[int(self.index[i][0])]
+        grid = tuple(self.reader.brain_mask(entry).shape)
+        stored = torch.from_numpy(np.empty(0, self.reader.stored_dtype(entry))).dtype
+        layout = {"fmri": ((self.spec.sequence_length, *grid), stored),
+                  "brain_mask": (grid, torch.bool),
+                  "scale_offset": ((), torch.float32), "scale_factor": ((), torch.float32)}
+        if get_scaling(self.spec.scaling_method).voxel_stats:
+            layout["voxel_mean"] = (grid, torch.float32)
+            if self.spec.static_frames:
+                layout["static_image"] = (grid, torch.float32)
+        layout["target"] = ((), self.target_dtype)
+        layout["start"] = ((), torch.int64)
+        return layout
+
+    def __getitem__(self, i: int, out: np.ndarray | None = None) -> dict:
+        """Clip ``i``; its frames read into ``out`` (T, D, H, W) when given (a worker's shared
+        buffer: data/clip_buffers.py)."""
         run_idx, start = (int(v) for v in self.index[i])
         entry = self.entries[run_idx]
         frames = clip_slice(start, self.spec.sequence_length, self.spec.stride_within_seq)
-        raw = self.reader.frames(entry, frames)  # (T, D, H, W), stored dtype
+        raw = self.reader.frames(entry, frames, out)  # (T, D, H, W), stored dtype
         if raw.shape[0] != self.spec.sequence_length:
             raise ValueError(f"{entry.path or entry.subject}: clip at frame {start} has "
                              f"{raw.shape[0]} frames, expected {self.spec.sequence_length}")
@@ -244,6 +275,17 @@ class ClipDataset(Dataset):
         return {k: (v[0] if torch.is_tensor(v) else v[0]) for k, v in batch.items()}
 
 
+def batch_to_model(batch: dict, spec: ClipSpec, device) -> dict:
+    """A loader's batch on ``device`` as the model gets it, outside a Trainer (predict, embed):
+    clips as stored are moved, then scaled there (:func:`model_input`); a batch that is
+    already the model's is only moved."""
+    if hasattr(batch, "check"):  # a worker's shared buffer: its own checked copy
+        batch = batch.to(device)
+    else:
+        batch = {k: v.to(device) if torch.is_tensor(v) else v for k, v in batch.items()}
+    return model_input(batch, spec) if "scale_factor" in batch else batch
+
+
 def model_input(batch: dict, spec: ClipSpec) -> dict:
     """A batch of stored clips (``deliver="stored"``) made the model's: ``fmri`` becomes float32
     ``(B, 1, D, H, W, T')`` scaled as ``spec`` says, the scaling fields are dropped. Run it where
@@ -254,6 +296,10 @@ def model_input(batch: dict, spec: ClipSpec) -> dict:
                         fields["scale_factor"], brain=batch.get("brain_mask"),
                         voxel_mean=fields.get("voxel_mean"), static_image=fields.get("static_image"),
                         static_frames=spec.static_frames)
+    check_slot = getattr(batch, "check", None)  # a worker's shared buffer, read in place
+    if check_slot is not None:
+        check_slot()
+        batch = dict(batch)
     finite = torch.isfinite(clips.flatten(1).sum(dim=1))  # one cheap pass
     if not bool(finite.all()):
         bad = int((~finite).nonzero()[0, 0])
