@@ -24,7 +24,6 @@ import csv
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +32,7 @@ import pytest
 import torch
 
 from doc_commands import ROOT, DocCommand, doc_commands, help_commands
+from process_helpers import run_process_group
 
 FULL = os.environ.get("NEUROMAMBA_DOCS_FULL") == "1"
 full_only = pytest.mark.skipif(not FULL, reason="full docs set: NEUROMAMBA_DOCS_FULL=1")
@@ -194,15 +194,8 @@ def run_bash(words, env, cwd: Path, timeout: int = TIMEOUT) -> subprocess.Comple
     bin_dir = str(Path(sys.executable).parent)
     full_env = {**os.environ, "PATH": f"{bin_dir}:{os.environ['PATH']}", "PYTHON": sys.executable,
                 "OMP_NUM_THREADS": "1", **env}
-    proc = subprocess.Popen(words, cwd=cwd, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            text=True, start_new_session=True)
-    try:
-        out, _ = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, _ = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s: {' '.join(map(str, words))}\n{out[-3000:]}")
-    return subprocess.CompletedProcess(words, proc.returncode, out, "")
+    proc = run_process_group(words, env=full_env, cwd=cwd, timeout=timeout, merge_stderr=True)
+    return subprocess.CompletedProcess(words, proc.returncode, proc.stdout, "")
 
 
 def no_traceback(output: str) -> None:

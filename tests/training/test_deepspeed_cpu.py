@@ -10,8 +10,6 @@ predict.py and embed.py. Nothing here skips on a CPU machine.
 import csv
 import json
 import os
-import signal
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch
 import yaml
 
 from analysis_helpers import run_script
+from process_helpers import run_process_group
 from neuromamba.checkpoints import read_deepspeed_as_lightning, read_state_dict
 from neuromamba.cli import parse_args
 from test_predict import write_nifti
@@ -39,16 +38,10 @@ def main_py(*flags, deepspeed=True, env=None, timeout=300):
     killed whole on timeout so no rank outlives a failed test."""
     script = WRAPPER if deepspeed else REPO / "project" / "main.py"
     full_env = {**os.environ, "PYTHONPATH": str(REPO / "project"), "OMP_NUM_THREADS": "1", **(env or {})}
-    proc = subprocess.Popen([sys.executable, str(script), *flags], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, env=full_env, start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"timed out after {timeout} s: {' '.join(flags)}\n{err[-3000:]}")
-    assert proc.returncode == 0, err[-4000:]
-    return out + err
+    proc = run_process_group([sys.executable, str(script), *flags], env=full_env, timeout=timeout,
+                             what=" ".join(flags))
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return proc.stdout + proc.stderr
 
 
 @pytest.fixture(scope="module")

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from neuromamba.cli import parse_args
+from process_helpers import run_process_group
 from neuromamba.training.runner import run
 
 TINY = ["--embed_dim", "16", "--depth", "1", "--d_state", "8", "--headdim", "16",
@@ -40,16 +41,9 @@ def _main(tmp_path, *flags):
            "--batch_size", "3", "--eval_batch_size", "5", "--learning_rate", "1e-2", "--output_dir", str(tmp_path),
            *flags]
     # Its own process group, killed whole on timeout: no rank outlives a failed test.
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-                            start_new_session=True)
-    try:
-        out, err = proc.communicate(timeout=400)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        pytest.fail(f"timed out after 400 s: {' '.join(flags)}\n{err[-3000:]}")
-    assert proc.returncode == 0, err[-3000:]
-    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
+    proc = run_process_group(cmd, env=env, timeout=400, what=" ".join(flags))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
 
 
 def _children(pid: int) -> list:
