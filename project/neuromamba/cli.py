@@ -7,6 +7,7 @@ returns the Namespace that :func:`neuromamba.run_settings.finalize` validated an
 from __future__ import annotations
 
 import argparse
+import dataclasses
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -212,7 +213,56 @@ def _yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
     unknown = sorted(k for k in loaded if k.replace("-", "_") not in known or k == "config")
     if unknown:
         raise ValueError(f"--config {path}: unknown keys {unknown}")
-    return {k.replace("-", "_"): v for k, v in loaded.items()}
+    return typed_file_values(parser, {k.replace("-", "_"): v for k, v in loaded.items()},
+                             f"--config {path}")
+
+
+_ON_OFF = (argparse._StoreTrueAction, argparse._StoreFalseAction)
+
+
+def typed_file_values(parser: argparse.ArgumentParser, values: dict, source: str) -> dict:
+    """Flag values from a YAML file (``--recipe``, ``--config``) checked and converted as the
+    command line converts them, or refused in one line naming the file and the key. An on/off
+    flag takes YAML's true/false only: the quoted "false" is a string, which Python reads as on;
+    a number must be of the flag's type (``max_epochs: 2.5`` and ``learning_rate: abc`` are
+    refused, ``max_epochs: true`` is not read as 1)."""
+    actions = {a.dest: a for a in parser._actions}
+    out = {}
+    for key, value in values.items():
+        action = actions.get(key)
+        if action is None or value is None:
+            out[key] = value
+            continue
+        if isinstance(action, _ON_OFF):
+            if not isinstance(value, bool):
+                raise ValueError(f"{source}: {key}: {value!r} is not true or false (write "
+                                 f"`{key}: true` or `{key}: false`, unquoted)")
+            out[key] = value
+            continue
+        many = action.nargs not in (None, "?")
+        items = value if many and isinstance(value, (list, tuple)) else [value]
+        if many and not isinstance(value, (list, tuple)):
+            raise ValueError(f"{source}: {key}: {value!r} must be a list (e.g. `{key}: [..]`)")
+        out[key] = [_typed_value(action, item, key, source) for item in items] if many else \
+            _typed_value(action, value, key, source)
+    return out
+
+
+def _typed_value(action, value, key: str, source: str):
+    kind = action.type
+    if kind in (int, float):
+        integral = isinstance(value, int) or (isinstance(value, float) and value.is_integer())
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)) or \
+                (kind is int and isinstance(value, float) and not integral):
+            raise ValueError(f"{source}: {key}: {value!r} is not {'an integer' if kind is int else 'a number'}")
+    if kind is not None and isinstance(value, str):
+        try:
+            return kind(value)
+        except (TypeError, ValueError, argparse.ArgumentTypeError):
+            raise ValueError(f"{source}: {key}: {value!r} is not a valid value") from None
+    if kind is int and isinstance(value, float):
+        return int(value)
+    return value
 
 
 def _check_choices(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -243,6 +293,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
         raise ValueError(f"--recipe {recipe.path}: unknown keys {unknown}")
     # The recipe's other flags are defaults under --config; its spec settings sit under a
     # checkpoint's, so they are resolved with the spec, not here.
+    recipe = dataclasses.replace(
+        recipe, values=typed_file_values(parser, recipe.values, f"--recipe {recipe.path}"))
     parser.set_defaults(**{k: v for k, v in recipe.values.items() if k not in SPEC_KEYS + ("model_size",)})
     if pre.config:
         parser.set_defaults(**_yaml_defaults(parser, pre.config))

@@ -155,7 +155,13 @@ def load_recipe(name: Optional[str]) -> Recipe:
 
     name = name or PAPER_RECIPE
     path = Path(name)
-    if not (path.suffix in (".yaml", ".yml") and path.is_file()):
+    if path.suffix or len(path.parts) > 1:  # a file, not a recipe's name
+        if path.suffix not in (".yaml", ".yml"):
+            raise ValueError(f"--recipe {name}: a recipe file must end in .yaml or .yml "
+                             f"(or name one of {recipe_names()})")
+        if not path.is_file():
+            raise FileNotFoundError(f"--recipe {name}: no such file")
+    else:
         path = RECIPES_DIR / f"{name}.yaml"
         if not path.is_file():
             raise ValueError(f"--recipe {name!r} is not one of {recipe_names()} (or a YAML file)")
