@@ -140,6 +140,27 @@ def resolve_subject_column(columns: Sequence[str], cohort: CohortLabels, subject
                      f" set --subject_column); columns are {list(columns)}")
 
 
+# Spellings of a missing value in label tables (compared lower-case): the subject is reported
+# as unlabelled and left out, never made a class of its own.
+MISSING_SPELLINGS = ("", "nan", "na", "n/a", "none", "null", "-", "?", ".", "missing")
+
+
+def is_missing(text) -> bool:
+    return str(text).strip().lower() in MISSING_SPELLINGS
+
+
+def canonical_class(text: str) -> str:
+    """One spelling per class: numeric spellings of one value ('1', '1.0', '01') are one class,
+    written as the integer when the value is whole ('1'); other labels stay as written."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if not np.isfinite(value):
+        return text
+    return str(int(value)) if value.is_integer() else format(value, "g")
+
+
 _RANGE = re.compile(r"^\s*(-?\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\s*$")
 _PLUS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*\+\s*$")
 
@@ -147,7 +168,7 @@ _PLUS = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*\+\s*$")
 def parse_number(text: str) -> float | None:
     """A regression value: plain numbers, or HCP age bins ('26-30' -> 28.0, '36+' -> 36.0)."""
     text = str(text).strip()
-    if text == "" or text.lower() in ("nan", "na", "n/a", "none"):
+    if is_missing(text):
         return None
     try:
         value = float(text)
@@ -198,14 +219,16 @@ def load_label_table(path: str | Path, cohort_name: str = "CSV", downstream_task
         raise ValueError(f"--downstream_task_type {task_type!r}: choose one of {TASK_TYPES}")
     value_map = cohort.value_maps.get(task_key, {})
 
-    raw = {}
+    raw, lines = {}, {}
     has_run = RUN_COLUMN in frame.columns
     has_blocks = has_run and all(c in frame.columns for c in BLOCK_COLUMNS)
     for row_number, row in enumerate(frame.to_dict("records"), start=2):
         text = str(row[column]).strip()
-        if text == "" or text.lower() in ("nan", "na", "n/a"):
+        if is_missing(text):
             continue  # missing label: the subject is reported and excluded later
-        value = value_map.get(text.lower(), value_map.get(text, text))
+        value = value_map.get(text.lower(), value_map.get(text, None))
+        if value is None:
+            value = canonical_class(text) if task_type == "classification" else text
         subject = str(row[subj_col]).strip()
         run = (str(row[RUN_COLUMN]).strip() or None) if has_run else None
         block = None
@@ -225,6 +248,15 @@ def load_label_table(path: str | Path, cohort_name: str = "CSV", downstream_task
                              f"{' run ' + repr(run) if run else ''} is listed again with another "
                              f"{column!r} ({value!r}, earlier {raw[key]!r}); keep one row")
         raw.setdefault(key, value)
+        lines.setdefault(key, row_number)
+
+    for (subject, run, block), value in raw.items():  # a run's row must not contradict its subject's
+        whole = raw.get((subject, None, None))
+        if run is not None and whole is not None and str(whole) != str(value):
+            raise ValueError(
+                f"--label_csv {path} lines {lines[(subject, None, None)]} and "
+                f"{lines[(subject, run, block)]}: subject {subject!r} has {column!r} {whole!r} for all "
+                f"its runs and {value!r} for run {run!r}; keep one (a run label needs no subject row)")
 
     class_names = None
     if task_type == "classification":
