@@ -5,6 +5,7 @@ paper). Any bad or contradictory combination raises ``ValueError`` with one sent
 from __future__ import annotations
 
 import argparse
+import math
 import os
 from pathlib import Path
 
@@ -194,7 +195,6 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
         raise ValueError(f"--dummy_num_classes must be >= 2, got {args.dummy_num_classes}")
     if args.num_workers < 0:
         raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
-    import math
 
     for flag in ("learning_rate", "weight_decay", "warmup_ratio", "min_lr_ratio", "cycle", "gamma",
                  "label_smoothing", "drop_rate", "train_split", "val_split"):
@@ -359,9 +359,18 @@ def _check_spec_values(args) -> None:
                              f"time tokens of fluctuations per patch: --img_size T = {frames} gives "
                              f"{frames // patch_frames} of {patch_frames} frames ({static} of them the static "
                              f"image); use T >= {(static + 2) * patch_frames}")
+        from neuromamba.models.connectivity import parcel_grid
+
+        tokens = [int(i) // int(p) for i, p in zip(args.img_size[:3], args.patch_size[:3])]
+        parcels = math.prod(parcel_grid(tokens + [frames // patch_frames]))
+        if parcels < 2:
+            raise ValueError(f"--clf_head_version connectivity correlates pairs of parcels, and --img_size "
+                             f"{' '.join(map(str, args.img_size[:3]))} with --patch_size "
+                             f"{' '.join(map(str, args.patch_size[:3]))} gives {parcels} parcel (0 pairs: "
+                             f"every subject would get the same prediction); use a larger grid or "
+                             f"another --clf_head_version")
     if args.stride_within_seq < 1:
         raise ValueError(f"--stride_within_seq must be >= 1, got {args.stride_within_seq}")
-    import math
 
     if not (math.isfinite(args.stride_between_seq) and args.stride_between_seq > 0):
         raise ValueError(f"--stride_between_seq must be > 0 (clip lengths), got {args.stride_between_seq}")

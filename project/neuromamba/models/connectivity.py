@@ -63,6 +63,9 @@ class ConnectivityHead(nn.Module):
         self.blocks = parcel_blocks(self.token_grid)
         self.parcel_grid = parcel_grid(self.token_grid)
         parcels = math.prod(self.parcel_grid)
+        if parcels < 2:  # no pair: every sample would get the bias alone
+            raise ValueError(f"the connectivity head needs >= 2 parcels; token grid {self.token_grid} "
+                             f"gives {parcels}")
         self.register_buffer("pairs", torch.triu_indices(parcels, parcels, offset=1), persistent=False)
         self.course = nn.Linear(embed_dim, channels)
         self.score_scale = float(score_scale)
