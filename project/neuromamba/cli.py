@@ -178,6 +178,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--deterministic", action="store_true")
     g.add_argument("--output_dir", default="runs", help="parent folder of the run folder")
     g.add_argument("--run_name", default=None, help="run folder name (default: from task, size, seed, job id/time)")
+    g.add_argument("--overwrite_run", action="store_true",
+                   help="replace a finished run (one with a summary.json) in --output_dir/--run_name; "
+                        "without it such a folder is refused, never overwritten")
     g.add_argument("--resume_ckpt_path", default=None,
                    help="continue a stopped run: its last.ckpt, its run folder, or 'last' with "
                         "--run_name (a requeued job's own folder)")

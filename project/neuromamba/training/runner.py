@@ -95,6 +95,9 @@ def run(args, extra_callbacks=()) -> dict:
     for line in getattr(args, "_announce", []):
         rank_zero_info(f"[neuromamba] {line}")
     name = args.run_name or _resumed_run_name(args) or default_run_name(args)
+    finished = _finished_run(Path(args.output_dir) / name, args)
+    if finished is not None:  # a resume with nothing left to train: the record stays as it is
+        return finished
     new_folder = not (Path(args.output_dir) / name).exists()
     run_dir = make_run_dir(args.output_dir, name)
     args.run_dir = str(run_dir)
@@ -104,6 +107,37 @@ def run(args, extra_callbacks=()) -> dict:
     finally:
         if lock is not None:
             lock.release()
+
+
+@rank_zero_only
+def _say(line: str) -> None:
+    print(line, flush=True)
+
+
+def _finished_run(run_dir: Path, args):
+    """A finished run (its summary.json written) is a record: a new training or test there is
+    refused unless --overwrite_run; a resume with no epoch left says so and returns the run as
+    it is, changing nothing. None: go on."""
+    import json
+
+    summary_path = run_dir / "summary.json"
+    if not summary_path.is_file() or args.overwrite_run:
+        return None
+    try:
+        summary = json.loads(summary_path.read_text())
+    except (OSError, ValueError):
+        summary = {}
+    if args.resume_ckpt_path:
+        trained = (summary.get("final_epoch") or 0) + 1
+        if args.max_epochs is not None and 0 < args.max_epochs <= trained:
+            _say(f"[neuromamba] {run_dir} finished its {trained} epoch(s) (summary.json); nothing "
+                 f"to resume with --max_epochs {args.max_epochs}, nothing changed")
+            return {"run_dir": str(run_dir), "metrics": summary.get("test_metrics", {}),
+                    "trainer": None, "module": None}
+        return None  # more epochs asked for: training goes on in its folder
+    raise ValueError(f"{run_dir} holds a finished run (summary.json); a new run there would replace "
+                     f"its checkpoints, summary and predictions. Choose another --run_name, or pass "
+                     f"--overwrite_run to replace it")
 
 
 def _lock(run_dir: Path):
