@@ -148,7 +148,14 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
     if args.resume_ckpt_path == "last":  # the run folder's newest state (a requeued job's line)
         if not args.run_name:
             raise ValueError("--resume_ckpt_path last needs --run_name (the run folder under --output_dir)")
-        args.resume_ckpt_path = str(Path(args.output_dir) / args.run_name)
+        folder = Path(args.output_dir) / args.run_name
+        args.resume_ckpt_path = str(folder)
+        if not any((folder / "checkpoints" / name).exists() for name in ("last.ckpt", "best.ckpt")):
+            # A job killed or preempted before its first checkpoint, then requeued: start over.
+            args.resume_ckpt_path = None
+            args._fresh_start_note = (f"--resume_ckpt_path last: {folder} holds no checkpoint yet (the "
+                                      f"job stopped before its first one); starting the run from the "
+                                      f"beginning")
     for flag, prefer in (("load_model_path", "best.ckpt"), ("resume_ckpt_path", "last.ckpt"),
                          ("test_ckpt_path", "best.ckpt")):
         if getattr(args, flag):  # a run folder stands for its checkpoint; a missing one is listed
@@ -307,7 +314,8 @@ def resolve_run_spec(args: argparse.Namespace, recipe, flag_defaults: dict) -> N
     args.setting_sources = dict(resolution.sources)
     resolution.departures = departures
     args.spec = resolution.spec(getattr(args, "data_grid", None)).as_dict()
-    args._announce = [resolution.announcement(), *notes] + ([args._task_note] if getattr(args, "_task_note", None) else [])
+    args._announce = [resolution.announcement(), *notes] + ([args._task_note] if getattr(args, "_task_note", None) else []) \
+        + ([args._fresh_start_note] if getattr(args, "_fresh_start_note", None) else [])
 
 
 def _recipe_flag_departures(args, recipe, flag_defaults: dict) -> list:
