@@ -30,14 +30,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 def _as_disk_error(error: Exception, path) -> Exception:
     """torch.save reports a full disk as a RuntimeError from its C++ writer ("file write
-    failed"); make it one OSError naming the file and the free space. Anything else passes."""
+    failed", or "unexpected pos N vs M" when a write came up short); make it one OSError naming
+    the file and the free space. Anything else passes."""
     import errno
     import shutil
     from pathlib import Path
 
     text = str(error)
     full = getattr(error, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or "write failed" in text \
-        or "No space left" in text
+        or "No space left" in text or "unexpected pos" in text
     if not full:
         return error
     try:
