@@ -119,6 +119,16 @@ def load_encoder(
                          "needs a fine-tuned classification/regression checkpoint of project/main.py")
     explicit = {"img_size": img_size, "patch_size": patch_size,
                 "input_scaling_method": input_scaling_method}
+    stored = settings.values.get("input_scaling_method") if settings.config is not None else None
+    if input_scaling_method and stored and input_scaling_method != stored:
+        import warnings
+
+        from neuromamba.console import NeuroMambaWarning
+
+        warnings.warn(f"--input_scaling_method {input_scaling_method}: {path} was trained on "
+                      f"{stored}; the model reads an input it never learnt (and another clip "
+                      f"layout when one of them has a static token). Leave the flag out to use "
+                      f"the checkpoint's", NeuroMambaWarning, stacklevel=2)
     if from_run:
         explicit.update(img_size=None, patch_size=None)  # the weights fix them
     resolved = resolve(explicit, settings, BACKBONE_KEYS).values
