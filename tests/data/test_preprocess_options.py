@@ -102,3 +102,24 @@ def test_bids_runs_in_other_spaces_are_skipped_and_subjects_come_from_sub(tmp_pa
     assert "SKIPPED" in err and "space-T1w" in err and "skipped 1 run(s) in other spaces than MNI152" in err
     assert len(discover_runs(tmp_path / "derivatives", space="all")) == 2
     assert [j.run for j in discover_runs(tmp_path / "derivatives", space="T1w")] == ["task-rest_space-T1w_desc-preproc_bold"]
+
+
+def test_a_bids_run_in_two_matching_templates_or_without_sub_is_refused(tmp_path):
+    """Both templates start with MNI152: the run was stored twice as two runs of the subject;
+    a file without the sub- entity was filed under a subject called task-rest."""
+    func = tmp_path / "derivatives" / "sub-07" / "func"
+    func.mkdir(parents=True)
+    for space in ("MNI152NLin2009cAsym", "MNI152NLin6Asym"):
+        save_nifti(func / f"sub-07_task-rest_space-{space}_desc-preproc_bold.nii.gz", brain_run(0))
+    with pytest.raises(ValueError, match=r"the same run in 2 spaces matching --space MNI152 "
+                                         r"\(MNI152NLin2009cAsym, MNI152NLin6Asym\).*--space MNI152NLin2009cAsym"):
+        discover_runs(tmp_path / "derivatives")
+    jobs = discover_runs(tmp_path / "derivatives", space="MNI152NLin6Asym")
+    assert [(j.subject, j.run) for j in jobs] == [("sub-07", "task-rest_space-MNI152NLin6Asym_desc-preproc_bold")]
+
+    nosub = tmp_path / "nosub"
+    nosub.mkdir()
+    save_nifti(nosub / "task-rest_space-MNI152NLin6Asym_bold.nii.gz", brain_run(0))
+    with pytest.raises(ValueError, match=r"task-rest_space-MNI152NLin6Asym_bold\.nii\.gz: a BIDS run "
+                                         r"\(\*_bold\) without a sub- entity"):
+        discover_runs(nosub)

@@ -151,6 +151,7 @@ def discover_runs(input_path: str | Path, subject_regex: str = DEFAULT_SUBJECT_R
         if skipped:
             print(f"skipped {len(skipped)} run(s) in other spaces than {space}", file=sys.stderr)
         files = [p for p in files if in_space(p.name, space)]
+        _check_bids_runs(files, space)
     jobs = []
     for p in files:
         job = job_from_relative_path(str(p.relative_to(input_path)), str(p), subject_regex)
@@ -160,6 +161,28 @@ def discover_runs(input_path: str | Path, subject_regex: str = DEFAULT_SUBJECT_R
         raise ValueError(f"--input {input_path}: no .nii or .nii.gz files found")
     _check_unique(jobs)
     return jobs
+
+
+def _check_bids_runs(files: Sequence[Path], space: str) -> None:
+    """Every BIDS run names its subject (the sub- entity), and one run is taken in one space:
+    the same run in two templates that --space matches (MNI152NLin2009cAsym and MNI152NLin6Asym
+    both start with MNI152) would be stored as two runs of the subject."""
+    for p in files:
+        if not BIDS_SUBJECT.match(strip_nifti_suffix(p.name)):
+            raise ValueError(f"{p}: a BIDS run (*_bold) without a sub- entity in its name, so no "
+                             f"subject; name it sub-<label>_..._bold, or list the runs in a CSV "
+                             f"with path,subject,run columns")
+    if space == "all":  # every run asked for, each space its own
+        return
+    by_run = {}
+    for p in files:
+        by_run.setdefault((p.parent, BIDS_SPACE.sub("", strip_nifti_suffix(p.name))), []).append(p)
+    for same in by_run.values():
+        if len(same) > 1:
+            spaces = [BIDS_SPACE.search(strip_nifti_suffix(p.name)).group(1) for p in same]
+            raise ValueError(f"{same[0]} and {len(same) - 1} more: the same run in {len(same)} spaces "
+                             f"matching --space {space} ({', '.join(spaces)}) would be stored as "
+                             f"{len(same)} runs of one subject; choose one, e.g. --space {spaces[0]}")
 
 
 def _runs_from_csv(path: Path, subject_regex: str) -> list:
