@@ -106,6 +106,7 @@ def safe_name(text: str) -> str:
 
 BIDS_SUBJECT = re.compile(r"^(sub-[A-Za-z0-9]+)_(.+)$")
 BIDS_SPACE = re.compile(r"(?:^|_)space-([A-Za-z0-9]+)")
+BIDS_SUBJECT_ANYWHERE = re.compile(r"(?:^|/)sub-[A-Za-z0-9]+(?:[/_]|$)")
 
 
 def job_from_relative_path(rel: str, source: str, subject_regex: str) -> RunJob:
@@ -151,7 +152,7 @@ def discover_runs(input_path: str | Path, subject_regex: str = DEFAULT_SUBJECT_R
         if skipped:
             print(f"skipped {len(skipped)} run(s) in other spaces than {space}", file=sys.stderr)
         files = [p for p in files if in_space(p.name, space)]
-        _check_bids_runs(files, space)
+        _check_bids_runs(files, space, input_path)
     jobs = []
     for p in files:
         job = job_from_relative_path(str(p.relative_to(input_path)), str(p), subject_regex)
@@ -163,15 +164,16 @@ def discover_runs(input_path: str | Path, subject_regex: str = DEFAULT_SUBJECT_R
     return jobs
 
 
-def _check_bids_runs(files: Sequence[Path], space: str) -> None:
-    """Every BIDS run names its subject (the sub- entity), and one run is taken in one space:
-    the same run in two templates that --space matches (MNI152NLin2009cAsym and MNI152NLin6Asym
-    both start with MNI152) would be stored as two runs of the subject."""
+def _check_bids_runs(files: Sequence[Path], space: str, root: Path) -> None:
+    """Every BIDS run names its subject (a sub- entity in its name or a sub- folder above it),
+    and one run is taken in one space: the same run in two templates that --space matches
+    (MNI152NLin2009cAsym and MNI152NLin6Asym both start with MNI152) would be stored as two
+    runs of the subject."""
     for p in files:
-        if not BIDS_SUBJECT.match(strip_nifti_suffix(p.name)):
-            raise ValueError(f"{p}: a BIDS run (*_bold) without a sub- entity in its name, so no "
-                             f"subject; name it sub-<label>_..._bold, or list the runs in a CSV "
-                             f"with path,subject,run columns")
+        if not BIDS_SUBJECT_ANYWHERE.search(p.relative_to(root).as_posix()):
+            raise ValueError(f"{p}: a BIDS run (*_bold) without a sub- entity in its name or "
+                             f"folders, so no subject; name it sub-<label>_..._bold, or list the "
+                             f"runs in a CSV with path,subject,run columns")
     if space == "all":  # every run asked for, each space its own
         return
     by_run = {}
