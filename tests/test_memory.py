@@ -67,7 +67,8 @@ def test_training_step_check_warns_then_refuses(monkeypatch):
     monkeypatch.setattr(memory_check, "available_memory", lambda device: (need * 2, "test"))
     assert "a training step needs" in memory_check.check_step_memory(_args(), model, params)
     monkeypatch.setattr(memory_check, "available_memory", lambda device: (need * 0.7, "test"))
-    with pytest.warns(NeuroMambaWarning, match=r"--batch_size [1-5] fits \(with --gradient_accumulation_steps"):
+    with pytest.warns(NeuroMambaWarning, match=r"--batch_size [1-4] fits; with --gradient_accumulation_steps "
+                                                 r"[2-8] the effective batch stays 8"):
         memory_check.check_step_memory(_args(), model, params)
     monkeypatch.setattr(memory_check, "available_memory", lambda device: (need * 0.3, "test"))
     with pytest.raises(ValueError, match="more than 2x what is free.*--ignore_memory_estimate"):
@@ -110,3 +111,14 @@ def test_dry_run_resolves_and_writes_nothing(tmp_path, capsys):
     assert "recipe paper" in out and '"embed_dim": 192' in out and "3,082,296 backbone parameters" in out
     assert "--devices 12 --num_nodes 32 --strategy deepspeed_stage_1" in out
     assert "a training step needs" in out and "batch 3" in out
+
+
+def test_the_advice_keeps_the_effective_batch_exactly():
+    """It rounded the accumulation down: batch 10 with 3 fitting advised 3 x 3 = 9."""
+    from neuromamba.training.memory_check import same_effective_batch
+
+    assert same_effective_batch(10, 1, 3) == ("--batch_size 2 fits; with --gradient_accumulation_steps 5 "
+                                              "the effective batch stays 10")
+    assert same_effective_batch(8, 2, 5) == ("--batch_size 4 fits; with --gradient_accumulation_steps 4 "
+                                             "the effective batch stays 16")
+    assert same_effective_batch(7, 1, 3).startswith("--batch_size 1 fits; with --gradient_accumulation_steps 7")

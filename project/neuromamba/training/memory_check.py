@@ -48,6 +48,16 @@ def processes_sharing_memory(args) -> int:
     return 1
 
 
+def same_effective_batch(batch: int, accumulation: int, fits: int) -> str:
+    """Advice for a batch that does not fit: the largest batch that fits and divides the
+    current one, with the accumulation that keeps the effective batch exactly (10 with 3
+    fitting: 2 x 5, not 3 x 3 = 9)."""
+    smaller = max(d for d in range(1, min(fits, batch) + 1) if batch % d == 0)
+    steps = accumulation * (batch // smaller)
+    return (f"--batch_size {smaller} fits; with --gradient_accumulation_steps {steps} the effective "
+            f"batch stays {batch * accumulation}")
+
+
 def check_step_memory(args, model, num_params: int, dataset=None, compare: bool = True) -> str:
     """The one line announcing the estimate for ``model`` (an FMamba) with ``num_params``
     trainable and frozen parameters in all; warns or raises as the module docstring says
@@ -76,8 +86,8 @@ def check_step_memory(args, model, num_params: int, dataset=None, compare: bool 
     one = estimate_step(profile, tokens, 1, params, voxels, "train")
     fixed = one.parts["weights+optimizer"]
     fits = fitting_batch(one.total - fixed, fixed, free / share, args.batch_size)
-    advice = (f"--batch_size {fits} fits (with --gradient_accumulation_steps "
-              f"{max(1, args.batch_size // fits)} for the same effective batch)" if fits < args.batch_size
+    advice = (same_effective_batch(args.batch_size, int(getattr(args, "gradient_accumulation_steps", 1) or 1),
+                                   fits) if fits < args.batch_size
               else "even --batch_size 1 does not fit; try --grad_checkpointing or a smaller --img_size")
     if need > REFUSE_ABOVE * free:
         raise ValueError(f"{line}: more than {REFUSE_ABOVE:g}x what is free, so the run would be killed "
