@@ -187,3 +187,12 @@ def test_png_title_gives_the_class_and_its_probability_and_the_underlay_is_the_r
     assert anatomy[brain].std() > 0.1 * abs(anatomy[brain].mean())  # contrast to look at
     clip = dataset[0]["fmri"][0].numpy()
     assert np.abs(clip.mean(-1)[brain]).max() < np.abs(anatomy[brain]).max()  # what the clip no longer shows
+
+
+def test_a_mean_brain_baseline_on_a_demeaned_input_says_why_it_is_refused():
+    from neuromamba.analysis.attribution import brain_mean_baseline
+
+    x = torch.zeros(1, 1, 6, 6, 6, 4)
+    x[0, 0, 1:5, 1:5, 1:5] = torch.tensor([1.0, -1.0, 2.0, -2.0])  # each voxel's mean over time is 0
+    with pytest.raises(ValueError, match=r"as in every demeaned input .*use --baseline background"):
+        brain_mean_baseline(x, "zero")

@@ -60,8 +60,11 @@ def brain_mean_baseline(x: torch.Tensor, background_value: str) -> torch.Tensor:
     means = (x.detach() * brain).flatten(1).sum(1) / counts
     means = means.view(level.shape)
     if bool((means == level).any()):
-        raise ValueError("a clip's mean brain value equals its background value; use "
-                         "--baseline background")
+        raise ValueError("a clip's mean brain value equals its background value, as in every "
+                         "demeaned input (voxel_demean, voxel_demean_static's fluctuations, "
+                         "znorm_demean: each brain voxel's mean is 0, the background's value), so a "
+                         "'mean brain' baseline would be no brain at all; use --baseline "
+                         "background, whose path starts from no brain explicitly")
     return torch.where(brain, means.expand_as(x), x.detach())
 
 
