@@ -32,7 +32,7 @@ for arg in "$@"; do
   case "$arg" in
     --dev) dev=1 ;;
     --no-kernels) kernels=0 ;;
-    -h|--help) sed -n '2,20p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) echo "setup_env.sh: unknown option '$arg' (use --dev, --no-kernels, --help)" >&2; exit 2 ;;
   esac
 done
