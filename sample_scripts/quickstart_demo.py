@@ -28,7 +28,8 @@ def common_flags(out: Path) -> list:
             "--img_size", "24", "24", "24", "4", "--patch_size", "6", "6", "6", "2",
             "--calc_loss_without_background", "--dataset_name", "Dummy", "--dummy_num_subjects", "40",
             "--train_split", "0.5", "--val_split", "0.2", "--batch_size", "4",
-            "--seed", "3", "--output_dir", str(out), "--no_progress_bar", "--recipe", "tuned"]
+            "--seed", "3", "--output_dir", str(out), "--no_progress_bar", "--recipe", "tuned",
+            "--overwrite_run"]  # the demo's runs are scratch: running it again replaces them
 
 
 def step(title: str, flags: list, log: Path) -> None:

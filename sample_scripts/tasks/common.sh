@@ -21,11 +21,12 @@ TRAIN_FLAGS="${TRAIN_FLAGS:---max_epochs 3 --batch_size 4 --learning_rate 5e-3 -
 DUMMY_FLAGS="${DUMMY_FLAGS:---dataset_name Dummy --dummy_num_subjects 20}"
 mkdir -p "$OUT"
 
-# project/main.py with the settings above; extra flags (and overrides) follow.
+# project/main.py with the settings above; extra flags (and overrides) follow. These example
+# runs are scratch: running a task again replaces its own earlier runs (--overwrite_run).
 main() {
     # shellcheck disable=SC2086  # the *_FLAGS variables are word lists on purpose
     "$PYTHON" "$REPO/project/main.py" --accelerator "$ACCELERATOR" $MODEL_FLAGS $IMG_FLAGS \
-        $TRAIN_FLAGS --output_dir "$OUT" "$@"
+        $TRAIN_FLAGS --output_dir "$OUT" --overwrite_run "$@"
 }
 
 # The best validation checkpoint of run folder $OUT/$1 (falls back to last.ckpt).
