@@ -64,7 +64,7 @@ class BufferRing:
 
 
 class StoredBatch(dict):
-    """A collated batch whose ``fmri`` lives in a worker's :class:`BufferRing` slot. Copying it
+    """A collated batch whose tensors live in a worker's :class:`BufferRing` slot. Copying it
     (pinning, moving to a device) checks the slot afterwards and returns a plain dict."""
 
     def __init__(self, batch: dict, stamps: torch.Tensor, slot: int, stamp: int):
