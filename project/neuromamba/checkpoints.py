@@ -155,15 +155,21 @@ def read_deepspeed_as_lightning(folder: PathLike, allow_pickle: bool = False) ->
     to the fp32 ``state_dict`` (DeepSpeed's zero_to_fp32), keys as the LightningModule's."""
     folder = Path(folder)
     state = _read_deepspeed_folder(folder, allow_pickle)  # checks the layout and allow_pickle
+    states_file = deepspeed_states_file(folder)
+    client = torch_load_file(states_file, allow_pickle=True) if states_file else {}
+    checkpoint = {k: v for k, v in client.items() if k not in _DEEPSPEED_KEYS}
+    checkpoint["state_dict"] = {_strip_wrappers(k): v for k, v in state.items()}
+    return checkpoint
+
+
+def deepspeed_states_file(folder: PathLike) -> Optional[Path]:
+    """The ``*model_states.pt`` file of a DeepSpeed folder's latest tag (``latest`` names it;
+    Lightning's folders use ``checkpoint``), which holds Lightning's client state; or None."""
+    folder = Path(folder)
     tag_file = folder / "latest"
     tag = tag_file.read_text().strip() if tag_file.is_file() else "checkpoint"
-    files = sorted((folder / tag).glob("*model_states.pt"))
-    client = torch_load_file(files[0], allow_pickle=True) if files else {}
-    checkpoint = {k: v for k, v in client.items() if k not in _DEEPSPEED_KEYS}
-    wrapper = "_forward_module."  # Lightning's wrapper around the module the engine holds
-    checkpoint["state_dict"] = {k[len(wrapper):] if k.startswith(wrapper) else k: v
-                                for k, v in state.items()}
-    return checkpoint
+    found = sorted((folder / tag).glob("*model_states.pt")) or sorted(folder.glob("*/*model_states.pt"))
+    return found[0] if found else None
 
 
 def _strip_wrappers(key: str) -> str:

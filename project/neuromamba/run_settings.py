@@ -359,18 +359,17 @@ def _check_spec_values(args) -> None:
     check_clip_layout(args.img_size, args.patch_size)
     if not args.pretraining and args.clf_head_version == "connectivity":
         from neuromamba.data.scaling import static_time_tokens
-
-        frames, patch_frames = int(args.img_size[3]), int(args.patch_size[3])
-        static = static_time_tokens(args.input_scaling_method)
-        if frames // patch_frames - static < 2:
-            raise ValueError(f"--clf_head_version connectivity correlates time courses, so it needs 2 or more "
-                             f"time tokens of fluctuations per patch: --img_size T = {frames} gives "
-                             f"{frames // patch_frames} of {patch_frames} frames ({static} of them the static "
-                             f"image); use T >= {(static + 2) * patch_frames}")
         from neuromamba.models.connectivity import parcel_grid
 
-        tokens = [int(i) // int(p) for i, p in zip(args.img_size[:3], args.patch_size[:3])]
-        parcels = math.prod(parcel_grid(tokens + [frames // patch_frames]))
+        token_grid = [int(i) // int(p) for i, p in zip(args.img_size, args.patch_size)]
+        frames, patch_frames = int(args.img_size[3]), int(args.patch_size[3])
+        static = static_time_tokens(args.input_scaling_method)
+        if token_grid[3] - static < 2:
+            raise ValueError(f"--clf_head_version connectivity correlates time courses, so it needs 2 or more "
+                             f"time tokens of fluctuations per patch: --img_size T = {frames} gives "
+                             f"{token_grid[3]} of {patch_frames} frames ({static} of them the static "
+                             f"image); use T >= {(static + 2) * patch_frames}")
+        parcels = math.prod(parcel_grid(token_grid))
         if parcels < 2:
             raise ValueError(f"--clf_head_version connectivity correlates pairs of parcels, and --img_size "
                              f"{' '.join(map(str, args.img_size[:3]))} with --patch_size "

@@ -242,20 +242,20 @@ def _deepspeed_folder_config(folder: Path, allow_pickle: bool) -> Optional[dict]
     """The run config Lightning keeps inside a DeepSpeed checkpoint folder, or None."""
     import torch
 
-    tag_file = folder / "latest"
-    tag = tag_file.read_text().strip() if tag_file.is_file() else "checkpoint"
-    candidates = sorted((folder / tag).glob("*model_states.pt")) or sorted(folder.glob("*/*model_states.pt"))
-    if not candidates:
+    from neuromamba.checkpoints import deepspeed_states_file
+
+    states_file = deepspeed_states_file(folder)
+    if states_file is None:
         return None
     try:
-        state = torch.load(candidates[0], map_location="cpu", weights_only=True)
+        state = torch.load(states_file, map_location="cpu", weights_only=True)
     except Exception:  # DeepSpeed's own entries can need unpickling
         if not allow_pickle:
             from neuromamba.checkpoints import ALLOW_PICKLE_HINT
 
             raise ValueError(f"{folder} is a DeepSpeed checkpoint folder; reading its run settings "
                              f"needs unpickling, which can run arbitrary code: {ALLOW_PICKLE_HINT}") from None
-        state = torch.load(candidates[0], map_location="cpu", weights_only=False)
+        state = torch.load(states_file, map_location="cpu", weights_only=False)
     hparams = state.get("hyper_parameters") if isinstance(state, dict) else None
     config = hparams.get("config") if isinstance(hparams, Mapping) else None
     return dict(config) if isinstance(config, Mapping) else None

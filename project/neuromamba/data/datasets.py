@@ -272,7 +272,7 @@ class ClipDataset(Dataset):
             return item
         batch = model_input({k: (v[None] if torch.is_tensor(v) else [v]) for k, v in item.items()},
                             self.spec)
-        return {k: (v[0] if torch.is_tensor(v) else v[0]) for k, v in batch.items()}
+        return {k: v[0] for k, v in batch.items()}
 
 
 def batch_to_model(batch: dict, spec: ClipSpec, device) -> dict:
