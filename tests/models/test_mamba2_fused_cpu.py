@@ -57,6 +57,20 @@ def randomize_(module, seed=0):
     return module
 
 
+def run_layer(layer, u, seq_idx, grad_out):
+    """(the path that ran, output, gradients of the input and of every parameter)."""
+    out = layer(u, seq_idx=seq_idx)
+    return layer.last_path, out, torch.autograd.grad(out, [u] + list(layer.parameters()), grad_out)
+
+
+def assert_paths_agree(layer, fused, pure):
+    """Output, input gradient and every parameter gradient within TOL of the pure path's."""
+    assert rel_err(fused[1], pure[1]) <= TOL
+    names = ["input"] + [n for n, _ in layer.named_parameters()]
+    for pname, g_fused, g_pure in zip(names, fused[2], pure[2]):
+        assert rel_err(g_fused, g_pure) <= TOL, pname
+
+
 LAYERS = {
     # plain batches, one group, D per head, gated RMSNorm after the gate (Mamba2's default)
     "plain": (dict(d_model=16, d_state=8, headdim=8, chunk_size=16), False),
@@ -81,14 +95,9 @@ def test_real_kernels_match_the_pure_path(monkeypatch, fused_ops, name):
     results = {}
     for backend in ("fused", "pure"):
         monkeypatch.setenv(BACKEND_ENV_VAR, backend)
-        out = layer(u, seq_idx=seq_idx)
-        results[backend] = (layer.last_path, out,
-                            torch.autograd.grad(out, [u] + list(layer.parameters()), grad_out))
+        results[backend] = run_layer(layer, u, seq_idx, grad_out)
     assert results["fused"][0] == "scan_only" and results["pure"][0] == "pure"
-    assert rel_err(results["fused"][1], results["pure"][1]) <= TOL
-    names = ["input"] + [n for n, _ in layer.named_parameters()]
-    for pname, g_fused, g_pure in zip(names, results["fused"][2], results["pure"][2]):
-        assert rel_err(g_fused, g_pure) <= TOL, pname
+    assert_paths_agree(layer, results["fused"], results["pure"])
     if packed:  # the boundary is real: without seq_idx the second sequence's output differs
         monkeypatch.setenv(BACKEND_ENV_VAR, "fused")
         with torch.no_grad():
@@ -166,14 +175,9 @@ def test_mem_efficient_chain_with_a_stand_in_for_causal_conv1d(monkeypatch, fuse
             if backend == "fused":  # a conv function present, as with causal-conv1d on a GPU
                 patch.setattr(mamba2_module, "select_backend",
                               lambda device: {**fused_ops, "causal_conv1d_fn": _conv_fwd_stand_in})
-            out = layer(u, seq_idx=seq_idx)
-            results[backend] = (layer.last_path, out,
-                                torch.autograd.grad(out, [u] + list(layer.parameters()), grad_out))
+            results[backend] = run_layer(layer, u, seq_idx, grad_out)
     assert results["fused"][0] == "fused" and results["pure"][0] == "pure"
-    assert rel_err(results["fused"][1], results["pure"][1]) <= TOL
-    names = ["input"] + [n for n, _ in layer.named_parameters()]
-    for pname, g_fused, g_pure in zip(names, results["fused"][2], results["pure"][2]):
-        assert rel_err(g_fused, g_pure) <= TOL, pname
+    assert_paths_agree(layer, results["fused"], results["pure"])
 
 
 def test_auto_never_picks_the_interpreter(monkeypatch, fused_ops):
