@@ -3,6 +3,11 @@
   python project/preprocess.py nifti  --input RUNS --output_dir HDF5   # NIfTI -> HDF5 runs
   python project/preprocess.py legacy --input OLD  --output_dir HDF5   # img/{subject}/frame_i.pt
   python project/preprocess.py check  HDF5 [--remove]                  # verify / clean a folder
+  python project/preprocess.py nifti  --input RUNS --output_dir HDF5 --shard 3/10  # a tenth
+
+A job array splits nifti/legacy over many jobs: each task converts a disjoint share (--shard I/N,
+or SLURM_ARRAY_TASK_ID/COUNT under sbatch --array), N shares write exactly what one process
+writes, and `check` then summarises the whole folder (see sample_scripts/preprocessing/).
   python project/preprocess.py dummy  --output_dir HDF5                # demo runs + labels.csv
 
 Exit code: 0 when every run succeeded (or was already done), 1 when any failed, 2 on bad usage.
@@ -25,6 +30,15 @@ def _common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num_workers", type=int, default=0,
                    help="processes working on runs in parallel (0: this process)")
     p.add_argument("--no_progress", action="store_true", help="no progress bar")
+
+
+def _array_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--shard", default=None, metavar="I/N",
+                   help="convert only share I of N (1 <= I <= N) of the runs, for a job array; "
+                        "the N shares are disjoint and together are every run. Default under "
+                        "SLURM: the array task's share (SLURM_ARRAY_TASK_ID/COUNT); else all")
+    p.add_argument("--dry_run", action="store_true",
+                   help="list the runs this command (this shard) would convert; write nothing")
 
 
 def _grid_flags(p: argparse.ArgumentParser) -> None:
@@ -74,6 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="regex with (?P<subject>) and (?P<run>) groups, applied to the path "
                         "relative to --input without the .nii(.gz) suffix")
     p.add_argument("--overwrite", action="store_true", help="redo runs that are already complete")
+    _array_flags(p)
     _common(p)
 
     p = sub.add_parser("legacy", help="img/{subject}/frame_{i}.pt + global_stats.pt -> HDF5")
@@ -91,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="regex with (?P<subject>) and optional (?P<run>) groups, applied to "
                         "each folder name")
     p.add_argument("--overwrite", action="store_true")
+    _array_flags(p)
     _common(p)
 
     p = sub.add_parser("check", aliases=["check_and_clean"],
@@ -147,13 +163,24 @@ def _check_values(args) -> None:
         raise ValueError(f"--num_workers must be >= 0, got {args.num_workers}")
 
 
-def _convert(args, convert_folder, options) -> int:
-    """Run a folder converter with the shared flags; print failures and the summary line."""
-    from neuromamba.data.preprocess_runner import Interrupted
+def _convert(args, convert_folder, options, discover) -> int:
+    """Run a folder converter with the shared flags (on this shard's share of the runs); print
+    failures and the summary line. ``discover()`` lists the runs, for --dry_run."""
+    import os
 
+    from neuromamba.data.preprocess_runner import Interrupted
+    from neuromamba.data.shards import resolve_shard
+
+    shard = resolve_shard(args.shard, os.environ)
+    if args.dry_run:
+        return _dry_run(args, discover(), shard)
+    if shard is not None:
+        print(f"preprocess.py {args.command}: shard {shard.label} (from {shard.source})",
+              file=sys.stderr)
     try:
         summary = convert_folder(args.input, args.output_dir, options, num_workers=args.num_workers,
-                                 subject_regex=args.subject_regex, progress=not args.no_progress)
+                                 subject_regex=args.subject_regex, progress=not args.no_progress,
+                                 shard=shard)
     except Interrupted as stop:
         print(f"preprocess.py {args.command}: interrupted: {stop.summary.line(args.output_dir)}; "
               f"{stop.remaining} runs not converted. Rerun the same command to resume (finished "
@@ -168,13 +195,53 @@ def _convert(args, convert_folder, options) -> int:
     return 1 if summary.failed else 0
 
 
+def _dry_run(args, jobs, shard) -> int:
+    mine = shard.select(jobs) if shard else list(jobs)
+    share = f"shard {shard.label} (from {shard.source}): " if shard else ""
+    for job in mine:
+        print(f"  {job.subject}/{job.run}  <- {job.source}")
+    print(f"preprocess.py {args.command}: dry run: {share}would convert {len(mine)} of "
+          f"{len(jobs)} runs into {args.output_dir}; nothing converted or written")
+    return 0
+
+
+def _check(args) -> int:
+    """Verify every file, then summarise the folder (and its job array's reports)."""
+    from neuromamba.data.check import check_folder
+    from neuromamba.data.folder_summary import array_reports, content_line, good_runs
+
+    results = check_folder(args.folder, remove=args.remove, full=not args.quick,
+                           num_workers=args.num_workers, progress=not args.no_progress, every=True)
+    bad = [r for r in results if not r.ok]
+    busy = [r for r in bad if r.busy]
+    broken = [r for r in bad if not r.busy]
+    for r in busy:
+        print(f"BUSY {r.path}: {r.message}", file=sys.stderr)
+    for r in broken:
+        print(f"{'REMOVED' if args.remove else 'BAD'} {r.path}: {r.message}", file=sys.stderr)
+    arrays = array_reports(args.folder, good_runs(args.folder, results))
+    for array in arrays:
+        for subject, run, message in array.failed:
+            print(f"FAILED {subject}/{run}: {message}", file=sys.stderr)
+    total = len(results)
+    print(f"checked {total} files: {total - len(bad)} good, {len(broken)} bad"
+          + (" (removed)" if args.remove and broken else "")
+          + (f", {len(busy)} busy (in use, not checked)" if busy else "")
+          + f"; {content_line(args.folder, results)}")
+    for array in arrays:
+        print(array.line())
+    incomplete = any(a.missing or a.failed for a in arrays)
+    return 1 if busy or incomplete or (broken and not args.remove) else 0
+
+
 def main(argv=None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         _check_values(args)
         if args.command == "nifti":
-            from neuromamba.data.preprocess_runner import PreprocessOptions, preprocess_folder
+            from neuromamba.data.preprocess_runner import (PreprocessOptions, discover_runs,
+                                                           preprocess_folder)
 
             if args.mask and not Path(args.mask).is_file():
                 raise FileNotFoundError(f"--mask {args.mask}: no such file")
@@ -186,9 +253,11 @@ def main(argv=None) -> int:
                 allow_crop_brain=args.allow_crop_brain, overwrite=args.overwrite,
                 placement=args.placement, mask=args.mask,
                 allow_nonzero_background=args.allow_nonzero_background, space=args.space)
-            return _convert(args, preprocess_folder, options)
+            return _convert(args, preprocess_folder, options, lambda: discover_runs(
+                args.input, args.subject_regex, args.space))
         if args.command == "legacy":
-            from neuromamba.data.legacy import LegacyOptions, convert_legacy_folder
+            from neuromamba.data.legacy import (LegacyOptions, convert_legacy_folder,
+                                                discover_legacy_subjects)
 
             options = LegacyOptions(min_frames=args.min_frames, compression=args.compression,
                                     overwrite=args.overwrite,
@@ -196,7 +265,8 @@ def main(argv=None) -> int:
                                     placement=args.placement,
                                     allow_crop_brain=args.allow_crop_brain,
                                     reference_nifti=args.reference_nifti)
-            return _convert(args, convert_legacy_folder, options)
+            return _convert(args, convert_legacy_folder, options, lambda: discover_legacy_subjects(
+                args.input, args.subject_regex))
         if args.command == "dummy":
             from neuromamba.data.dummy import DummySpec, write_dummy_runs
 
@@ -205,21 +275,7 @@ def main(argv=None) -> int:
             paths = write_dummy_runs(args.output_dir, spec, compression=args.compression)
             print(f"wrote {len(paths)} runs and {Path(args.output_dir) / 'labels.csv'}")
             return 0
-        from neuromamba.data.check import candidate_files, check_folder
-
-        total = len(candidate_files(args.folder))
-        bad = check_folder(args.folder, remove=args.remove, full=not args.quick,
-                           num_workers=args.num_workers, progress=not args.no_progress)
-        busy = [r for r in bad if r.busy]
-        broken = [r for r in bad if not r.busy]
-        for r in busy:
-            print(f"BUSY {r.path}: {r.message}", file=sys.stderr)
-        for r in broken:
-            print(f"{'REMOVED' if args.remove else 'BAD'} {r.path}: {r.message}", file=sys.stderr)
-        print(f"checked {total} files: {total - len(bad)} good, {len(broken)} bad"
-              + (" (removed)" if args.remove and broken else "")
-              + (f", {len(busy)} busy (in use, not checked)" if busy else ""))
-        return 1 if busy or (broken and not args.remove) else 0
+        return _check(args)
     except (ValueError, OSError) as err:  # OSError: unwritable --output_dir, missing files
         from neuromamba.console import one_line_error
 

@@ -21,6 +21,7 @@ class CheckResult:
     ok: bool
     message: str = ""
     busy: bool = False  # another process holds it open (locked): not checked, never removed
+    frames: int = 0  # TRs in a good run
 
 
 def _is_lock_error(err: Exception) -> bool:
@@ -57,6 +58,7 @@ def check_run(path: str | Path, full: bool = True, frames: bool = True) -> Check
             stats = store.read_stats(f.attrs)
             if not all(np.isfinite(v) for v in stats.values()) or stats["std"] <= 0:
                 raise ValueError(f"bad statistics {stats}")
+            num_frames = int(dset.shape[0])
             to_read = range(dset.shape[0]) if full else sorted({0, dset.shape[0] - 1})
             for t in (to_read if frames else ()):
                 if not np.all(np.isfinite(dset[t])):
@@ -66,7 +68,7 @@ def check_run(path: str | Path, full: bool = True, frames: bool = True) -> Check
             return CheckResult(str(path), False, "busy: another process has it open (locked); "
                                "not checked, not removed; check again when it is done", busy=True)
         return CheckResult(str(path), False, " ".join(f"{type(err).__name__}: {err}".split()))
-    return CheckResult(str(path), True)
+    return CheckResult(str(path), True, frames=num_frames)
 
 
 def candidate_files(folder: str | Path) -> list:
@@ -86,8 +88,9 @@ class _Check:
 
 
 def check_folder(folder, *, remove: bool = False, full: bool = True, num_workers: int = 0,
-                 progress: bool = True) -> list:
-    """Check every run; with ``remove`` delete the bad ones. Returns the bad results."""
+                 progress: bool = True, every: bool = False) -> list:
+    """Check every run; with ``remove`` delete the bad ones. Returns the bad results (every
+    result with ``every``)."""
     files = candidate_files(folder)
     results = run_jobs_plain(files, _Check(full), num_workers, progress)
     bad = [r for r in results if not r.ok]
@@ -95,7 +98,7 @@ def check_folder(folder, *, remove: bool = False, full: bool = True, num_workers
         for r in bad:
             if not r.busy:  # a locked file may be perfectly good: never delete it
                 Path(r.path).unlink(missing_ok=True)
-    return bad
+    return results if every else bad
 
 
 def run_jobs_plain(items, work, num_workers: int, progress: bool) -> list:

@@ -25,6 +25,7 @@ LEGACY_STATS_KEYS = {"valid_voxels": "valid_voxels", "mean": "global_mean",
 # The whole folder name is the subject; give a regex with (?P<subject>...)(?P<run>...) groups
 # when folders are per run (e.g. "100206_REST1_LR").
 DEFAULT_LEGACY_REGEX = r"^(?P<subject>.+)$"
+LEGACY_REPORT = "legacy_report.csv"  # in the output folder: one row per subject
 # FSL's MNI152 2 mm grid (HCP, UK Biobank, ABCD), stored LAS: the grid legacy frames usually have.
 FSL_MNI152_2MM = ((91, 109, 91), ((-2.0, 0.0, 0.0, 90.0), (0.0, 2.0, 0.0, -126.0),
                                   (0.0, 0.0, 2.0, -72.0), (0.0, 0.0, 0.0, 1.0)))
@@ -171,7 +172,8 @@ def _convert_to(job: RunJob, final: Path, options: LegacyOptions) -> str:
 
 
 def convert_legacy_folder(input_path, out_dir, options: LegacyOptions, *, num_workers: int = 0,
-                          subject_regex: str = DEFAULT_LEGACY_REGEX, progress: bool = True):
+                          subject_regex: str = DEFAULT_LEGACY_REGEX, progress: bool = True,
+                          shard=None):
     return convert_folder(discover_legacy_subjects(input_path, subject_regex), convert_one,
-                          out_dir, options, desc="legacy -> HDF5", report_name="legacy_report.csv",
-                          num_workers=num_workers, progress=progress)
+                          out_dir, options, desc="legacy -> HDF5", report_name=LEGACY_REPORT,
+                          num_workers=num_workers, progress=progress, shard=shard)

@@ -22,6 +22,7 @@ import numpy as np
 
 from .. import fileio
 from . import masks, nifti, placement, store
+from .shards import Shard
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # subject = first path component (a subject folder) or the file name up to the first "_";
@@ -29,6 +30,7 @@ NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # "100206/rfMRI_REST1_LR.nii.gz" -> ("100206", "rfMRI_REST1_LR").
 DEFAULT_SUBJECT_REGEX = r"^(?P<subject>[^/_]+)[/_](?P<run>.+)$"
 LOCK_FOLDER = ".locks"  # in the output folder: one lock file per run being written
+PREPROCESS_REPORT = "preprocess_report.csv"  # in the output folder: one row per run
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class RunResult:
 @dataclass
 class Summary:
     results: list = field(default_factory=list)
+    shard: "Shard | None" = None  # the array share these results are (None: every run)
+    runs_in_input: int = 0  # before the share was taken
 
     def count(self, status: str) -> int:
         return sum(r.status == status for r in self.results)
@@ -88,7 +92,9 @@ class Summary:
     def line(self, out_dir: str | Path) -> str:
         size = folder_size(out_dir)
         busy = f", busy {self.count('busy')} (written by another process)" if self.count("busy") else ""
-        return (f"done {self.count('done')}, skipped {self.count('skipped')}, failed "
+        share = (f"shard {self.shard.label} ({len(self.results)} of {self.runs_in_input} runs): "
+                 if self.shard else "")
+        return (f"{share}done {self.count('done')}, skipped {self.count('skipped')}, failed "
                 f"{self.count('failed')}{busy}; {out_dir} holds {size / 2**20:.1f} MiB")
 
 
@@ -387,25 +393,41 @@ def run_jobs(jobs: Iterable, work: Callable, num_workers: int = 0, desc: str = "
 
 def convert_folder(jobs: Sequence[RunJob], convert_one: Callable, out_dir, options, *,
                    desc: str, report_name: str, num_workers: int = 0,
-                   progress: bool = True) -> Summary:
-    """``convert_one(job, out_dir, options) -> RunResult`` for every job (a module-level
-    function, so the partial below pickles for the process pool), then the report CSV."""
+                   progress: bool = True, shard: Shard | None = None) -> Summary:
+    """``convert_one(job, out_dir, options) -> RunResult`` for every job (of ``shard``'s share
+    when given), then the report CSV (one per shard: array tasks never share a file).
+    ``convert_one`` is a module-level function, so the partial below pickles for the pool."""
     Path(out_dir).mkdir(parents=True, exist_ok=True)
+    total = len(jobs)
+    if shard is not None:
+        jobs = shard.select(jobs)
+        report_name = report_path_name(report_name, shard)
     work = functools.partial(convert_one, out_dir=str(out_dir), options=options)
     try:
         summary = run_jobs(jobs, work, num_workers, desc, progress)
     except Interrupted as stop:
+        stop.summary.shard, stop.summary.runs_in_input = shard, total
         write_report(stop.summary, Path(out_dir) / report_name)
         raise
+    summary.shard, summary.runs_in_input = shard, total
     write_report(summary, Path(out_dir) / report_name)
     return summary
 
 
+def report_path_name(report_name: str, shard: Shard | None) -> str:
+    """preprocess_report.csv, or preprocess_report.shard-2-of-4.csv for an array task."""
+    if shard is None:
+        return report_name
+    stem, suffix = report_name.rsplit(".", 1)
+    return f"{stem}.{shard.file_tag}.{suffix}"
+
+
 def preprocess_folder(input_path, out_dir, options: PreprocessOptions, *, num_workers: int = 0,
-                      subject_regex: str = DEFAULT_SUBJECT_REGEX, progress: bool = True) -> Summary:
+                      subject_regex: str = DEFAULT_SUBJECT_REGEX, progress: bool = True,
+                      shard: Shard | None = None) -> Summary:
     return convert_folder(discover_runs(input_path, subject_regex, options.space), preprocess_one, out_dir,
-                          options, desc="NIfTI -> HDF5", report_name="preprocess_report.csv",
-                          num_workers=num_workers, progress=progress)
+                          options, desc="NIfTI -> HDF5", report_name=PREPROCESS_REPORT,
+                          num_workers=num_workers, progress=progress, shard=shard)
 
 
 def write_report(summary: Summary, path: Path) -> None:
