@@ -92,6 +92,31 @@ def checkpoint_path(path: PathLike, flag: str, prefer: str = "best.ckpt") -> str
     raise FileNotFoundError(f"{flag} {p}: no such file{where}")
 
 
+def run_folder_of(checkpoint: PathLike) -> Path | None:
+    """The run folder a checkpoint of project/main.py lies in (``<run>/checkpoints/x.ckpt``)."""
+    p = Path(checkpoint)
+    return p.parent.parent if p.parent.name == "checkpoints" else None
+
+
+def recorded_file(recorded: PathLike, run_dir: PathLike | None) -> Path:
+    """A file a run recorded by its absolute path (its split file), where it is now: the path
+    itself while it exists, else the same file inside ``run_dir`` when the run folder was moved
+    or copied (a relative record is relative to ``run_dir``). The recorded path when neither
+    exists, for the caller's message."""
+    p = Path(recorded)
+    if run_dir is None:
+        return p
+    if not p.is_absolute():
+        return Path(run_dir) / p
+    if p.exists():
+        return p
+    for depth in (2, 1):  # <run>/splits/split_x.txt, then a file directly in the run folder
+        moved = Path(run_dir).joinpath(*p.parts[-depth:])
+        if moved.exists():
+            return moved
+    return p
+
+
 def require_torch_archive(path: PathLike, flag: str) -> None:
     """Reject a file that is not a ``torch.save`` zip archive (truncated, or another format)
     with one sentence naming ``flag``, before Lightning or torch fail deep inside."""

@@ -32,7 +32,8 @@ def test_summary_json_and_curves(tmp_path):
     assert summary["final_epoch"] == 1 and "val/loss" in summary["final_metrics"]
     assert summary["best_metrics"]["val/loss"] <= summary["final_metrics"]["val/loss"] + 1e-9
     assert summary["test_metrics"]["test/auroc"] == result["metrics"]["test/auroc"]  # 4 test subjects
-    assert Path(summary["checkpoints"]["best"]).exists() and Path(summary["checkpoints"]["last"]).exists()
+    assert summary["checkpoints"]["last"] == "checkpoints/last.ckpt"  # relative: the folder can move
+    assert (run_dir / summary["checkpoints"]["best"]).exists() and (run_dir / summary["checkpoints"]["last"]).exists()
     sizes = summary["split_sizes"]
     assert sum(s["subjects"] for s in sizes.values()) == 16 and sizes["test"]["clips"] > 0
     assert summary["wall_time_s"] > 0 and summary["versions"]["torch"]

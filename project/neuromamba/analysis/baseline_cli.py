@@ -25,7 +25,10 @@ def run_settings(run_dir: str, scaling: str | None = None) -> argparse.Namespace
     if getattr(args, "task", None) not in ("classification", "regression"):
         raise ValueError(f"--run_dir {run_dir}: a {getattr(args, 'task', '?')} run; baselines need "
                          f"a classification or regression run (its labels and split)")
-    split = getattr(args, "split_file_used", None) or next(
+    from neuromamba.checkpoints import recorded_file
+
+    split = getattr(args, "split_file_used", None)
+    split = recorded_file(split, run_dir) if split else next(  # the run folder may have moved
         iter(sorted((Path(run_dir) / "splits").glob("split_*.txt"))), None)
     if not split or not Path(split).is_file():
         raise FileNotFoundError(f"--run_dir {run_dir}: its split file is missing")

@@ -68,6 +68,9 @@ def use_test_checkpoint_split(args) -> list:
     split = config.get("split_file_used")
     if not split:
         return []
+    from neuromamba.checkpoints import recorded_file, run_folder_of
+
+    split = str(recorded_file(split, run_folder_of(args.test_ckpt_path)))  # a moved run folder
     if not Path(split).is_file():
         raise ValueError(f"--test_only: the split file of the checkpoint's run, {split}, is "
                          f"missing; pass --split_file (the run's splits/split_*.txt)")

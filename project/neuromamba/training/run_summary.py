@@ -74,13 +74,14 @@ def write_run_summary(run_dir, trainer, datamodule, test_metrics: dict, started:
         "final_epoch": last_epoch,
         "final_metrics": {k: _finite(v) for k, v in epochs.get(last_epoch, {}).items()},
         "test_metrics": {k: _finite(v) for k, v in (test_metrics or {}).items()},
-        "checkpoints": {"best": best_path or None,
-                        "last": str(run_dir / "checkpoints" / "last.ckpt")
+        # Paths of files inside the run folder are relative to it: the folder can move.
+        "checkpoints": {"best": _inside(best_path, run_dir) if best_path else None,
+                        "last": "checkpoints/last.ckpt"
                         if (run_dir / "checkpoints" / "last.ckpt").exists() else None},
         "split_sizes": {name: {"subjects": len(set(datamodule.clip_subjects(name))),
                                "clips": len(datamodule.datasets[name])}
                         for name in ("train", "val", "test") if name in datamodule.datasets},
-        "split_file": str(datamodule.split_path) if datamodule.split_path else None,
+        "split_file": _inside(datamodule.split_path, run_dir) if datamodule.split_path else None,
         "global_step": int(trainer.global_step),
         "wall_time_s": round(time.time() - started, 1),
         "versions": versions(),
@@ -89,3 +90,11 @@ def write_run_summary(run_dir, trainer, datamodule, test_metrics: dict, started:
     atomic_write_text(path, json.dumps(summary, indent=2) + "\n")
     plot_training_curves(run_dir / "training_curves.png", run_dir / "metrics.csv", monitor)
     return path
+
+
+def _inside(path, run_dir: Path) -> str:
+    """``path`` relative to the run folder when it lies inside it (else as it is)."""
+    try:
+        return Path(path).resolve().relative_to(Path(run_dir).resolve()).as_posix()
+    except ValueError:
+        return str(path)

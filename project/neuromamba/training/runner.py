@@ -98,6 +98,8 @@ def run(args, extra_callbacks=()) -> dict:
     finished = _finished_run(Path(args.output_dir) / name, args)
     if finished is not None:  # a resume with nothing left to train: the record stays as it is
         return finished
+    if getattr(args, "_fresh_start_note", None):  # a requeued job starting over in its folder
+        _refuse_another_experiment(Path(args.output_dir) / name, args)
     new_folder = not (Path(args.output_dir) / name).exists()
     run_dir = make_run_dir(args.output_dir, name)
     args.run_dir = str(run_dir)
@@ -138,6 +140,45 @@ def _finished_run(run_dir: Path, args):
     raise ValueError(f"{run_dir} holds a finished run (summary.json); a new run there would replace "
                      f"its checkpoints, summary and predictions. Choose another --run_name, or pass "
                      f"--overwrite_run to replace it")
+
+
+# What makes a run the experiment it is (a requeued job repeats its command, so these agree).
+_EXPERIMENT_KEYS = ("pretraining", "use_autoregressive", "task", "downstream_task", "dataset_name",
+                    "image_path", "label_csv", "target_column", "seed")
+
+
+def _refuse_another_experiment(run_dir: Path, args) -> None:
+    """``--resume_ckpt_path last`` on a folder with no checkpoint starts over in it (the requeue
+    case), unless the folder's args.yaml records another experiment: then the name is taken."""
+    import yaml
+
+    recorded_path = run_dir / "args.yaml"
+    if not recorded_path.is_file() or args.overwrite_run:
+        return
+    try:
+        recorded = yaml.safe_load(recorded_path.read_text()) or {}
+    except (OSError, yaml.YAMLError):
+        return  # a half-written record of a job killed at its start: nothing to compare
+    current = args_to_dict(args)
+
+    def settings(config: dict) -> dict:
+        spec = config.get("spec") or {}
+        found = {k: config.get(k) for k in _EXPERIMENT_KEYS}
+        found.update({f"model.{k}": v for k, v in (spec.get("model") or {}).items()})
+        found.update({f"input.{k}": v for k, v in (spec.get("input") or {}).items() if k != "data_grid"})
+        return found
+
+    before, now = settings(recorded), settings(current)
+    differ = [f"{k} {before[k]} (this command: {now.get(k)})" for k in sorted(before)
+              if k in now and before[k] is not None and _plain(before[k]) != _plain(now[k])]
+    if differ:
+        raise ValueError(f"--resume_ckpt_path last: {run_dir} holds no checkpoint yet but was started "
+                         f"as another experiment ({'; '.join(differ[:4])}); choose another --run_name, "
+                         f"or pass --overwrite_run to start this one there")
+
+
+def _plain(value):
+    return list(value) if isinstance(value, tuple) else value
 
 
 def _lock(run_dir: Path):

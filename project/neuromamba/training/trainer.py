@@ -97,6 +97,26 @@ class RunCheckpoint(ModelCheckpoint):
                 and self._last_global_step_saved != trainer.global_step):
             self._save_last_checkpoint(trainer, self._monitor_candidates(trainer))
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """A run folder moved or renamed since the checkpoint was written: its best score and
+        top-k are those of the files that moved with it, so rebase their paths here. (Lightning
+        keeps only ``best_model_path`` when the folder changed, and the next epoch would then be
+        "best" whatever its score: the test would run on it.) A resume into a folder without
+        the old files keeps Lightning's behaviour."""
+        old, new = state_dict.get("dirpath"), self.dirpath
+        if old and new and old != new and state_dict.get("best_model_path"):
+            def rebased(path):
+                return str(Path(new) / Path(path).name) if path and Path(path).parent == Path(old) else path
+
+            if Path(rebased(state_dict["best_model_path"])).exists():
+                state_dict = {**state_dict, "dirpath": new,
+                              "best_model_path": rebased(state_dict["best_model_path"]),
+                              "kth_best_model_path": rebased(state_dict.get("kth_best_model_path")),
+                              "last_model_path": rebased(state_dict.get("last_model_path")),
+                              "best_k_models": {rebased(k): v for k, v in
+                                                state_dict.get("best_k_models", {}).items()}}
+        super().load_state_dict(state_dict)
+
     def _save_checkpoint(self, trainer, filepath: str) -> None:
         super()._save_checkpoint(trainer, filepath)
         best = self.best_model_path
