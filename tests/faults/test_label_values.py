@@ -34,3 +34,34 @@ def test_a_run_row_contradicting_its_subjects_row_is_refused(tmp_path):
         _table(tmp_path, "subject,run,y\na,,rest\na,run1,task\nb,,task\n")
     agreeing = _table(tmp_path, "subject,run,y\na,,rest\na,run1,rest\nb,,task\n")
     assert agreeing.targets[("a", "run1")] == agreeing.targets[("a", None)]
+
+
+def test_the_class_list_is_printed_at_start_with_its_subjects(tmp_path):
+    """A training names its classes in index order, with the subjects of each per split, so a
+    table spelled 0/1/0.0/1.0 shows two classes before any training (not four)."""
+    import csv
+    from pathlib import Path
+
+    from neuromamba.cli import parse_args
+    from neuromamba.data.dummy import DummySpec, write_dummy_runs
+    from neuromamba.training.runner import build_datamodule
+
+    write_dummy_runs(tmp_path / "h5", DummySpec(num_subjects=12, img_size=(24, 24, 24), num_frames=8, seed=3))
+    subjects = sorted(p.name for p in (tmp_path / "h5").iterdir() if p.is_dir())
+    with open(tmp_path / "labels.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["subject", "dx"])
+        for i, s in enumerate(subjects):
+            writer.writerow([s, ["0", "1", "0.0", "1.0"][i % 4]])
+    args = parse_args(["--dataset_name", "CSV", "--image_path", str(tmp_path / "h5"), "--label_csv",
+                       str(tmp_path / "labels.csv"), "--target_column", "dx",
+                       "--downstream_task_type", "classification", "--img_size", "24", "24", "24", "4",
+                       "--train_split", "0.5", "--val_split", "0.25", "--output_dir", str(tmp_path)])
+    dm = build_datamodule(args, Path(tmp_path))
+    dm.setup("fit")
+    line = dm.class_line()
+    counts = [[len({s for s, t in zip(dm.clip_subjects(n), dm.clip_targets(n)) if t == c})
+               for n in ("train", "val", "test")] for c in (0, 1)]
+    assert line == (f"2 classes of column 'dx': 0=0 ({'/'.join(map(str, counts[0]))}), "
+                    f"1=1 ({'/'.join(map(str, counts[1]))}) subjects in train/val/test")
+    assert sum(map(sum, counts)) == 12

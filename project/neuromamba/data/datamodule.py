@@ -375,6 +375,24 @@ class FMRIDataModule(pl.LightningDataModule):
         """Subject id of every clip of a split, in dataset order."""
         return [s for part in self.datasets[split].datasets for s in part.clip_subjects()]
 
+    def class_line(self) -> str | None:
+        """The classes a classification run learns, in index order, with the subjects of each
+        per split: printed at start, so a mislabelled column shows before training."""
+        tables = [c.labels for c in self._cohorts if c.labels is not None]
+        if self.task_type != "classification" or not tables or tables[0].class_names is None:
+            return None
+        names = tables[0].class_names
+        splits = [n for n in SPLIT_NAMES if n in self.datasets]
+        counts = {n: {} for n in splits}
+        for split in splits:
+            for subject, target in set(zip(self.clip_subjects(split), self.clip_targets(split))):
+                counts[split][target] = counts[split].get(target, 0) + 1
+        per_class = ", ".join(f"{name}={i} ({'/'.join(str(counts[n].get(i, 0)) for n in splits)})"
+                              for i, name in enumerate(names))
+        column = f" of column {tables[0].column!r}" if tables[0].column else ""
+        return (f"{len(names)} classes{column}: {per_class} subjects in "
+                f"{'/'.join(splits)}")
+
     def clip_targets(self, split: str) -> list:
         """Target of every clip of a split, in dataset order (0 when unlabelled)."""
         return [t for part in self.datasets[split].datasets for t in part.targets.tolist()]

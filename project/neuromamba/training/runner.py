@@ -66,6 +66,9 @@ def _prepare_data(args, run_dir: Path):
     datamodule = build_datamodule(args, run_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    classes = datamodule.class_line()
+    if classes:
+        rank_zero_info(f"[neuromamba] {classes}")
     # What the run was trained on, kept in its config (and so in every checkpoint): the data's
     # grid, checked against any checkpoint used with it, and the split file --test_only reuses.
     args.data_grid = datamodule.grid.as_dict()
