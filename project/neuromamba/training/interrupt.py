@@ -124,15 +124,58 @@ class ResumeMidEpoch(pl.Callback):
     """A fit resumed from a mid-epoch checkpoint (SIGTERM) skips the batches of that epoch it
     had already trained on, so it ends where an uninterrupted run ends. Lightning restores its
     counters after it has started the epoch's data at the first batch; here the sampler is told
-    to skip and the epoch's iterator is made again (Lightning < 3: ``fit_loop._data_fetcher``)."""
+    to skip and the epoch's iterator is made again (Lightning < 3: ``fit_loop._data_fetcher``).
+
+    The epoch's running means (``train/loss_epoch``) are kept too: Lightning does not save its
+    logged-metric accumulators, so the resumed epoch would average only the steps after the
+    resume. The checkpoint carries each epoch-mean accumulator (weighted sum and batch count, as
+    this rank holds them: the logged value is rank 0's, train/loss is not synced) and the first
+    batch after the resume adds them back; float addition commutes, so the epoch's value is the
+    uninterrupted run's bit for bit."""
+
+    def __init__(self):
+        self._pending = None  # accumulators of the interrupted epoch, until the first batch
+
+    def state_dict(self) -> dict:
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None:
+            return {}
+        loop = trainer.fit_loop.epoch_loop
+        sums = {}
+        for key, metric in loop._results.items():
+            meta = getattr(metric, "meta", None)
+            if meta is not None and meta.on_epoch and meta.is_mean_reduction and metric._computed is None:
+                sums[key] = (metric.value.detach().cpu().clone(), metric.cumulated_batch_size.detach().cpu().clone())
+        return {"epoch": trainer.current_epoch, "batches_done": loop.batch_progress.current.ready,
+                "epoch_sums": sums}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._pending = state_dict if state_dict.get("epoch_sums") else None
+
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._trainer = trainer  # state_dict() runs without the trainer
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         done = trainer.fit_loop.epoch_loop.batch_progress.current.ready
         loader = trainer.train_dataloader
         sampler, batch_size = getattr(loader, "sampler", None), getattr(loader, "batch_size", None)
         if done <= 0 or done >= trainer.num_training_batches or not hasattr(sampler, "skip") or not batch_size:
+            self._pending = None  # not a mid-epoch resume: nothing to continue
             return
+        if self._pending and (self._pending["epoch"], self._pending["batches_done"]) != (trainer.current_epoch, done):
+            self._pending = None  # accumulators of another point than the one resumed
         sampler.skip = done * batch_size
         fetcher = trainer.fit_loop._data_fetcher
         iter(fetcher)  # the epoch's first batches now come from the skipping sampler
         fetcher.fetched = 0  # the epoch loop adds the batches already done itself
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, *args) -> None:
+        if not self._pending:
+            return
+        results = trainer.fit_loop.epoch_loop._results
+        for key, (value, count) in self._pending["epoch_sums"].items():
+            if key in results:
+                metric = results[key]
+                metric.value = metric.value + value.to(metric.value.device)
+                metric.cumulated_batch_size = metric.cumulated_batch_size + count.to(metric.cumulated_batch_size.device)
+        self._pending = None
