@@ -2,6 +2,8 @@
 default, recipes announced and recorded, checkpoints of every format read back the same way."""
 import json
 
+import numpy as np
+
 import pytest
 import torch
 
@@ -160,3 +162,70 @@ def test_recipes_load_by_name_or_path_and_refuse_unknowns(tmp_path):
     (tmp_path / "badval.yaml").write_text("input_scaling_method: nonsense\n")
     with pytest.raises(ValueError, match="--input_scaling_method 'nonsense'"):
         parse_args(["--recipe", str(tmp_path / "badval.yaml")])
+
+
+def test_img_size_reads_the_same_raw_frames_under_every_recipe(tmp_path):
+    """--img_size ... T is the number of raw frames a clip reads under every recipe; the tuned
+    input's static token comes on top (it used to take 2 of the T frames: a 30-frame run gave
+    3 clips under one recipe and 5 under the other)."""
+    from neuromamba.cli import parse_args
+    from neuromamba.training.runner import build_datamodule
+
+    flags = ["--downstream_task", "sex", "--dummy_num_subjects", "6", "--dummy_num_frames", "30",
+             "--img_size", "24", "24", "24", "8", "--embed_dim", "16", "--depth", "1"]
+    clips = {}
+    for recipe in ("paper", "tuned"):
+        args = parse_args(flags + ["--recipe", recipe, "--output_dir", str(tmp_path / recipe)])
+        assert args.spec["input"]["img_size"] == [24, 24, 24, 8]
+        static = 2 if recipe == "tuned" else 0
+        assert args.spec["model"]["img_size"] == [24, 24, 24, 8 + static]  # the token grid follows
+        dm = build_datamodule(args, tmp_path / recipe)
+        dm.setup("fit")
+        dataset = dm.datasets["train"].datasets[0]
+        clips[recipe] = (dataset.clip_subjects(), dataset.index.tolist(), dataset[0]["fmri"].numpy())
+        batch = dm.model_batches("train", 2).__iter__().__next__()
+        assert batch["fmri"].shape[-1] == 8 + static
+    paper, tuned = clips["paper"], clips["tuned"]
+    assert paper[0] == tuned[0] and paper[1] == tuned[1]  # the same clips: runs and first frames
+    assert len(paper[1]) == 4 * 3  # 30 frames -> 3 clips of 8 per run (4 train subjects)
+    np.testing.assert_array_equal(paper[2], tuned[2])  # the same raw frames
+
+
+def test_a_stored_config_of_either_meaning_gives_the_same_model():
+    """Checkpoints written before img_size counted raw frames stored the model's frames (the
+    static token included): they read back as the same model and the same clips."""
+    from neuromamba.spec import IMG_SIZE_MEANING_KEY, RAW_FRAMES, spec_from_config
+
+    base = {"embed_dim": 16, "depth": 1, "d_state": 8, "headdim": 16, "patch_size": [6, 6, 6, 2],
+            "input_scaling_method": "voxel_demean_static"}
+    old = spec_from_config({**base, "img_size": [24, 24, 24, 8]})  # model frames, no key
+    new = spec_from_config({**base, "img_size": [24, 24, 24, 6], IMG_SIZE_MEANING_KEY: RAW_FRAMES})
+    assert old == new and old.model.img_size == (24, 24, 24, 8) and old.input.img_size == (24, 24, 24, 6)
+    paper = spec_from_config({**base, "input_scaling_method": "znorm_minback", "img_size": [24, 24, 24, 8]})
+    assert paper.model.img_size == paper.input.img_size == (24, 24, 24, 8)  # released files unchanged
+
+
+def test_test_only_and_resume_record_the_recipe_their_checkpoint_was_trained_with(tmp_path):
+    """--test_only on a tuned checkpoint printed "recipe paper: ... (from the checkpoint)";
+    resuming a paper run with --recipe tuned recorded recipe tuned though nothing of it applied."""
+    tuned = _project_ckpt(tmp_path / "tuned.ckpt", task="classification", downstream_task="sex",
+                          recipe="tuned", input_scaling_method="voxel_demean_static",
+                          clf_head_version="attention", img_size=[24, 24, 24, 4],
+                          img_size_meaning="raw_frames")
+    args = parse_args(["--downstream_task", "sex", "--test_only", "--test_ckpt_path", tuned])
+    assert args.recipe == "tuned" and args._announce[0].startswith("recipe tuned: ")
+    assert "clf_head_version attention (paper: linear, from the checkpoint)" in args._announce[0]
+
+    paper = _project_ckpt(tmp_path / "paper.ckpt", task="classification", downstream_task="sex",
+                          recipe="paper", img_size=[24, 24, 24, 4], img_size_meaning="raw_frames",
+                          input_scaling_method="znorm_minback", clf_head_version="linear")
+    args = parse_args(["--downstream_task", "sex", "--recipe", "tuned", "--resume_ckpt_path", paper])
+    assert args.recipe == "paper" and args.spec["recipe"] == "paper"
+    assert args.input_scaling_method == "znorm_minback" and args.clf_head_version == "linear"
+
+    # fine-tuning mixes: the backbone's input from its checkpoint (named with its recipe), the
+    # head from the command's recipe
+    args = parse_args(["--downstream_task", "sex", "--load_model_path", tuned])
+    assert args.recipe == "paper" and args.clf_head_version == "linear"
+    assert "input_scaling_method voxel_demean_static (paper: znorm_minback, from the checkpoint " \
+           "(recipe tuned))" in args.departures

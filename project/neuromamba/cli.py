@@ -59,7 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--patch_size", type=int, nargs=4, default=None, metavar=("D", "H", "W", "T"),
                    help=f"token size in voxels and frames (paper: {show(PAPER_DEFAULTS['patch_size'])})")
     g.add_argument("--img_size", type=int, nargs=4, default=None, metavar=("D", "H", "W", "T"),
-                   help="clip size: the data's grid D H W in voxels and T frames "
+                   help="clip size: the data's grid D H W in voxels and T frames read from the "
+                        "run, under every recipe (an input with a static token adds it on top) "
                         f"(paper: {show(PAPER_DEFAULTS['img_size'])})")
     g.add_argument("--pos_embedding", default=None, choices=list(POS_EMBEDDINGS),
                    help=f"positional encoding of the token grid (paper: {PAPER_DEFAULTS['pos_embedding']})")

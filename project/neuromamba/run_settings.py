@@ -308,7 +308,10 @@ def resolve_run_spec(args: argparse.Namespace, recipe, flag_defaults: dict) -> N
         setattr(args, key, value)
     _check_spec_values(args)
     _refuse_leaking_pretraining(args)
-    departures = resolution.departures + _recipe_flag_departures(args, recipe, flag_defaults)
+    recipe_flags = _recipe_flag_departures(args, recipe, flag_defaults)
+    if recipe_flags:  # the command's recipe set training flags: it did apply
+        resolution.recipe = recipe.name
+    departures = resolution.departures + recipe_flags
     args.recipe = resolution.recipe
     args.departures = departures
     args.setting_sources = dict(resolution.sources)
@@ -361,14 +364,16 @@ def _check_spec_values(args) -> None:
         from neuromamba.data.scaling import static_time_tokens
         from neuromamba.models.connectivity import parcel_grid
 
-        token_grid = [int(i) // int(p) for i, p in zip(args.img_size, args.patch_size)]
+        from neuromamba.spec import model_img_size
+
+        model_size = model_img_size(args.img_size, args.patch_size, args.input_scaling_method)
+        token_grid = [int(i) // int(p) for i, p in zip(model_size, args.patch_size)]
         frames, patch_frames = int(args.img_size[3]), int(args.patch_size[3])
         static = static_time_tokens(args.input_scaling_method)
         if token_grid[3] - static < 2:
             raise ValueError(f"--clf_head_version connectivity correlates time courses, so it needs 2 or more "
-                             f"time tokens of fluctuations per patch: --img_size T = {frames} gives "
-                             f"{token_grid[3]} of {patch_frames} frames ({static} of them the static "
-                             f"image); use T >= {(static + 2) * patch_frames}")
+                             f"time tokens per patch: --img_size T = {frames} gives "
+                             f"{token_grid[3] - static} of {patch_frames} frames; use T >= {2 * patch_frames}")
         parcels = math.prod(parcel_grid(token_grid))
         if parcels < 2:
             raise ValueError(f"--clf_head_version connectivity correlates pairs of parcels, and --img_size "
@@ -455,6 +460,10 @@ def args_to_dict(args: argparse.Namespace) -> dict:
         if isinstance(value, tuple):
             value = list(value)
         out[key] = value
+    if "img_size" in out:  # what the stored img_size counts (spec.spec_from_config reads it)
+        from neuromamba.spec import IMG_SIZE_MEANING_KEY, RAW_FRAMES
+
+        out[IMG_SIZE_MEANING_KEY] = RAW_FRAMES
     return out
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from neuromamba.checkpoints import EXPORT_SPEC_SUFFIX, export_spec_path  # noqa: F401  (re-exported)
+from neuromamba.data.scaling import static_frames_for
 from neuromamba.paper import PAPER_DEFAULTS
 
 DIM_KEYS = ("embed_dim", "depth", "d_state", "headdim")
@@ -43,6 +44,10 @@ ORIGINAL_OPTIONS = {
     "pos_embedding": {"nerf"},
 }
 PAPER_RECIPE = "paper"
+# In a stored run config, the flat ``img_size`` counts the raw frames a clip reads (a static
+# token, if any, comes on top). Configs written before this key counted the model's frames,
+# static token included.
+IMG_SIZE_MEANING_KEY, RAW_FRAMES = "img_size_meaning", "raw_frames"
 RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # configs/recipes links here
 
 
@@ -51,9 +56,26 @@ RECIPES_DIR = Path(__file__).resolve().parent / "recipes"  # configs/recipes lin
 # ----------------------------------------------------------------------------------------------
 
 
+def model_img_size(img_size: Sequence[int], patch_size: Sequence[int],
+                   input_scaling_method: str) -> Tuple[int, int, int, int]:
+    """The model's clip for a clip of ``img_size`` raw frames: a scaling with a static token
+    puts one more time token (``patch T`` frames of the static image) in front of them, so
+    ``--img_size T`` reads T frames of the run under every recipe."""
+    static = static_frames_for(input_scaling_method, patch_size[3])
+    return (*(int(v) for v in img_size[:3]), int(img_size[3]) + static)
+
+
+def raw_img_size(model_size: Sequence[int], patch_size: Sequence[int],
+                 input_scaling_method: str) -> Tuple[int, int, int, int]:
+    """The inverse of :func:`model_img_size`: the raw frames a model's clip reads."""
+    static = static_frames_for(input_scaling_method, patch_size[3])
+    return (*(int(v) for v in model_size[:3]), int(model_size[3]) - static)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
-    """What the weights and the head are: changing any of these changes the model."""
+    """What the weights and the head are: changing any of these changes the model.
+    ``img_size`` is the model's clip: the raw frames plus a static token, if the input has one."""
 
     embed_dim: int
     depth: int
@@ -72,7 +94,8 @@ class ModelSpec:
 
 @dataclass(frozen=True)
 class InputSpec:
-    """What a clip is: its grid and length, how raw values are scaled, how runs are cut."""
+    """What a clip is: its grid and the raw frames it reads (``img_size``, the flag's value),
+    how raw values are scaled, how runs are cut."""
 
     img_size: Tuple[int, int, int, int]
     input_scaling_method: str
@@ -108,8 +131,12 @@ class RunSpec:
 
 def spec_from_values(values: Mapping, recipe: str = PAPER_RECIPE, departures: Sequence[str] = (),
                      data_grid: Optional[dict] = None) -> RunSpec:
-    """A :class:`RunSpec` from resolved flat values (every spec key present)."""
-    model = ModelSpec(**{k: _frozen(values[k]) for k in MODEL_KEYS})
+    """A :class:`RunSpec` from resolved flat values (every spec key present; ``img_size`` in
+    raw frames, as the flag gives it)."""
+    model_values = {k: _frozen(values[k]) for k in MODEL_KEYS}
+    model_values["img_size"] = model_img_size(values["img_size"], values["patch_size"],
+                                              values["input_scaling_method"])
+    model = ModelSpec(**model_values)
     inputs = InputSpec(**{k: _frozen(values[k]) for k in INPUT_KEYS}, data_grid=data_grid)
     return RunSpec(model, inputs, recipe, tuple(departures))
 
@@ -123,6 +150,9 @@ def spec_from_config(config: Mapping) -> RunSpec:
         from neuromamba.models.variants import resolve_dims
 
         values.update(resolve_dims(None, *(values[k] for k in DIM_KEYS)))
+    if config.get(IMG_SIZE_MEANING_KEY) != RAW_FRAMES:  # an older config: the model's frames
+        values["img_size"] = list(raw_img_size(values["img_size"], values["patch_size"],
+                                               values["input_scaling_method"]))
     return spec_from_values(values, config.get("recipe", PAPER_RECIPE), config.get("departures", ()),
                             config.get("data_grid"))
 
@@ -223,12 +253,14 @@ def read_checkpoint_settings(path: str, allow_pickle: bool = False) -> Checkpoin
 def _read_export_spec(path: Path) -> dict:
     try:
         stored = json.loads(path.read_text())
-        return {**stored["model"], **stored["input"], "recipe": stored.get("recipe", PAPER_RECIPE)}
+        # the model's img_size (static token included) with no meaning key: read as the model's
+        return {**stored["input"], **stored["model"], "recipe": stored.get("recipe", PAPER_RECIPE)}
     except (ValueError, KeyError, TypeError) as error:
         raise ValueError(f"{path}: not a backbone spec file ({type(error).__name__}: {error})") from None
 
 
 def _stored_values(config: Mapping) -> dict:
+    """The spec settings as flags give them (``img_size`` in raw frames)."""
     spec = spec_from_config(config)
     return {**asdict(spec.model), **{k: v for k, v in asdict(spec.input).items() if k in INPUT_KEYS}}
 
@@ -311,9 +343,16 @@ def resolve(explicit: Mapping, checkpoint: Optional[CheckpointSettings] = None,
                 break
     if any(k in keys for k in DIM_KEYS):
         values.update(_resolve_dims(layers, sources))
-    departures = [_departure(k, values[k], sources[k]) for k in wanted
-                  if k not in skip_departures and _departs(k, values[k], sources[k])]
-    return Resolution(values, sources, departures, recipe.name)
+    # The recipe recorded is the one that resolved the values: a checkpoint that fixes every
+    # value (--test_only, a resume) brings its own run's recipe, whatever --recipe says.
+    name, checkpoint_recipe = recipe.name, None
+    if checkpoint is not None:
+        checkpoint_recipe = (checkpoint.config or {}).get("recipe", PAPER_RECIPE)
+        if "checkpoint" in sources.values() and not {"recipe", "paper"} & set(sources.values()):
+            name = checkpoint_recipe
+    departures = [_departure(k, values[k], sources[k], checkpoint_recipe if checkpoint_recipe != name else None)
+                  for k in wanted if k not in skip_departures and _departs(k, values[k], sources[k])]
+    return Resolution(values, sources, departures, name)
 
 
 def _given(layer: Mapping) -> dict:
@@ -349,9 +388,11 @@ def _departs(key: str, value, source: str) -> bool:
     return value not in options if options is not None else differs(value, paper)
 
 
-def _departure(key: str, value, source: str) -> str:
+def _departure(key: str, value, source: str, checkpoint_recipe: Optional[str] = None) -> str:
     paper = PAPER_DEFAULTS.get(key)
     by = "" if source == "recipe" else f", from the {source}"
+    if source == "checkpoint" and checkpoint_recipe:
+        by += f" (recipe {checkpoint_recipe})"
     if paper is None:
         return f"{key} {show(value)}{by}"
     return f"{key} {show(value)} (paper: {show(paper)}{by})"

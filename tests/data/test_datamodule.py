@@ -278,5 +278,6 @@ def test_the_datamodule_is_built_from_the_input_spec_and_the_flags():
     dm = FMRIDataModule.from_spec(args.spec["input"], args.spec["model"]["patch_size"][3], args,
                                   output_dir=None)
     assert dm.clip_spec.scaling_method == "voxel_demean_static" and dm.clip_spec.static_frames == 2
-    assert dm.clip_spec.sequence_length == 4 and dm.clip_spec.stride_between_seq == 0.5  # 6 - 2 static
+    # --img_size T counts the frames read; the static token comes on top of them
+    assert dm.clip_spec.sequence_length == 6 and dm.clip_spec.stride_between_seq == 0.5
     assert dm.batch_size == 3 and dm.img_size == (24, 24, 24, 6)

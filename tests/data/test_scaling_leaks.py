@@ -75,7 +75,7 @@ def test_the_static_token_is_the_runs_static_image():
     np.testing.assert_array_equal(clip[..., 0], clip[..., 1])  # one token of patch T = 2 frames
     assert abs(static[brain].mean()) < 1e-4 and static[brain].std() == pytest.approx(1.0, abs=1e-3)
     assert np.all(static[~brain] == 0)
-    assert clip.shape[-1] == 4  # the clip keeps its size: 2 static + 2 read frames
+    assert clip.shape[-1] == 6  # 2 static frames on top of the 4 frames read (--img_size T)
 
 
 def test_every_scaling_says_what_it_keeps():

@@ -10,11 +10,12 @@ from test_end_to_end import run_cli
 
 
 def test_tuned_run_with_the_connectivity_head_saves_and_reloads(tmp_path):
-    flags = ["--recipe", "tuned", "--clf_head_version", "connectivity", "--img_size", "24", "24", "24", "6",
+    flags = ["--recipe", "tuned", "--clf_head_version", "connectivity", "--img_size", "24", "24", "24", "4",
              "--downstream_task", "sex", "--dummy_num_subjects", "10", "--batch_size", "2", "--max_epochs", "1"]
     result = run_cli(tmp_path, "conn", *flags)
     head = result["module"].head
-    assert head.token_grid == (4, 4, 4, 3) and head.static_time_tokens == 1  # the tuned static token
+    # 4 raw frames (2 time tokens) and the tuned static token on top of them
+    assert head.token_grid == (4, 4, 4, 3) and head.static_time_tokens == 1
     ckpt = Path(result["run_dir"]) / "checkpoints" / "last.ckpt"
     saved = torch.load(ckpt, map_location="cpu", weights_only=False)["state_dict"]
     assert saved["head.pair_scores"].shape == (2, 2 * 64 * 63 // 2)  # 64 parcels, both signs, 2 classes
@@ -29,7 +30,7 @@ def test_tuned_run_with_the_connectivity_head_saves_and_reloads(tmp_path):
 
 
 def test_clips_too_short_for_a_time_course_are_refused_naming_the_flag(tmp_path):
-    with pytest.raises(ValueError, match=r"--img_size T = 4 gives 2 of 2 frames \(1 of them the static image\); "
-                                         r"use T >= 6"):
+    with pytest.raises(ValueError, match=r"--img_size T = 2 gives 1 of 2 frames; use T >= 4"):
         run_cli(tmp_path, "short", "--recipe", "tuned", "--clf_head_version", "connectivity",
+                "--img_size", "24", "24", "24", "2",
                 "--downstream_task", "sex", "--dummy_num_subjects", "6", "--max_epochs", "1")

@@ -53,7 +53,7 @@ def dataset_runs(args, encoder) -> List[RunClips]:
 
         dspec = dummy.DummySpec(num_subjects=args.dummy_num_subjects, img_size=encoder.img_size[:3],
                                 num_frames=(args.dummy_num_frames
-                                            or dummy.default_num_frames(encoder.img_size[3])),
+                                            or dummy.default_num_frames(encoder.clip_size[3])),
                                 num_runs=args.dummy_num_runs, seed=args.seed)
         task = "regression" if encoder.task == "regression" else "classification"
         reader, entries = DummyReader(dummy.DummyGenerator(dspec, task)), dummy_entries(dspec)
@@ -143,7 +143,7 @@ def run(args) -> List[Dict]:
     if args.nifti:
         from .single_run import prepared_run, run_clip_dataset
 
-        with prepared_run(args.nifti, encoder.img_size[:3], encoder.img_size[3],
+        with prepared_run(args.nifti, encoder.img_size[:3], encoder.clip_size[3],
                           resample_to=args.resample_to or encoder.voxel_size, mask=args.mask,
                           allow_crop_brain=args.allow_crop_brain) as prepared:
             encoder.check_grid(prepared.grid, f"--nifti {args.nifti}")

@@ -37,14 +37,9 @@ def run_settings(run_dir: str, scaling: str | None = None) -> argparse.Namespace
     from neuromamba.spec import spec_from_config
 
     args.spec = spec_from_config(vars(args)).as_dict()
-    if scaling:
-        from neuromamba.data.scaling import static_frames_for
-
-        spec_in = args.spec["input"]
-        static = static_frames_for(spec_in["input_scaling_method"], args.spec["model"]["patch_size"][3])
-        spec_in["img_size"] = [*spec_in["img_size"][:3], spec_in["img_size"][3] - static]
-        spec_in["input_scaling_method"] = scaling
-        args.img_size = spec_in["img_size"]
+    args.img_size = args.spec["input"]["img_size"]  # raw frames (an older args.yaml: converted)
+    if scaling:  # the same raw frames under another input
+        args.spec["input"]["input_scaling_method"] = scaling
     return args
 
 

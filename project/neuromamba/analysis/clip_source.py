@@ -16,7 +16,7 @@ def build_datamodule(args, encoder):
     """The clips the encoder reads (its clip size, patch and input), with the flags' data."""
     from neuromamba.data.datamodule import FMRIDataModule
 
-    spec = {"img_size": encoder.img_size, "input_scaling_method": encoder.input_scaling_method,
+    spec = {"img_size": encoder.clip_size, "input_scaling_method": encoder.input_scaling_method,
             "stride_within_seq": args.stride_within_seq, "stride_between_seq": args.stride_between_seq}
     return FMRIDataModule.from_spec(spec, encoder.patch_size[3], args, output_dir=None, pretraining=True)
 

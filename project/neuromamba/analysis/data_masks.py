@@ -44,7 +44,7 @@ def masks_from_datamodule(args, cfg) -> MaskBatch:
     from neuromamba.data.scaling import background_value_for
 
     dm = FMRIDataModule(dataset_name=args.dataset_name or "Dummy", image_path=args.image_path,
-                        img_size=tuple(cfg.img_size), input_scaling_method=args.input_scaling_method,
+                        img_size=tuple(args.img_size), input_scaling_method=args.input_scaling_method,
                         patch_frames=cfg.patch_size[3],
                         pretraining=True, batch_size=args.batch_size, seed=1234)
     dm.setup("fit")

@@ -27,7 +27,7 @@ class Encoder:
     model: nn.Module  # FMamba
     head: Optional[nn.Module]
     prompt: Optional[torch.Tensor]
-    img_size: tuple
+    img_size: tuple  # the model's clip (a static token included)
     patch_size: tuple
     input_scaling_method: str
     task: str  # "backbone" (no head), "pretraining", "classification", "regression"
@@ -38,6 +38,13 @@ class Encoder:
     format: str = ""
     data_grid: Optional[dict] = None  # the training data's grid (shape, voxel_size, affine)
     target_name: str = ""  # what the head predicts (the run's --target_column/--downstream_task)
+
+    @property
+    def clip_size(self) -> tuple:
+        """The raw frames a clip reads (the ``--img_size`` the model was trained with)."""
+        from neuromamba.spec import raw_img_size
+
+        return raw_img_size(self.img_size, self.patch_size, self.input_scaling_method)
 
     @property
     def voxel_size(self) -> Optional[float]:
@@ -166,8 +173,10 @@ def _from_backbone_checkpoint(path, resolved: dict, settings, allow_pickle) -> E
     missing = [k for k in ("embed_dim", "depth", "d_state", "headdim") if k not in cfg]
     if missing or not cfg.get("depth"):
         raise ValueError(f"{path}: cannot infer the backbone architecture ({', '.join(missing)} missing)")
-    img_size, patch_size = tuple(resolved["img_size"]), tuple(resolved["patch_size"])
-    scaling = resolved["input_scaling_method"]
+    from neuromamba.spec import model_img_size
+
+    patch_size, scaling = tuple(resolved["patch_size"]), resolved["input_scaling_method"]
+    img_size = model_img_size(resolved["img_size"], patch_size, scaling)
     model = FMamba(
         embed_dim=cfg["embed_dim"], depth=cfg["depth"], d_state=cfg["d_state"],
         headdim=cfg["headdim"], img_size=img_size, patch_size=patch_size,

@@ -63,12 +63,14 @@ def resolve_settings(args) -> str:
 
 def build_config(args) -> FMambaFlopsConfig:
     dims = model_dims(args)
-    from neuromamba.spec import check_clip_layout
+    from neuromamba.spec import check_clip_layout, model_img_size
 
     check_clip_layout(args.img_size, args.patch_size)
+    # the model's clip: --img_size's raw frames, plus a static token if the input has one
+    img_size = model_img_size(args.img_size, args.patch_size, args.input_scaling_method)
     return FMambaFlopsConfig(
         embed_dim=dims["embed_dim"], depth=dims["depth"], d_state=dims["d_state"],
-        headdim=dims["headdim"], img_size=tuple(args.img_size), patch_size=tuple(args.patch_size),
+        headdim=dims["headdim"], img_size=img_size, patch_size=tuple(args.patch_size),
         chunk_size=args.chunk_size, pretraining=args.downstream_task is None,
         head=None if args.downstream_task is None else args.clf_head_version,
         num_outputs=args.num_classes,

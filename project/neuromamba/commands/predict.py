@@ -57,7 +57,7 @@ def main(argv=None) -> int:
 
     args = build_parser().parse_args(argv)
     encoder = load_encoder(args.checkpoint, allow_pickle=args.allow_pickle, need_head=True)
-    with prepared_run(args.nifti, encoder.img_size[:3], encoder.img_size[3], args.workdir,
+    with prepared_run(args.nifti, encoder.img_size[:3], encoder.clip_size[3], args.workdir,
                       resample_to=args.resample_to or encoder.voxel_size, mask=args.mask,
                       allow_crop_brain=args.allow_crop_brain) as run:
         encoder.check_grid(run.grid, f"--nifti {args.nifti}")

@@ -116,7 +116,8 @@ class FMRIDataModule(pl.LightningDataModule):
         if len(img_size) != 4:
             raise ValueError(f"--img_size needs 4 values (D H W T), got {list(img_size)}")
         self.img_size = tuple(int(v) for v in img_size)
-        self.clip_spec = ClipSpec.for_model(self.img_size, (1, 1, 1, int(patch_frames)), stride_within_seq,
+        # img_size counts the raw frames a clip reads; a static token comes on top of them.
+        self.clip_spec = ClipSpec.for_input(self.img_size, int(patch_frames), stride_within_seq,
                                             stride_between_seq, input_scaling_method)
         self.train_split, self.val_split = float(train_split), float(val_split)
         self.split_file, self.output_dir = split_file, output_dir

@@ -58,6 +58,14 @@ class ClipSpec:
         clip_step(self.sequence_length, self.stride_within_seq, self.stride_between_seq)
 
     @classmethod
+    def for_input(cls, img_size, patch_frames, stride_within_seq, stride_between_seq,
+                  scaling_method) -> "ClipSpec":
+        """The clip of ``img_size`` raw frames (the flag's meaning); a static token, if the
+        scaling has one, comes on top of them."""
+        return cls(int(img_size[3]), int(stride_within_seq), float(stride_between_seq),
+                   scaling_method, static_frames_for(scaling_method, patch_frames))
+
+    @classmethod
     def for_model(cls, img_size, patch_size, stride_within_seq, stride_between_seq,
                   scaling_method) -> "ClipSpec":
         """The clip a model of ``img_size``/``patch_size`` reads under ``scaling_method``."""

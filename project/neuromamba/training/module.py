@@ -153,11 +153,12 @@ class NeuroMambaModule(pl.LightningModule):
         from neuromamba.models.flops import FMambaFlopsConfig, fmamba_forward_flops
 
         c = self.config
+        model = spec_from_config(c).model
         head = None if self.task == "pretraining" else c["clf_head_version"]
         try:
-            cfg = FMambaFlopsConfig(embed_dim=c["embed_dim"], depth=c["depth"], d_state=c["d_state"],
-                                    headdim=c["headdim"], img_size=tuple(c["img_size"]),
-                                    patch_size=tuple(c["patch_size"]), chunk_size=c.get("chunk_size", 256),
+            cfg = FMambaFlopsConfig(embed_dim=model.embed_dim, depth=model.depth, d_state=model.d_state,
+                                    headdim=model.headdim, img_size=model.img_size,
+                                    patch_size=model.patch_size, chunk_size=c.get("chunk_size", 256),
                                     pretraining=head is None, head=head,
                                     num_outputs=getattr(self.head, "num_outputs", 2) if head else 2)
             flops = f"{sum(fmamba_forward_flops(cfg).values()) / 1e9:.3g} GFLOPs forward per clip " \
