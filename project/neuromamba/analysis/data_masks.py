@@ -42,9 +42,11 @@ def masks_from_datamodule(args, cfg) -> MaskBatch:
     number of training clips (default clip windows)."""
     from neuromamba.data.datamodule import FMRIDataModule
     from neuromamba.data.scaling import background_value_for
+    from neuromamba.spec import raw_img_size
 
+    clip = raw_img_size(cfg.img_size, cfg.patch_size, args.input_scaling_method)  # frames read
     dm = FMRIDataModule(dataset_name=args.dataset_name or "Dummy", image_path=args.image_path,
-                        img_size=tuple(args.img_size), input_scaling_method=args.input_scaling_method,
+                        img_size=clip, input_scaling_method=args.input_scaling_method,
                         patch_frames=cfg.patch_size[3],
                         pretraining=True, batch_size=args.batch_size, seed=1234)
     dm.setup("fit")
