@@ -15,6 +15,7 @@ from neuromamba.fileio import read_yaml_mapping
 from neuromamba.flag_help import HelpFormatter, fill_missing_help
 from neuromamba.run_settings import (DEFAULT_LABEL_SMOOTHING, PRECISIONS, _head_names,  # noqa: F401
                                      args_to_dict, check_hardware, finalize)
+from neuromamba.paper import CHUNK_SIZE
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -65,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--pos_embedding", default=None, choices=list(POS_EMBEDDINGS),
                    help=f"positional encoding of the token grid (paper: {PAPER_DEFAULTS['pos_embedding']})")
     g.add_argument("--drop_rate", type=float, default=0.0)
-    g.add_argument("--chunk_size", type=int, default=256, help="SSD chunk length of the Mamba2 scan")
+    g.add_argument("--chunk_size", type=int, default=CHUNK_SIZE, help="SSD chunk length of the Mamba2 scan")
     g.add_argument("--grad_checkpointing", action="store_true",
                    help="recompute block activations in backward (less memory, ~30%% slower)")
 

@@ -12,3 +12,7 @@ PAPER_DEFAULTS = {
     "stride_within_seq": 1,
     "stride_between_seq": 1.0,
 }
+
+# The SSD chunk length of the Mamba2 scan: mamba_ssm's Mamba2 default, which the original used.
+# A numerical knob (the scan's result does not depend on it), not a spec setting.
+CHUNK_SIZE = 256

@@ -316,9 +316,27 @@ def resolve_run_spec(args: argparse.Namespace, recipe, flag_defaults: dict) -> N
     args.departures = departures
     args.setting_sources = dict(resolution.sources)
     resolution.departures = departures
-    args.spec = resolution.spec(getattr(args, "data_grid", None)).as_dict()
+    spec = resolution.spec(getattr(args, "data_grid", None))
+    if not args.pretraining:
+        _check_head(spec)
+    args.spec = spec.as_dict()
     args._announce = [resolution.announcement(), *notes] + ([args._task_note] if getattr(args, "_task_note", None) else []) \
         + ([args._fresh_start_note] if getattr(args, "_fresh_start_note", None) else [])
+
+
+def _check_head(spec) -> None:
+    """The head can work on the model's tokens (its class's own check: the connectivity head
+    needs two parcels and two time tokens of fluctuations), said with the flags that decide."""
+    from neuromamba.models.heads import get_head
+    from neuromamba.spec import show
+
+    name = spec.model.clf_head_version
+    try:
+        get_head(name).check(spec.head_context(num_outputs=2))
+    except ValueError as err:
+        raise ValueError(f"--clf_head_version {name} with --img_size {show(spec.input.img_size)} "
+                         f"--patch_size {show(spec.model.patch_size)}: {err}; use a larger "
+                         f"--img_size or another --clf_head_version") from None
 
 
 def _recipe_flag_departures(args, recipe, flag_defaults: dict) -> list:
@@ -360,27 +378,6 @@ def _check_spec_values(args) -> None:
     from neuromamba.spec import check_clip_layout
 
     check_clip_layout(args.img_size, args.patch_size)
-    if not args.pretraining and args.clf_head_version == "connectivity":
-        from neuromamba.data.scaling import static_time_tokens
-        from neuromamba.models.connectivity import parcel_grid
-
-        from neuromamba.spec import model_img_size
-
-        model_size = model_img_size(args.img_size, args.patch_size, args.input_scaling_method)
-        token_grid = [int(i) // int(p) for i, p in zip(model_size, args.patch_size)]
-        frames, patch_frames = int(args.img_size[3]), int(args.patch_size[3])
-        static = static_time_tokens(args.input_scaling_method)
-        if token_grid[3] - static < 2:
-            raise ValueError(f"--clf_head_version connectivity correlates time courses, so it needs 2 or more "
-                             f"time tokens per patch: --img_size T = {frames} gives "
-                             f"{token_grid[3] - static} of {patch_frames} frames; use T >= {2 * patch_frames}")
-        parcels = math.prod(parcel_grid(token_grid))
-        if parcels < 2:
-            raise ValueError(f"--clf_head_version connectivity correlates pairs of parcels, and --img_size "
-                             f"{' '.join(map(str, args.img_size[:3]))} with --patch_size "
-                             f"{' '.join(map(str, args.patch_size[:3]))} gives {parcels} parcel (0 pairs: "
-                             f"every subject would get the same prediction); use a larger grid or "
-                             f"another --clf_head_version")
     if args.stride_within_seq < 1:
         raise ValueError(f"--stride_within_seq must be >= 1, got {args.stride_within_seq}")
 

@@ -26,7 +26,7 @@ from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from neuromamba.checkpoints import EXPORT_SPEC_SUFFIX, export_spec_path  # noqa: F401  (re-exported)
 from neuromamba.data.scaling import static_frames_for
-from neuromamba.paper import PAPER_DEFAULTS
+from neuromamba.paper import CHUNK_SIZE, PAPER_DEFAULTS
 
 DIM_KEYS = ("embed_dim", "depth", "d_state", "headdim")
 MODEL_KEYS = DIM_KEYS + ("patch_size", "img_size", "pos_embedding", "clf_head_version",
@@ -118,6 +118,30 @@ class RunSpec:
     input: InputSpec
     recipe: str = PAPER_RECIPE
     departures: Tuple[str, ...] = ()
+
+    # What follows from the spec, defined once (the input scaling's registry entry decides).
+    @property
+    def static_time_tokens(self) -> int:
+        """Leading time tokens of each patch that are the static image (0 or 1)."""
+        return static_frames_for(self.input.input_scaling_method, 1)
+
+    @property
+    def static_frames(self) -> int:
+        return static_frames_for(self.input.input_scaling_method, self.model.patch_size[3])
+
+    @property
+    def background_value(self) -> str:
+        """'min' or 'zero': what the backbone's background-token rule looks for."""
+        from neuromamba.data.scaling import background_value_for
+
+        return background_value_for(self.input.input_scaling_method)
+
+    def head_context(self, num_outputs: int, chunk_size: int = CHUNK_SIZE):
+        """What the model's head is built from (models.head_base.HeadContext)."""
+        from neuromamba.models.head_base import HeadContext
+
+        return HeadContext(self.model.embed_dim, int(num_outputs), self.model.token_grid,
+                           self.static_time_tokens, int(chunk_size))
 
     def as_dict(self) -> dict:
         out = asdict(self)

@@ -121,3 +121,57 @@ def test_attention_head_pools_each_sample_alone_and_weights_sum_to_one():
     scores[0, 2], scores[0, 6] = 0.0, 0.0  # token 2 of sample 0, token 1 of sample 1
     pooled = attention_pool(packed, scores)
     torch.testing.assert_close(pooled, torch.stack([feats[0][2], feats[1][1]]))
+
+
+def test_a_head_is_its_class_and_its_registry_entry(monkeypatch, tmp_path):
+    """A new head registered in HEADS and nothing else: --clf_head_version accepts it, the run
+    builds it from the spec, its FLOPs and parameters count in check_flops' table, and its own
+    check refuses a context it cannot work in."""
+    from torch import nn
+
+    from neuromamba.cli import parse_args
+    from neuromamba.models.flops import FMambaFlopsConfig, count_parameters, fmamba_forward_flops
+    from neuromamba.models.head_base import Head
+    from neuromamba.run_settings import args_to_dict
+    from neuromamba.spec import spec_from_config
+    from neuromamba.training.module import NeuroMambaModule
+
+    class MaxHead(Head):
+        def __init__(self, embed_dim, num_outputs):
+            super().__init__()
+            self.fc = nn.Linear(embed_dim, num_outputs)
+
+        def forward(self, out):
+            return self.fc(out.features.amax(dim=1))
+
+        @classmethod
+        def check(cls, ctx):
+            if ctx.num_tokens < 8:
+                raise ValueError(f"the max head needs 8 tokens, got {ctx.num_tokens}")
+
+        @classmethod
+        def forward_flops(cls, ctx, seqlen):
+            return seqlen * ctx.embed_dim + 2 * ctx.embed_dim * ctx.num_outputs + ctx.num_outputs
+
+        @classmethod
+        def num_parameters(cls, ctx):
+            return ctx.embed_dim * ctx.num_outputs + ctx.num_outputs
+
+    monkeypatch.setitem(HEADS, "max", MaxHead)
+    tiny = ["--downstream_task", "sex", "--embed_dim", "16", "--depth", "1", "--d_state", "8",
+            "--headdim", "16", "--clf_head_version", "max", "--output_dir", str(tmp_path)]
+    args = parse_args(tiny + ["--img_size", "24", "24", "24", "4"])
+    module = NeuroMambaModule(args_to_dict(args), num_classes=3)
+    assert isinstance(module.head, MaxHead) and module.head.fc.out_features == 3
+    assert "FLOPs: see" not in module.summary_line()
+    cfg = FMambaFlopsConfig(embed_dim=16, depth=1, d_state=8, headdim=16, img_size=(24, 24, 24, 4),
+                            pretraining=False, head="max", num_outputs=3)
+    assert fmamba_forward_flops(cfg, seqlen=100)["head"] == 100 * 16 + 2 * 16 * 3 + 3
+    assert count_parameters(cfg) - count_parameters(FMambaFlopsConfig(
+        embed_dim=16, depth=1, d_state=8, headdim=16, img_size=(24, 24, 24, 4), pretraining=False,
+        head="linear", num_outputs=3)) == 0  # the same parameters as the linear head
+    context = spec_from_config(args_to_dict(args)).head_context(num_outputs=3)
+    assert sum(p.numel() for p in module.head.parameters()) == MaxHead.num_parameters(context)
+    with pytest.raises(ValueError, match=r"--clf_head_version max with --img_size 6 6 6 2 .*the max "
+                                         r"head needs 8 tokens, got 1"):
+        parse_args(tiny + ["--img_size", "6", "6", "6", "2"])

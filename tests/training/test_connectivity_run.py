@@ -30,7 +30,9 @@ def test_tuned_run_with_the_connectivity_head_saves_and_reloads(tmp_path):
 
 
 def test_clips_too_short_for_a_time_course_are_refused_naming_the_flag(tmp_path):
-    with pytest.raises(ValueError, match=r"--img_size T = 2 gives 1 of 2 frames; use T >= 4"):
+    with pytest.raises(ValueError, match=r"--clf_head_version connectivity with --img_size 24 24 24 2 "
+                                         r"--patch_size 6 6 6 2: .*needs >= 2 time tokens of "
+                                         r"fluctuations per patch; token grid \(4, 4, 4, 2\) with 1 static"):
         run_cli(tmp_path, "short", "--recipe", "tuned", "--clf_head_version", "connectivity",
                 "--img_size", "24", "24", "24", "2",
                 "--downstream_task", "sex", "--dummy_num_subjects", "6", "--max_epochs", "1")

@@ -16,10 +16,11 @@ from pathlib import Path
 from neuromamba.flag_help import fill_missing_help
 
 from neuromamba.analysis.cli_errors import run_cli
+from neuromamba.paper import CHUNK_SIZE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from neuromamba.models.flops import HEAD_FLOPS
+    from neuromamba.models.heads import HEADS
     from neuromamba.analysis.flops_cli import MASK_SOURCES
     from neuromamba.data.scaling import SCALING_METHODS
     from neuromamba.spec import PAPER_DEFAULTS, recipe_names, show
@@ -32,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--depth", type=int, default=None, help="default: the variant's, else 12")
     p.add_argument("--d_state", type=int, default=None, help="default embed_dim/4 (the variants' rule)")
     p.add_argument("--headdim", type=int, default=None, help="default embed_dim (the variants' rule)")
-    p.add_argument("--chunk_size", type=int, default=256)
+    p.add_argument("--chunk_size", type=int, default=CHUNK_SIZE)
     p.add_argument("--recipe", default=None,
                    help=f"named recipe ({', '.join(recipe_names())}) whose head and input are costed; "
                         "default: paper")
@@ -43,7 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch_size", type=int, default=1)
     p.add_argument("--downstream_task", default=None,
                    help="fine-tuning cost (head instead of the 432-output layer)")
-    p.add_argument("--clf_head_version", default=None, choices=list(HEAD_FLOPS),
+    p.add_argument("--clf_head_version", default=None, choices=list(HEADS),
                    help=f"head costed with --downstream_task (paper: {PAPER_DEFAULTS['clf_head_version']})")
     p.add_argument("--num_classes", type=int, default=2)
     # Epoch size.

@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .fmamba import BackboneOutput
+from .head_base import Head, HeadContext
 
 
 CHANNELS = 4  # values per token in a parcel's course (a token holds several frames)
@@ -49,7 +50,7 @@ def parcel_grid(token_grid: Sequence[int]) -> Tuple[int, int, int]:
     return tuple(-(-int(g) // b) for g, b in zip(token_grid[:3], parcel_blocks(token_grid)))
 
 
-class ConnectivityHead(nn.Module):
+class ConnectivityHead(Head):
     """``(B, num_outputs)`` from the parcel correlations of each sample (see the module's text)."""
 
     def __init__(self, embed_dim: int, num_outputs: int, token_grid: Sequence[int],
@@ -57,21 +58,55 @@ class ConnectivityHead(nn.Module):
         super().__init__()
         self.token_grid = tuple(int(v) for v in token_grid)
         self.static_time_tokens = int(static_time_tokens)
-        if len(self.token_grid) != 4 or self.token_grid[3] - self.static_time_tokens < 2:
-            raise ValueError(f"the connectivity head needs >= 2 time tokens of fluctuations per patch; token "
-                             f"grid {self.token_grid} with {self.static_time_tokens} static time token(s)")
+        self.check(HeadContext(embed_dim, num_outputs, self.token_grid, self.static_time_tokens))
         self.blocks = parcel_blocks(self.token_grid)
         self.parcel_grid = parcel_grid(self.token_grid)
         parcels = math.prod(self.parcel_grid)
-        if parcels < 2:  # no pair: every sample would get the bias alone
-            raise ValueError(f"the connectivity head needs >= 2 parcels; token grid {self.token_grid} "
-                             f"gives {parcels}")
         self.register_buffer("pairs", torch.triu_indices(parcels, parcels, offset=1), persistent=False)
         self.course = nn.Linear(embed_dim, channels)
         self.score_scale = float(score_scale)
         # one score per (readout, sign, pair); zeros: every pair weighs the same at the start
         self.pair_scores = nn.Parameter(torch.zeros(num_outputs, 2 * self.pairs.shape[1]))
         self.fc = nn.Linear(num_outputs, num_outputs)
+
+    @classmethod
+    def check(cls, ctx: HeadContext) -> None:
+        grid, static = tuple(int(v) for v in ctx.token_grid), int(ctx.static_time_tokens)
+        if len(grid) != 4 or grid[3] - static < 2:
+            raise ValueError(f"the connectivity head correlates time courses, so it needs >= 2 time "
+                             f"tokens of fluctuations per patch; token grid {grid} with {static} "
+                             f"static time token(s)")
+        parcels = math.prod(parcel_grid(grid))
+        if parcels < 2:  # no pair: every sample would get the bias alone
+            raise ValueError(f"the connectivity head needs >= 2 parcels; token grid {grid} gives "
+                             f"{parcels} (0 pairs: every subject would get the same prediction)")
+
+    @classmethod
+    def from_context(cls, ctx: HeadContext) -> "ConnectivityHead":
+        return cls(ctx.embed_dim, ctx.num_outputs, ctx.token_grid, ctx.static_time_tokens)
+
+    @staticmethod
+    def _shape(ctx: HeadContext) -> Tuple[int, int, int, int]:
+        """(channels per token, parcels, parcel pairs, values per parcel course); the course
+        counts every time token (an upper bound when a static-image token is skipped)."""
+        parcels = math.prod(parcel_grid(ctx.token_grid))
+        return CHANNELS, parcels, parcels * (parcels - 1) // 2, int(ctx.token_grid[3]) * CHANNELS
+
+    @classmethod
+    def forward_flops(cls, ctx: HeadContext, seqlen: int) -> int:
+        # channel values of every grid token (Linear(C, K) on the scattered grid), parcel sums,
+        # centring and norms, the parcel-by-parcel correlation matmul, the softmax over the
+        # signed pair scores, the weighted sums, Linear(K, K)
+        C, K, N = ctx.embed_dim, ctx.num_outputs, ctx.num_tokens
+        channels, parcels, pairs, course = cls._shape(ctx)
+        return (2 * N * C * channels + N * channels + 6 * parcels * course
+                + 2 * parcels * parcels * course + K * 2 * pairs * 4 + 2 * K * 2 * pairs + 2 * K * K + K)
+
+    @classmethod
+    def num_parameters(cls, ctx: HeadContext) -> int:
+        C, K = ctx.embed_dim, ctx.num_outputs
+        channels, _, pairs, _ = cls._shape(ctx)
+        return C * channels + channels + K * 2 * pairs + K * K + K
 
     def parcel_courses(self, out: BackboneOutput) -> torch.Tensor:
         """``(B, parcels, T' * channels)``: each parcel's course, centred over time (0 for a

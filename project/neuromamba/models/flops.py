@@ -48,67 +48,15 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Dict, Mapping, Optional, Sequence, Tuple
 
-from ..paper import PAPER_DEFAULTS
-
-# Cost in FLOPs per element of the element-wise operations (one convention, stated once).
-ELEMENTWISE_COST = {
-    "silu": 4,  # x * sigmoid(x): exp, add, divide, multiply
-    "softplus": 3,  # log(1 + exp(x))
-    "rmsnorm": 4,  # square, accumulate, scale by rsqrt, multiply by weight (rsqrt per row ignored)
-}
+from ..paper import CHUNK_SIZE, PAPER_DEFAULTS
+from .head_base import HeadContext
+from .heads import HEADS
+from .layer_flops import (ELEMENTWISE_COST, SCAN_TERMS, Mamba2Dims,  # noqa: F401  (re-exported)
+                          mamba2_layer_flops, ssd_scan_flops, ssd_scan_matmul_flops)
 
 TRAIN_TO_FORWARD = 3  # forward + backward (≈ 2 x forward)
 
 GEMM_TERMS = ("patch_projection", "in_proj", "out_proj", "output_layer")
-SCAN_TERMS = ("scan_cb", "scan_intra", "scan_states", "scan_passing", "scan_output", "scan_skip")
-
-
-@dataclass(frozen=True)
-class Mamba2Dims:
-    """Derived sizes of one Mamba2 layer (mamba_ssm naming)."""
-
-    d_model: int
-    d_state: int
-    headdim: int
-    expand: int = 2
-    ngroups: int = 1
-    d_conv: int = 4
-    chunk_size: int = 256
-
-    def __post_init__(self):
-        if (self.expand * self.d_model) % self.headdim:
-            raise ValueError(
-                f"expand*d_model = {self.expand * self.d_model} is not divisible by headdim "
-                f"{self.headdim}"
-            )
-
-    @property
-    def d_inner(self) -> int:
-        return self.expand * self.d_model
-
-    @property
-    def nheads(self) -> int:
-        return self.d_inner // self.headdim
-
-    @property
-    def conv_dim(self) -> int:
-        return self.d_inner + 2 * self.ngroups * self.d_state
-
-    @property
-    def in_proj_out(self) -> int:
-        return 2 * self.d_inner + 2 * self.ngroups * self.d_state + self.nheads
-
-    def num_parameters(self) -> int:
-        """in_proj, conv1d (weight+bias), dt_bias, A_log, D, gated-norm weight, out_proj."""
-        return (
-            self.d_model * self.in_proj_out
-            + self.conv_dim * self.d_conv
-            + self.conv_dim
-            + 3 * self.nheads
-            + self.d_inner
-            + self.d_inner * self.d_model
-        )
-
 
 @dataclass(frozen=True)
 class FMambaFlopsConfig:
@@ -123,12 +71,13 @@ class FMambaFlopsConfig:
     expand: int = 2
     ngroups: int = 1
     d_conv: int = 4
-    chunk_size: int = 256
+    chunk_size: int = CHUNK_SIZE
     pretraining: bool = True  # output layer Linear(C, 432) + MSE loss instead of a head
-    head: Optional[str] = None  # a HEAD_FLOPS name, or None (only used when not pretraining)
+    head: Optional[str] = None  # a heads.HEADS name, or None (only used when not pretraining)
     num_outputs: int = 2
     head_headdim: Optional[int] = None  # Mamba head blocks: default C (2 heads), d_state = C/16
     head_depth: int = 3
+    static_time_tokens: int = 0  # leading time tokens that are a static image (connectivity head)
 
     def __post_init__(self):
         if len(self.img_size) != 4 or len(self.patch_size) != 4:
@@ -139,8 +88,8 @@ class FMambaFlopsConfig:
                     f"img_size {tuple(self.img_size)} is not divisible by patch_size "
                     f"{tuple(self.patch_size)} on axis {axis}"
                 )
-        if not self.pretraining and self.head not in HEAD_FLOPS:
-            raise ValueError(f"unknown head {self.head!r}; choose from {sorted(HEAD_FLOPS)}")
+        if not self.pretraining and self.head not in HEADS:
+            raise ValueError(f"unknown head {self.head!r}; choose from {sorted(HEADS)}")
 
     @property
     def grid(self) -> Tuple[int, int, int, int]:
@@ -161,122 +110,20 @@ class FMambaFlopsConfig:
             self.chunk_size,
         )
 
-    @property
-    def head_mixer(self) -> Mamba2Dims:
-        headdim = self.embed_dim if self.head_headdim is None else self.head_headdim
-        return Mamba2Dims(
-            self.embed_dim, max(1, self.embed_dim // 16), headdim, self.expand,
-            self.ngroups, self.d_conv, self.chunk_size,
-        )
 
 
 # --------------------------------------------------------------------------------------------
-# Mamba2 layer
+# Heads: each head class counts its own (models.heads.HEADS, the one registry)
 # --------------------------------------------------------------------------------------------
-def ssd_scan_matmul_flops(seqlen: int, dims: Mamba2Dims) -> Dict[str, int]:
-    """Only the four batched matmuls of the chunked scan (what a profiler sees as ``bmm``):
-    ``CB``, ``(CB∘L) @ X``, the chunk states and the state -> output product."""
-    Q, H, P, N, G = dims.chunk_size, dims.nheads, dims.headdim, dims.d_state, dims.ngroups
-    Lp = math.ceil(max(seqlen, 0) / Q) * Q
-    return {
-        "scan_cb": 2 * Lp * Q * N * G,
-        "scan_intra": 2 * Lp * Q * H * P,
-        "scan_states": 2 * Lp * H * N * P,
-        "scan_output": 2 * Lp * H * N * P,
-    }
-
-
-def ssd_scan_flops(seqlen: int, dims: Mamba2Dims, causal_half: bool = False) -> Dict[str, int]:
-    """FLOPs of the chunked SSD scan for one sequence of ``seqlen`` tokens (formulas above)."""
-    if seqlen <= 0:
-        return {k: 0 for k in SCAN_TERMS}
-    Q, H, P, N, G = dims.chunk_size, dims.nheads, dims.headdim, dims.d_state, dims.ngroups
-    chunks = math.ceil(seqlen / Q)
-    Lp = chunks * Q
-    quad = 0.5 if causal_half else 1.0
-    return {
-        "scan_cb": int(quad * 2 * Lp * Q * N * G),
-        "scan_intra": int(quad * (3 * Lp * Q * H + 2 * Lp * Q * H * P)),
-        "scan_states": 2 * Lp * H * N * P + 2 * Lp * H,
-        "scan_passing": 2 * chunks * H * N * P,
-        "scan_output": 2 * Lp * H * N * P + Lp * H * P,
-        "scan_skip": 2 * Lp * H * P,
-    }
-
-
-def mamba2_layer_flops(seqlen: int, dims: Mamba2Dims, causal_half: bool = False) -> Dict[str, int]:
-    """Forward FLOPs of one Mamba2 layer on one sequence of ``seqlen`` tokens, by term."""
-    L, C, E = seqlen, dims.d_model, dims.d_inner
-    terms = {
-        "in_proj": 2 * L * C * dims.in_proj_out,
-        "conv1d": L * dims.conv_dim * (2 * dims.d_conv + ELEMENTWISE_COST["silu"]),
-        "dt": L * dims.nheads * (ELEMENTWISE_COST["softplus"] + 3),
-    }
-    terms.update(ssd_scan_flops(L, dims, causal_half))
-    terms["gated_norm"] = L * E * (ELEMENTWISE_COST["silu"] + 1 + ELEMENTWISE_COST["rmsnorm"])
-    terms["out_proj"] = 2 * L * E * C
-    return terms
-
-
-# --------------------------------------------------------------------------------------------
-# Heads (one registry: name -> FLOPs of the head for one sample of L tokens)
-# --------------------------------------------------------------------------------------------
-def _linear_head_flops(cfg: FMambaFlopsConfig, seqlen: int) -> Dict[str, int]:
-    # AdaptiveAvgPool1d over tokens, then Linear(C, K) with bias.
-    C, K = cfg.embed_dim, cfg.num_outputs
-    return {"head": seqlen * C + 2 * C * K + K}
-
-
-def _mamba_head_flops(cfg: FMambaFlopsConfig, seqlen: int) -> Dict[str, int]:
-    # head_depth pre-norm Mamba2 blocks over all tokens, then Linear(C, K) on the last token.
-    C, K = cfg.embed_dim, cfg.num_outputs
-    per_block = sum(mamba2_layer_flops(seqlen, cfg.head_mixer).values())
-    per_block += seqlen * C * (ELEMENTWISE_COST["rmsnorm"] + 1)
-    return {"head": cfg.head_depth * per_block + 2 * C * K + K}
-
-
-def _attention_head_flops(cfg: FMambaFlopsConfig, seqlen: int) -> Dict[str, int]:
-    # a score per token (Linear(C, 1)), softmax, weighted sum, LayerNorm, Linear(C, K).
-    C, K = cfg.embed_dim, cfg.num_outputs
-    return {"head": seqlen * (2 * C + 1) + 3 * seqlen + 2 * seqlen * C
-            + C * ELEMENTWISE_COST["rmsnorm"] + 2 * C * K + K}
-
-
-def _connectivity_shape(cfg: FMambaFlopsConfig) -> Tuple[int, int, int, int]:
-    """(channels per token, parcels, parcel pairs, values per parcel course) of the
-    connectivity head; the course counts every time token (an upper bound when a static-image
-    token is skipped)."""
-    from .connectivity import CHANNELS, parcel_grid
-
-    parcels = math.prod(parcel_grid(cfg.grid))
-    return CHANNELS, parcels, parcels * (parcels - 1) // 2, cfg.grid[3] * CHANNELS
-
-
-def _connectivity_head_flops(cfg: FMambaFlopsConfig, seqlen: int) -> Dict[str, int]:
-    # channel values of every grid token (Linear(C, K) on the scattered grid), parcel sums,
-    # centring and norms, the parcel-by-parcel correlation matmul, the softmax over the signed
-    # pair scores, the weighted sums, Linear(K, K).
-    C, K, N = cfg.embed_dim, cfg.num_outputs, cfg.num_tokens
-    channels, parcels, pairs, course = _connectivity_shape(cfg)
-    return {"head": 2 * N * C * channels + N * channels + 6 * parcels * course
-            + 2 * parcels * parcels * course + K * 2 * pairs * 4 + 2 * K * 2 * pairs + 2 * K * K + K}
-
-
-HEAD_FLOPS = {"linear": _linear_head_flops, "mamba": _mamba_head_flops,
-              "attention": _attention_head_flops, "connectivity": _connectivity_head_flops}
+def head_context(cfg: FMambaFlopsConfig) -> HeadContext:
+    """The head's view of a configuration."""
+    return HeadContext(cfg.embed_dim, cfg.num_outputs, cfg.grid, cfg.static_time_tokens,
+                       cfg.chunk_size, cfg.expand, cfg.ngroups, cfg.d_conv, cfg.head_depth,
+                       cfg.head_headdim)
 
 
 def head_parameters(cfg: FMambaFlopsConfig) -> int:
-    C, K = cfg.embed_dim, cfg.num_outputs
-    if cfg.head == "linear":
-        return C * K + K
-    if cfg.head == "attention":
-        return (C + 1) + 2 * C + C * K + K
-    if cfg.head == "connectivity":
-        channels, _, pairs, _ = _connectivity_shape(cfg)
-        return C * channels + channels + K * 2 * pairs + K * K + K
-    mixer = cfg.head_mixer
-    return cfg.head_depth * (C + mixer.num_parameters()) + C + C * K + K
+    return HEADS[cfg.head].num_parameters(head_context(cfg))
 
 
 # --------------------------------------------------------------------------------------------
@@ -306,7 +153,7 @@ def fmamba_forward_flops(
         terms["output_layer"] = 2 * L * C * pd
         terms["output_bias_loss"] = L * pd + 3 * L * pd  # bias add, then MSE (sub, square, sum)
     else:
-        terms.update(HEAD_FLOPS[cfg.head](cfg, L))
+        terms["head"] = HEADS[cfg.head].forward_flops(head_context(cfg), L)
     return terms
 
 

@@ -18,6 +18,7 @@ from .embedding import (BACKGROUND_REMOVALS, BACKGROUND_VALUES, Embedder, brain_
 from .mamba2 import Mamba2, RMSNorm
 from ..paper import PAPER_DEFAULTS
 from .variants import variant_config
+from ..paper import CHUNK_SIZE
 
 
 @dataclass
@@ -59,7 +60,7 @@ class BackboneOutput:
 
 
 def mamba_block(
-    dim: int, d_state: int, headdim: int, chunk_size: int = 256, drop_rate: float = 0.0, layer_idx=None
+    dim: int, d_state: int, headdim: int, chunk_size: int = CHUNK_SIZE, drop_rate: float = 0.0, layer_idx=None
 ) -> nn.Sequential:
     """A pre-norm residual block's layers; the Sequential only fixes the parameter names
     (``0`` = RMSNorm, ``1`` = Mamba2); run it with :func:`run_block`."""
@@ -96,7 +97,7 @@ class FMamba(nn.Module):
         pos_seed: int = 0,
         drop_rate: float = 0.0,
         pretraining: bool = True,
-        chunk_size: int = 256,
+        chunk_size: int = CHUNK_SIZE,
         grad_checkpointing: bool = False,
     ):
         super().__init__()

@@ -13,7 +13,10 @@ from torch import nn
 
 from .connectivity import ConnectivityHead
 from .fmamba import BackboneOutput, mamba_block, run_block
+from .head_base import Head, HeadContext
+from .layer_flops import ELEMENTWISE_COST, mamba2_layer_flops
 from .mamba2 import RMSNorm
+from ..paper import CHUNK_SIZE
 
 
 def mean_pool(out: BackboneOutput, features: Optional[torch.Tensor] = None) -> torch.Tensor:
@@ -35,7 +38,7 @@ def last_token(out: BackboneOutput, features: Optional[torch.Tensor] = None) -> 
     return features[0, ends]
 
 
-class LinearHead(nn.Module):
+class LinearHead(Head):
     """Average over tokens (the original's AdaptiveAvgPool1d(1)) -> Linear(C, num_outputs)."""
 
     def __init__(self, embed_dim: int, num_outputs: int):
@@ -45,8 +48,17 @@ class LinearHead(nn.Module):
     def forward(self, out: BackboneOutput) -> torch.Tensor:
         return self.fc(mean_pool(out))
 
+    @classmethod
+    def forward_flops(cls, ctx: HeadContext, seqlen: int) -> int:
+        C, K = ctx.embed_dim, ctx.num_outputs
+        return seqlen * C + 2 * C * K + K  # the mean over tokens, then Linear(C, K) with bias
 
-class MambaHead(nn.Module):
+    @classmethod
+    def num_parameters(cls, ctx: HeadContext) -> int:
+        return ctx.embed_dim * ctx.num_outputs + ctx.num_outputs
+
+
+class MambaHead(Head):
     """``depth`` pre-norm Mamba2 blocks (d_state = C/16) + RMSNorm -> last token -> Linear.
 
     ``headdim`` defaults to C (2 heads), which always divides the inner width 2C, matching the
@@ -60,7 +72,7 @@ class MambaHead(nn.Module):
         depth: int = 3,
         d_state: Optional[int] = None,
         headdim: Optional[int] = None,
-        chunk_size: int = 256,
+        chunk_size: int = CHUNK_SIZE,
         drop_rate: float = 0.0,
     ):
         super().__init__()
@@ -77,6 +89,24 @@ class MambaHead(nn.Module):
         for block in self.blocks:
             h = run_block(block, h, out.seq_idx)
         return self.fc(last_token(out, self.norm(h)))
+
+    @classmethod
+    def from_context(cls, ctx: HeadContext) -> "MambaHead":
+        return cls(ctx.embed_dim, ctx.num_outputs, depth=ctx.head_depth, headdim=ctx.head_headdim,
+                   chunk_size=ctx.chunk_size)
+
+    @classmethod
+    def forward_flops(cls, ctx: HeadContext, seqlen: int) -> int:
+        # head_depth pre-norm Mamba2 blocks over all tokens, then Linear(C, K) on the last token
+        C, K = ctx.embed_dim, ctx.num_outputs
+        per_block = sum(mamba2_layer_flops(seqlen, ctx.head_mixer).values())
+        per_block += seqlen * C * (ELEMENTWISE_COST["rmsnorm"] + 1)
+        return ctx.head_depth * per_block + 2 * C * K + K
+
+    @classmethod
+    def num_parameters(cls, ctx: HeadContext) -> int:
+        C, K = ctx.embed_dim, ctx.num_outputs
+        return ctx.head_depth * (C + ctx.head_mixer.num_parameters()) + C + C * K + K
 
 
 def attention_pool(out: BackboneOutput, scores: torch.Tensor) -> torch.Tensor:
@@ -96,7 +126,7 @@ def attention_pool(out: BackboneOutput, scores: torch.Tensor) -> torch.Tensor:
         0, sample, weights.unsqueeze(-1) * features[0])
 
 
-class AttentionHead(nn.Module):
+class AttentionHead(Head):
     """Attention pooling over the kept tokens -> LayerNorm -> Linear.
 
     Why: the mean over ~1,000 tokens washes a regional signal out (in the learnability
@@ -114,15 +144,41 @@ class AttentionHead(nn.Module):
         scores = self.score(out.features).squeeze(-1)
         return self.fc(self.norm(attention_pool(out, scores)))
 
+    @classmethod
+    def forward_flops(cls, ctx: HeadContext, seqlen: int) -> int:
+        # a score per token (Linear(C, 1)), softmax, weighted sum, LayerNorm, Linear(C, K)
+        C, K = ctx.embed_dim, ctx.num_outputs
+        return (seqlen * (2 * C + 1) + 3 * seqlen + 2 * seqlen * C
+                + C * ELEMENTWISE_COST["rmsnorm"] + 2 * C * K + K)
 
-HEADS: Dict[str, Type[nn.Module]] = {"linear": LinearHead, "mamba": MambaHead, "attention": AttentionHead,
-                                     "connectivity": ConnectivityHead}
+    @classmethod
+    def num_parameters(cls, ctx: HeadContext) -> int:
+        C, K = ctx.embed_dim, ctx.num_outputs
+        return (C + 1) + 2 * C + C * K + K
+
+
+# The one registry of --clf_head_version: a head is its class and its entry here (its FLOPs,
+# parameter count and checks are the class's own).
+HEADS: Dict[str, Type[Head]] = {"linear": LinearHead, "mamba": MambaHead, "attention": AttentionHead,
+                                "connectivity": ConnectivityHead}
+
+
+def get_head(name: str) -> Type[Head]:
+    if name not in HEADS:
+        raise ValueError(f"unknown head {name!r} (--clf_head_version); choose one of {sorted(HEADS)}")
+    return HEADS[name]
 
 
 def build_head(name: str, embed_dim: int, num_outputs: int, **kwargs) -> nn.Module:
-    """Build a head by its ``--clf_head_version`` name."""
-    if name not in HEADS:
-        raise ValueError(f"unknown head {name!r} (--clf_head_version); choose one of {sorted(HEADS)}")
+    """Build a head by its ``--clf_head_version`` name with explicit constructor arguments."""
+    cls = get_head(name)
     if num_outputs < 1:
         raise ValueError(f"num_outputs must be >= 1, got {num_outputs}")
-    return HEADS[name](embed_dim, num_outputs, **kwargs)
+    return cls(embed_dim, num_outputs, **kwargs)
+
+
+def build_head_for(name: str, ctx: HeadContext) -> Head:
+    """Build a head by its name for a run (what training and checkpoint loading use)."""
+    if ctx.num_outputs < 1:
+        raise ValueError(f"num_outputs must be >= 1, got {ctx.num_outputs}")
+    return get_head(name).from_context(ctx)

@@ -27,6 +27,7 @@ import torch.nn.functional as F
 
 import neuromamba.models.ops as ops
 from .fused_kernels import load_fused_ops, triton_interpreter_on
+from ..paper import CHUNK_SIZE
 
 __all__ = ["Mamba2", "RMSNorm", "RMSNormGated", "BACKEND_ENV_VAR", "select_backend"]
 
@@ -161,7 +162,7 @@ class Mamba2(nn.Module):
         dt_limit: Tuple[float, float] = (0.0, float("inf")),
         bias: bool = False,
         conv_bias: bool = True,
-        chunk_size: int = 256,
+        chunk_size: int = CHUNK_SIZE,
         use_mem_eff_path: bool = True,
         layer_idx: Optional[int] = None,
         device=None,

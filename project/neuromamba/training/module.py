@@ -25,30 +25,15 @@ from pytorch_lightning.utilities import rank_zero_info
 from torch import nn
 
 from neuromamba.checkpoints import load_pretrained, torch_load_file
-from neuromamba.data.scaling import background_value_for
 from neuromamba.models.fmamba import FMamba
-from neuromamba.models.heads import build_head
+from neuromamba.models.heads import build_head_for
+from neuromamba.paper import CHUNK_SIZE
 from neuromamba.spec import spec_from_config
 from neuromamba.training.metrics import (ClipRecords, aggregate_by_subject, classification_metrics,
                                          gather_records, mean_clip_loss, regression_metrics)
 from neuromamba.training.schedule import CosineAnnealingWarmUpRestarts, build_optimizer
 
 TASKS = ("pretraining", "classification", "regression")
-def _connectivity_options(config: dict) -> dict:
-    """The token grid, and how many leading time tokens of each patch are the static image
-    (a clip too short for a time course is refused with the spec, in run_settings)."""
-    from neuromamba.data.scaling import static_time_tokens
-
-    spec = spec_from_config(config)
-    return {"token_grid": spec.model.token_grid,
-            "static_time_tokens": static_time_tokens(spec.input.input_scaling_method)}
-
-
-# Extra constructor arguments a head takes from the flags (heads not listed take none).
-HEAD_OPTIONS = {"mamba": lambda config: {"chunk_size": config.get("chunk_size", 256)},
-                "connectivity": _connectivity_options}
-
-
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN/inf; a checkpoint of that state was saved first."""
 
@@ -61,9 +46,9 @@ def backbone_kwargs(config: dict) -> dict:
     return dict(embed_dim=model.embed_dim, depth=model.depth, d_state=model.d_state,
                 headdim=model.headdim, img_size=model.img_size, patch_size=model.patch_size,
                 background_removal=model.background_removal,
-                background_value=background_value_for(spec.input.input_scaling_method),
+                background_value=spec.background_value,
                 pos_embedding=model.pos_embedding, drop_rate=config.get("drop_rate", 0.0),
-                pretraining=config["task"] == "pretraining", chunk_size=config.get("chunk_size", 256),
+                pretraining=config["task"] == "pretraining", chunk_size=config.get("chunk_size", CHUNK_SIZE),
                 grad_checkpointing=config.get("grad_checkpointing", False))
 
 
@@ -99,9 +84,9 @@ class NeuroMambaModule(pl.LightningModule):
             num_outputs = 1 if self.task == "regression" else int(num_classes or 0)
             if num_outputs < 1:
                 raise ValueError("classification needs num_classes >= 2 from the data module")
-            head = spec_from_config(config).model.clf_head_version
-            head_options = HEAD_OPTIONS.get(head, lambda c: {})(config)
-            self.head = build_head(head, config["embed_dim"], num_outputs, **head_options)
+            spec = spec_from_config(config)
+            self.head = build_head_for(spec.model.clf_head_version,
+                                       spec.head_context(num_outputs, config.get("chunk_size", CHUNK_SIZE)))
 
         # Regression targets are standardised with train-split statistics; keeping them as
         # buffers puts them in every checkpoint, so predictions map back to original units.
@@ -153,17 +138,19 @@ class NeuroMambaModule(pl.LightningModule):
         from neuromamba.models.flops import FMambaFlopsConfig, fmamba_forward_flops
 
         c = self.config
-        model = spec_from_config(c).model
-        head = None if self.task == "pretraining" else c["clf_head_version"]
+        spec = spec_from_config(c)
+        model = spec.model
+        head = None if self.task == "pretraining" else model.clf_head_version
+        outputs = 1 if self.task == "regression" else int(self.hparams.get("num_classes") or 2)
         try:
             cfg = FMambaFlopsConfig(embed_dim=model.embed_dim, depth=model.depth, d_state=model.d_state,
                                     headdim=model.headdim, img_size=model.img_size,
-                                    patch_size=model.patch_size, chunk_size=c.get("chunk_size", 256),
-                                    pretraining=head is None, head=head,
-                                    num_outputs=getattr(self.head, "num_outputs", 2) if head else 2)
+                                    patch_size=model.patch_size, chunk_size=c.get("chunk_size", CHUNK_SIZE),
+                                    pretraining=head is None, head=head, num_outputs=outputs,
+                                    static_time_tokens=spec.static_time_tokens)
             flops = f"{sum(fmamba_forward_flops(cfg).values()) / 1e9:.3g} GFLOPs forward per clip " \
                     f"at all {cfg.num_tokens:,} tokens"
-        except (ValueError, KeyError):  # a head the FLOPs table does not know
+        except NotImplementedError:  # a head that does not count its own FLOPs
             flops = "FLOPs: see check_flops.py"
         total = sum(p.numel() for p in self.parameters())
         return (f"model: FMamba C={c['embed_dim']} depth={c['depth']} d_state={c['d_state']} "
