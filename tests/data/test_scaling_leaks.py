@@ -78,6 +78,25 @@ def test_the_static_token_is_the_runs_static_image():
     assert clip.shape[-1] == 6  # 2 static frames on top of the 4 frames read (--img_size T)
 
 
+@pytest.mark.parametrize("name", sorted(scaling.SCALING_METHODS))
+def test_keeps_static_is_what_the_scaling_does(name):
+    """``keeps_static`` is measured, not declared: the model's clip still shows the run's static
+    image (each voxel's mean, anatomy and contrast) exactly when the field says it does."""
+    rng = np.random.default_rng(0)
+    brain = np.zeros((20, 20, 20), bool)
+    brain[2:18, 2:18, 2:18] = True  # 4,096 voxels: a chance correlation is ~0.02
+    texture = np.where(brain, 300 * rng.standard_normal((20, 20, 20)), 0)
+    run = np.where(brain, 1000 + texture + rng.standard_normal((12, 20, 20, 20)), 0).astype(np.float32)
+    voxel = store.compute_voxel_stats(run, brain)
+    clip = scaling.scale_clip(np.moveaxis(run[:4], 0, -1).copy(), store.compute_stats(run).as_dict(),
+                              name, voxel, scaling.static_frames_for(name, 2))
+    frames = clip[brain].T  # (T', brain voxels): does any frame of the clip show the image?
+    correlation = max(abs(np.corrcoef(f, texture[brain])[0, 1]) if f.std() > 1e-6 else 0.0
+                      for f in frames)
+    assert (correlation > 0.9) == scaling.get_scaling(name).keeps_static, (name, correlation)
+    assert correlation > 0.9 or correlation < 0.2, (name, correlation)
+
+
 def test_every_scaling_says_what_it_keeps():
     doc = scaling.__doc__
     for name, method in scaling.SCALING_METHODS.items():

@@ -35,7 +35,9 @@ def test_deepspeed_pretrain_then_finetune_from_folder(tmp_path, stage):
 
 
 @pytest.mark.gpu
-def test_ddp_bf16_gpu_frozen_backbone_is_unchanged(tmp_path):
+def test_one_gpu_bf16_frozen_backbone_is_unchanged(tmp_path):
+    """One GPU, the default strategy, bf16: the frozen backbone leaves fine-tuning bit for bit.
+    (Two processes: tests/training/test_signal_and_ddp.py on CPU, the GPU suite on GPUs.)"""
     pre = run(parse_args(SMALL + ["--pretraining", "--max_epochs", "1", "--output_dir", str(tmp_path),
                                   "--run_name", "pre"]))
     ckpt = Path(pre["run_dir"]) / "checkpoints" / "last.ckpt"
