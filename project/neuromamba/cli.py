@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from neuromamba.fileio import read_yaml_mapping
-from neuromamba.flag_help import HelpFormatter, fill_missing_help
+from neuromamba.flag_help import CommandParser, HelpFormatter, fill_missing_help, prog_for
 from neuromamba.run_settings import (DEFAULT_LABEL_SMOOTHING, PRECISIONS, _head_names,  # noqa: F401
                                      args_to_dict, check_hardware, finalize)
 from neuromamba.paper import CHUNK_SIZE
@@ -31,8 +31,8 @@ def build_parser() -> argparse.ArgumentParser:
     from neuromamba.training.metrics import EVAL_LEVELS
     from neuromamba.training.strategies import STRATEGY_BUILDERS
 
-    p = argparse.ArgumentParser(
-        prog="main.py",
+    p = CommandParser(
+        prog=prog_for("main.py", "train"),
         description="NeuroMamba: autoregressive pretraining and fine-tuning on 4D fMRI.",
         formatter_class=HelpFormatter)
     p.add_argument("--config", type=str, default=None,

@@ -106,3 +106,48 @@ class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefau
                 or "default" in help_text.lower():
             return help_text
         return super()._get_help_string(action)
+
+
+class CommandParser(argparse.ArgumentParser):
+    """The parser of every entry script: flags are never abbreviated (``--max_epoch`` is not
+    ``--max_epochs``), and a mistake is one line naming the closest flag, not pages of usage."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def known_flags(self) -> list:
+        """Every option string of this parser and of its subcommands."""
+        flags = list(self._option_string_actions)
+        for action in self._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    flags += list(sub._option_string_actions)
+        return sorted(set(flags))
+
+    def error(self, message: str):
+        import difflib
+        import re
+        import sys
+
+        unknown = re.match(r"unrecognized arguments: (.*)", message)
+        if unknown:
+            words = unknown.group(1).split()
+            flags = [w.split("=", 1)[0] for w in words if w.startswith("-")] or words[:1]
+            hints = []
+            for flag in flags:
+                close = difflib.get_close_matches(flag, self.known_flags(), n=1, cutoff=0.6)
+                hints.append(f"{flag} (did you mean {close[0]}?)" if close else flag)
+            message = f"unrecognized argument{'s' if len(hints) > 1 else ''} {', '.join(hints)}"
+        self.exit(2, f"{self.prog}: error: {message}; {self.prog} --help lists every flag\n")
+
+
+def prog_for(script: str, command: str) -> str:
+    """The command as the user typed it, for usage lines and errors: ``neuromamba COMMAND``
+    under the console command, else the script's name (``main.py``)."""
+    import sys
+    from pathlib import Path
+
+    launcher = Path(sys.argv[0]) if sys.argv and sys.argv[0] else Path()
+    console = launcher.name == "neuromamba" or launcher.parts[-2:] == ("neuromamba", "__main__.py")
+    return f"neuromamba {command}" if console else script

@@ -42,3 +42,22 @@ def test_tiny_finetune_prints_no_unexpected_warning(tmp_path):
     for line in proc.stderr.splitlines():
         if line.strip():
             assert any(re.search(p, line) for p in ALLOWED), f"unexpected stderr line: {line}"
+
+
+def test_a_log_without_progress_bar_gets_one_line_per_epoch_with_validation_metrics(tmp_path):
+    """With --no_progress_bar nothing printed between the model line and the end; Lightning's
+    log_every_n_steps warning came in every short run."""
+    env = {**os.environ, "PYTHONPATH": str(PROJECT), "OMP_NUM_THREADS": "1"}
+    flags = ["--embed_dim", "16", "--depth", "1", "--d_state", "8", "--headdim", "16", "--img_size", "24",
+             "24", "24", "4", "--accelerator", "cpu", "--no_progress_bar", "--dummy_num_subjects", "16",
+             "--train_split", "0.5", "--val_split", "0.25", "--seed", "2", "--downstream_task", "sex",
+             "--max_epochs", "2", "--output_dir", str(tmp_path), "--run_name", "r"]
+    proc = subprocess.run([sys.executable, str(PROJECT / "main.py"), *flags], capture_output=True,
+                          text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("[neuromamba] epoch ")]
+    pattern = (r"^\[neuromamba\] epoch {}/2: train/loss \d\.\d{{4}} \| val/loss \d\.\d{{4}} "
+               r"val/auroc (\d\.\d{{4}}|nan) .*\| \d+\.\d s$")
+    assert len(lines) == 2 and all(re.match(pattern.format(i + 1), ln) for i, ln in enumerate(lines)), lines
+    assert "(best val/loss)" in lines[0]  # the first epoch is the best so far
+    assert "log_every_n_steps" not in proc.stderr + proc.stdout

@@ -67,6 +67,38 @@ def test_unknown_flag_exits():
         parse_args(["--pretraining", "--no_such_flag"])
 
 
+def test_a_typo_gets_one_line_with_the_closest_flag_and_no_abbreviation(capsys):
+    """--max_epcohs printed 55 lines of usage before "unrecognized arguments"; --max_epoch was
+    silently taken for --max_epochs."""
+    for argv, flag, close in ((["--max_epcohs", "1"], "--max_epcohs", "--max_epochs"),
+                              (["--max_epoch", "3"], "--max_epoch", "--max_epochs"),
+                              (["--learning_rat=0.1"], "--learning_rat", "--learning_rate")):
+        with pytest.raises(SystemExit) as exit_:
+            parse_args(["--pretraining", *argv])
+        err = capsys.readouterr().err
+        assert exit_.value.code == 2 and err.count("\n") == 1, err
+        assert err == (f"main.py: error: unrecognized argument {flag} (did you mean {close}?); "
+                       f"main.py --help lists every flag\n")
+
+
+def test_each_command_names_itself_as_typed(monkeypatch, capsys):
+    """Under the console command the usage says `neuromamba preprocess nifti`, not the script."""
+    from neuromamba.commands import main as console
+
+    monkeypatch.setattr(sys, "argv", ["/venv/bin/neuromamba"])
+    with pytest.raises(SystemExit):
+        console(["preprocess", "nifti", "--help"])
+    assert capsys.readouterr().out.startswith("usage: neuromamba preprocess nifti ")
+    with pytest.raises(SystemExit) as exit_:
+        console(["train", "--max_epcohs", "1"])
+    assert exit_.value.code == 2 and capsys.readouterr().err.startswith(
+        "neuromamba train: error: unrecognized argument --max_epcohs (did you mean --max_epochs?)")
+    monkeypatch.setattr(sys, "argv", ["project/preprocess.py"])
+    with pytest.raises(SystemExit):
+        console(["preprocess", "check", "--help"])
+    assert capsys.readouterr().out.startswith("usage: preprocess.py check ")
+
+
 def test_main_prints_one_line_error(repo_root):
     proc = subprocess.run([sys.executable, str(repo_root / "project" / "main.py"), "--freeze_feature_extractor"],
                           capture_output=True, text=True, timeout=120)

@@ -15,13 +15,14 @@ import argparse
 import sys
 from pathlib import Path
 
-from neuromamba.flag_help import fill_missing_help
+from neuromamba.flag_help import CommandParser, fill_missing_help, prog_for
 
 from neuromamba.analysis.cli_errors import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog=prog_for("attribute.py", "attribute"), description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a fine-tuned Lightning .ckpt of this project")
     p.add_argument("--output_dir", required=True)
     src = p.add_argument_group("input: one NIfTI run, or one subject of a dataset")

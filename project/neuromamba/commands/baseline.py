@@ -18,14 +18,15 @@ import sys
 from pathlib import Path
 
 from neuromamba.analysis.cli_errors import run_cli
-from neuromamba.flag_help import fill_missing_help
+from neuromamba.flag_help import CommandParser, fill_missing_help, prog_for
 
 
 def build_parser() -> argparse.ArgumentParser:
     from neuromamba.analysis.baselines import FEATURE_SETS
     from neuromamba.data.scaling import SCALING_METHODS
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog=prog_for("baseline.py", "baseline"), description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--run_dir", required=True,
                    help="a classification/regression run folder of project/main.py (args.yaml, splits/)")
     p.add_argument("--features", nargs="+", choices=list(FEATURE_SETS), default=list(FEATURE_SETS),

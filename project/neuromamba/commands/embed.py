@@ -15,7 +15,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from neuromamba.flag_help import fill_missing_help
+from neuromamba.flag_help import CommandParser, fill_missing_help, prog_for
 
 from neuromamba.analysis.cli_errors import run_cli
 
@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     from neuromamba.data.dummy import LABEL_LEVELS
     from neuromamba.data.scaling import SCALING_METHODS
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog=prog_for("embed.py", "embed"), description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True,
                    help="Lightning .ckpt of this project, released *.pt, DeepSpeed folder or state_dict")
     p.add_argument("--allow_pickle", action="store_true", help="allow unpickling (trusted files only)")

@@ -13,7 +13,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from neuromamba.flag_help import fill_missing_help
+from neuromamba.flag_help import CommandParser, fill_missing_help, prog_for
 
 from neuromamba.analysis.cli_errors import run_cli
 from neuromamba.paper import CHUNK_SIZE
@@ -25,7 +25,8 @@ def build_parser() -> argparse.ArgumentParser:
     from neuromamba.data.scaling import SCALING_METHODS
     from neuromamba.spec import PAPER_DEFAULTS, recipe_names, show
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog=prog_for("check_flops.py", "flops"), description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="fmamba", choices=["fmamba"])
     p.add_argument("--model_size", default=None, help="variant name (small|base|medium|large); "
                    "sets embed_dim/d_state/headdim")

@@ -13,13 +13,14 @@ import json
 import sys
 from pathlib import Path
 
-from neuromamba.flag_help import fill_missing_help
+from neuromamba.flag_help import CommandParser, fill_missing_help, prog_for
 
 from neuromamba.analysis.cli_errors import run_cli
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = CommandParser(prog=prog_for("predict.py", "predict"), description=__doc__,
+                      formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--checkpoint", required=True, help="a fine-tuned Lightning .ckpt of this project")
     p.add_argument("--nifti", required=True, help="4D NIfTI run (MNI space, skull-stripped)")
     p.add_argument("--json", nargs="?", const="-", default=None,

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from neuromamba.flag_help import fill_missing_help
+from neuromamba.flag_help import CommandParser, fill_missing_help, prog_for
 
 from neuromamba.data import store
 from neuromamba.data.legacy import DEFAULT_LEGACY_REGEX
@@ -55,7 +55,7 @@ def _grid_flags(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="preprocess.py", description=__doc__,
+    parser = CommandParser(prog=prog_for("preprocess.py", "preprocess"), description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
 

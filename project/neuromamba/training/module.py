@@ -334,20 +334,25 @@ class NeuroMambaModule(pl.LightningModule):
     def _evaluation_epoch_end(self, stage: str):
         records, self._records[stage] = self._records[stage], ClipRecords()
         records = gather_records(records)
+        shown = stage == "val"  # each epoch's validation metrics on the progress bar
         if self.task == "pretraining":
-            self.log(f"{stage}/loss", mean_clip_loss(records), sync_dist=True)
+            self.log(f"{stage}/loss", mean_clip_loss(records), sync_dist=True, prog_bar=shown)
             return None, {}
         table = aggregate_by_subject(records, self.config.get("eval_level", "subject"))
         if not table.subjects:
             return table, {}
         # clip-level loss over the gathered clips: exact also when ranks hold unequal numbers
-        self.log(f"{stage}/loss", mean_clip_loss(records), sync_dist=True)
+        self.log(f"{stage}/loss", mean_clip_loss(records), sync_dist=True, prog_bar=shown)
         if self.task == "classification":
             metrics = classification_metrics(table.outputs, table.targets)
         else:
             metrics = regression_metrics(table.outputs[:, 0], table.targets, *self.target_stats())
         # Every rank holds the same gathered values, so averaging them changes nothing.
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items()}, sync_dist=True)
+        # on the bar, the headline metric beside the loss (the rest is in metrics.csv)
+        headline = ("auroc" if self.task == "classification" else "mae") if shown else None
+        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items() if k != headline}, sync_dist=True)
+        if headline in metrics:
+            self.log(f"{stage}/{headline}", metrics[headline], sync_dist=True, prog_bar=True)
         return table, metrics
 
     def on_validation_epoch_end(self):

@@ -184,6 +184,22 @@ def _plain(value):
     return list(value) if isinstance(value, tuple) else value
 
 
+def _steps_per_epoch(args, datamodule) -> int | None:
+    """Optimizer steps of one training epoch per process (an upper bound when the device
+    count is 'auto'), for the logging interval."""
+    import math
+
+    clips = len(datamodule.datasets["train"])
+    processes = args.num_nodes * (args.devices if isinstance(args.devices, int) and args.devices > 0
+                                  else len(args.devices) if isinstance(args.devices, list) else 1)
+    batches = math.ceil(clips / (args.batch_size * processes))
+    if isinstance(args.limit_train_batches, int):
+        batches = min(batches, args.limit_train_batches)
+    elif isinstance(args.limit_train_batches, float):
+        batches = max(1, int(batches * args.limit_train_batches))
+    return max(1, batches // max(args.gradient_accumulation_steps, 1)) if clips else None
+
+
 def _lock(run_dir: Path):
     from neuromamba.training.run_lock import RunLock
 
@@ -213,7 +229,8 @@ def _run_locked(args, run_dir: Path, new_folder: bool, started: float, extra_cal
     else:
         module = build_module(args, datamodule)
         _announce_memory(args, module, datamodule)
-    trainer = build_trainer(args, run_dir, args.task, extra_callbacks)
+    trainer = build_trainer(args, run_dir, args.task, extra_callbacks,
+                            steps_per_epoch=_steps_per_epoch(args, datamodule))
 
     if args.test_only:
         results = trainer.test(module, datamodule=datamodule,

@@ -14,6 +14,7 @@ from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
 
 from neuromamba.training.checkpoint_io import AtomicCheckpointIO
+from neuromamba.training.epoch_line import EpochLine
 from neuromamba.training.interrupt import InterruptNotice, ResumeMidEpoch
 from neuromamba.training.history import METRICS_FILE, HistoryCSVLogger, truncate_history
 from neuromamba.training.loggers import EXTRA_LOGGERS
@@ -140,7 +141,9 @@ def build_callbacks(args, run_dir: Path, task: str) -> list:
     callbacks = [checkpoint, TestOutputsWriter(run_dir), InterruptNotice(run_dir), ResumeMidEpoch()]
     if args.loggername != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    if not args.no_progress_bar:
+    if args.no_progress_bar:  # a log file: one line per epoch with its validation metrics
+        callbacks.append(EpochLine(monitor))
+    else:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     return callbacks
 
@@ -185,5 +188,11 @@ def trainer_kwargs(args, run_dir: Path, task: str, extra_callbacks=()) -> dict:
     return kwargs
 
 
-def build_trainer(args, run_dir: Path, task: str, extra_callbacks=()) -> pl.Trainer:
-    return pl.Trainer(**trainer_kwargs(args, run_dir, task, extra_callbacks))
+def build_trainer(args, run_dir: Path, task: str, extra_callbacks=(),
+                  steps_per_epoch: int | None = None) -> pl.Trainer:
+    """``steps_per_epoch`` (when known) caps the logging interval: an epoch shorter than
+    --log_every_n_steps still logs its training loss once (and Lightning has nothing to warn)."""
+    kwargs = trainer_kwargs(args, run_dir, task, extra_callbacks)
+    if steps_per_epoch:
+        kwargs["log_every_n_steps"] = max(1, min(kwargs["log_every_n_steps"], int(steps_per_epoch)))
+    return pl.Trainer(**kwargs)
