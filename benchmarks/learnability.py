@@ -51,12 +51,12 @@ KINDS = ("static", "local", "network", "coupling")
 KIND_SEED = {"local": 0, "network": 1, "coupling": 2, "static": 3}  # cohorts stay what they were
 MODEL = ["--embed_dim", "32", "--depth", "2", "--d_state", "8", "--headdim", "32"]
 TUNED = ["--recipe", "tuned"]
-# name -> flags of a from-scratch fine-tuning run; "static" marks runs whose clip carries the
-# static token in front of the same raw frames (img_size T + 2).
+# name -> flags of a from-scratch fine-tuning run (every run reads the same --img_size raw
+# frames; the tuned input adds its static token on top of them)
 SCRATCH = {
-    "paper recipe (default: znorm_minback, linear head)": ([], False),
-    "tuned recipe (voxel_demean_static, attention head)": (TUNED, True),
-    "tuned, voxel_demean input (no static token)": (TUNED + ["--input_scaling_method", "voxel_demean"], False),
+    "paper recipe (default: znorm_minback, linear head)": [],
+    "tuned recipe (voxel_demean_static, attention head)": TUNED,
+    "tuned, voxel_demean input (no static token)": TUNED + ["--input_scaling_method", "voxel_demean"],
 }
 BASELINES = ("temporal_mean", "temporal_std", "fc")
 CONNECTIVITY_LR_FACTOR = 1  # its pair scores are scaled up already (ConnectivityHead.score_scale)
@@ -203,9 +203,9 @@ def evaluate_cohort(root: Path, seed: int, epochs: int, frames: int, lr: float, 
     chosen = set(METHOD_KEYS.values() if methods is None else (METHOD_KEYS[m] for m in methods))
     clip = frames // 2
 
-    def data(static: bool) -> list:
+    def data() -> list:
         return ["--dataset_name", "CSV", "--image_path", str(root / "h5"), "--img_size", *map(str, GRID),
-                str(clip + (2 if static else 0)), "--accelerator", "cpu", "--no_progress_bar",
+                str(clip), "--accelerator", "cpu", "--no_progress_bar",
                 "--seed", str(seed), "--train_split", "0.6", "--val_split", "0.2",
                 "--calc_loss_without_background", "--batch_size", "4"]
 
@@ -213,8 +213,7 @@ def evaluate_cohort(root: Path, seed: int, epochs: int, frames: int, lr: float, 
     train = ["--max_epochs", str(epochs), "--learning_rate", str(lr)]
     out = {}
     names = list(SCRATCH)
-    first_flags, first_static = SCRATCH[names[0]]
-    first = _main_run(MODEL + data(first_static) + labelled + train + first_flags, root, "scratch_0")
+    first = _main_run(MODEL + data() + labelled + train + SCRATCH[names[0]], root, "scratch_0")
     out[names[0]] = first
     split = next((Path(first["run_dir"]) / "splits").glob("split_*.txt"))
     same = ["--split_file", str(split)]
@@ -226,16 +225,15 @@ def evaluate_cohort(root: Path, seed: int, epochs: int, frames: int, lr: float, 
                                           "val_auc": (entry.get("val") or {}).get("auroc")}
     for i, name in enumerate(names[1:], start=1):
         if name in chosen:
-            flags, static = SCRATCH[name]
-            out[name] = _main_run(MODEL + data(static) + labelled + train + same + flags, root, f"scratch_{i}")
+            out[name] = _main_run(MODEL + data() + labelled + train + same + SCRATCH[name], root, f"scratch_{i}")
     if not chosen & set(PRETRAINED):
         return _figures(out)
-    pre = _main_run(MODEL + data(True) + same + TUNED + ["--pretraining", "--max_epochs", str(epochs),
+    pre = _main_run(MODEL + data() + same + TUNED + ["--pretraining", "--max_epochs", str(epochs),
                                                           "--learning_rate", str(lr)], root, "pretrain")
     ckpt = ["--load_model_path", str(Path(pre["run_dir"]) / "checkpoints" / "last.ckpt")]
     for name, (flags, lr_factor, run_name) in PRETRAINED.items():
         if name in chosen:
-            out[name] = _main_run(MODEL + data(True) + labelled + train + same + TUNED + ckpt + flags +
+            out[name] = _main_run(MODEL + data() + labelled + train + same + TUNED + ckpt + flags +
                                   ["--learning_rate", str(lr_factor * lr)], root, run_name)
     return _figures(out)
 

@@ -1,13 +1,15 @@
-"""The README's quick-start demo: CPU only, no data needed, a few minutes on 2 cores.
+"""The README's quick-start demo: CPU only, no data needed (its time on 2 cores is measured in
+docs/installation.md, the one place that gives it).
 
 1. autoregressive pretraining of a tiny NeuroMamba on the synthetic Dummy fMRI (brain-shaped
    volumes with a planted label signal);
 2. fine-tuning that checkpoint for sex classification (brain tokens only);
+3. subject-level test metrics of the best checkpoint: AUC, ACC, balanced ACC.
 
 Both steps use this project's tuned recipe (``--recipe tuned``: each brain voxel's mean over the
-clip removed, attention-pooling head), which learns the Dummy data's planted regional signal at
-this tiny size; the paper's recipe is the default of every other command (README, "Recipes").
-3. subject-level test metrics of the best checkpoint: AUC, ACC, balanced ACC.
+whole run removed, the static image as the first time token, attention-pooling head), which
+learns the Dummy data's planted regional signal at this tiny size; the paper's recipe is the
+default of every other command (docs/training.md, "Recipes").
 
     python sample_scripts/quickstart_demo.py [--out runs/quickstart]
 """

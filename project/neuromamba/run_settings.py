@@ -28,18 +28,18 @@ def task_type_of_column(label_csv, column: str) -> tuple:
     """(classification|regression, the reason) of a label column, by data.labels.infer_task."""
     import pandas as pd
 
-    from neuromamba.data.labels import infer_task
+    from neuromamba.data.labels import infer_task, is_missing, read_label_frame
 
     paths = label_csv if isinstance(label_csv, list) else [label_csv]
     values = []
     for path in paths:
         if not Path(path).is_file():
             raise FileNotFoundError(f"--label_csv {path}: no such file")
-        frame = pd.read_csv(path)
+        frame = read_label_frame(path)  # the same reading as the labels themselves (CSV or TSV)
         if column not in frame.columns:
             raise ValueError(f"--target_column {column!r} is not a column of --label_csv {path} "
                              f"(columns: {list(frame.columns)})")
-        values.append(frame[column].dropna())
+        values.append(frame[column][~frame[column].map(is_missing)])
     series = pd.concat(values)
     task = infer_task(series.tolist())
     kind = "number" if pd.to_numeric(series, errors="coerce").notna().all() else "string"

@@ -20,9 +20,13 @@ from pathlib import Path
 from typing import List, Tuple
 
 ROOT = Path(__file__).resolve().parents[2]
+# The docs site's pages (docs/*.md; a page that links a file above, like ARCHITECTURE.md, is read
+# once under its own name) and the READMEs beside the code.
 DOCS = ("README.md", "ADDING_YOUR_DATASET.md", "sample_scripts/README.md",
         "sample_scripts/lab_server_smoke_test/README.md", "benchmarks/README_data.md",
-        "benchmarks/README_flops.md", "benchmarks/README_gpu.md", "benchmarks/README_mamba2.md")
+        "benchmarks/README_flops.md", "benchmarks/README_gpu.md", "benchmarks/README_mamba2.md",
+        "benchmarks/README_learnability.md") + tuple(
+    p.relative_to(ROOT).as_posix() for p in sorted((ROOT / "docs").glob("*.md")) if not p.is_symlink())
 HELP_SCRIPTS = ("main", "preprocess", "check_flops", "embed", "predict", "attribute", "baseline")
 MARKS = ("GPU", "cluster", "internet")
 COMMAND_START = re.compile(r"^(?:[A-Z_]+=\S*\s+)*(python|bash|sbatch|qsub|pip|for |neuromamba|\.venv/|source )")

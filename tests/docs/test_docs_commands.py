@@ -88,9 +88,9 @@ def doc_world(tmp_path_factory):
     subjects = sorted(p.name for p in h5.iterdir() if p.is_dir())
     with open(root / "labels.csv", "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["subject", "sex", "age"])
+        writer.writerow(["subject", "sex", "age", "group"])
         for i, s in enumerate(subjects):
-            writer.writerow([s, "MF"[i % 2], 22 + i])
+            writer.writerow([s, "MF"[i % 2], 22 + i, ("case", "control")[i % 2]])
     (root / "metadata").mkdir()
     with open(root / "metadata" / "hcp_labels.csv", "w", newline="") as f:
         writer = csv.writer(f)
@@ -117,6 +117,7 @@ def doc_world(tmp_path_factory):
         "runs/x/checkpoints/best.ckpt": best, "best.ckpt": best, "runs/x": runs / "x",
         "runs/HCP_sex_classification_E192_D12_seed1234_x": runs / "x",
         "run.nii.gz": run_nifti, "labels.csv": root / "labels.csv", "100206": subjects[0],
+        "/data/mystudy/derivatives/participants.tsv": root / "labels.csv",
     }
     return {"root": root, "paths": {k: str(v) for k, v in paths.items()}, "h5": h5}
 
@@ -255,7 +256,8 @@ def test_every_doc_command_is_found_and_known():
     assert sum(v == "python" for v in kinds.values()) >= 15
     sources = {c.source.split(":")[0] for c in ALL}
     assert {"README.md", "ADDING_YOUR_DATASET.md", "sample_scripts/README.md",
-            "sample_scripts/lab_server_smoke_test/README.md"} <= sources
+            "sample_scripts/lab_server_smoke_test/README.md", "docs/data.md", "docs/training.md",
+            "docs/own-data-cpu.md", "docs/cluster.md"} <= sources
 
 
 PYTHON = [c for c in ALL if _kind(c) == "python"]
@@ -403,3 +405,13 @@ def test_task_script_runs(script, task_out):
     res = run_bash(["bash", str(script)], {"OUT": str(task_out)}, ROOT)
     assert res.returncode == 0, f"{script.name}\n{res.stdout[-3000:]}"
     no_traceback(res.stdout)
+
+
+def test_the_docs_site_builds_strictly(tmp_path):
+    """mkdocs.yml's pages exist, every link between them resolves, the API pages' objects import
+    (what .ci/run builds)."""
+    pytest.importorskip("mkdocs")
+    res = run_bash([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(tmp_path / "site")],
+                   {"NO_MKDOCS_2_WARNING": "1"}, ROOT, 300)
+    assert res.returncode == 0, res.stdout[-3000:]
+    assert (tmp_path / "site" / "own-data-cpu" / "index.html").is_file()

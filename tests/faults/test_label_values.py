@@ -65,3 +65,25 @@ def test_the_class_list_is_printed_at_start_with_its_subjects(tmp_path):
     assert line == (f"2 classes of column 'dx': 0=0 ({'/'.join(map(str, counts[0]))}), "
                     f"1=1 ({'/'.join(map(str, counts[1]))}) subjects in train/val/test")
     assert sum(map(sum, counts)) == 12
+
+
+def test_bids_participant_id_is_the_subject_column(tmp_path):
+    path = tmp_path / "participants.tsv"
+    path.write_text("participant_id\tgroup\nsub-01\tcase\nsub-02\tcontrol\n")
+    table = load_label_table(path, "CSV", target_column="group")
+    assert table.targets == {("sub-01", None): 0, ("sub-02", None): 1}  # case, control
+
+
+def test_ids_that_all_miss_show_an_id_from_each_side(tmp_path):
+    """'12 of 12 excluded' named the data's ids only; the table spelled them without sub-."""
+    import warnings
+
+    from neuromamba.data.labels import report_unlabelled
+
+    table = _table(tmp_path, "subject,y\n01,a\n02,b\n03,a\n")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        report_unlabelled(["sub-01", "sub-02", "sub-03"], table)
+    text = str(caught[0].message)
+    assert text.startswith("3 of 3 subjects have no label in column 'y' and are excluded: sub-01, ")
+    assert "the data's ids look like 'sub-01', the table's like '01' (a 'sub-' prefix differs" in text

@@ -30,15 +30,18 @@ def dummy_label_frame(args, img_size):
 
 
 def read_label_frame(path: str, subject_column: str = "subject"):
+    """The table with its subject column named ``subject`` (found as training finds it: the
+    flag's column, else ``subject`` or BIDS's ``participant_id``); CSV or TSV."""
     import pandas as pd
+
+    from neuromamba.data.labels import COHORTS, resolve_subject_column
 
     if not Path(path).exists():
         raise FileNotFoundError(f"--label_csv {path}: no such file")
-    frame = pd.read_csv(path, dtype={subject_column: str, RUN_COLUMN: str})
-    if subject_column not in frame.columns:
-        raise ValueError(f"--label_csv {path}: no subject column {subject_column!r} "
-                         f"(--subject_column); columns are {list(frame.columns)}")
-    return frame.rename(columns={subject_column: "subject"})
+    header = list(pd.read_csv(path, sep=None, engine="python", nrows=0).columns)
+    column = resolve_subject_column(header, COHORTS["CSV"], subject_column, path)
+    frame = pd.read_csv(path, sep=None, engine="python", dtype={column: str, RUN_COLUMN: str})
+    return frame.rename(columns={column: "subject"})
 
 
 def aligned_targets(frame, targets: Sequence[str], subjects: Sequence[str],

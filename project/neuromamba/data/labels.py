@@ -131,8 +131,10 @@ def resolve_column(columns: Sequence[str], cohort: CohortLabels, downstream_task
 
 def resolve_subject_column(columns: Sequence[str], cohort: CohortLabels, subject_column: str | None,
                            path) -> str:
+    # BIDS's participants.tsv names its subjects participant_id (sub-<label>, as preprocessing
+    # names BIDS subjects)
     candidates = ((subject_column,) if subject_column and subject_column != "subject" else ()) + \
-        cohort.subject_columns + ("subject",)
+        cohort.subject_columns + ("subject", "participant_id")
     for candidate in candidates:
         if candidate in columns:
             return candidate
@@ -190,15 +192,12 @@ def _sort_classes(values: Sequence[str]) -> list:
         return unique
 
 
-def load_label_table(path: str | Path, cohort_name: str = "CSV", downstream_task: str | None = None,
-                     task_type: str | None = None, subject_column: str | None = "subject",
-                     target_column: str | None = None) -> LabelTable:
+def read_label_frame(path: str | Path):
+    """A label table as text cells (CSV or TSV: the delimiter is sniffed), with one readable
+    error for a file that is not one."""
     import pandas as pd
 
     path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"--label_csv {path}: no such file")
-    cohort = COHORTS.get(cohort_name, COHORTS["CSV"])
     try:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, sep=None, engine="python",
                             encoding="utf-8")
@@ -211,6 +210,19 @@ def load_label_table(path: str | Path, cohort_name: str = "CSV", downstream_task
     if frame.empty:
         raise ValueError(f"--label_csv {path}: the table has a header but no rows")
     frame.columns = [c.strip() for c in frame.columns]
+    return frame
+
+
+def load_label_table(path: str | Path, cohort_name: str = "CSV", downstream_task: str | None = None,
+                     task_type: str | None = None, subject_column: str | None = "subject",
+                     target_column: str | None = None) -> LabelTable:
+    import pandas as pd
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"--label_csv {path}: no such file")
+    cohort = COHORTS.get(cohort_name, COHORTS["CSV"])
+    frame = read_label_frame(path)
     subj_col = resolve_subject_column(list(frame.columns), cohort, subject_column, path)
     column = resolve_column(list(frame.columns), cohort, downstream_task, target_column, path)
     task_key = downstream_task or column
@@ -281,9 +293,24 @@ def report_unlabelled(subjects: Sequence[str], table: LabelTable, what: str = "s
     missing = sorted(s for s in subjects if s not in labelled)
     if missing:
         shown = ", ".join(missing[:5]) + (", ..." if len(missing) > 5 else "")
+        table_ids = sorted(labelled)
+        hint = ""
+        if table_ids and len(missing) * 2 > len(subjects):  # most ids miss: show both spellings
+            hint = (f"; the data's ids look like {missing[0]!r}, the table's like {table_ids[0]!r}"
+                    + _prefix_hint(missing, table_ids))
         warnings.warn(f"{len(missing)} of {len(subjects)} {what} have no label in column "
-                      f"{table.column!r} and are excluded: {shown}", NeuroMambaWarning, stacklevel=2)
+                      f"{table.column!r} and are excluded: {shown}{hint}", NeuroMambaWarning, stacklevel=2)
     return missing
+
+
+def _prefix_hint(data_ids: Sequence[str], table_ids: Sequence[str]) -> str:
+    """' (a "sub-" prefix differs)' when adding or removing BIDS's sub- prefix would match."""
+    table = set(table_ids)
+    added = sum(f"sub-{s}" in table for s in data_ids)
+    removed = sum(s.startswith("sub-") and s[4:] in table for s in data_ids)
+    if max(added, removed) * 2 > len(data_ids):
+        return " (a 'sub-' prefix differs: write the ids as the data names them)"
+    return ""
 
 
 def find_label_csv(image_path: str | Path) -> Path:
