@@ -196,3 +196,18 @@ def test_a_mean_brain_baseline_on_a_demeaned_input_says_why_it_is_refused():
     x[0, 0, 1:5, 1:5, 1:5] = torch.tensor([1.0, -1.0, 2.0, -2.0])  # each voxel's mean over time is 0
     with pytest.raises(ValueError, match=r"as in every demeaned input .*use --baseline background"):
         brain_mean_baseline(x, "zero")
+
+
+def test_maps_are_masked_to_the_runs_brain_and_say_what_was_removed():
+    """Attribution PNGs showed hatching outside the brain (262k non-zero voxels outside the
+    mask): the maps now hold the brain only, and the share removed is reported."""
+    encoder, sample, brain, region, _ = _planted_model()
+    stored = np.zeros_like(brain)
+    stored[3:21, 3:21, 3:10] = True  # smaller than the signal; patches z 6-11 half inside it
+    mask = torch.from_numpy(stored)[None]
+    batches = [{"fmri": torch.from_numpy(sample(1))[None, None], "start": torch.tensor([0]),
+                "brain_mask": mask}]
+    result = subject_attribution(encoder, batches, target=1, n_steps=8, reduce="abs", num_frames=4)
+    assert np.all(result.volume_3d[~stored] == 0) and np.all(result.volume_4d[~stored] == 0)
+    assert np.abs(result.volume_3d[stored]).sum() > 0
+    assert 0 < result.outside_brain_share < 1

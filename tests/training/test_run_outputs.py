@@ -48,11 +48,21 @@ def test_roc_names_the_positive_class_and_shows_acc():
     assert "AUC 1.000" in text
 
 
-def test_roc_says_why_a_class_has_no_curve():
+def test_roc_curve_and_metric_follow_one_rule():
+    """The figure said "no curve ... needs 2 of each" while summary.json reported AUROC 1.0:
+    now a curve is drawn exactly where the metric is defined, with the metric's value."""
+    from neuromamba.training.metrics import classification_metrics
+
     table = SubjectTable(["a", "b", "c"], np.array([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]),
                          np.array([0, 1, 0]), np.array([1, 1, 1]))
+    assert classification_metrics(table.outputs, table.targets)["auroc"] == 1.0
     text = _texts(roc_figure(table, ["F", "M"]))
-    assert "no curve for 'M': 1 positive and 2 negative subjects" in text
+    assert "AUC 1.000 (1 pos., 2 neg.)" in text and "no curve" not in text
+    one_class = SubjectTable(["a", "c"], np.array([[0.8, 0.2], [0.6, 0.4]]), np.array([0, 0]),
+                             np.array([1, 1]))
+    assert np.isnan(classification_metrics(one_class.outputs, one_class.targets)["auroc"])
+    assert "no curve for 'M': 0 positive and 2 negative subjects; AUROC is undefined (nan)" in \
+        _texts(roc_figure(one_class, ["F", "M"]))
 
 
 def test_scatter_names_target_and_unit_and_shows_mae_and_r():

@@ -107,6 +107,10 @@ def write_outputs(args, name: str, result: SubjectAttribution, record, class_nam
                "output": result.output,
                "num_clips": result.num_clips, "reduce": args.reduce, "baseline": args.baseline,
                "completeness_error": result.completeness_error,
+               # the maps show the brain only: this share of |attribution| was outside it
+               "masked_to_brain": not np.isnan(result.outside_brain_share),
+               "outside_brain_share_removed": None if np.isnan(result.outside_brain_share)
+               else round(result.outside_brain_share, 6),
                "peak_voxel": [int(i) for i in peak], "peak_world_mm": [float(w) for w in world],
                "space": "original input" if record is not None else "model grid (no crop/pad record)",
                "files": files}

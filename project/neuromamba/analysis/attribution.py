@@ -40,6 +40,9 @@ class SubjectAttribution:
     completeness_error: float  # mean relative |Σ IG - (F(x) - F(x0))| (NaN: not computable)
     output: float = float("nan")  # mean over clips: the target class's probability, or the value
     probability_output: bool = True  # classification (a probability) or regression (a value)
+    # Maps are masked to the run's brain (the union of its clips' stored masks); the share of
+    # the total |attribution| that fell outside and was removed (NaN: no stored mask).
+    outside_brain_share: float = float("nan")
 
 
 def _background_level(x: torch.Tensor, background_value: str) -> torch.Tensor:
@@ -151,12 +154,15 @@ def subject_attribution(
     reducer = REDUCTIONS[reduce]
     sum3d, deltas = None, []
     sum4d = count4d = None
+    # A static-image token (the tuned input) leads each clip: no run frame of its own.
+    static = int(encoder.img_size[3]) - int(encoder.clip_size[3])
     for x, start, mask in clips:
         attr, delta = clip_attribution(encoder, x, target, n_steps, internal_batch_size, baseline,
                                        mask)
         deltas.append(delta)
         reduced = reducer(attr)
         sum3d = reduced.sum(-1) if sum3d is None else sum3d + reduced.sum(-1)
+        reduced = reduced[..., static:]
         if num_frames:
             if sum4d is None:
                 sum4d = np.zeros(reduced.shape[:3] + (int(num_frames),), np.float64)
@@ -168,11 +174,23 @@ def subject_attribution(
             count4d[frames] += 1
     output = float(said[target] if encoder.task == "classification" else said[0])
     n = len(clips)
+    volume_3d = sum3d / n
     volume_4d = None
     if sum4d is not None:
-        volume_4d = (sum4d / np.maximum(count4d, 1)).astype(np.float32)
-    return SubjectAttribution((sum3d / n).astype(np.float32), volume_4d, target, n,
-                              float(np.mean(deltas)), output, encoder.task == "classification")
+        volume_4d = sum4d / np.maximum(count4d, 1)
+    outside = float("nan")
+    masks = [m for _, _, m in clips if m is not None]
+    if masks:  # only the brain is shown: outside it there is no anatomy to attribute to
+        brain = torch.stack([m.reshape(m.shape[-3:]).bool().cpu() for m in masks]).any(0).numpy()
+        total = float(np.abs(volume_3d).sum())
+        outside = float(np.abs(volume_3d[~brain]).sum()) / total if total > 0 else 0.0
+        volume_3d = np.where(brain, volume_3d, 0.0)
+        if volume_4d is not None:
+            volume_4d = np.where(brain[..., None], volume_4d, 0.0)
+    return SubjectAttribution(volume_3d.astype(np.float32),
+                              None if volume_4d is None else volume_4d.astype(np.float32), target, n,
+                              float(np.mean(deltas)), output, encoder.task == "classification",
+                              outside)
 
 
 def mass_in_region(volume: np.ndarray, region: np.ndarray, within: Optional[np.ndarray] = None):

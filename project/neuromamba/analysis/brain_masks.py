@@ -72,10 +72,12 @@ def dilate(mask: np.ndarray, voxels: int) -> np.ndarray:
 
 
 def mni152_voxel_mask(
-    spatial_size: Sequence[int] = (96, 96, 96), dilation_voxels: int = 0
+    spatial_size: Sequence[int] = (96, 96, 96), dilation_voxels: int = 0,
+    voxel_size_mm: float = 2.0,
 ) -> np.ndarray:
     """nilearn's MNI152 brain mask at 2 mm (package data, no download), optionally dilated,
-    placed on the world grid of ``spatial_size`` exactly as preprocessing places MNI runs."""
+    placed on the world grid of ``spatial_size`` voxels of ``voxel_size_mm`` exactly as
+    preprocessing places MNI runs (``--resample_to``)."""
     from nilearn.datasets import load_mni152_brain_mask
 
     from neuromamba.data.nifti import apply_crop_pad
@@ -89,9 +91,10 @@ def mni152_voxel_mask(
     if pad:
         mask = dilate(np.pad(mask, pad), pad)
         affine[:3, 3] -= affine[:3, :3] @ np.full(3, float(pad))
+    resample = None if abs(float(voxel_size_mm) - 2.0) < 1e-6 else float(voxel_size_mm)
     placed = place_run(mask[..., None].astype(np.float32), mask, affine,
                        target_shape=tuple(int(s) for s in spatial_size), allow_crop_brain=True,
-                       path="nilearn MNI152 brain mask")
+                       resample_to=resample, path="nilearn MNI152 brain mask")
     return apply_crop_pad(placed.mask, placed.record).astype(bool)
 
 

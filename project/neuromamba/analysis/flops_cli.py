@@ -90,7 +90,8 @@ def clips_per_epoch(args) -> Optional[int]:
 
 
 def _mni152_masks(args, cfg) -> MaskBatch:
-    return mni152_batch(cfg, args.batch_size, args.mask_dilation_voxels, args.jitter_voxels)
+    return mni152_batch(cfg, args.batch_size, args.mask_dilation_voxels, args.jitter_voxels,
+                        voxel_size_mm=args.voxel_size)
 
 
 def _file_masks(args, cfg) -> MaskBatch:

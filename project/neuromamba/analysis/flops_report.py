@@ -58,10 +58,10 @@ def token_lengths(
 
 def mni152_batch(
     cfg: FMambaFlopsConfig, batch_size: int, dilation_voxels: int = 0, jitter_voxels: int = 0,
-    seed: int = 0,
+    seed: int = 0, voxel_size_mm: float = 2.0,
 ) -> MaskBatch:
-    mask = mni152_voxel_mask(cfg.img_size[:3], dilation_voxels)
-    label = "MNI152 2mm"
+    mask = mni152_voxel_mask(cfg.img_size[:3], dilation_voxels, voxel_size_mm)
+    label = f"nilearn MNI152 brain mask on the {'x'.join(map(str, cfg.img_size[:3]))} grid at {voxel_size_mm:g} mm"
     if dilation_voxels:
         label += f" +{dilation_voxels}vox"
     if jitter_voxels and batch_size > 1:

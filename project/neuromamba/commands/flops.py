@@ -55,7 +55,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--clips_per_subject", type=int, default=1, help="clips per subject and epoch")
     # Brain masks.
     p.add_argument("--mask", default="mni152", choices=list(MASK_SOURCES),
-                   help="where brain masks come from (default: nilearn MNI152 2 mm)")
+                   help="where brain masks come from (default: nilearn's MNI152 brain on the "
+                        "grid at --voxel_size; --image_path, --hdf5_file or --mask_file use "
+                        "the data's own masks)")
+    p.add_argument("--voxel_size", type=float, default=2.0, metavar="MM",
+                   help="voxel size of the grid for the MNI152 mask (the data's --resample_to; "
+                        "4 for a 48^3 grid at 4 mm)")
     p.add_argument("--mask_file", default=None, help="NIfTI brain mask (implies --mask file)")
     p.add_argument("--hdf5_file", default=None,
                    help="a preprocessed HDF5 run: use its stored brain mask (implies --mask hdf5)")

@@ -109,8 +109,10 @@ def plot_roc(path: Path, table: SubjectTable, class_names=None, title: str = "")
 
 
 def roc_figure(table: SubjectTable, class_names=None, title: str = ""):
-    """Subject-level ROC naming the positive class, with ACC and balanced ACC beside AUC;
-    a class with fewer than 2 subjects (or no negatives) gets a line saying why it has no curve."""
+    """Subject-level ROC naming the positive class, with ACC and balanced ACC beside AUC. A
+    curve is drawn exactly where the metric is defined (training.metrics: a positive and a
+    negative subject), with the metric's own value; a class without one says why it has no
+    curve, as the metric is NaN there."""
     from sklearn.metrics import roc_auc_score, roc_curve
 
     from .metrics import classification_metrics
@@ -125,13 +127,15 @@ def roc_figure(table: SubjectTable, class_names=None, title: str = ""):
     notes = []
     for c in classes:
         positives = y == c
-        if positives.sum() < 2 or (~positives).sum() < 2:
+        if positives.all() or not positives.any():  # the metric's own rule: AUROC undefined
             notes.append(f"no curve for {names[c]!r}: {int(positives.sum())} positive and "
-                         f"{int((~positives).sum())} negative subjects (needs 2 of each)")
+                         f"{int((~positives).sum())} negative subjects; AUROC is undefined (nan)")
             continue
         fpr, tpr, _ = roc_curve(positives, table.outputs[:, c])
         auc = roc_auc_score(positives, table.outputs[:, c])
-        label = f"AUC {auc:.3f}" if k == 2 else f"{names[c]} vs rest: AUC {auc:.3f}"
+        few = min(int(positives.sum()), int((~positives).sum()))
+        caution = f" ({int(positives.sum())} pos., {int((~positives).sum())} neg.)" if few < 5 else ""
+        label = (f"AUC {auc:.3f}" if k == 2 else f"{names[c]} vs rest: AUC {auc:.3f}") + caution
         ax.plot(fpr, tpr, label=label)
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     positive = f"positive class: {names[1]}" if k == 2 else "one curve per class"
