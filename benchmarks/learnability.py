@@ -58,7 +58,8 @@ SCRATCH = {
     "tuned recipe (voxel_demean_static, attention head)": TUNED,
     "tuned, voxel_demean input (no static token)": TUNED + ["--input_scaling_method", "voxel_demean"],
 }
-BASELINES = ("temporal_mean", "temporal_std", "fc")
+# the parcel baselines and the screened voxel-level ones (a careful analyst's)
+BASELINES = ("temporal_mean", "temporal_std", "fc", "voxel_mean", "voxel_std", "fc_screened")
 CONNECTIVITY_LR_FACTOR = 1  # its pair scores are scaled up already (ConnectivityHead.score_scale)
 KIND_BASELINE = {"static": "temporal_mean", "local": "temporal_std", "network": "temporal_std",
                  "coupling": "fc"}

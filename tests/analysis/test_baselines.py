@@ -71,3 +71,42 @@ def test_baseline_refuses_a_pretraining_run(tmp_path, repo_root):
     (tmp_path / "args.yaml").write_text("task: pretraining\n")
     res = run_script(repo_root, "baseline", "--run_dir", tmp_path)
     assert res.returncode == 2 and "pretraining run" in res.stderr
+
+
+def test_screened_voxels_find_a_small_region_the_parcel_average_dilutes():
+    """A careful analyst's baseline: a region of 8 voxels inside a 216-voxel parcel, brighter in
+    one class. The parcel's mean dilutes it 27-fold; univariate screening of voxels (fitted on
+    the training subjects only, inside the cross-validation) keeps it."""
+    from sklearn.metrics import roc_auc_score
+
+    from neuromamba.analysis.baselines import fit_model
+
+    rng = np.random.default_rng(0)
+    n, parcel = 120, 216
+    y = np.arange(n) % 2
+    voxels = rng.standard_normal((n, 4 * parcel))  # 4 parcels of 216 voxels, subject noise
+    voxels[:, 100:108] += 1.5 * y[:, None]  # the planted region: 8 voxels of parcel 0
+    parcels = voxels.reshape(n, 4, parcel).mean(axis=2)
+    groups = [f"s{i}" for i in range(n)]
+    train, test = slice(0, 80), slice(80, n)
+    scores = {}
+    for name, X, screen in (("parcel mean", parcels, False), ("screened voxels", voxels, True)):
+        model, chosen = fit_model(X[train], y[train], groups[:80], "classification", screen=screen)
+        scores[name] = roc_auc_score(y[test], model.predict_proba(X[test])[:, 1])
+        if screen:
+            assert chosen["screen__percentile"] in (1, 5, 10, 25)
+            kept = np.flatnonzero(model.named_steps["screen"].get_support())
+            assert set(range(100, 108)) <= set(kept)  # the region survives the screening
+    assert scores["screened voxels"] > 0.97 and scores["parcel mean"] < 0.8, scores
+
+
+def test_baseline_reports_the_best_feature_set_on_validation(classification_run, repo_root):
+    res = run_script(repo_root, "baseline", "--run_dir", classification_run, "--features",
+                     "temporal_mean", "voxel_mean", "fc_screened")
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((classification_run / "baselines" / "summary.json").read_text())
+    sets = summary["feature_sets"]
+    assert "screen__percentile" in sets["voxel_mean"]["chosen"] and sets["voxel_mean"]["n_features"] > 1000
+    val = {name: entry["val"]["auroc"] for name, entry in sets.items() if entry["val"]["auroc"] is not None}
+    assert summary["best_on_validation"] == max(val, key=lambda k: (val[k], k))
+    assert f"best on validation: {summary['best_on_validation']}" in res.stdout

@@ -11,8 +11,8 @@ import numpy as np
 import yaml
 
 from ..fileio import atomic_write_text
-from .baselines import (FEATURE_SETS, build_features, clip_series, common_brain_parcels,
-                        fit_model, token_grid_labels)
+from .baselines import (FEATURE_SETS, SCREENED, VOXEL_SETS, build_features, clip_series,
+                        common_brain_parcels, common_brain_voxels, fit_model, token_grid_labels)
 
 
 def run_settings(run_dir: str, scaling: str | None = None) -> argparse.Namespace:
@@ -99,7 +99,12 @@ def run(args) -> Dict:
     datamodule.deliver = "model"  # clips read one by one, scaled as the model gets them
     datamodule.setup("fit")
     labels, num_parcels, parcel_text = parcel_labels(datamodule, settings, args.atlas)
-    data = {split: clip_series(datamodule.datasets[split], labels, num_parcels)
+    from neuromamba.spec import spec_from_config
+
+    static = spec_from_config(vars(settings)).static_frames  # a static token is no time point
+    voxels = (common_brain_voxels(datamodule.datasets["train"].datasets)
+              if set(args.features) & set(VOXEL_SETS) else None)
+    data = {split: clip_series(datamodule.datasets[split], labels, num_parcels, voxels, static)
             for split in ("train", "val", "test")}
     task = settings.task
     train_targets = data["train"][5]
@@ -115,15 +120,16 @@ def run(args) -> Dict:
     names = class_names(Path(args.run_dir))
     for feature_set in args.features:
         parcels = None
-        if feature_set == "fc":
+        if feature_set in ("fc", "fc_screened"):
             parcels = common_brain_parcels(data["train"][1], args.fc_max_parcels)
-        X = {s: build_features(data[s][0], feature_set, parcels) for s in data}
+        X = {s: build_features(data[s][0], feature_set, parcels, data[s][6]) for s in data}
         y = data["train"][5] if task == "classification" else (data["train"][5] - mean) / std
-        model, best = fit_model(X["train"], y, data["train"][2], task, settings.seed)
+        model, best = fit_model(X["train"], y, data["train"][2], task, settings.seed,
+                                screen=feature_set in SCREENED)
         entry = {"n_features": int(X["train"].shape[1]), "chosen": {k: float(v) for k, v in best.items()}}
         folder = out / feature_set
         for split in ("val", "test"):
-            _, _, subjects, runs, starts, targets = data[split]
+            _, _, subjects, runs, starts, targets, _ = data[split]
             if not subjects:
                 continue
             table, metrics = evaluate(model, X[split], subjects, runs, starts, targets, task, mean, std,
@@ -140,10 +146,26 @@ def run(args) -> Dict:
             lines.append(f"{feature_set:14s} {split:5s}  " + "  ".join(
                 f"{metrics.get(m, float('nan')):.4f}" for m in _metric_names(task)))
         result["feature_sets"][feature_set] = entry
+    best = best_on_validation(result["feature_sets"], task)
+    if best:
+        result["best_on_validation"] = best
+        test = result["feature_sets"][best].get("test") or {}
+        headline = _metric_names(task)[0]
+        lines.append(f"best on validation: {best} (test {headline} "
+                     f"{test.get(headline) if test.get(headline) is not None else float('nan'):.4f})")
     atomic_write_text(out / "summary.json", json.dumps(result, indent=2) + "\n")
     lines.append(f"wrote {out}")
     result["text"] = "\n".join(lines)
     return result
+
+
+def best_on_validation(feature_sets: Dict, task: str):
+    """The feature set a user picks without seeing the test subjects: the best validation
+    AUROC (classification) or the lowest validation MAE (regression); None without any."""
+    key, sign = ("auroc", 1.0) if task == "classification" else ("mae_orig", -1.0)
+    scored = [(sign * entry["val"][key], name) for name, entry in feature_sets.items()
+              if (entry.get("val") or {}).get(key) is not None]
+    return max(scored)[1] if scored else None
 
 
 def _metric_names(task: str) -> List[str]:

@@ -7,21 +7,36 @@ the mean of its brain voxels per frame (the clip as the model sees it, scaled al
 * ``temporal_std``: each parcel's temporal standard deviation (fluctuation amplitude);
 * ``patch_stats``: both of the above;
 * ``fc``: the functional connectivity of the parcels, Fisher-z correlations of their time
-  series (upper triangle), over the parcels that hold brain in every training clip.
+  series (upper triangle), over the parcels that hold brain in every training clip;
 
-Models from scikit-learn, their regularisation chosen by cross-validation on the train split
-grouped by subject: logistic regression (classification), ridge (regression). Clips are
-predicted one by one and averaged per subject, exactly like the model's evaluation, so the
-metrics are the same subject-level ones on the same subjects and clips.
+and, at the voxel level with univariate screening (what a careful analyst uses, the convention
+of nilearn's ``Decoder``: a parcel average dilutes a small region, screening keeps it):
+
+* ``voxel_mean`` / ``voxel_std``: each brain voxel's temporal mean / standard deviation, over the
+  voxels that are brain in every training run;
+* ``fc_screened``: the parcel-pair correlations of ``fc``, screened.
+
+Screening keeps the features with the strongest univariate association with the target (ANOVA
+F for classification, F of the correlation for regression), the kept percentile chosen together
+with the penalty, both inside the cross-validation on training subjects only. Models from
+scikit-learn, their regularisation chosen by cross-validation on the train split grouped by
+subject: logistic regression (classification), ridge (regression). Clips are predicted one by
+one and averaged per subject, exactly like the model's evaluation, so the metrics are the same
+subject-level ones on the same subjects and clips.
 """
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from typing import Dict, Optional, Sequence
 
 import numpy as np
 
-FEATURE_SETS = ("temporal_mean", "temporal_std", "patch_stats", "fc")
+FEATURE_SETS = ("temporal_mean", "temporal_std", "patch_stats", "fc", "voxel_mean", "voxel_std",
+                "fc_screened")
+VOXEL_SETS = ("voxel_mean", "voxel_std")
+SCREENED = VOXEL_SETS + ("fc_screened",)
+SCREEN_PERCENTILES = (1, 5, 10, 25)
 
 
 def parcel_time_series(clip: np.ndarray, labels: np.ndarray, brain: np.ndarray,
@@ -70,20 +85,41 @@ class ClipFeatures:
     targets: np.ndarray
 
 
-def clip_series(dataset, labels: np.ndarray, num_parcels: int):
-    """Every clip's parcel time series, plus who it belongs to and its target."""
-    series, brains, subjects, runs, starts, targets = [], [], [], [], [], []
+def clip_series(dataset, labels: np.ndarray, num_parcels: int, voxels: Optional[np.ndarray] = None,
+                static_frames: int = 0):
+    """Every clip's parcel time series, plus who it belongs to and its target; with ``voxels``
+    (flat indices into the grid) also each of those voxels' temporal mean and std per clip,
+    (n_clips, 2, len(voxels)). ``static_frames`` leading frames (a static-image token) are
+    not part of any time series."""
+    series, brains, subjects, runs, starts, targets, voxel_stats = [], [], [], [], [], [], []
     for i in range(len(dataset)):
         item = dataset[i]
-        clip = item["fmri"][0].numpy()
+        clip = item["fmri"][0].numpy()[..., static_frames:]
         brain = item["brain_mask"].numpy().astype(bool)
         series.append(parcel_time_series(clip, labels, brain, num_parcels))
         brains.append(np.bincount(labels[brain & (labels >= 0)], minlength=num_parcels) > 0)
+        if voxels is not None:
+            values = clip.reshape(-1, clip.shape[-1])[voxels]
+            voxel_stats.append(np.stack([values.mean(axis=1), values.std(axis=1)]).astype(np.float32))
         subjects.append(str(item["subject"]))
         runs.append(str(item["run"]))
         starts.append(int(item["start"]))
         targets.append(float(item["target"]))
-    return series, brains, subjects, runs, starts, np.asarray(targets)
+    stats = np.stack(voxel_stats) if voxel_stats else None
+    return series, brains, subjects, runs, starts, np.asarray(targets), stats
+
+
+def common_brain_voxels(datasets) -> np.ndarray:
+    """Flat indices of the voxels that are brain in every run of ``datasets`` (the training
+    split's ClipDatasets), read from the runs' stored masks."""
+    common = None
+    for part in datasets:
+        for entry in part.entries:
+            brain = np.asarray(part.reader.brain_mask(entry), bool)
+            common = brain if common is None else common & brain
+    if common is None or not common.any():
+        raise ValueError("no voxel is brain in every training run: no voxel-level baseline")
+    return np.flatnonzero(common.reshape(-1))
 
 
 def common_brain_parcels(brains: Sequence[np.ndarray], max_parcels: int) -> np.ndarray:
@@ -98,7 +134,12 @@ def common_brain_parcels(brains: Sequence[np.ndarray], max_parcels: int) -> np.n
     return parcels
 
 
-def build_features(series, feature_set: str, parcels: Optional[np.ndarray] = None) -> np.ndarray:
+def build_features(series, feature_set: str, parcels: Optional[np.ndarray] = None,
+                   voxel_stats: Optional[np.ndarray] = None) -> np.ndarray:
+    if feature_set in VOXEL_SETS:
+        return voxel_stats[:, VOXEL_SETS.index(feature_set)].astype(np.float64)
+    if feature_set == "fc_screened":
+        feature_set = "fc"
     if feature_set == "patch_stats":
         return np.stack([patch_stats_features(s) for s in series])
     if feature_set == "temporal_mean":
@@ -110,9 +151,12 @@ def build_features(series, feature_set: str, parcels: Optional[np.ndarray] = Non
     raise ValueError(f"unknown feature set {feature_set!r}; choose from {FEATURE_SETS}")
 
 
-def fit_model(X: np.ndarray, y: np.ndarray, groups: Sequence[str], task: str, seed: int = 0):
-    """Standardised features -> logistic regression / ridge, the penalty chosen by grouped
+def fit_model(X: np.ndarray, y: np.ndarray, groups: Sequence[str], task: str, seed: int = 0,
+              screen: bool = False):
+    """Standardised features -> logistic regression / ridge, the penalty (and with ``screen``
+    the percentile of features kept by univariate screening) chosen by grouped
     cross-validation on the training clips (no subject in two folds)."""
+    from sklearn.feature_selection import SelectPercentile, f_classif, f_regression
     from sklearn.linear_model import LogisticRegression, Ridge
     from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedGroupKFold
     from sklearn.pipeline import Pipeline
@@ -134,7 +178,14 @@ def fit_model(X: np.ndarray, y: np.ndarray, groups: Sequence[str], task: str, se
         scoring = "neg_mean_squared_error"
     # Classification folds keep every class in each validation fold (else log-loss is undefined).
     cv = StratifiedGroupKFold(n_splits=folds) if task == "classification" else GroupKFold(n_splits=folds)
-    search = GridSearchCV(Pipeline([("scale", StandardScaler()), ("model", model)]), grid,
-                          cv=cv, scoring=scoring, n_jobs=1)
-    search.fit(X, y, groups=np.asarray(groups))
+    steps = [("scale", StandardScaler()), ("model", model)]
+    if screen:  # fitted inside each fold: the held-out subjects never choose the features
+        score = f_classif if task == "classification" else f_regression
+        steps.insert(0, ("screen", SelectPercentile(score)))
+        grid = {**grid, "screen__percentile": list(SCREEN_PERCENTILES)}
+    search = GridSearchCV(Pipeline(steps), grid, cv=cv, scoring=scoring, n_jobs=1)
+    with warnings.catch_warnings():  # a feature constant within a fold has no F score: ranked last
+        warnings.simplefilter("ignore", RuntimeWarning)
+        warnings.filterwarnings("ignore", message="Features .* are constant", category=UserWarning)
+        search.fit(X, y, groups=np.asarray(groups))
     return search.best_estimator_, search.best_params_

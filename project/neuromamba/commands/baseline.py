@@ -7,9 +7,12 @@ token grid (or an atlas) from the run's clips (the same raw frames), read by def
 z-scored runs with background 0 (znorm_zeroback: both the static image and the fluctuations
 kept, whatever input the model used), fits scikit-learn models on the train subjects (penalty
 chosen by cross-validation grouped by subject) and evaluates the val/test subjects exactly as
-the model's evaluation does. Each kind of signal has its classical baseline: temporal_mean for
-a static difference, temporal_std for a fluctuation amplitude, fc for coupling. Writes <run_dir>/baselines/<features>/predictions_{val,test}.csv, the ROC or
-scatter PNG, and <run_dir>/baselines/summary.json.
+the model's evaluation does. Parcel features: temporal_mean (a static difference),
+temporal_std (a fluctuation amplitude), patch_stats (both), fc (coupling); voxel features with
+univariate screening fitted on the training subjects (nilearn Decoder's convention):
+voxel_mean, voxel_std, and fc_screened. The best feature set on validation is named (and
+recorded as best_on_validation). Writes <run_dir>/baselines/<features>/predictions_{val,test}.csv,
+the ROC or scatter PNG, and <run_dir>/baselines/summary.json.
 """
 from __future__ import annotations
 
