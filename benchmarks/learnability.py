@@ -250,7 +250,8 @@ def best_baseline(cohort: dict, kind: str) -> dict:
     three would report the luckiest of three draws: 0.79 on coupling where each baseline alone
     averages 0.58-0.66."""
     order = [KIND_BASELINE[kind]] + [b for b in BASELINES if b != KIND_BASELINE[kind]]
-    scored = [(cohort[f"baseline {b}"].get("val_auc"), -i, b) for i, b in enumerate(order)]
+    scored = [(cohort[f"baseline {b}"].get("val_auc"), -i, b) for i, b in enumerate(order)
+              if f"baseline {b}" in cohort]  # cohorts measured before a baseline was added
     scored = [s for s in scored if s[0] is not None and s[0] == s[0]]
     if not scored:
         return {"auc": None, "train_loss": None, "chosen": None}
