@@ -248,3 +248,16 @@ def test_to_grid_puts_kept_tokens_back_in_voxel_space(mode):
     assert per_token.sum(1).tolist() == out.lengths.float().tolist()
     with pytest.raises(ValueError, match="kept-token shape"):
         out.to_grid(torch.ones(3, 3))
+
+
+def test_from_spec_builds_the_model_a_spec_names():
+    """One way from a resolved spec to the backbone: training, dry runs and backbone files all
+    go through FMamba.from_spec (the tuned input's static token is part of the model's clip)."""
+    from neuromamba.spec import spec_from_config
+
+    spec = spec_from_config({"embed_dim": 16, "depth": 1, "d_state": 8, "headdim": 16,
+                             "img_size": [24, 24, 24, 4], "patch_size": [6, 6, 6, 2],
+                             "input_scaling_method": "voxel_demean_static", "img_size_meaning": "raw_frames"})
+    model = FMamba.from_spec(spec.model, background_value=spec.background_value, pretraining=False)
+    assert model.img_size == (24, 24, 24, 6) and model.num_tokens == 4 * 4 * 4 * 3
+    assert (model.embed_dim, model.depth, model.background_value) == (16, 1, "zero")

@@ -165,28 +165,29 @@ def _from_lightning(path: Path, config: dict, scaling: str, allow_pickle: bool =
 
 def _from_backbone_checkpoint(path, resolved: dict, settings, allow_pickle) -> Encoder:
     from neuromamba.checkpoints import infer_backbone_config, load_pretrained, read_checkpoint
-    from neuromamba.data.scaling import background_value_for
     from neuromamba.models import FMamba
+    from neuromamba.paper import PAPER_DEFAULTS
+    from neuromamba.spec import show, spec_from_values
 
     contents = read_checkpoint(path, allow_pickle=allow_pickle)
     cfg = infer_backbone_config(contents.backbone)
     missing = [k for k in ("embed_dim", "depth", "d_state", "headdim") if k not in cfg]
     if missing or not cfg.get("depth"):
         raise ValueError(f"{path}: cannot infer the backbone architecture ({', '.join(missing)} missing)")
-    from neuromamba.spec import model_img_size
 
-    patch_size, scaling = tuple(resolved["patch_size"]), resolved["input_scaling_method"]
-    img_size = model_img_size(resolved["img_size"], patch_size, scaling)
-    model = FMamba(
-        embed_dim=cfg["embed_dim"], depth=cfg["depth"], d_state=cfg["d_state"],
-        headdim=cfg["headdim"], img_size=img_size, patch_size=patch_size,
-        background_removal="packed", background_value=background_value_for(scaling),
-        pos_embedding=resolved["pos_embedding"], pretraining=cfg.get("has_output_layer", False),
-    )
+    # the backbone's spec: its dims read off the tensors, the rest resolved (flag > file > paper);
+    # inference masks each clip on its own (packed)
+    spec = spec_from_values({**PAPER_DEFAULTS, **resolved, "background_removal": "packed",
+                             **{k: cfg[k] for k in ("embed_dim", "depth", "d_state", "headdim")}})
+    patch_size, scaling = spec.model.patch_size, resolved["input_scaling_method"]
+    img_size = spec.model.img_size
+    model = FMamba.from_spec(spec.model, background_value=spec.background_value,
+                             pretraining=cfg.get("has_output_layer", False))
     if "num_tokens" in cfg and cfg["num_tokens"] != model.num_tokens:
         raise ValueError(
             f"{path}: the checkpoint's positional encoding has {cfg['num_tokens']} tokens but "
-            f"--img_size {img_size} with --patch_size {patch_size} gives {model.num_tokens}; "
+            f"--img_size {show(spec.input.img_size)} with --patch_size {show(patch_size)} gives "
+            f"{model.num_tokens}; "
             "pass the img_size/patch_size the backbone was trained with")
     load_pretrained(model, path, allow_pickle=allow_pickle)
     model.eval()

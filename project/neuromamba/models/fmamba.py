@@ -130,6 +130,16 @@ class FMamba(nn.Module):
         """Build a named size ("small", "base", "medium", "large"); keyword overrides win."""
         return cls(**{**variant_config(name), **overrides})
 
+    @classmethod
+    def from_spec(cls, model, background_value: str = "min", **numerics) -> "FMamba":
+        """Build from a model spec (``neuromamba.spec.ModelSpec``: what the weights are) and the
+        input's background value; ``numerics`` are the run's knobs that leave the weights'
+        meaning alone (``drop_rate``, ``pretraining``, ``chunk_size``, ``grad_checkpointing``)."""
+        return cls(embed_dim=model.embed_dim, depth=model.depth, d_state=model.d_state,
+                   headdim=model.headdim, img_size=model.img_size, patch_size=model.patch_size,
+                   background_removal=model.background_removal, background_value=background_value,
+                   pos_embedding=model.pos_embedding, **numerics)
+
     @property
     def grid(self):
         return self.embedder.grid

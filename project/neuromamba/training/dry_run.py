@@ -17,11 +17,10 @@ from neuromamba.run_settings import args_to_dict
 def dry_run(args) -> list:
     """The lines a dry run prints (also returned, for tests)."""
     from neuromamba.training.memory_check import check_step_memory
-    from neuromamba.models import FMamba
-    from neuromamba.training.module import backbone_kwargs
+    from neuromamba.training.module import build_backbone
 
     config = args_to_dict(args)
-    model = FMamba(**backbone_kwargs(config))
+    model = build_backbone(config)
     params = sum(p.numel() for p in model.parameters())
     lines = [f"[neuromamba] {line}" for line in getattr(args, "_announce", [])]
     lines += [

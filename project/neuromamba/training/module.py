@@ -38,18 +38,15 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN/inf; a checkpoint of that state was saved first."""
 
 
-def backbone_kwargs(config: dict) -> dict:
-    """FMamba's arguments: the model and input spec the run config stands for (one reading,
-    :func:`neuromamba.spec.spec_from_config`), plus the run's numerical knobs."""
+def build_backbone(config: dict) -> FMamba:
+    """The backbone a run config stands for: ``FMamba.from_spec`` of its spec (one reading,
+    :func:`neuromamba.spec.spec_from_config`), with the run's numerical knobs."""
     spec = spec_from_config(config)
-    model = spec.model
-    return dict(embed_dim=model.embed_dim, depth=model.depth, d_state=model.d_state,
-                headdim=model.headdim, img_size=model.img_size, patch_size=model.patch_size,
-                background_removal=model.background_removal,
-                background_value=spec.background_value,
-                pos_embedding=model.pos_embedding, drop_rate=config.get("drop_rate", 0.0),
-                pretraining=config["task"] == "pretraining", chunk_size=config.get("chunk_size", CHUNK_SIZE),
-                grad_checkpointing=config.get("grad_checkpointing", False))
+    return FMamba.from_spec(spec.model, background_value=spec.background_value,
+                            drop_rate=config.get("drop_rate", 0.0),
+                            pretraining=config["task"] == "pretraining",
+                            chunk_size=config.get("chunk_size", CHUNK_SIZE),
+                            grad_checkpointing=config.get("grad_checkpointing", False))
 
 
 class NeuroMambaModule(pl.LightningModule):
@@ -62,7 +59,7 @@ class NeuroMambaModule(pl.LightningModule):
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
 
-        self.model = FMamba(**backbone_kwargs(config))
+        self.model = build_backbone(config)
         if config.get("load_model_path") and load_pretrained_weights:
             report = load_pretrained(self.model, config["load_model_path"],
                                      allow_pickle=config.get("allow_pickle", False))
