@@ -45,14 +45,14 @@ def test_the_paper_defaults_are_the_originals():
     assert PAPER_DEFAULTS["clf_head_version"] == "linear"
     assert PAPER_DEFAULTS["img_size"] == [96, 96, 96, 20] and PAPER_DEFAULTS["patch_size"] == [6, 6, 6, 2]
     args = parse_args(["--downstream_task", "sex"])
-    assert args._announce == ["recipe paper: the paper's settings throughout"] and args.departures == []
+    assert args.run_context.announce == ["recipe paper: the paper's settings throughout"] and args.departures == []
     assert (args.embed_dim, args.depth, args.d_state, args.headdim) == (192, 12, 48, 192)
 
 
 def test_recipe_tuned_is_announced_flag_by_flag_and_recorded():
     args = parse_args(["--downstream_task", "sex", "--recipe", "tuned"])
     assert args.input_scaling_method == "voxel_demean_static" and args.clf_head_version == "attention"
-    assert args._announce[0] == ("recipe tuned: clf_head_version attention (paper: linear); "
+    assert args.run_context.announce[0] == ("recipe tuned: clf_head_version attention (paper: linear); "
                                  "input_scaling_method voxel_demean_static (paper: znorm_minback)")
     assert args.spec["recipe"] == "tuned" and len(args.spec["departures"]) == 2
     # an explicit flag wins over the recipe, and is then no departure
@@ -99,7 +99,7 @@ def test_a_released_checkpoint_is_the_papers_spec_with_its_own_dims(tmp_path):
     assert (args.embed_dim, args.depth, args.input_scaling_method) == (16, 1, "znorm_minback")
     assert args.clf_head_version == "attention"  # the head is the fine-tuning run's choice
     assert any("znorm_minback from" in line and "recipe tuned: voxel_demean_static" in line
-               for line in args._announce)
+               for line in args.run_context.announce)
 
 
 def test_an_explicit_other_input_than_the_backbones_is_kept_with_one_warning(tmp_path):
@@ -107,7 +107,7 @@ def test_an_explicit_other_input_than_the_backbones_is_kept_with_one_warning(tmp
     args = parse_args(TINY + ["--downstream_task", "sex", "--load_model_path", path,
                               "--input_scaling_method", "znorm_demean"])
     assert args.input_scaling_method == "znorm_demean"
-    (note,) = [line for line in args._announce if "pretrained on" in line]
+    (note,) = [line for line in args.run_context.announce if "pretrained on" in line]
     assert "--input_scaling_method znorm_demean (checkpoint: znorm_minback)" in note
 
 
@@ -213,8 +213,8 @@ def test_test_only_and_resume_record_the_recipe_their_checkpoint_was_trained_wit
                           clf_head_version="attention", img_size=[24, 24, 24, 4],
                           img_size_meaning="raw_frames")
     args = parse_args(["--downstream_task", "sex", "--test_only", "--test_ckpt_path", tuned])
-    assert args.recipe == "tuned" and args._announce[0].startswith("recipe tuned: ")
-    assert "clf_head_version attention (paper: linear, from the checkpoint)" in args._announce[0]
+    assert args.recipe == "tuned" and args.run_context.announce[0].startswith("recipe tuned: ")
+    assert "clf_head_version attention (paper: linear, from the checkpoint)" in args.run_context.announce[0]
 
     paper = _project_ckpt(tmp_path / "paper.ckpt", task="classification", downstream_task="sex",
                           recipe="paper", img_size=[24, 24, 24, 4], img_size_meaning="raw_frames",
@@ -229,3 +229,17 @@ def test_test_only_and_resume_record_the_recipe_their_checkpoint_was_trained_wit
     assert args.recipe == "paper" and args.clf_head_version == "linear"
     assert "input_scaling_method voxel_demean_static (paper: znorm_minback, from the checkpoint " \
            "(recipe tuned))" in args.departures
+
+
+def test_what_resolution_found_is_a_typed_context_not_private_fields_or_settings(tmp_path):
+    """No private fields on the namespace: the start lines and the checkpoint read travel in
+    args.run_context, which is never written as a setting."""
+    from neuromamba.run_settings import RunContext, args_to_dict
+
+    ckpt = _project_ckpt(tmp_path / "a.ckpt", task="pretraining", recipe="paper",
+                         img_size_meaning="raw_frames")
+    args = parse_args(["--pretraining", "--resume_ckpt_path", ckpt])
+    assert isinstance(args.run_context, RunContext) and args.run_context.checkpoint.path == ckpt
+    assert args.run_context.announce[0].startswith("recipe paper")
+    assert not [k for k in vars(args) if k.startswith("_")]
+    assert "run_context" not in args_to_dict(args)

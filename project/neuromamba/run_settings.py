@@ -7,9 +7,25 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import List, Optional
 
 from neuromamba.fileio import read_yaml_mapping
+
+@dataclass
+class RunContext:
+    """What resolving a command found beside its settings: the lines to announce at start, the
+    checkpoint read once, and whether a requeued job starts its run over. Not a setting: it is
+    never written to args.yaml, summary.json or a checkpoint (``args_to_dict`` leaves it out)."""
+
+    announce: List[str] = field(default_factory=list)
+    notes: List[str] = field(default_factory=list)  # found while validating, announced after the spec
+    checkpoint: Optional[object] = None  # spec.CheckpointSettings of the checkpoint that fixes the run
+    fresh_start: bool = False  # --resume_ckpt_path last found no checkpoint: the run starts over
+
+
+RUNTIME_FIELDS = ("run_context",)  # on the namespace, but not settings
 
 # Classification's cross-entropy label smoothing in the original (SPEC §7).
 DEFAULT_LABEL_SMOOTHING = 0.1
@@ -78,6 +94,7 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
     from neuromamba.spec import DIM_KEYS, load_recipe
 
     recipe = recipe or load_recipe(getattr(args, "recipe", None))
+    args.run_context = context = RunContext()
     for key in DIM_KEYS:
         if getattr(args, key) is not None and getattr(args, key) < 1:
             raise ValueError(f"--{key} must be positive, got {getattr(args, key)}")
@@ -130,7 +147,8 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
         # sex -> classification, age/intelligence -> regression unless the flag says otherwise
         args.downstream_task_type = (args.downstream_task_type
                                      or DEFAULT_TASK_TYPES.get(args.downstream_task, "classification"))
-        args._task_note = inferred
+        if inferred:
+            context.notes.append(inferred)
         args.task = args.downstream_task_type
         if args.task == "regression" and args.label_smoothing:
             raise ValueError("--label_smoothing applies to classification, not to regression")
@@ -153,9 +171,9 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
         if not any((folder / "checkpoints" / name).exists() for name in ("last.ckpt", "best.ckpt")):
             # A job killed or preempted before its first checkpoint, then requeued: start over.
             args.resume_ckpt_path = None
-            args._fresh_start_note = (f"--resume_ckpt_path last: {folder} holds no checkpoint yet (the "
-                                      f"job stopped before its first one); starting the run from the "
-                                      f"beginning")
+            context.fresh_start = True
+            context.notes.append(f"--resume_ckpt_path last: {folder} holds no checkpoint yet (the job "
+                                 f"stopped before its first one); starting the run from the beginning")
     for flag, prefer in (("load_model_path", "best.ckpt"), ("resume_ckpt_path", "last.ckpt"),
                          ("test_ckpt_path", "best.ckpt")):
         if getattr(args, flag):  # a run folder stands for its checkpoint; a missing one is listed
@@ -269,8 +287,8 @@ def _checkpoint_for_run(args):
 def resolve_run_spec(args: argparse.Namespace, recipe, flag_defaults: dict) -> None:
     """Resolve the spec settings once (neuromamba.spec's precedence) and write them, the
     recipe, the departures from the paper and the spec itself into ``args``: everything
-    downstream, args.yaml and every checkpoint read them from there. Lines to announce at
-    start go to ``args._announce``; the checkpoint read goes to ``args._checkpoint``."""
+    downstream, args.yaml and every checkpoint read them from there. The lines to announce at
+    start and the checkpoint read go to ``args.run_context``."""
     from neuromamba.spec import (BACKBONE_KEYS, INPUT_KEYS, SPEC_KEYS, conflicts,
                                  read_checkpoint_settings, resolve, show)
 
@@ -281,7 +299,8 @@ def resolve_run_spec(args: argparse.Namespace, recipe, flag_defaults: dict) -> N
     first = role == "test" and not args.override_checkpoint_settings
     skip = ("clf_head_version",) if args.pretraining else ()
     resolution = resolve(explicit, checkpoint, keys, recipe, checkpoint_first=first, skip_departures=skip)
-    args._checkpoint = checkpoint
+    context = args.run_context
+    context.checkpoint = checkpoint
     if role == "resume":  # another task is the more basic mismatch: say it first
         check_resume(args)
     elif role == "test":
@@ -320,8 +339,7 @@ def resolve_run_spec(args: argparse.Namespace, recipe, flag_defaults: dict) -> N
     if not args.pretraining:
         _check_head(spec)
     args.spec = spec.as_dict()
-    args._announce = [resolution.announcement(), *notes] + ([args._task_note] if getattr(args, "_task_note", None) else []) \
-        + ([args._fresh_start_note] if getattr(args, "_fresh_start_note", None) else [])
+    context.announce = [resolution.announcement(), *notes, *context.notes]
 
 
 def _check_head(spec) -> None:
@@ -452,7 +470,7 @@ def args_to_dict(args: argparse.Namespace) -> dict:
     """Plain, YAML/`weights_only`-friendly copy of the namespace."""
     out = {}
     for key, value in sorted(vars(args).items()):
-        if key.startswith("_"):  # run-time companions (notes, the checkpoint read), not settings
+        if key.startswith("_") or key in RUNTIME_FIELDS:  # run-time companions, not settings
             continue
         if isinstance(value, tuple):
             value = list(value)
@@ -471,7 +489,8 @@ TASK_SETTINGS = ("task", "prompt_tuning", "prompt_len", "freeze_feature_extracto
 def check_test_task(args) -> None:
     """--test_only: the checkpoint's task must be the one the flags score (a regression model
     must never be scored against class labels)."""
-    config = args._checkpoint.config if args._checkpoint is not None else None
+    checkpoint = args.run_context.checkpoint
+    config = checkpoint.config if checkpoint is not None else None
     if config is None:
         return
     if config.get("task") != args.task:
@@ -482,11 +501,12 @@ def check_test_task(args) -> None:
 
 
 def check_resume(args) -> None:
-    from neuromamba.spec import differs, show
-
     """--resume_ckpt_path: the checkpoint must come from a run of the same task (its input and
     model settings were already taken from it, or a contradicting flag refused)."""
-    config = args._checkpoint.config if args._checkpoint is not None else None
+    from neuromamba.spec import differs, show
+
+    checkpoint = args.run_context.checkpoint
+    config = checkpoint.config if checkpoint is not None else None
     if config is None:
         raise ValueError(f"--resume_ckpt_path {args.resume_ckpt_path}: not a checkpoint written by "
                          f"project/main.py (no run settings inside)")

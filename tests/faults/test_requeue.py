@@ -22,7 +22,7 @@ def test_resume_last_without_a_checkpoint_starts_over_with_a_line(tmp_path, fold
                        "--resume_ckpt_path", "last"])
     assert args.resume_ckpt_path is None
     assert any("holds no checkpoint yet" in line and "starting the run from the beginning" in line
-               for line in args._announce)
+               for line in args.run_context.announce)
 
 
 def test_resume_last_without_a_checkpoint_refuses_a_folder_of_another_experiment(tmp_path):

@@ -235,7 +235,7 @@ def test_the_task_follows_from_the_target_column(tmp_path):
             "--subject_column", "ID"]
     args = parse_args(base + ["--target_column", "dx"])
     assert (args.downstream_task, args.task) == ("dx", "classification")
-    assert "3 distinct string values -> classification" in args._announce[-1]
+    assert "3 distinct string values -> classification" in args.run_context.announce[-1]
     assert parse_args(base + ["--target_column", "site"]).task == "classification"  # 4 integers
     assert parse_args(base + ["--target_column", "score"]).task == "regression"
     # an explicit type wins

@@ -22,7 +22,7 @@ def dry_run(args) -> list:
     config = args_to_dict(args)
     model = build_backbone(config)
     params = sum(p.numel() for p in model.parameters())
-    lines = [f"[neuromamba] {line}" for line in getattr(args, "_announce", [])]
+    lines = [f"[neuromamba] {line}" for line in args.run_context.announce]
     lines += [
         f"[neuromamba] dry run: task {args.task}"
         + (f" ({args.downstream_task_type or 'classification'} of {args.target_column or args.downstream_task})"

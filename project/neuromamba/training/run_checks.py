@@ -3,7 +3,7 @@
 A setting that cannot hold is an error here, with the fix, not a surprise an epoch later:
 a checkpoint trained on another grid or voxel size than the data, ``--test_only`` on
 another split than the checkpoint's run. Which input and model a run uses is resolved once, in
-:mod:`neuromamba.spec`; these checks read the checkpoint it read (``args._checkpoint``).
+:mod:`neuromamba.spec`; these checks read the checkpoint it read (``args.run_context.checkpoint``).
 """
 from __future__ import annotations
 
@@ -62,7 +62,8 @@ def check_checkpoint_grid(data_grid: dict, checkpoint: Union[str, CheckpointSett
 def use_test_checkpoint_split(args) -> list:
     """``--test_only``: evaluate on the checkpoint run's own split file (unless
     ``--override_checkpoint_settings``); an explicit ``--split_file`` wins. Returns notes."""
-    config = args._checkpoint.config if args._checkpoint is not None else None
+    checkpoint = args.run_context.checkpoint
+    config = checkpoint.config if checkpoint is not None else None
     if config is None or args.override_checkpoint_settings or args.split_file:
         return []
     split = config.get("split_file_used")

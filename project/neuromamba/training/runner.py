@@ -74,8 +74,9 @@ def _prepare_data(args, run_dir: Path):
     args.data_grid = datamodule.grid.as_dict()
     args.spec["input"]["data_grid"] = args.data_grid
     args.split_file_used = str(Path(datamodule.split_path).resolve()) if datamodule.split_path else None
-    if args._checkpoint is not None and (args.load_model_path or args.test_only):
-        for note in check_checkpoint_grid(args.data_grid, args._checkpoint):
+    checkpoint = args.run_context.checkpoint
+    if checkpoint is not None and (args.load_model_path or args.test_only):
+        for note in check_checkpoint_grid(args.data_grid, checkpoint):
             warnings.warn(note, NeuroMambaWarning, stacklevel=2)
     _write_args(run_dir, args)
     return datamodule
@@ -95,13 +96,13 @@ def run(args, extra_callbacks=()) -> dict:
     check_hardware(args)
     pl.seed_everything(args.seed, workers=True)
     # The recipe and every departure from the paper, in one line, then what a checkpoint fixed.
-    for line in getattr(args, "_announce", []):
+    for line in args.run_context.announce:
         rank_zero_info(f"[neuromamba] {line}")
     name = args.run_name or _resumed_run_name(args) or default_run_name(args)
     finished = _finished_run(Path(args.output_dir) / name, args)
     if finished is not None:  # a resume with nothing left to train: the record stays as it is
         return finished
-    if getattr(args, "_fresh_start_note", None):  # a requeued job starting over in its folder
+    if args.run_context.fresh_start:  # a requeued job starting over in its folder
         _refuse_another_experiment(Path(args.output_dir) / name, args)
     new_folder = not (Path(args.output_dir) / name).exists()
     run_dir = make_run_dir(args.output_dir, name)
