@@ -90,29 +90,51 @@ def _parse_limit(flag: str, value):
 
 
 def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argparse.Namespace:
-    """Fill derived fields, resolve the run spec once and reject contradictory flags."""
-    from neuromamba.spec import DIM_KEYS, load_recipe
+    """Fill derived fields, resolve the run spec once and reject contradictory flags: one
+    validator per group of flags, in this order (the first problem found is the one said)."""
+    from neuromamba.spec import load_recipe
 
     recipe = recipe or load_recipe(getattr(args, "recipe", None))
     args.run_context = context = RunContext()
+    _check_model_dims(args)
+    cohorts, paths, synthetic = _resolve_cohorts(args)
+    _resolve_task(args, context, cohorts)
+    _resolve_checkpoints(args, context)
+    _check_data(args, cohorts, paths, synthetic)
+    _check_training_numbers(args)
+    _resolve_hardware(args)
+    resolve_run_spec(args, recipe, flag_defaults or {})
+    return args
+
+
+def _check_model_dims(args) -> None:
+    from neuromamba.spec import DIM_KEYS
+
     for key in DIM_KEYS:
         if getattr(args, key) is not None and getattr(args, key) < 1:
             raise ValueError(f"--{key} must be positive, got {getattr(args, key)}")
 
+
+def _resolve_cohorts(args) -> tuple:
+    """(cohort names, their image paths, which are synthetic); unknown names fail here, before
+    a run folder is made."""
     # One cohort is passed on as a plain string; several stay a list (multi-cohort pretraining).
     for flag in ("dataset_name", "image_path", "label_csv"):
         value = getattr(args, flag)
         if isinstance(value, (list, tuple)):
             setattr(args, flag, list(value)[0] if len(value) == 1 else list(value))
     cohorts = args.dataset_name if isinstance(args.dataset_name, list) else [args.dataset_name]
-    # Unknown names fail here, before a run folder is made (the dataset registry's message).
-    from neuromamba.data.datasets import get_dataset_info
+    from neuromamba.data.datasets import get_dataset_info  # the registry's message for a typo
 
     synthetic = {name: get_dataset_info(name).synthetic for name in cohorts}
     paths = args.image_path if isinstance(args.image_path, list) else [args.image_path]
     if len(cohorts) > 1 and len(paths) != len(cohorts):
         raise ValueError(f"--image_path needs one folder per --dataset_name ({len(cohorts)} given)")
+    return cohorts, paths, synthetic
 
+
+def _resolve_task(args, context: RunContext, cohorts) -> None:
+    """Pretraining or the downstream task and its type; the background rule; label smoothing."""
     # Unset, the background rule is resolved with the spec (a resumed checkpoint's, else none).
     if args.calc_loss_without_background and args.background_removal in (None, "batch"):
         args.background_removal = "batch"
@@ -155,6 +177,10 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
         if args.label_smoothing is None:
             args.label_smoothing = DEFAULT_LABEL_SMOOTHING if args.task == "classification" else 0.0
 
+
+def _resolve_checkpoints(args, context: RunContext) -> None:
+    """Which checkpoint each flag names (a run folder stands for its checkpoint; `last` for a
+    requeued job), that the files exist and are checkpoints; the fine-tuning modes need one."""
     if args.freeze_feature_extractor and not args.load_model_path:
         raise ValueError("--freeze_feature_extractor needs a pretrained backbone from --load_model_path")
     if args.prompt_tuning and not args.load_model_path:
@@ -197,6 +223,9 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
             require_torch_archive(getattr(args, flag), f"--{flag}")
     if args.wandb_config and args.loggername == "wandb":  # read again when the logger is built
         read_yaml_mapping(args.wandb_config, "--wandb_config")
+
+
+def _check_data(args, cohorts, paths, synthetic) -> None:
     for name, path in zip(cohorts, paths if len(paths) == len(cohorts) else paths * len(cohorts)):
         if synthetic[name]:
             continue
@@ -207,6 +236,9 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
     if args.dummy_label_level == "run" and args.eval_level == "subject" and not args.pretraining:
         raise ValueError("--dummy_label_level run gives each run its own label; add --eval_level run")
 
+
+def _check_training_numbers(args) -> None:
+    """Counts, rates, ratios and splits in their ranges; evaluation batch and limits derived."""
     positive = ("batch_size", "num_nodes", "gradient_accumulation_steps",
                 "max_epochs", "dummy_num_subjects", "check_val_every_n_epoch",
                 "chunk_size", "dummy_num_runs")
@@ -252,6 +284,10 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
     for split in ("train", "val", "test"):
         flag = f"limit_{split}_batches"
         setattr(args, flag, _parse_limit(flag, getattr(args, flag)))
+
+
+def _resolve_hardware(args) -> None:
+    """Devices, Lightning's precision name, the autocast dtype, DeepSpeed only where it runs."""
     args.devices = _parse_devices(args.devices)
     args.lightning_precision = PRECISIONS[args.precision]
     # bf16 means fp32 weights (A_log, dt_bias, D and the norms included) with bf16 autocast, under
@@ -263,8 +299,6 @@ def finalize(args: argparse.Namespace, recipe=None, flag_defaults=None) -> argpa
         args.lightning_precision, args.autocast_dtype = "32-true", "bfloat16"
     if args.strategy.startswith("deepspeed") and args.accelerator == "cpu" and not deepspeed_runs_on_cpu():
         raise ValueError(f"--strategy {args.strategy} needs CUDA GPUs; use --strategy ddp or auto on CPU")
-    resolve_run_spec(args, recipe, flag_defaults or {})
-    return args
 
 
 def _explicit_spec(args: argparse.Namespace) -> dict:
