@@ -19,17 +19,9 @@ from neuromamba.paper import CHUNK_SIZE
 
 
 def build_parser() -> argparse.ArgumentParser:
-    # The choices come from the registries of the modules that implement them (one source).
-    from neuromamba.data.dummy import LABEL_LEVELS
-    from neuromamba.data.labels import TASK_TYPES
-    from neuromamba.data.samplers import COHORT_SAMPLINGS
-    from neuromamba.data.scaling import SCALING_METHODS
-    from neuromamba.models.embedding import BACKGROUND_REMOVALS, EVAL_BACKGROUND_REMOVALS, POS_EMBEDDINGS
-    from neuromamba.spec import PAPER_DEFAULTS, recipe_names, show
-    from neuromamba.models.variants import VARIANTS
-    from neuromamba.training.loggers import EXTRA_LOGGERS
-    from neuromamba.training.metrics import EVAL_LEVELS
-    from neuromamba.training.strategies import STRATEGY_BUILDERS
+    """main.py's flags, one group per function below. The choices come from the registries
+    of the modules that implement them (one source)."""
+    from neuromamba.spec import recipe_names
 
     p = CommandParser(
         prog=prog_for("main.py", "train"),
@@ -42,6 +34,21 @@ def build_parser() -> argparse.ArgumentParser:
                    help=f"named training recipe, configs/recipes/NAME.yaml ({', '.join(recipe_names())}"
                         "), or a YAML file of flag values; default: paper. Flags and --config win "
                         "over it, and so does a checkpoint being resumed or fine-tuned")
+
+    _model_flags(p)
+    _objective_flags(p)
+    _data_flags(p)
+    _finetuning_flags(p)
+    _optimisation_flags(p)
+    _hardware_flags(p)
+    _run_flags(p)
+    return fill_missing_help(p)
+
+
+def _model_flags(p: argparse.ArgumentParser) -> None:
+    from neuromamba.models.embedding import POS_EMBEDDINGS
+    from neuromamba.models.variants import VARIANTS
+    from neuromamba.spec import PAPER_DEFAULTS, show
 
     g = p.add_argument_group("model")
     g.add_argument("--model", default="fmamba", choices=["fmamba"])
@@ -70,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--grad_checkpointing", action="store_true",
                    help="recompute block activations in backward (less memory, ~30%% slower)")
 
+def _objective_flags(p: argparse.ArgumentParser) -> None:
+    from neuromamba.models.embedding import BACKGROUND_REMOVALS, EVAL_BACKGROUND_REMOVALS
+
     g = p.add_argument_group("objective and tokens")
     g.add_argument("--pretraining", action="store_true", help="autoregressive pretraining (no labels)")
     g.add_argument("--use_autoregressive", action="store_true",
@@ -84,6 +94,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "packed (default): each clip with its own mask, so a clip's output never "
                         "depends on its batch-mates, the eval batch size or the GPU count; batch: "
                         "the original's batch-wide rule")
+
+def _data_flags(p: argparse.ArgumentParser) -> None:
+    from neuromamba.data.dummy import LABEL_LEVELS
+    from neuromamba.data.labels import TASK_TYPES
+    from neuromamba.data.samplers import COHORT_SAMPLINGS
+    from neuromamba.data.scaling import SCALING_METHODS
+    from neuromamba.spec import PAPER_DEFAULTS
+    from neuromamba.training.metrics import EVAL_LEVELS
 
     g = p.add_argument_group("data")
     g.add_argument("--dataset_name", nargs="+", default=["Dummy"],
@@ -129,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--eval_level", default="subject", choices=list(EVAL_LEVELS),
                    help="unit whose clip predictions are averaged before val/test metrics")
 
+def _finetuning_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("fine-tuning")
     g.add_argument("--load_model_path", default=None,
                    help="pretrained backbone: released .pt, this project's .ckpt or a DeepSpeed folder")
@@ -149,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="classification only: cross-entropy label smoothing in [0, 1) "
                         f"(default {DEFAULT_LABEL_SMOOTHING}, the original's)")
 
+def _optimisation_flags(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("optimisation")
     g.add_argument("--learning_rate", type=float, default=1e-4)
     g.add_argument("--weight_decay", type=float, default=1e-2)
@@ -161,11 +181,17 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--gradient_accumulation_steps", type=int, default=1)
     g.add_argument("--precision", default="32", choices=list(PRECISIONS))
 
+def _hardware_flags(p: argparse.ArgumentParser) -> None:
+    from neuromamba.training.strategies import STRATEGY_BUILDERS
+
     g = p.add_argument_group("hardware")
     g.add_argument("--accelerator", default="auto", choices=["auto", "cpu", "gpu", "cuda"])
     g.add_argument("--devices", default="auto", help="'auto', a count, or a comma list of ids")
     g.add_argument("--num_nodes", type=int, default=1)
     g.add_argument("--strategy", default="auto", choices=list(STRATEGY_BUILDERS))
+
+def _run_flags(p: argparse.ArgumentParser) -> None:
+    from neuromamba.training.loggers import EXTRA_LOGGERS
 
     g = p.add_argument_group("run")
     g.add_argument("--seed", type=int, default=1234)
@@ -209,7 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="resolve every setting, build the model and estimate a step's memory at "
                         "all tokens, then exit: no data read, no hardware checked, nothing written "
                         "(checks a GPU or cluster command anywhere)")
-    return fill_missing_help(p)
 
 
 def _yaml_defaults(parser: argparse.ArgumentParser, path: str) -> dict:
