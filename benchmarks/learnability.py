@@ -193,7 +193,7 @@ def _main_run(argv, root: Path, name: str) -> dict:
     return {"auc": auc, "train_loss": losses[-1] if losses else None, "run_dir": str(run_dir)}
 
 
-def evaluate_cohort(root: Path, seed: int, epochs: int, frames: int, lr: float, methods=None) -> dict:
+def evaluate_cohort(root: Path, seed: int, epochs: int, clip: int, lr: float, methods=None) -> dict:
     """{method: {"auc", "train_loss", "val_auc"}} on one cohort, for ``methods`` (keys of
     METHOD_KEYS; default all). The paper recipe's run always happens (its split is everyone's),
     and so do the baselines (seconds)."""
@@ -202,7 +202,6 @@ def evaluate_cohort(root: Path, seed: int, epochs: int, frames: int, lr: float, 
     from neuromamba.analysis.baseline_cli import run as baseline_run
 
     chosen = set(METHOD_KEYS.values() if methods is None else (METHOD_KEYS[m] for m in methods))
-    clip = frames // 2
 
     def data() -> list:
         return ["--dataset_name", "CSV", "--image_path", str(root / "h5"), "--img_size", *map(str, GRID),
@@ -269,14 +268,14 @@ def _init_worker(threads: int) -> None:
     quiet_known_noise()
 
 
-def _cohort_job(out: str, kind: str, seed: int, subjects: int, frames: int, epochs: int, lr: float,
-                methods=None):
+def _cohort_job(out: str, kind: str, seed: int, subjects: int, frames: int, clip: int, epochs: int,
+                lr: float, methods=None):
     import contextlib
     import io
 
     with contextlib.redirect_stdout(io.StringIO()):  # Lightning's per-run tables
         root = write_cohort(Path(out), kind, seed, subjects, frames)
-        return kind, seed, evaluate_cohort(root, seed, epochs, frames, lr, methods)
+        return kind, seed, evaluate_cohort(root, seed, epochs, clip, lr, methods)
 
 
 def _cell(values) -> str:
@@ -295,7 +294,10 @@ def main(argv=None) -> None:
     p.add_argument("--first_seed", type=int, default=0,
                    help="seed of the first cohort (run more cohorts later, e.g. --first_seed 2 --seeds 1)")
     p.add_argument("--subjects", type=int, default=80, help="subjects per cohort (half per class)")
-    p.add_argument("--frames", type=int, default=16, help="frames per run (clips of frames/2)")
+    p.add_argument("--frames", type=int, default=32, help="frames per run")
+    p.add_argument("--clip", type=int, default=8,
+                   help="frames per clip (--img_size T); pretraining on the tuned input needs runs "
+                        "long enough for its run mean not to leak (32 frames for clips of 8)")
     p.add_argument("--epochs", type=int, default=30, help="epochs of every training run")
     p.add_argument("--learning_rate", type=float, default=5e-3,
                    help="peak learning rate of the training runs (the frozen attention probe gets 5x)")
@@ -314,7 +316,13 @@ def main(argv=None) -> None:
     losses = {kind: {m: [] for m in METHODS} for kind in args.kinds}
     started = time.time()
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    jobs = [(str(out), kind, seed, args.subjects, args.frames, args.epochs, args.learning_rate, args.methods)
+    from neuromamba.data.scaling import min_safe_run_frames
+
+    if args.frames < min_safe_run_frames(args.clip):
+        p.error(f"--frames {args.frames}: pretraining on the tuned input needs runs of >= "
+                f"{min_safe_run_frames(args.clip)} frames for --clip {args.clip}")
+    jobs = [(str(out), kind, seed, args.subjects, args.frames, args.clip, args.epochs, args.learning_rate,
+             args.methods)
             for kind in args.kinds for seed in range(args.first_seed, args.first_seed + args.seeds)]
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"), initializer=_init_worker,
                              initargs=(threads,)) as pool:
@@ -332,7 +340,8 @@ def main(argv=None) -> None:
                 losses[kind][method].append(value["train_loss"])
     atomic_write_text(out / "learnability.json", json.dumps({"auc": results, "train_loss": losses}, indent=2))
     print(f"\nheld-out test AUC (subject level), mean +- std over {args.seeds} cohorts per kind; "
-          f"{args.subjects} subjects, {args.frames} frames, 48^3 at 4 mm, {args.epochs} epochs, "
+          f"{args.subjects} subjects, {args.frames} frames (clips of {args.clip}), 48^3 at 4 mm, "
+          f"{args.epochs} epochs, "
           f"lr {args.learning_rate:g}; "
           f"{time.time() - started:.0f} s")
     print("| method | " + " | ".join(args.kinds) + " | final training loss |")

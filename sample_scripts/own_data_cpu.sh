@@ -3,7 +3,7 @@
 # preprocess a BIDS derivatives tree, check it, pretrain a small model, fine-tune it on a label
 # of participants.tsv, then predict one scan, embed the cohort, map attributions and fit the
 # classical baselines of the run. Without BIDS=... it first writes a small synthetic cohort
-# (24 subjects, 24 frames each, a planted group difference).
+# (24 subjects, 32 frames each, a planted group difference).
 #   bash sample_scripts/own_data_cpu.sh
 #   BIDS=/data/mystudy/derivatives TARGET=diagnosis OUT=runs/mystudy bash sample_scripts/own_data_cpu.sh
 # For real 2 mm data add PREP_FLAGS="--resample_to 4" GRID="48 48 48": a 4 mm 48^3 grid keeps
@@ -34,7 +34,9 @@ H5="$OUT/hdf5"
 mkdir -p "$OUT"
 
 if [ ! -e "$BIDS/participants.tsv" ]; then
-    "$PYTHON" "$REPO/sample_scripts/tasks/make_dummy_nifti.py" "$BIDS" --cohort 24 --frames 24
+    # 32 frames: pretraining on the tuned input (each voxel minus its run mean) needs runs of
+    # >= 31 frames for clips of 8, or the run mean would leak a target's future (see the docs)
+    "$PYTHON" "$REPO/sample_scripts/tasks/make_dummy_nifti.py" "$BIDS" --cohort 24 --frames 32
 fi
 
 echo "== 1. NIfTI -> HDF5, then a check of the folder"

@@ -35,7 +35,7 @@ def test_no_validation_figures_give_no_best_baseline():
 def test_a_tiny_cohort_runs_and_a_second_call_reads_its_finished_runs(tmp_path, capsys):
     """The documented command at tiny sizes: one coupling cohort, the connectivity head on the
     frozen pretrained backbone. Asked again, it reads every finished run instead of training."""
-    argv = ["--out", str(tmp_path), "--kinds", "coupling", "--seeds", "1", "--subjects", "10", "--frames", "8",
+    argv = ["--out", str(tmp_path), "--kinds", "coupling", "--seeds", "1", "--subjects", "10", "--frames", "20", "--clip", "4",
             "--epochs", "1", "--methods", "frozen_connectivity"]
     learnability.main(argv)
     cohort = json.loads((tmp_path / "coupling_seed0" / "result.json").read_text())

@@ -9,8 +9,9 @@ from neuromamba.data.datamodule import FMRIDataModule
 
 
 def _clips(method, n=12):
+    # Dummy runs of the default length: two clips, or the shortest safe run for the run mean
     dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=True, dummy_num_subjects=6,
-                        dummy_num_frames=8, input_scaling_method=method, deliver="model")
+                        input_scaling_method=method, deliver="model")
     dm.setup("fit")
     items = [dm.datasets["train"][i] for i in range(min(n, len(dm.datasets["train"])))]
     return [(it["fmri"][0].numpy(), it["brain_mask"].numpy().astype(bool)) for it in items]
@@ -130,7 +131,64 @@ def test_old_files_get_voxel_stats_computed(tmp_path):
 def test_pretraining_on_runs_one_clip_long_is_refused_for_run_mean_inputs():
     dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=True, dummy_num_subjects=6,
                         dummy_num_frames=4, input_scaling_method="voxel_demean")
-    with pytest.raises(ValueError, match="exactly one clip long"):
+    with pytest.raises(ValueError, match=r"shorter than 20 frames.*up to 100\.0% of a pretraining target"):
         dm.setup("fit")
     FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=False, downstream_task="sex",
                    dummy_num_subjects=6, dummy_num_frames=4, input_scaling_method="voxel_demean").setup("fit")
+
+
+def _white_noise_runs(folder, frames: int, subjects: int = 6):
+    """Runs with no signal: every voxel's frames independent. What a leak through the run mean
+    would make predictable is all that is predictable here."""
+    rng = np.random.default_rng(frames)
+    brain = np.zeros((12, 12, 12), bool)
+    brain[1:11, 1:11, 1:11] = True
+    for i in range(subjects):
+        run = np.where(brain, 1000 + 10 * rng.standard_normal((frames, 12, 12, 12)), 0).astype(np.float32)
+        store.write_run(store.run_path(folder, f"s{i}", "rest"), run, subject=f"s{i}", run="rest",
+                        stats=store.compute_stats(run, frame_axis=0), brain_mask=brain,
+                        storage_dtype=np.float32)
+    return folder
+
+
+def _last_token_share(dm) -> float:
+    """Pooled over brain voxels and clips: the share of the last token's frames that the best
+    linear predictor recovers from the clip's earlier frames."""
+    dm.setup("fit")
+    rows, targets = [], []
+    for part in dm.datasets["train"].datasets:
+        for i in range(len(part)):
+            item = part[i]
+            series = item["fmri"][0].numpy()[item["brain_mask"].numpy().astype(bool)].astype(np.float64)
+            for target in (-2, -1):  # the two frames of the last token (patch T = 2)
+                rows.append(series[:, :-2])
+                targets.append(series[:, target])
+    X, y = np.concatenate(rows), np.concatenate(targets)
+    X = np.column_stack([X, np.ones(len(X))])
+    coef, *_ = np.linalg.lstsq(X, y, rcond=None)
+    return 1.0 - (y - X @ coef).var() / y.var()
+
+
+def test_short_runs_are_refused_and_the_shortest_accepted_leaks_under_one_percent(tmp_path):
+    """voxel_demean subtracts the run's mean, which includes the clip's future frames: on runs
+    one frame longer than the clip 57% of the last token was predictable, 8.6% at 16 frames.
+    Pretraining now refuses runs shorter than the safe length; on the shortest accepted run the
+    measured predictable share of the last token is under 1%."""
+    from neuromamba.data.scaling import LEAK_LIMIT, min_safe_run_frames, predictable_share
+
+    clip = 4
+    safe = min_safe_run_frames(clip)
+    assert safe == 20 and predictable_share(clip, safe) <= LEAK_LIMIT < predictable_share(clip, safe - 1)
+    flags = dict(dataset_name="HCP", img_size=(12, 12, 12, clip), input_scaling_method="voxel_demean",
+                 train_split=0.9, val_split=0.05, deliver="model", pretraining=True)
+    short = _white_noise_runs(tmp_path / "short", safe - 1)
+    with pytest.raises(ValueError, match=rf"6 run\(s\) are shorter than {safe} frames.*would let up to "
+                                         rf"1\.\d% of a pretraining target follow"):
+        FMRIDataModule(image_path=str(short), **flags).setup("fit")
+    measured = _last_token_share(FMRIDataModule(image_path=str(_white_noise_runs(tmp_path / "ok", safe)),
+                                                **flags))
+    assert measured <= LEAK_LIMIT, measured
+    # the measurement sees a leak where there is one: the same runs fine-tuned on a short cut
+    leaky = _last_token_share(FMRIDataModule(image_path=str(_white_noise_runs(tmp_path / "leaky", 6)),
+                                             **{**flags, "pretraining": False, "downstream_task": None}))
+    assert leaky > 0.05, leaky

@@ -84,7 +84,7 @@ def doc_world(tmp_path_factory):
         frame[40:50, 49:59, 40:50] = 100 + torch.randn(10, 10, 10, generator=generator)
         torch.save(frame, legacy / f"frame_{t}.pt")
     h5 = root / "hcp_h5"
-    write_dummy_runs(h5, DummySpec(num_subjects=10, img_size=(24, 24, 24), num_frames=8, seed=3))
+    write_dummy_runs(h5, DummySpec(num_subjects=10, img_size=(24, 24, 24), num_frames=20, seed=3))  # 20: safe for run-mean pretraining at T=4
     subjects = sorted(p.name for p in h5.iterdir() if p.is_dir())
     with open(root / "labels.csv", "w", newline="") as f:
         writer = csv.writer(f)

@@ -30,7 +30,7 @@ from .datasets import (ClipDataset, model_input, ClipSpec, DataGrid, DummyReader
                        discover_hdf5_runs, dummy_entries, get_dataset_info)
 from .clip_buffers import ClipConcat, collate_clips
 from .grid import world_grid
-from .scaling import get_scaling
+from .scaling import LEAK_LIMIT, get_scaling, min_safe_run_frames, predictable_share
 from .windows import clip_span
 from .labels import (LabelTable, find_label_csv, load_label_table, report_unlabelled,
                      save_class_mapping)
@@ -131,7 +131,7 @@ class FMRIDataModule(pl.LightningDataModule):
         self.cohort_sampling = check_cohort_sampling(cohort_sampling)
         self.dummy_spec_kwargs = dict(
             num_subjects=int(dummy_num_subjects), img_size=self.img_size[:3],
-            num_frames=int(dummy_num_frames or dummy_data.default_num_frames(self.img_size[3])),
+            num_frames=int(dummy_num_frames or self._dummy_frames(input_scaling_method)),
             num_runs=int(dummy_num_runs),
             seed=self.seed, num_classes=int(dummy_num_classes), label_level=dummy_label_level)
         # ZeRO-3 all-gathers the parameters in every forward, so every rank must run the same
@@ -215,7 +215,7 @@ class FMRIDataModule(pl.LightningDataModule):
                 save_class_mapping(tables[0], Path(self.output_dir) / "label_classes.json")
         self.datasets = {name: self._build(self.splits[name]) for name in SPLIT_NAMES}
         self._warn_short_runs()
-        self._refuse_whole_run_clips()
+        self._refuse_leaking_runs()
         empty = [n for n in ("train", "val") if len(self.datasets[n]) == 0]
         if empty:
             raise ValueError(f"no clips in the {', '.join(empty)} split: check the run length "
@@ -236,20 +236,34 @@ class FMRIDataModule(pl.LightningDataModule):
                                  f"{a.voxel_size} mm); preprocess all cohorts alike")
         return grids[0]
 
-    def _refuse_whole_run_clips(self) -> None:
-        """Pretraining on the run's per-voxel mean: a clip that is its whole run sums to zero per
-        voxel, so its last frame would follow from the others (a leak)."""
-        if not (self.pretraining and get_scaling(self.clip_spec.scaling_method).voxel_stats
-                and self.clip_spec.stride_within_seq == 1):
+    def _dummy_frames(self, scaling_method: str) -> int:
+        """Frames of a Dummy run: two clips, or for pretraining on the run mean the shortest
+        run that does not leak (what a real cohort must hold too)."""
+        frames = dummy_data.default_num_frames(self.img_size[3])
+        if self.pretraining and get_scaling(scaling_method).voxel_stats:
+            frames = max(frames, min_safe_run_frames(self.img_size[3]))
+        return frames
+
+    def _refuse_leaking_runs(self) -> None:
+        """Pretraining on the run's per-voxel mean: the mean includes the clip's own future
+        frames, so part of a target follows from the frames before it (all of it when the clip
+        is its whole run). Runs too short for that share to stay under scaling.LEAK_LIMIT are
+        refused, naming them and the length that is safe."""
+        if not (self.pretraining and get_scaling(self.clip_spec.scaling_method).voxel_stats):
             return
-        span = self.clip_spec.sequence_length
-        whole = [e for c in self._cohorts for e in c.entries if e.num_frames == span]
-        if whole:
-            names = ", ".join(e.path or f"{e.subject}/{e.run}" for e in whole[:3])
-            raise ValueError(f"{len(whole)} run(s) are exactly one clip long ({span} frames), so "
-                             f"--input_scaling_method {self.clip_spec.scaling_method} (the run's "
-                             f"per-voxel mean) would leak each clip's last frame into pretraining: "
-                             f"{names}; use shorter clips (--img_size T) or longer runs")
+        frames = self.clip_spec.sequence_length
+        safe = min_safe_run_frames(frames)
+        short = [e for c in self._cohorts for e in c.entries if frames <= e.num_frames < safe]
+        if short:
+            worst = min(e.num_frames for e in short)
+            names = ", ".join(f"{e.path or e.subject + '/' + e.run} ({e.num_frames} frames)" for e in short[:3])
+            raise ValueError(
+                f"{len(short)} run(s) are shorter than {safe} frames, so --input_scaling_method "
+                f"{self.clip_spec.scaling_method} (each voxel minus its mean over the run) would let "
+                f"up to {100 * predictable_share(frames, worst):.1f}% of a pretraining target follow "
+                f"from the frames before it (the mean includes the clip's future; the limit is "
+                f"{100 * LEAK_LIMIT:g}%): {names}{', ...' if len(short) > 3 else ''}; use runs of "
+                f">= {safe} frames, a shorter --img_size T, or a scaling without the run mean")
 
     def _warn_short_runs(self) -> None:
         """Runs that give no clip drop out of training and metrics: say which."""

@@ -19,8 +19,11 @@ keeps: the static image (anatomy, contrast, brain size), the fluctuations' ampli
   Refused for ``--pretraining``.
 - ``voxel_demean``   : (x - m_v) / s; background 0. Keeps the fluctuations at their amplitude
   relative to the run's fluctuations (the same fluctuations give the same values whatever the
-  static contrast); no static image. No leak: m_v and s are over the whole run, computed at
-  preprocessing, so no frame of a clip shorter than its run follows from the others.
+  static contrast); no static image. m_v and s are over the whole run, computed at
+  preprocessing, so they include a clip's future frames: a share (T-1)/((N-1)(N-T+1)) of a
+  frame of a T-frame clip follows from the others on an N-frame run (``predictable_share``;
+  all of it when the clip is its whole run). ``--pretraining`` refuses runs too short for that
+  share to stay under ``LEAK_LIMIT`` (1%).
 - ``voxel_demean_static``: ``voxel_demean``, with the clip's first time token (``patch T``
   frames) replaced by the static image, (m_v - mean) / std over the brain, background 0. Keeps
   both, as two kinds of tokens: the model reads anatomy and fluctuations without the static
@@ -96,6 +99,34 @@ def background_value_for(scaling_method: str) -> str:
     The backbone's background-token mask (SPEC §3) needs to know which one to look for.
     """
     return get_scaling(scaling_method).background
+
+
+# The share of a pretraining target that may follow from the frames before it, through a
+# statistic over the whole run (the run's per-voxel mean of the voxel_* scalings includes the
+# clip's own future frames). Runs shorter than min_safe_run_frames are refused for pretraining.
+LEAK_LIMIT = 0.01
+
+
+def predictable_share(clip_frames: int, run_frames: int) -> float:
+    """The share of a voxel's last clip frame that a linear predictor recovers from the clip's
+    earlier frames once the run's mean over ``run_frames`` frames is subtracted, for frames
+    with no signal of their own (white noise, the worst case: a real signal is predictable for
+    reasons of its own). With the mean over N frames removed, two frames covary by -1/N and
+    each varies by (N-1)/N; the best predictor of one frame from T-1 others then explains
+    (T-1) / ((N-1)(N-T+1)) of its variance: 1 for a clip that is its whole run, ~T/N^2 for long
+    runs."""
+    t, n = int(clip_frames), int(run_frames)
+    if n <= t:
+        return 1.0
+    return (t - 1) / ((n - 1) * (n - t + 1))
+
+
+def min_safe_run_frames(clip_frames: int, limit: float = LEAK_LIMIT) -> int:
+    """The shortest run whose clips of ``clip_frames`` frames leak at most ``limit``."""
+    n = int(clip_frames) + 1
+    while predictable_share(clip_frames, n) > limit:
+        n += 1
+    return n
 
 
 def static_time_tokens(scaling_method: str) -> int:
