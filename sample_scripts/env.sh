@@ -10,9 +10,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=../python_env.sh
 source "$REPO/sample_scripts/python_env.sh"
-PYTHON="$(neuromamba_python "$REPO")"
-export PYTHONPATH="$REPO/project:${PYTHONPATH:-}"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
+neuromamba_env "$REPO" 1
 export TORCH_EXTENSIONS_DIR="${TORCH_EXTENSIONS_DIR:-$REPO/deepspeed}"
 export TRITON_CACHE_DIR="${TRITON_CACHE_DIR:-$REPO/.triton}"
 

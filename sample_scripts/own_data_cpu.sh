@@ -13,9 +13,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 # shellcheck source=python_env.sh
 source "$REPO/sample_scripts/python_env.sh"
-PYTHON="$(neuromamba_python "$REPO")"
-export PYTHONPATH="$REPO/project${PYTHONPATH:+:$PYTHONPATH}"
-export OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}"
+neuromamba_env "$REPO" 2
 
 OUT="${OUT:-$REPO/runs/own_data_cpu}"
 BIDS="${BIDS:-$OUT/bids}"          # a BIDS derivatives tree holding participants.tsv

@@ -10,9 +10,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 # shellcheck source=../python_env.sh
 source "$REPO/sample_scripts/python_env.sh"
-PYTHON="$(neuromamba_python "$REPO")"
-# The package imports from the checkout even where it is not pip-installed.
-export PYTHONPATH="$REPO/project${PYTHONPATH:+:$PYTHONPATH}"
+neuromamba_env "$REPO"  # the package imports from the checkout even where it is not pip-installed
 ACCELERATOR="${ACCELERATOR:-cpu}"
 OUT="${OUT:-$REPO/runs/sample_tasks}"
 MODEL_FLAGS="${MODEL_FLAGS:---embed_dim 16 --depth 2 --d_state 8 --headdim 16}"
