@@ -275,9 +275,25 @@ def test_the_datamodule_is_built_from_the_input_spec_and_the_flags():
 
     args = parse_args(["--downstream_task", "sex", "--recipe", "tuned", "--img_size", "24", "24", "24", "6",
                        "--dummy_num_subjects", "7", "--batch_size", "3", "--stride_between_seq", "0.5"])
-    dm = FMRIDataModule.from_spec(args.spec["input"], args.spec["model"]["patch_size"][3], args,
-                                  output_dir=None)
+    from neuromamba.data.datamodule import DataOptions
+
+    dm = FMRIDataModule.from_spec(args.spec["input"], args.spec["model"]["patch_size"][3],
+                                  DataOptions.from_values(vars(args), output_dir=None))
     assert dm.clip_spec.scaling_method == "voxel_demean_static" and dm.clip_spec.static_frames == 2
     # --img_size T counts the frames read; the static token comes on top of them
     assert dm.clip_spec.sequence_length == 6 and dm.clip_spec.stride_between_seq == 0.5
     assert dm.batch_size == 3 and dm.img_size == (24, 24, 24, 6)
+
+
+def test_data_options_name_every_data_setting_of_the_module():
+    """The module reads a typed DataOptions (no namespace); its fields and the input spec's are
+    together the module's arguments, so a new data flag cannot be dropped on the way."""
+    import inspect
+    from dataclasses import fields
+
+    from neuromamba.data.datamodule import DataOptions
+
+    params = set(inspect.signature(FMRIDataModule.__init__).parameters) - {"self"}
+    assert {f.name for f in fields(DataOptions)} | set(FMRIDataModule.SPEC_FIELDS) | {"patch_frames"} == params
+    options = DataOptions.from_values({"batch_size": 3, "not_a_data_flag": 1}, seed=7)
+    assert (options.batch_size, options.seed, options.dataset_name) == (3, 7, "Dummy")

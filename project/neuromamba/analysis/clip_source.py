@@ -14,11 +14,12 @@ SPLIT_CHOICES = ("all", "train", "val", "test")
 
 def build_datamodule(args, encoder):
     """The clips the encoder reads (its clip size, patch and input), with the flags' data."""
-    from neuromamba.data.datamodule import FMRIDataModule
+    from neuromamba.data.datamodule import DataOptions, FMRIDataModule
 
     spec = {"img_size": encoder.clip_size, "input_scaling_method": encoder.input_scaling_method,
             "stride_within_seq": args.stride_within_seq, "stride_between_seq": args.stride_between_seq}
-    return FMRIDataModule.from_spec(spec, encoder.patch_size[3], args, output_dir=None, pretraining=True)
+    options = DataOptions.from_values(vars(args), output_dir=None, pretraining=True)
+    return FMRIDataModule.from_spec(spec, encoder.patch_size[3], options)
 
 
 def clip_loader(datamodule, split: str, batch_size: int, num_workers: int = 0) -> DataLoader:

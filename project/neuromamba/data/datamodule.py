@@ -11,12 +11,12 @@ cohort-weighted :class:`DistributedWeightedSampler`) for training and an
 """
 from __future__ import annotations
 
-import math
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 
@@ -64,23 +64,56 @@ class _Cohort:
         return self.prefix + subject
 
 
+@dataclass(frozen=True)
+class DataOptions:
+    """Everything about a run's data that is not its input spec: cohorts, labels, splits,
+    batches, loading. Built once from the command's flags (``from_values``) at the edge."""
+
+    dataset_name: Any = "Dummy"
+    image_path: Any = None
+    label_csv: Any = None
+    subject_column: str = "subject"
+    target_column: Optional[str] = None
+    downstream_task: Optional[str] = None
+    downstream_task_type: str = "classification"
+    pretraining: bool = False
+    train_split: float = 0.8
+    val_split: float = 0.1
+    split_file: Optional[str] = None
+    output_dir: Optional[str] = None
+    batch_size: int = 4
+    eval_batch_size: Optional[int] = None
+    num_workers: int = 0
+    seed: int = 1234
+    pin_memory: Optional[bool] = None
+    cohort_sampling: str = "proportional"
+    dummy_num_subjects: int = 40
+    dummy_num_frames: Optional[int] = None
+    dummy_num_runs: int = 1
+    dummy_label_level: str = "subject"
+    dummy_num_classes: int = 2
+    equal_eval_batches: bool = False
+    deliver: str = "stored"
+
+    @classmethod
+    def from_values(cls, values: Mapping, **overrides) -> "DataOptions":
+        """The options named in ``values`` (a command's flags as a mapping; others keep their
+        defaults), then ``overrides``."""
+        names = {f.name for f in dataclass_fields(cls)}
+        return cls(**{**{k: v for k, v in values.items() if k in names}, **overrides})
+
+
 class FMRIDataModule(pl.LightningDataModule):
-    # What a clip is comes from the run's input spec; everything else from the data flags.
+    # What a clip is comes from the run's input spec; everything else from its DataOptions.
     SPEC_FIELDS = ("img_size", "stride_within_seq", "stride_between_seq", "input_scaling_method")
 
     @classmethod
-    def from_spec(cls, input_spec: dict, patch_frames: int, flags, **overrides) -> "FMRIDataModule":
-        """Built from a run's input spec (clip size, strides, scaling) and the data flags of
-        ``flags`` (an argparse Namespace or any object holding them by their constructor names);
-        ``overrides`` win. One place, instead of every caller copying the flags by hand."""
-        import inspect
-
-        names = [n for n in inspect.signature(cls.__init__).parameters if n != "self"]
-        kwargs = {n: getattr(flags, n) for n in names if n not in cls.SPEC_FIELDS and hasattr(flags, n)}
-        kwargs.update({k: input_spec[k] for k in cls.SPEC_FIELDS}, patch_frames=int(patch_frames))
-        kwargs["img_size"] = tuple(kwargs["img_size"])
-        kwargs.update(overrides)
-        return cls(**kwargs)
+    def from_spec(cls, input_spec: Mapping, patch_frames: int, options: DataOptions) -> "FMRIDataModule":
+        """The data of a run: what a clip is from its input spec (clip size in raw frames,
+        strides, scaling), the rest from its typed data options."""
+        spec = {k: input_spec[k] for k in cls.SPEC_FIELDS}
+        spec["img_size"] = tuple(spec["img_size"])
+        return cls(**spec, patch_frames=int(patch_frames), **asdict(options))
 
     def __init__(self, dataset_name="Dummy", image_path=None, img_size=tuple(PAPER_DEFAULTS["img_size"]),
                  stride_within_seq=1, stride_between_seq=1.0,

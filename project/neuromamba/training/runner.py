@@ -19,13 +19,14 @@ from neuromamba.training.trainer import build_trainer, monitor_for
 
 def build_datamodule(args, run_dir: Path):
     """The data as the run's input spec says (grid, clip length, strides, scaling)."""
-    from neuromamba.data.datamodule import FMRIDataModule
+    from neuromamba.data.datamodule import DataOptions, FMRIDataModule
 
-    return FMRIDataModule.from_spec(
-        args.spec["input"], args.spec["model"]["patch_size"][3], args, output_dir=str(run_dir),
+    options = DataOptions.from_values(
+        vars(args), output_dir=str(run_dir),
         downstream_task=None if args.pretraining else args.downstream_task,
         downstream_task_type=args.downstream_task_type or "classification",
         equal_eval_batches=needs_equal_eval_batches(args.strategy))
+    return FMRIDataModule.from_spec(args.spec["input"], args.spec["model"]["patch_size"][3], options)
 
 
 def needs_equal_eval_batches(strategy: str) -> bool:
