@@ -11,8 +11,9 @@ from neuromamba.data.scaling import SCALING_METHODS, scale_clip
 
 @pytest.mark.parametrize("method", sorted(SCALING_METHODS))
 def test_scaled_after_transfer_equals_the_reference(method):
+    # Dummy runs of the default length (for the run-mean inputs: the shortest safe for pretraining)
     dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 6), pretraining=True, dummy_num_subjects=6,
-                        dummy_num_frames=12, input_scaling_method=method, patch_frames=2)
+                        input_scaling_method=method, patch_frames=2)
     dm.setup("fit")
     stored = next(iter(dm._loader(dm.datasets["train"], 3)))
     assert stored["fmri"].dim() == 5 and stored["fmri"].shape[1] == dm.clip_spec.sequence_length

@@ -223,7 +223,27 @@ def check_python_command(cmd: DocCommand, world, capsys) -> str:
     code, output = run_python_script(script, argv, capsys)
     assert code == 0, f"{cmd.source}: {cmd.text}\n-> {argv}\n{output[-3000:]}"
     no_traceback(output)
+    if "--dry_run" not in argv:
+        check_promised_outputs(cmd, script, argv)
     return output
+
+
+def check_promised_outputs(cmd: DocCommand, script: str, argv) -> None:
+    """Exit 0 is not enough: what the command writes is there. Every output it names exists
+    (a file, or a folder with something in it); a training leaves a finished run record; a
+    conversion leaves HDF5 runs."""
+    named = [Path(v) for flag, values in flag_groups(argv) if flag in OUTPUT_FLAGS for v in values
+             if flag != "--json" or v.endswith(".json")]
+    for path in named:
+        assert path.exists() and (path.is_file() or any(path.iterdir())), \
+            f"{cmd.source}: {cmd.text}\n-> {argv}\nwrote nothing at {path}"
+    if script == "main" and "--output_dir" in argv:
+        out_dir = Path(argv[argv.index("--output_dir") + 1])
+        assert list(out_dir.rglob("summary.json")), f"{cmd.source}: no run record (summary.json) in {out_dir}"
+    if script == "preprocess" and argv[0] in ("nifti", "legacy", "dummy") and "--shard" not in argv:
+        # (one shard of a job array may hold no run: its report is what it promises)
+        out_dir = Path(argv[argv.index("--output_dir") + 1])
+        assert list(out_dir.rglob("*.h5")), f"{cmd.source}: no HDF5 run in {out_dir}"
 
 
 # ---------------------------------------------------------------------------------------------
