@@ -49,3 +49,31 @@ def test_a_moved_run_folder_resumes_and_tests_in_its_new_place(tmp_path):
     assert code == 0, out[-2000:]
     used = yaml.safe_load((tmp_path / "eval" / "t" / "args.yaml").read_text())["split_file"]
     assert used.startswith(str(tmp_path / "again" / "r2" / "splits")), used
+
+
+def test_a_resume_that_fails_before_training_leaves_the_history_as_it_was(tmp_path):
+    """The history was cut to the checkpoint's step when the trainer was built: a resume that
+    then failed (here: before its first step) lost the finished run's later rows, its test row
+    among them. Now the rows are dropped only once the checkpoint is restored and training
+    starts."""
+    import pytorch_lightning as pl
+    import pytest
+
+    from neuromamba.cli import parse_args
+    from neuromamba.training.runner import run
+
+    args = TINY + ["--dummy_num_subjects", "12", "--train_split", "0.5", "--val_split", "0.25",
+                   "--output_dir", str(tmp_path), "--run_name", "r"]
+    code, out = run_command("main", args + ["--max_epochs", "1"])
+    assert code == 0, out[-2000:]
+    before = (tmp_path / "r" / "metrics.csv").read_bytes()
+    assert b"test/loss" in before
+
+    class FailsBeforeTraining(pl.Callback):
+        def on_fit_start(self, trainer, pl_module):
+            raise RuntimeError("stopped before the first step")
+
+    with pytest.raises(RuntimeError, match="before the first step"):
+        run(parse_args(args + ["--max_epochs", "2", "--resume_ckpt_path", "last"]),
+            extra_callbacks=[FailsBeforeTraining()])
+    assert (tmp_path / "r" / "metrics.csv").read_bytes() == before

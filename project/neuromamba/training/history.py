@@ -11,6 +11,8 @@ import csv
 import os
 from pathlib import Path
 
+import pytorch_lightning as pl
+from lightning_fabric.utilities.rank_zero import rank_zero_only
 from pytorch_lightning.loggers import CSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
@@ -54,3 +56,17 @@ def truncate_history(run_dir: str | Path, resume_step: int) -> int:
         writer.writerows(kept)
     os.replace(tmp, path)
     return len(kept)
+
+
+class ContinueHistory(pl.Callback):
+    """A resumed fit continues the run's metrics.csv: once its checkpoint is restored (so a
+    resume that fails before leaves the history as it was), the rows logged at or after the
+    restored step are dropped; the run logs them again."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+
+    @rank_zero_only
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.ckpt_path:
+            truncate_history(self.run_dir, trainer.global_step)

@@ -16,7 +16,7 @@ from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQ
 from neuromamba.training.checkpoint_io import AtomicCheckpointIO
 from neuromamba.training.epoch_line import EpochLine
 from neuromamba.training.interrupt import InterruptNotice, ResumeMidEpoch
-from neuromamba.training.history import METRICS_FILE, HistoryCSVLogger, truncate_history
+from neuromamba.training.history import METRICS_FILE, ContinueHistory, HistoryCSVLogger
 from neuromamba.training.loggers import EXTRA_LOGGERS
 from neuromamba.training.outputs import TestOutputsWriter
 from neuromamba.training.strategies import build_strategy
@@ -43,24 +43,13 @@ MAXIMISED = {"auroc", "acc", "balanced_acc", "pearson_r"}
 
 
 def _prepare_history(args, run_dir: Path) -> None:
-    """Resuming continues metrics.csv (the rows from the checkpoint's step on dropped: they
-    are logged again); another run started in a folder that has one moves it to
-    metrics.previous.csv. Rank 0 only: one file-system owner."""
+    """Resuming continues metrics.csv (ContinueHistory drops the rows from the checkpoint's step
+    on once the checkpoint is restored: they are logged again); another run started in a
+    folder that has one moves it to metrics.previous.csv. Rank 0 only: one file-system owner."""
     old = run_dir / METRICS_FILE
-    if not old.exists() or rank_zero_only.rank != 0:
+    if not old.exists() or rank_zero_only.rank != 0 or args.resume_ckpt_path:
         return
-    if args.resume_ckpt_path:
-        truncate_history(run_dir, resume_step(args.resume_ckpt_path))
-    else:
-        os.replace(old, run_dir / "metrics.previous.csv")
-
-
-def resume_step(checkpoint: str) -> int:
-    """The optimizer step a Lightning checkpoint resumes at (its global step)."""
-    import torch
-
-    ckpt = torch.load(checkpoint, map_location="cpu", weights_only=True, mmap=True)
-    return int(ckpt.get("global_step", 0))
+    os.replace(old, run_dir / "metrics.previous.csv")
 
 
 def build_loggers(args, run_dir: Path) -> list:
@@ -138,7 +127,8 @@ def build_callbacks(args, run_dir: Path, task: str) -> list:
         filename="best-{epoch:02d}-{step}",
         monitor=monitor, mode=mode, save_top_k=1, save_last=True, auto_insert_metric_name=False,
         enable_version_counter=False)  # last.ckpt is replaced, never joined by a last-v1.ckpt
-    callbacks = [checkpoint, TestOutputsWriter(run_dir), InterruptNotice(run_dir), ResumeMidEpoch()]
+    callbacks = [checkpoint, TestOutputsWriter(run_dir), InterruptNotice(run_dir), ResumeMidEpoch(),
+                 ContinueHistory(run_dir)]
     if args.loggername != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
     if args.no_progress_bar:  # a log file: one line per epoch with its validation metrics
