@@ -54,3 +54,21 @@ def test_resume_with_a_contradicting_flag_is_refused_in_one_line(tmp_path, capsy
     assert rc == 2 and len(err) == 1
     assert "--input_scaling_method znorm_minback (checkpoint: znorm_zeroback)" in err[0]
     assert (Path(first["run_dir"]) / "args.yaml").read_text() == before  # nothing rewritten
+
+
+def test_the_module_reads_its_config_once_into_typed_options():
+    """NeuroMambaModule read 27 keys of its config dict, many through .get(key, default), and
+    rebuilt the spec three times: now one typed reading, defaults in one place."""
+    from neuromamba.cli import parse_args
+    from neuromamba.run_settings import args_to_dict
+    from neuromamba.training.module import ModuleOptions, NeuroMambaModule
+
+    args = parse_args(["--downstream_task", "sex", "--embed_dim", "16", "--depth", "1", "--d_state", "8",
+                       "--headdim", "16", "--img_size", "24", "24", "24", "4", "--learning_rate", "3e-3",
+                       "--label_smoothing", "0.2"])
+    module = NeuroMambaModule(args_to_dict(args), num_classes=2)
+    assert isinstance(module.options, ModuleOptions)
+    assert (module.options.learning_rate, module.options.label_smoothing) == (3e-3, 0.2)
+    assert module.spec.model.embed_dim == 16 and module.hparams["config"]["learning_rate"] == 3e-3
+    old = ModuleOptions.from_config({"task": "classification", "learning_rate": 1e-3})  # an old config
+    assert (old.eval_level, old.chunk_size, old.warmup_ratio) == ("subject", 256, 0.05)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import contextlib
 import random
 import time
+from dataclasses import dataclass
+from dataclasses import fields as dataclass_fields
 from pathlib import Path
 from typing import Optional
 
@@ -38,15 +40,46 @@ class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN/inf; a checkpoint of that state was saved first."""
 
 
+@dataclass(frozen=True)
+class ModuleOptions:
+    """What the LightningModule reads of a run's config besides its spec, typed, with each
+    default in one place (a checkpoint written before a key existed gets it). The config dict
+    itself stays the module's hyper-parameter, so every checkpoint reads back."""
+
+    task: str
+    learning_rate: float = 1e-4
+    weight_decay: float = 1e-2
+    warmup_ratio: float = 0.05
+    min_lr_ratio: float = 0.01
+    cycle: float = 1.0
+    gamma: float = 1.0
+    label_smoothing: float = 0.0
+    drop_rate: float = 0.0
+    chunk_size: int = CHUNK_SIZE
+    grad_checkpointing: bool = False
+    autocast_dtype: Optional[str] = None
+    seed: int = 0
+    eval_level: str = "subject"
+    eval_background_removal: Optional[str] = None
+    load_model_path: Optional[str] = None
+    allow_pickle: bool = False
+    freeze_feature_extractor: bool = False
+    prompt_tuning: bool = False
+    prompt_len: int = 8
+
+    @classmethod
+    def from_config(cls, config: dict) -> "ModuleOptions":
+        names = {f.name for f in dataclass_fields(cls)}
+        return cls(**{k: v for k, v in config.items() if k in names and v is not None or k == "task"})
+
+
 def build_backbone(config: dict) -> FMamba:
     """The backbone a run config stands for: ``FMamba.from_spec`` of its spec (one reading,
     :func:`neuromamba.spec.spec_from_config`), with the run's numerical knobs."""
-    spec = spec_from_config(config)
+    spec, options = spec_from_config(config), ModuleOptions.from_config(config)
     return FMamba.from_spec(spec.model, background_value=spec.background_value,
-                            drop_rate=config.get("drop_rate", 0.0),
-                            pretraining=config["task"] == "pretraining",
-                            chunk_size=config.get("chunk_size", CHUNK_SIZE),
-                            grad_checkpointing=config.get("grad_checkpointing", False))
+                            drop_rate=options.drop_rate, pretraining=options.task == "pretraining",
+                            chunk_size=options.chunk_size, grad_checkpointing=options.grad_checkpointing)
 
 
 class NeuroMambaModule(pl.LightningModule):
@@ -54,26 +87,27 @@ class NeuroMambaModule(pl.LightningModule):
                  target_std: float = 1.0, load_pretrained_weights: bool = True):
         super().__init__()
         self.save_hyperparameters()
-        self.config = config
-        self.task = config["task"]
+        self.config = config  # the stored record; what the module reads is below, typed, once
+        self.spec = spec_from_config(config)
+        self.options = options = ModuleOptions.from_config(config)
+        self.task = options.task
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
 
         self.model = build_backbone(config)
-        if config.get("load_model_path") and load_pretrained_weights:
-            report = load_pretrained(self.model, config["load_model_path"],
-                                     allow_pickle=config.get("allow_pickle", False))
+        if options.load_model_path and load_pretrained_weights:
+            report = load_pretrained(self.model, options.load_model_path, allow_pickle=options.allow_pickle)
             rank_zero_info(f"loaded {len(report.loaded)} backbone tensors from {report.path} "
                            f"({report.format}); dropped {report.dropped or 'nothing'}")
 
-        self.frozen_backbone = bool(config.get("freeze_feature_extractor") or config.get("prompt_tuning"))
+        self.frozen_backbone = bool(options.freeze_feature_extractor or options.prompt_tuning)
         if self.frozen_backbone:
             self.model.requires_grad_(False)
             self.model.eval()
 
         self.prompt = None
-        if config.get("prompt_tuning"):
-            self.prompt = nn.Parameter(torch.randn(config["prompt_len"], config["embed_dim"]) * 0.02)
+        if options.prompt_tuning:
+            self.prompt = nn.Parameter(torch.randn(options.prompt_len, self.spec.model.embed_dim) * 0.02)
             self.prompt._no_weight_decay = True
 
         self.head = None
@@ -81,9 +115,8 @@ class NeuroMambaModule(pl.LightningModule):
             num_outputs = 1 if self.task == "regression" else int(num_classes or 0)
             if num_outputs < 1:
                 raise ValueError("classification needs num_classes >= 2 from the data module")
-            spec = spec_from_config(config)
-            self.head = build_head_for(spec.model.clf_head_version,
-                                       spec.head_context(num_outputs, config.get("chunk_size", CHUNK_SIZE)))
+            self.head = build_head_for(self.spec.model.clf_head_version,
+                                       self.spec.head_context(num_outputs, options.chunk_size))
 
         # Regression targets are standardised with train-split statistics; keeping them as
         # buffers puts them in every checkpoint, so predictions map back to original units.
@@ -134,15 +167,14 @@ class NeuroMambaModule(pl.LightningModule):
         """The model in one line, with the project's own analytic FLOPs count."""
         from neuromamba.models.flops import FMambaFlopsConfig, fmamba_forward_flops
 
-        c = self.config
-        spec = spec_from_config(c)
+        spec = self.spec
         model = spec.model
         head = None if self.task == "pretraining" else model.clf_head_version
         outputs = 1 if self.task == "regression" else int(self.hparams.get("num_classes") or 2)
         try:
             cfg = FMambaFlopsConfig(embed_dim=model.embed_dim, depth=model.depth, d_state=model.d_state,
                                     headdim=model.headdim, img_size=model.img_size,
-                                    patch_size=model.patch_size, chunk_size=c.get("chunk_size", CHUNK_SIZE),
+                                    patch_size=model.patch_size, chunk_size=self.options.chunk_size,
                                     pretraining=head is None, head=head, num_outputs=outputs,
                                     static_time_tokens=spec.static_time_tokens)
             flops = f"{sum(fmamba_forward_flops(cfg).values()) / 1e9:.3g} GFLOPs forward per clip " \
@@ -150,8 +182,8 @@ class NeuroMambaModule(pl.LightningModule):
         except NotImplementedError:  # a head that does not count its own FLOPs
             flops = "FLOPs: see check_flops.py"
         total = sum(p.numel() for p in self.parameters())
-        return (f"model: FMamba C={c['embed_dim']} depth={c['depth']} d_state={c['d_state']} "
-                f"headdim={c['headdim']}, {self.task} ({head or 'output layer'}); {total:,} "
+        return (f"model: FMamba C={model.embed_dim} depth={model.depth} d_state={model.d_state} "
+                f"headdim={model.headdim}, {self.task} ({head or 'output layer'}); {total:,} "
                 f"parameters; {flops}")
 
     def trainable_fraction(self) -> tuple[int, int]:
@@ -199,14 +231,14 @@ class NeuroMambaModule(pl.LightningModule):
         """Evaluation computes each clip independently of its batch-mates: per-sample
         (``packed``) masks unless ``--eval_background_removal batch`` asks for the original
         batch-wide rule."""
-        if self.config["background_removal"] == "none":
+        if self.spec.model.background_removal == "none":
             return "none"
-        return self.config.get("eval_background_removal") or "packed"
+        return self.options.eval_background_removal or "packed"
 
     def _autocast(self):
         """bf16 autocast when the run asks for it itself (--precision bf16 under DeepSpeed; see
         cli.finalize); weights, inputs, targets and losses stay fp32."""
-        dtype = self.config.get("autocast_dtype")
+        dtype = self.options.autocast_dtype
         if not dtype:  # never autocast(enabled=False): it would switch off Lightning's own
             return contextlib.nullcontext()
         return torch.autocast(self.device.type, dtype=getattr(torch, dtype))
@@ -229,7 +261,7 @@ class NeuroMambaModule(pl.LightningModule):
         target = batch["target"]
         if self.task == "classification":
             losses = F.cross_entropy(result, target.long(), reduction="none",
-                                     label_smoothing=self.config.get("label_smoothing", 0.0))
+                                     label_smoothing=self.options.label_smoothing)
             return losses, torch.softmax(result, dim=-1), kept, total
         target_std = self._standardise(target)
         losses = F.mse_loss(result.squeeze(-1), target_std, reduction="none")
@@ -271,7 +303,7 @@ class NeuroMambaModule(pl.LightningModule):
         loader = self.trainer.train_dataloader
         generator = getattr(getattr(loader, "sampler", None), "generator", None)
         if isinstance(generator, torch.Generator):
-            generator.manual_seed(int(self.config.get("seed", 0)) * 1000 + self.current_epoch)
+            generator.manual_seed(int(self.options.seed) * 1000 + self.current_epoch)
             if self._first_epoch_of_fit:
                 torch.empty((), dtype=torch.int64).random_(generator=generator)
         self._first_epoch_of_fit = False
@@ -292,13 +324,13 @@ class NeuroMambaModule(pl.LightningModule):
                      reduce_fx="max")
 
     def configure_optimizers(self):
-        optimizer = build_optimizer(self.named_parameters(), learning_rate=self.config["learning_rate"],
-                                    weight_decay=self.config["weight_decay"])
+        o = self.options
+        optimizer = build_optimizer(self.named_parameters(), learning_rate=o.learning_rate,
+                                    weight_decay=o.weight_decay)
         total_steps = max(int(self.trainer.estimated_stepping_batches), 1)
         scheduler = CosineAnnealingWarmUpRestarts(
-            optimizer, total_steps=total_steps, warmup_ratio=self.config.get("warmup_ratio", 0.05),
-            min_lr_ratio=self.config.get("min_lr_ratio", 0.01), cycle=self.config.get("cycle", 1.0),
-            gamma=self.config.get("gamma", 1.0))
+            optimizer, total_steps=total_steps, warmup_ratio=o.warmup_ratio,
+            min_lr_ratio=o.min_lr_ratio, cycle=o.cycle, gamma=o.gamma)
         return {"optimizer": optimizer,
                 "lr_scheduler": {"scheduler": scheduler, "interval": "step", "frequency": 1}}
 
@@ -335,7 +367,7 @@ class NeuroMambaModule(pl.LightningModule):
         if self.task == "pretraining":
             self.log(f"{stage}/loss", mean_clip_loss(records), sync_dist=True, prog_bar=shown)
             return None, {}
-        table = aggregate_by_subject(records, self.config.get("eval_level", "subject"))
+        table = aggregate_by_subject(records, self.options.eval_level)
         if not table.subjects:
             return table, {}
         # clip-level loss over the gathered clips: exact also when ranks hold unequal numbers
