@@ -128,11 +128,24 @@ def test_old_files_get_voxel_stats_computed(tmp_path):
     np.testing.assert_allclose(stored.mean_image[brain], run.mean(0)[brain], rtol=1e-6)
 
 
-def test_pretraining_on_runs_one_clip_long_is_refused_for_run_mean_inputs():
+def test_pretraining_on_short_runs_is_refused_for_run_mean_inputs(tmp_path):
+    """Pretraining refuses runs too short for the run mean (here: runs one clip long, where the
+    last frame follows from the others entirely), before it writes anything; the same clips
+    read unlabelled by the analysis tools (embed, check_flops) are not pretraining and load."""
+    from neuromamba.cli import parse_args
+    from neuromamba.training.runner import run
+
     dm = FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=True, dummy_num_subjects=6,
                         dummy_num_frames=4, input_scaling_method="voxel_demean")
+    dm.setup("fit")
     with pytest.raises(ValueError, match=r"shorter than 20 frames.*up to 100\.0% of a pretraining target"):
-        dm.setup("fit")
+        dm.refuse_leaking_runs()
+    args = parse_args(["--pretraining", "--input_scaling_method", "voxel_demean", "--dummy_num_subjects", "6",
+                       "--dummy_num_frames", "8", "--img_size", "24", "24", "24", "4", "--embed_dim", "16",
+                       "--depth", "1", "--accelerator", "cpu", "--output_dir", str(tmp_path), "--run_name", "r"])
+    with pytest.raises(ValueError, match=r"6 run\(s\) are shorter than 20 frames.*up to 8\.6%"):
+        run(args)
+    assert not (tmp_path / "r").exists()  # nothing written
     FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=False, downstream_task="sex",
                    dummy_num_subjects=6, dummy_num_frames=4, input_scaling_method="voxel_demean").setup("fit")
 
@@ -182,9 +195,11 @@ def test_short_runs_are_refused_and_the_shortest_accepted_leaks_under_one_percen
     flags = dict(dataset_name="HCP", img_size=(12, 12, 12, clip), input_scaling_method="voxel_demean",
                  train_split=0.9, val_split=0.05, deliver="model", pretraining=True)
     short = _white_noise_runs(tmp_path / "short", safe - 1)
+    short_dm = FMRIDataModule(image_path=str(short), **flags)
+    short_dm.setup("fit")
     with pytest.raises(ValueError, match=rf"6 run\(s\) are shorter than {safe} frames.*would let up to "
                                          rf"1\.\d% of a pretraining target follow"):
-        FMRIDataModule(image_path=str(short), **flags).setup("fit")
+        short_dm.refuse_leaking_runs()
     measured = _last_token_share(FMRIDataModule(image_path=str(_white_noise_runs(tmp_path / "ok", safe)),
                                                 **flags))
     assert measured <= LEAK_LIMIT, measured

@@ -248,7 +248,6 @@ class FMRIDataModule(pl.LightningDataModule):
                 save_class_mapping(tables[0], Path(self.output_dir) / "label_classes.json")
         self.datasets = {name: self._build(self.splits[name]) for name in SPLIT_NAMES}
         self._warn_short_runs()
-        self._refuse_leaking_runs()
         empty = [n for n in ("train", "val") if len(self.datasets[n]) == 0]
         if empty:
             raise ValueError(f"no clips in the {', '.join(empty)} split: check the run length "
@@ -277,12 +276,13 @@ class FMRIDataModule(pl.LightningDataModule):
             frames = max(frames, min_safe_run_frames(self.img_size[3]))
         return frames
 
-    def _refuse_leaking_runs(self) -> None:
-        """Pretraining on the run's per-voxel mean: the mean includes the clip's own future
-        frames, so part of a target follows from the frames before it (all of it when the clip
-        is its whole run). Runs too short for that share to stay under scaling.LEAK_LIMIT are
-        refused, naming them and the length that is safe."""
-        if not (self.pretraining and get_scaling(self.clip_spec.scaling_method).voxel_stats):
+    def refuse_leaking_runs(self) -> None:
+        """For a pretraining run (the training objective, not only unlabelled clips: the
+        analysis tools read those too): on the run's per-voxel mean the mean includes the clip's
+        own future frames, so part of a target follows from the frames before it (all of it
+        when the clip is its whole run). Runs too short for that share to stay under
+        scaling.LEAK_LIMIT are refused, naming them and the length that is safe."""
+        if not get_scaling(self.clip_spec.scaling_method).voxel_stats:
             return
         frames = self.clip_spec.sequence_length
         safe = min_safe_run_frames(frames)

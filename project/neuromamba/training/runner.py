@@ -67,6 +67,8 @@ def _prepare_data(args, run_dir: Path):
     datamodule = build_datamodule(args, run_dir)
     datamodule.prepare_data()
     datamodule.setup("fit")
+    if args.pretraining and not args.test_only:
+        datamodule.refuse_leaking_runs()  # before anything is written
     classes = datamodule.class_line()
     if classes:
         rank_zero_info(f"[neuromamba] {classes}")
