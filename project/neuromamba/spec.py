@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from neuromamba.checkpoints import EXPORT_SPEC_SUFFIX, export_spec_path  # noqa: F401  (re-exported)
-from neuromamba.data.scaling import static_frames_for
+from neuromamba.data.scaling import background_value_for, static_frames_for, static_time_tokens
 from neuromamba.paper import CHUNK_SIZE, PAPER_DEFAULTS
 
 DIM_KEYS = ("embed_dim", "depth", "d_state", "headdim")
@@ -123,7 +123,7 @@ class RunSpec:
     @property
     def static_time_tokens(self) -> int:
         """Leading time tokens of each patch that are the static image (0 or 1)."""
-        return static_frames_for(self.input.input_scaling_method, 1)
+        return static_time_tokens(self.input.input_scaling_method)
 
     @property
     def static_frames(self) -> int:
@@ -132,8 +132,6 @@ class RunSpec:
     @property
     def background_value(self) -> str:
         """'min' or 'zero': what the backbone's background-token rule looks for."""
-        from neuromamba.data.scaling import background_value_for
-
         return background_value_for(self.input.input_scaling_method)
 
     def head_context(self, num_outputs: int, chunk_size: int = CHUNK_SIZE):

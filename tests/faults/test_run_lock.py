@@ -1,5 +1,6 @@
 """One writer per run folder: a second training is refused naming the holder; a dead holder's
 lock is taken over with a line; the lock goes when the run ends."""
+import contextlib
 import json
 import os
 import socket
@@ -18,16 +19,23 @@ def _write_lock(folder, pid, host=None, job=None):
                                               "since": "2026-12-01 10:00:00", "job": job}))
 
 
-def test_a_live_holder_refuses_a_second_writer(tmp_path):
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+@contextlib.contextmanager
+def _live_process(command=(sys.executable, "-c", "import time; time.sleep(30)")):
+    """A process that lives for the test's block (and is killed when it ends)."""
+    process = subprocess.Popen(list(command))
     try:
+        yield process
+    finally:
+        process.kill()
+        process.wait()
+
+
+def test_a_live_holder_refuses_a_second_writer(tmp_path):
+    with _live_process() as holder:
         _write_lock(tmp_path, holder.pid)
         with pytest.raises(ValueError, match=rf"in use by another training \({socket.gethostname()} "
                                              rf"pid {holder.pid}, since 2026-12-01 10:00:00\)"):
             RunLock(tmp_path).acquire()
-    finally:
-        holder.kill()
-        holder.wait()
 
 
 def test_a_dead_holders_lock_is_taken_over_and_released(tmp_path):
@@ -52,15 +60,11 @@ def test_main_refuses_a_second_training_on_a_held_run_folder(tmp_path, capsys):
 
     folder = tmp_path / "runs" / "shared"
     folder.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    try:
+    with _live_process() as holder:
         _write_lock(folder, holder.pid)
         code = main.main(["--pretraining", "--accelerator", "cpu", "--embed_dim", "16", "--depth", "1",
                           "--img_size", "24", "24", "24", "4", "--output_dir", str(tmp_path / "runs"),
                           "--run_name", "shared"])
-    finally:
-        holder.kill()
-        holder.wait()
     err = capsys.readouterr().err.strip().splitlines()
     assert code == 2 and len(err) == 1 and "is in use by another training" in err[0]
     assert sorted(p.name for p in folder.iterdir()) == [".lock"]  # nothing written by the refused run
@@ -80,8 +84,7 @@ def test_the_same_job_requeued_on_another_node_takes_its_lock_over(tmp_path, mon
 
 
 def test_a_lock_naming_a_live_process_that_is_not_a_training_says_how_to_clear_it(tmp_path):
-    other = subprocess.Popen(["sleep", "30"])
-    try:
+    with _live_process(["sleep", "30"]) as other:
         for _ in range(200):  # until the child has exec'd sleep
             if open(f"/proc/{other.pid}/cmdline", "rb").read().startswith(b"sleep"):
                 break
@@ -90,7 +93,4 @@ def test_a_lock_naming_a_live_process_that_is_not_a_training_says_how_to_clear_i
         with pytest.raises(ValueError, match=rf"pid {other.pid} now runs `sleep 30`, not a training: "
                                              rf"the lock is stale, remove .*\.lock"):
             RunLock(tmp_path).acquire()
-    finally:
-        other.kill()
-        other.wait()
     assert os.path.exists(tmp_path / ".lock")  # refused: nothing removed

@@ -11,7 +11,6 @@ cohort-weighted :class:`DistributedWeightedSampler`) for training and an
 """
 from __future__ import annotations
 
-
 import warnings
 from dataclasses import asdict, dataclass
 from dataclasses import fields as dataclass_fields

@@ -24,10 +24,11 @@ keeps: the static image (anatomy, contrast, brain size), the fluctuations' ampli
   frame of a T-frame clip follows from the others on an N-frame run (``predictable_share``;
   all of it when the clip is its whole run). ``--pretraining`` refuses runs too short for that
   share to stay under ``LEAK_LIMIT`` (1%).
-- ``voxel_demean_static``: ``voxel_demean``, with the clip's first time token (``patch T``
-  frames) replaced by the static image, (m_v - mean) / std over the brain, background 0. Keeps
-  both, as two kinds of tokens: the model reads anatomy and fluctuations without the static
-  texture swamping the fluctuations. The tuned recipe's input.
+- ``voxel_demean_static``: ``voxel_demean``, with one more time token (``patch T`` frames) of
+  the static image, (m_v - mean) / std over the brain, in front of the clip's ``--img_size``
+  frames (it takes none of them), background 0. Keeps both, as two kinds of tokens: the model
+  reads anatomy and fluctuations without the static texture swamping the fluctuations. The
+  tuned recipe's input.
 
 "Background" is a raw value of exactly 0 (skull-stripped data, zero padding); for
 ``znorm_demean`` a voxel that is 0 in every frame of the clip, for the ``voxel_*`` scalings a

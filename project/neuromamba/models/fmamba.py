@@ -16,9 +16,8 @@ from torch.utils.checkpoint import checkpoint
 from .embedding import (BACKGROUND_REMOVALS, BACKGROUND_VALUES, Embedder, brain_tokens_from_voxels,
                         patchify, select_tokens)
 from .mamba2 import Mamba2, RMSNorm
-from ..paper import PAPER_DEFAULTS
+from ..paper import CHUNK_SIZE, PAPER_DEFAULTS
 from .variants import variant_config
-from ..paper import CHUNK_SIZE
 
 
 @dataclass

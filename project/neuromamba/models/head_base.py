@@ -3,6 +3,7 @@ work in, and counting its own FLOPs and parameters. A new head is a subclass reg
 ``heads.HEADS``; nothing else in the package names heads one by one."""
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
@@ -31,10 +32,7 @@ class HeadContext:
 
     @property
     def num_tokens(self) -> int:
-        total = 1
-        for n in self.token_grid:
-            total *= int(n)
-        return total
+        return math.prod(int(n) for n in self.token_grid)
 
     @property
     def head_mixer(self) -> Mamba2Dims:

@@ -17,10 +17,11 @@ from neuromamba.run_settings import args_to_dict
 def dry_run(args) -> list:
     """The lines a dry run prints (also returned, for tests)."""
     from neuromamba.training.memory_check import check_step_memory
-    from neuromamba.training.module import build_backbone
+    from neuromamba.spec import spec_from_config
+    from neuromamba.training.module import ModuleOptions, build_backbone
 
     config = args_to_dict(args)
-    model = build_backbone(config)
+    model = build_backbone(spec_from_config(config), ModuleOptions.from_config(config))
     params = sum(p.numel() for p in model.parameters())
     lines = [f"[neuromamba] {line}" for line in args.run_context.announce]
     lines += [

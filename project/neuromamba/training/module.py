@@ -36,6 +36,8 @@ from neuromamba.training.metrics import (ClipRecords, aggregate_by_subject, clas
 from neuromamba.training.schedule import CosineAnnealingWarmUpRestarts, build_optimizer
 
 TASKS = ("pretraining", "classification", "regression")
+
+
 class NonFiniteLossError(FloatingPointError):
     """The training loss became NaN/inf; a checkpoint of that state was saved first."""
 
@@ -73,10 +75,8 @@ class ModuleOptions:
         return cls(**{k: v for k, v in config.items() if k in names and v is not None or k == "task"})
 
 
-def build_backbone(config: dict) -> FMamba:
-    """The backbone a run config stands for: ``FMamba.from_spec`` of its spec (one reading,
-    :func:`neuromamba.spec.spec_from_config`), with the run's numerical knobs."""
-    spec, options = spec_from_config(config), ModuleOptions.from_config(config)
+def build_backbone(spec, options: ModuleOptions) -> FMamba:
+    """The backbone of a run's spec (``FMamba.from_spec``), with its numerical knobs."""
     return FMamba.from_spec(spec.model, background_value=spec.background_value,
                             drop_rate=options.drop_rate, pretraining=options.task == "pretraining",
                             chunk_size=options.chunk_size, grad_checkpointing=options.grad_checkpointing)
@@ -94,7 +94,7 @@ class NeuroMambaModule(pl.LightningModule):
         if self.task not in TASKS:
             raise ValueError(f"unknown task {self.task!r}; choose one of {TASKS}")
 
-        self.model = build_backbone(config)
+        self.model = build_backbone(self.spec, options)
         if options.load_model_path and load_pretrained_weights:
             report = load_pretrained(self.model, options.load_model_path, allow_pickle=options.allow_pickle)
             rank_zero_info(f"loaded {len(report.loaded)} backbone tensors from {report.path} "

@@ -113,7 +113,7 @@ def roc_figure(table: SubjectTable, class_names=None, title: str = ""):
     curve is drawn exactly where the metric is defined (training.metrics: a positive and a
     negative subject), with the metric's own value; a class without one says why it has no
     curve, as the metric is NaN there."""
-    from sklearn.metrics import roc_auc_score, roc_curve
+    from sklearn.metrics import roc_curve
 
     from .metrics import classification_metrics
 
@@ -127,12 +127,13 @@ def roc_figure(table: SubjectTable, class_names=None, title: str = ""):
     notes = []
     for c in classes:
         positives = y == c
-        if positives.all() or not positives.any():  # the metric's own rule: AUROC undefined
+        # the metric's own value and rule (NaN where a class has no positive or no negative)
+        auc = metrics.get("auroc" if k == 2 else f"auroc_class{c}", float("nan"))
+        if np.isnan(auc):
             notes.append(f"no curve for {names[c]!r}: {int(positives.sum())} positive and "
                          f"{int((~positives).sum())} negative subjects; AUROC is undefined (nan)")
             continue
         fpr, tpr, _ = roc_curve(positives, table.outputs[:, c])
-        auc = roc_auc_score(positives, table.outputs[:, c])
         few = min(int(positives.sum()), int((~positives).sum()))
         caution = f" ({int(positives.sum())} pos., {int((~positives).sum())} neg.)" if few < 5 else ""
         label = (f"AUC {auc:.3f}" if k == 2 else f"{names[c]} vs rest: AUC {auc:.3f}") + caution

@@ -159,6 +159,8 @@ def _refuse_another_experiment(run_dir: Path, args) -> None:
     case), unless the folder's args.yaml records another experiment: then the name is taken."""
     import yaml
 
+    from neuromamba.spec import differs
+
     recorded_path = run_dir / "args.yaml"
     if not recorded_path.is_file() or args.overwrite_run:
         return
@@ -177,15 +179,11 @@ def _refuse_another_experiment(run_dir: Path, args) -> None:
 
     before, now = settings(recorded), settings(current)
     differ = [f"{k} {before[k]} (this command: {now.get(k)})" for k in sorted(before)
-              if k in now and before[k] is not None and _plain(before[k]) != _plain(now[k])]
+              if k in now and before[k] is not None and differs(before[k], now[k])]
     if differ:
         raise ValueError(f"--resume_ckpt_path last: {run_dir} holds no checkpoint yet but was started "
                          f"as another experiment ({'; '.join(differ[:4])}); choose another --run_name, "
                          f"or pass --overwrite_run to start this one there")
-
-
-def _plain(value):
-    return list(value) if isinstance(value, tuple) else value
 
 
 def _steps_per_epoch(args, datamodule) -> int | None:
