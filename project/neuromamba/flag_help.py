@@ -128,7 +128,6 @@ class CommandParser(argparse.ArgumentParser):
     def error(self, message: str):
         import difflib
         import re
-        import sys
 
         unknown = re.match(r"unrecognized arguments: (.*)", message)
         if unknown:

@@ -3,12 +3,12 @@
   python project/preprocess.py nifti  --input RUNS --output_dir HDF5   # NIfTI -> HDF5 runs
   python project/preprocess.py legacy --input OLD  --output_dir HDF5   # img/{subject}/frame_i.pt
   python project/preprocess.py check  HDF5 [--remove]                  # verify / clean a folder
+  python project/preprocess.py dummy  --output_dir HDF5                # demo runs + labels.csv
   python project/preprocess.py nifti  --input RUNS --output_dir HDF5 --shard 3/10  # a tenth
 
 A job array splits nifti/legacy over many jobs: each task converts a disjoint share (--shard I/N,
 or SLURM_ARRAY_TASK_ID/COUNT under sbatch --array), N shares write exactly what one process
 writes, and `check` then summarises the whole folder (see sample_scripts/preprocessing/).
-  python project/preprocess.py dummy  --output_dir HDF5                # demo runs + labels.csv
 
 Exit code: 0 when every run succeeded (or was already done), 1 when any failed, 2 on bad usage.
 """

@@ -8,13 +8,13 @@ old report's line.
 from __future__ import annotations
 
 import csv
-import re
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-SHARD_REPORT = re.compile(r"^(?P<stem>.+)\.shard-(?P<index>\d+)-of-(?P<count>\d+)\.csv$")
+from .shards import parse_report_name
+
 
 
 @dataclass
@@ -44,9 +44,10 @@ def array_reports(folder: str | Path, good: set) -> list:
     ``good`` holds (subject, run) pairs whose file checked good."""
     groups = defaultdict(dict)
     for path in sorted(Path(folder).glob("*.shard-*-of-*.csv")):
-        match = SHARD_REPORT.match(path.name)
-        if match:
-            groups[(match["stem"], int(match["count"]))][int(match["index"])] = path
+        parsed = parse_report_name(path.name)
+        if parsed:
+            stem, shard = parsed
+            groups[(stem, shard.count)][shard.index] = path
     found = []
     for (stem, count), reports in sorted(groups.items()):
         summary = ArrayReports(stem, count, sorted(reports))

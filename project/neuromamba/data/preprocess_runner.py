@@ -22,7 +22,7 @@ import numpy as np
 
 from .. import fileio
 from . import masks, nifti, placement, store
-from .shards import Shard
+from .shards import Shard, report_name as shard_report_name
 
 NIFTI_SUFFIXES = (".nii.gz", ".nii")
 # subject = first path component (a subject folder) or the file name up to the first "_";
@@ -401,7 +401,7 @@ def convert_folder(jobs: Sequence[RunJob], convert_one: Callable, out_dir, optio
     total = len(jobs)
     if shard is not None:
         jobs = shard.select(jobs)
-        report_name = report_path_name(report_name, shard)
+        report_name = shard_report_name(report_name, shard)
     work = functools.partial(convert_one, out_dir=str(out_dir), options=options)
     try:
         summary = run_jobs(jobs, work, num_workers, desc, progress)
@@ -412,14 +412,6 @@ def convert_folder(jobs: Sequence[RunJob], convert_one: Callable, out_dir, optio
     summary.shard, summary.runs_in_input = shard, total
     write_report(summary, Path(out_dir) / report_name)
     return summary
-
-
-def report_path_name(report_name: str, shard: Shard | None) -> str:
-    """preprocess_report.csv, or preprocess_report.shard-2-of-4.csv for an array task."""
-    if shard is None:
-        return report_name
-    stem, suffix = report_name.rsplit(".", 1)
-    return f"{stem}.{shard.file_tag}.{suffix}"
 
 
 def preprocess_folder(input_path, out_dir, options: PreprocessOptions, *, num_workers: int = 0,

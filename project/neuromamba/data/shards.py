@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 SHARD_PATTERN = re.compile(r"^\s*(\d+)\s*/\s*(\d+)\s*$")
+# A shard's own report beside its runs: preprocess_report.shard-2-of-4.csv
+REPORT_PATTERN = re.compile(r"^(?P<stem>.+)\.shard-(?P<index>\d+)-of-(?P<count>\d+)\.csv$")
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,6 @@ class Shard:
 
     @property
     def file_tag(self) -> str:
-        """Names this shard's report, so array tasks never write one file together."""
         return f"shard-{self.index}-of-{self.count}"
 
     def owns(self, subject: str, run: str) -> bool:
@@ -75,3 +76,23 @@ def resolve_shard(flag: str | None, env: Mapping[str, str]) -> Shard | None:
     if flag is not None:
         return parse_shard(flag)
     return shard_from_slurm(env)
+
+
+def report_name(report: str, shard: Shard | None) -> str:
+    """``report`` (``stem.csv``), or ``stem.shard-I-of-N.csv`` for an array task, so array
+    tasks never write one file together."""
+    if shard is None:
+        return report
+    stem, suffix = report.rsplit(".", 1)
+    return f"{stem}.{shard.file_tag}.{suffix}"
+
+
+def parse_report_name(name: str):
+    """(stem, shard) of a shard's report file name (:func:`report_name`), or None."""
+    match = REPORT_PATTERN.match(name)
+    if not match:
+        return None
+    try:
+        return match["stem"], Shard(int(match["index"]), int(match["count"]), source=name)
+    except ValueError:  # "shard-5-of-4": not a report this code wrote
+        return None
