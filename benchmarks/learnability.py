@@ -178,7 +178,7 @@ def _main_run(argv, root: Path, name: str) -> dict:
     """One main.py run into ``<root>/runs/<name>`` -> {"auc": test AUROC, "train_loss": last
     epoch's training loss, "run_dir"}. A finished run there (its summary.json) is read, not
     repeated, so a benchmark that stopped, or one asked for more methods, resumes."""
-    from neuromamba.cli import parse_args
+    from neuromamba.cli import parse_run
     from neuromamba.training.runner import run
 
     run_dir = root / "runs" / name
@@ -186,7 +186,7 @@ def _main_run(argv, root: Path, name: str) -> dict:
     if summary.is_file():
         auc = (json.loads(summary.read_text()).get("test_metrics") or {}).get("test/auroc")
     else:
-        result = run(parse_args(argv + ["--output_dir", str(root / "runs"), "--run_name", name]))
+        result = run(parse_run(argv + ["--output_dir", str(root / "runs"), "--run_name", name]))
         run_dir, auc = Path(result["run_dir"]), result["metrics"].get("test/auroc")
     with open(run_dir / "metrics.csv") as f:
         losses = [float(r["train/loss_epoch"]) for r in csv.DictReader(f) if r.get("train/loss_epoch")]

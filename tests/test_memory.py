@@ -53,8 +53,11 @@ def test_plan_batch_fits_the_free_memory_and_the_flag_wins(monkeypatch):
 def _args(**kw):
     import argparse
 
-    base = dict(accelerator="cpu", devices=1, precision="32", batch_size=8, ignore_memory_estimate=False)
-    return argparse.Namespace(**{**base, **kw})
+    from neuromamba.cli import parse_run
+
+    flags = ["--accelerator", "cpu", "--devices", str(kw.get("devices", 1)), "--batch_size", "8", "--pretraining"]
+    run = parse_run(flags + (["--ignore_memory_estimate"] if kw.get("ignore_memory_estimate") else []))
+    return run.hardware, run.trainer
 
 
 def test_training_step_check_warns_then_refuses(monkeypatch):
@@ -65,17 +68,17 @@ def test_training_step_check_warns_then_refuses(monkeypatch):
     params = sum(p.numel() for p in model.parameters())
     need = memory.estimate_step(memory.model_profile(model), model.num_tokens, 8, params, 24**3 * 4).total
     monkeypatch.setattr(memory_check, "available_memory", lambda device: (need * 2, "test"))
-    assert "a training step needs" in memory_check.check_step_memory(_args(), model, params)
+    assert "a training step needs" in memory_check.check_step_memory(*_args(), model, params)
     monkeypatch.setattr(memory_check, "available_memory", lambda device: (need * 0.7, "test"))
     with pytest.warns(NeuroMambaWarning, match=r"--batch_size [1-4] fits; with --gradient_accumulation_steps "
                                                  r"[2-8] the effective batch stays 8"):
-        memory_check.check_step_memory(_args(), model, params)
+        memory_check.check_step_memory(*_args(), model, params)
     monkeypatch.setattr(memory_check, "available_memory", lambda device: (need * 0.3, "test"))
     with pytest.raises(ValueError, match="more than 2x what is free.*--ignore_memory_estimate"):
-        memory_check.check_step_memory(_args(), model, params)
-    memory_check.check_step_memory(_args(ignore_memory_estimate=True), model, params)
+        memory_check.check_step_memory(*_args(), model, params)
+    memory_check.check_step_memory(*_args(ignore_memory_estimate=True), model, params)
     # two CPU processes share the host: twice the memory
-    assert "x 2 processes" in memory_check.check_step_memory(_args(devices=2, ignore_memory_estimate=True),
+    assert "x 2 processes" in memory_check.check_step_memory(*_args(devices=2, ignore_memory_estimate=True),
                                                               model, params)
 
 

@@ -15,9 +15,10 @@ PACKAGE = REPO / "project" / "neuromamba"
 FLOORS = [
     {"paper", "fileio", "console", "allocator", "flag_help", "processes"},
     {"models"},
-    {"checkpoints", "memory"},
+    {"checkpoints", "memory", "machine"},
     {"data"},
     {"spec"},
+    {"run_config"},
     {"run_settings"},
     {"training"},
     {"analysis"},
@@ -62,6 +63,27 @@ def test_no_room_imports_back_up_a_floor_or_in_a_circle():
     assert not upward, upward
     circles = [(a, b) for a, t in edges.items() for b in t if a in edges.get(b, {})]
     assert not circles, circles
+
+
+def test_below_the_command_line_nothing_reads_flags():
+    """models/, data/ and training/ read typed objects (run_config.RunConfig, spec.RunSpec),
+    never argparse's namespace: a flag is resolved once, above them."""
+    found = []
+    for room in ("models", "data", "training"):
+        for path in (PACKAGE / room).rglob("*.py"):
+            tree = ast.parse(path.read_text())
+            for node in ast.walk(tree):
+                imported = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                            [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+                if any(name.split(".")[0] == "argparse" for name in imported):
+                    found.append(f"{path.relative_to(PACKAGE)}: imports argparse")
+                if isinstance(node, (ast.Name, ast.Attribute)) and \
+                        getattr(node, "id", getattr(node, "attr", None)) == "Namespace":
+                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: Namespace")
+                if isinstance(node, (ast.FunctionDef, ast.Lambda)) and \
+                        "args" in [a.arg for a in node.args.args]:  # the flags handed down
+                    found.append(f"{path.relative_to(PACKAGE)}:{node.lineno}: takes args")
+    assert not found, found
 
 
 def test_nothing_reaches_the_code_through_sys_path_insert():

@@ -168,7 +168,7 @@ def test_img_size_reads_the_same_raw_frames_under_every_recipe(tmp_path):
     """--img_size ... T is the number of raw frames a clip reads under every recipe; the tuned
     input's static token comes on top (it used to take 2 of the T frames: a 30-frame run gave
     3 clips under one recipe and 5 under the other)."""
-    from neuromamba.cli import parse_args
+    from neuromamba.cli import parse_args, run_config_of
     from neuromamba.training.runner import build_datamodule
 
     flags = ["--downstream_task", "sex", "--dummy_num_subjects", "6", "--dummy_num_frames", "30",
@@ -179,7 +179,7 @@ def test_img_size_reads_the_same_raw_frames_under_every_recipe(tmp_path):
         assert args.spec["input"]["img_size"] == [24, 24, 24, 8]
         static = 2 if recipe == "tuned" else 0
         assert args.spec["model"]["img_size"] == [24, 24, 24, 8 + static]  # the token grid follows
-        dm = build_datamodule(args, tmp_path / recipe)
+        dm = build_datamodule(run_config_of(args), tmp_path / recipe)
         dm.setup("fit")
         dataset = dm.datasets["train"].datasets[0]
         clips[recipe] = (dataset.clip_subjects(), dataset.index.tolist(), dataset[0]["fmri"].numpy())

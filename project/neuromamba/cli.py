@@ -2,7 +2,9 @@
 
 The flag names and meanings of the original NeuroMamba README are kept (``--pretraining
 --use_autoregressive --calc_loss_without_background --clf_head_version ...``). ``parse_args``
-returns the Namespace that :func:`neuromamba.run_settings.finalize` validated and resolved.
+returns the Namespace that :func:`neuromamba.run_settings.finalize` validated and resolved;
+``parse_run`` the typed :class:`neuromamba.run_config.RunConfig` built from it, which is all
+that the training code below reads.
 """
 from __future__ import annotations
 
@@ -13,8 +15,9 @@ from typing import Optional, Sequence
 
 from neuromamba.fileio import read_yaml_mapping
 from neuromamba.flag_help import CommandParser, HelpFormatter, fill_missing_help, prog_for
+from neuromamba.run_config import RunConfig
 from neuromamba.run_settings import (DEFAULT_LABEL_SMOOTHING, PRECISIONS, _head_names,  # noqa: F401
-                                     args_to_dict, check_hardware, finalize)
+                                     args_to_dict, finalize, run_config_of)
 from neuromamba.paper import CHUNK_SIZE
 
 
@@ -331,3 +334,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     _check_choices(parser, args)
     return finalize(args, recipe, flag_defaults)
+
+
+def parse_run(argv: Optional[Sequence[str]] = None) -> RunConfig:
+    """``parse_args``, then the typed run that ``training.runner.run`` takes."""
+    return run_config_of(parse_args(argv))

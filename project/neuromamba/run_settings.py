@@ -6,23 +6,11 @@ from __future__ import annotations
 
 import argparse
 import math
-import os
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import List, Optional
 
+import neuromamba.machine as machine
 from neuromamba.fileio import read_yaml_mapping
-
-@dataclass
-class RunContext:
-    """What resolving a command found beside its settings: the lines to announce at start, the
-    checkpoint read once, and whether a requeued job starts its run over. Not a setting: it is
-    never written to args.yaml, summary.json or a checkpoint (``args_to_dict`` leaves it out)."""
-
-    announce: List[str] = field(default_factory=list)
-    notes: List[str] = field(default_factory=list)  # found while validating, announced after the spec
-    checkpoint: Optional[object] = None  # spec.CheckpointSettings of the checkpoint that fixes the run
-    fresh_start: bool = False  # --resume_ckpt_path last found no checkpoint: the run starts over
+from neuromamba.run_config import RunConfig, RunContext
 
 
 RUNTIME_FIELDS = ("run_context",)  # on the namespace, but not settings
@@ -297,7 +285,7 @@ def _resolve_hardware(args) -> None:
     args.autocast_dtype = None
     if args.strategy.startswith("deepspeed") and args.lightning_precision == "bf16-mixed":
         args.lightning_precision, args.autocast_dtype = "32-true", "bfloat16"
-    if args.strategy.startswith("deepspeed") and args.accelerator == "cpu" and not deepspeed_runs_on_cpu():
+    if args.strategy.startswith("deepspeed") and args.accelerator == "cpu" and not machine.deepspeed_runs_on_cpu():
         raise ValueError(f"--strategy {args.strategy} needs CUDA GPUs; use --strategy ddp or auto on CPU")
 
 
@@ -437,67 +425,9 @@ def _check_spec_values(args) -> None:
         raise ValueError(f"--stride_between_seq must be > 0 (clip lengths), got {args.stride_between_seq}")
 
 
-def runs_on_cpu(args: argparse.Namespace) -> bool:
-    """The run's processes compute on the CPU (asked for, or ``auto`` without a GPU)."""
-    import torch
-
-    return args.accelerator == "cpu" or (args.accelerator == "auto" and not torch.cuda.is_available())
-
-
-def deepspeed_runs_on_cpu() -> bool:
-    """Lightning's DeepSpeedStrategy refuses a CPU accelerator, so users get a clear line
-    instead. The tests run DeepSpeed's real engine on its CPU accelerator through a test-only
-    strategy (tests/training/deepspeed_cpu.py), which turns this on."""
-    return False
-
-
-def check_hardware(args: argparse.Namespace) -> None:
-    """What the flags ask of this machine (checked when a run starts, not when flags parse)."""
-    import torch
-
-    wants_gpu = args.accelerator in ("gpu", "cuda") or (args.strategy.startswith("deepspeed")
-                                                         and not deepspeed_runs_on_cpu())
-    if wants_gpu and not torch.cuda.is_available():
-        what = f"--strategy {args.strategy}" if args.strategy.startswith("deepspeed") else \
-            f"--accelerator {args.accelerator}"
-        raise ValueError(f"{what} needs a CUDA GPU and this machine has none visible; use "
-                         f"--accelerator cpu (and --strategy auto or ddp)")
-    if args.num_nodes > 1 and not launcher_present():
-        raise ValueError(f"--num_nodes {args.num_nodes} needs a multi-node launcher to start the other "
-                         f"nodes' processes: SLURM (sbatch/srun), PBS (qsub, then mpiexec or pbsdsh) or "
-                         f"torchrun --nnodes; none is present here ({', '.join(LAUNCHER_VARIABLES)} unset). "
-                         f"On one machine use --num_nodes 1")
-    on_cpu = runs_on_cpu(args)
-    cores = os.cpu_count() or 1
-    if on_cpu and isinstance(args.devices, int) and args.devices > cores:
-        raise ValueError(f"--devices {args.devices} on the CPU starts {args.devices} processes on "
-                         f"{cores} cores; use --devices {cores} or fewer")
-    if on_cpu and args.precision in ("bf16", "bf16-mixed", "16", "16-mixed"):
-        native = cpu_has_native_bf16()
-        import warnings
-
-        from neuromamba.console import NeuroMambaWarning
-
-        warnings.warn(f"--precision {args.precision} on the CPU: " + (
-            "this CPU has native bf16 (AMX/AVX512-BF16), so autocast can pay off" if native else
-            "this CPU has no native bf16, and a training run was measured ~5x slower than with "
-            "--precision 32 on the project's 2-core x86 machine; use --precision 32 here"), NeuroMambaWarning, stacklevel=2)
-
-
-# Variables a multi-node launcher sets in every process it starts.
-LAUNCHER_VARIABLES = ("SLURM_JOB_ID", "PBS_JOBID", "TORCHELASTIC_RUN_ID", "WORLD_SIZE")
-
-
-def launcher_present() -> bool:
-    return any(os.environ.get(name) for name in LAUNCHER_VARIABLES)
-
-
-def cpu_has_native_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "amx_bf16" in flags or "avx512_bf16" in flags
+def run_config_of(args: argparse.Namespace) -> RunConfig:
+    """The validated command as the typed run everything below the command line reads."""
+    return RunConfig.from_record(args_to_dict(args), args.run_context)
 
 
 def args_to_dict(args: argparse.Namespace) -> dict:

@@ -32,11 +32,11 @@ def test_features_on_a_tiny_known_volume():
 
 @pytest.fixture(scope="module")
 def classification_run(tmp_path_factory):
-    from neuromamba.cli import parse_args
+    from neuromamba.cli import parse_args, parse_run
     from neuromamba.training.runner import run
 
     out = tmp_path_factory.mktemp("base")
-    result = run(parse_args(["--embed_dim", "16", "--depth", "1", "--d_state", "8", "--headdim", "16",
+    result = run(parse_run(["--embed_dim", "16", "--depth", "1", "--d_state", "8", "--headdim", "16",
                              "--img_size", "24", "24", "24", "4", "--accelerator", "cpu", "--no_progress_bar",
                              "--downstream_task", "sex", "--dummy_num_subjects", "20", "--train_split", "0.5",
                              "--val_split", "0.25", "--max_epochs", "1", "--seed", "4",

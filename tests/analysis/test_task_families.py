@@ -31,11 +31,11 @@ def _encoder():
 
 def _units(flags, tmp_path):
     """main.py flags -> (args, {split: (unit embeddings, unit targets)}) at --eval_level."""
-    from neuromamba.cli import parse_args
+    from neuromamba.cli import parse_args, run_config_of
     from neuromamba.training.runner import build_datamodule
 
     args = parse_args(TINY + list(flags) + ["--output_dir", str(tmp_path)])
-    dm = build_datamodule(args, Path(tmp_path))
+    dm = build_datamodule(run_config_of(args), Path(tmp_path))
     dm.setup("fit")
     encoder = _encoder()
     out = {}

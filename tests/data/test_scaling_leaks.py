@@ -3,7 +3,7 @@ scalings keep fluctuation amplitude whatever the static contrast; each scaling s
 import numpy as np
 import pytest
 
-from neuromamba.cli import parse_args
+from neuromamba.cli import parse_args, run_config_of
 from neuromamba.data import scaling, store
 from neuromamba.data.datamodule import FMRIDataModule
 
@@ -144,7 +144,7 @@ def test_pretraining_on_short_runs_is_refused_for_run_mean_inputs(tmp_path):
                        "--dummy_num_frames", "8", "--img_size", "24", "24", "24", "4", "--embed_dim", "16",
                        "--depth", "1", "--accelerator", "cpu", "--output_dir", str(tmp_path), "--run_name", "r"])
     with pytest.raises(ValueError, match=r"6 run\(s\) are shorter than 20 frames.*up to 8\.6%"):
-        run(args)
+        run(run_config_of(args))
     assert not (tmp_path / "r").exists()  # nothing written
     FMRIDataModule("Dummy", img_size=(24, 24, 24, 4), pretraining=False, downstream_task="sex",
                    dummy_num_subjects=6, dummy_num_frames=4, input_scaling_method="voxel_demean").setup("fit")

@@ -42,7 +42,7 @@ def test_the_class_list_is_printed_at_start_with_its_subjects(tmp_path):
     import csv
     from pathlib import Path
 
-    from neuromamba.cli import parse_args
+    from neuromamba.cli import parse_args, run_config_of
     from neuromamba.data.dummy import DummySpec, write_dummy_runs
     from neuromamba.training.runner import build_datamodule
 
@@ -57,7 +57,7 @@ def test_the_class_list_is_printed_at_start_with_its_subjects(tmp_path):
                        str(tmp_path / "labels.csv"), "--target_column", "dx",
                        "--downstream_task_type", "classification", "--img_size", "24", "24", "24", "4",
                        "--train_split", "0.5", "--val_split", "0.25", "--output_dir", str(tmp_path)])
-    dm = build_datamodule(args, Path(tmp_path))
+    dm = build_datamodule(run_config_of(args), Path(tmp_path))
     dm.setup("fit")
     line = dm.class_line()
     counts = [[len({s for s, t in zip(dm.clip_subjects(n), dm.clip_targets(n)) if t == c})

@@ -59,7 +59,7 @@ def test_a_resume_that_fails_before_training_leaves_the_history_as_it_was(tmp_pa
     import pytorch_lightning as pl
     import pytest
 
-    from neuromamba.cli import parse_args
+    from neuromamba.cli import parse_args, parse_run
     from neuromamba.training.runner import run
 
     args = TINY + ["--dummy_num_subjects", "12", "--train_split", "0.5", "--val_split", "0.25",
@@ -74,6 +74,6 @@ def test_a_resume_that_fails_before_training_leaves_the_history_as_it_was(tmp_pa
             raise RuntimeError("stopped before the first step")
 
     with pytest.raises(RuntimeError, match="before the first step"):
-        run(parse_args(args + ["--max_epochs", "2", "--resume_ckpt_path", "last"]),
+        run(parse_run(args + ["--max_epochs", "2", "--resume_ckpt_path", "last"]),
             extra_callbacks=[FailsBeforeTraining()])
     assert (tmp_path / "r" / "metrics.csv").read_bytes() == before

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from neuromamba.cli import parse_args
+from neuromamba.cli import parse_args, parse_run, run_config_of
 from neuromamba.training.interrupt import resume_command
 from neuromamba.training.runner import run
 
@@ -29,12 +29,12 @@ class _SigtermAt(pl.Callback):
 def test_sigterm_mid_epoch_checkpoints_that_step_and_exits_143(tmp_path, capsys):
     import main
 
-    full = run(parse_args(TINY + ["--output_dir", str(tmp_path), "--run_name", "full"]))
+    full = run(parse_run(TINY + ["--output_dir", str(tmp_path), "--run_name", "full"]))
     steps = full["trainer"].global_step
     mid = 2  # inside the first epoch (6 batches), far from its end
     args = parse_args(TINY + ["--output_dir", str(tmp_path), "--run_name", "cut"])
     try:
-        run(args, extra_callbacks=[_SigtermAt(mid)])
+        run(run_config_of(args), extra_callbacks=[_SigtermAt(mid)])
         raise AssertionError("SIGTERM did not stop the run")
     except SystemExit:
         pass
@@ -44,7 +44,7 @@ def test_sigterm_mid_epoch_checkpoints_that_step_and_exits_143(tmp_path, capsys)
     assert f"stopped by SIGTERM at epoch 0, step {mid}; saved {last}; resume with: " in err
     assert f"--resume_ckpt_path {last}" in err
     # resumed, it ends where the uninterrupted run ends, with the same weights
-    resumed = run(parse_args(TINY + ["--output_dir", str(tmp_path), "--run_name", "cut",
+    resumed = run(parse_run(TINY + ["--output_dir", str(tmp_path), "--run_name", "cut",
                                      "--resume_ckpt_path", "last"]))  # what a requeued job runs
     assert resumed["trainer"].global_step == steps
     assert sorted(p.name for p in last.parent.glob("last*")) == ["last.ckpt"]
@@ -78,7 +78,7 @@ def test_the_command_line_exits_143_on_sigterm(tmp_path, monkeypatch):
     from neuromamba.training import runner
 
     real = runner.build_trainer
-    monkeypatch.setattr(runner, "build_trainer", lambda *a, **k: real(*a[:3], [_SigtermAt(1)]))
+    monkeypatch.setattr(runner, "build_trainer", lambda *a, **k: real(*a[:2], [_SigtermAt(1)]))
     code = main.main(TINY + ["--output_dir", str(tmp_path), "--run_name", "r"])
     assert code == 143
     assert torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] == 1
@@ -110,7 +110,7 @@ def test_sigusr1_checkpoints_the_step_and_requeues_the_slurm_job(tmp_path, capsy
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
     args = parse_args(TINY + ["--output_dir", str(tmp_path), "--run_name", "usr1"])
     try:
-        run(args, extra_callbacks=[_SignalAt(2, signal.SIGUSR1)])
+        run(run_config_of(args), extra_callbacks=[_SignalAt(2, signal.SIGUSR1)])
         raise AssertionError("SIGUSR1 did not stop the run")
     except SystemExit:
         pass

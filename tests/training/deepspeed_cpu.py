@@ -3,7 +3,7 @@
 DeepSpeed runs its ZeRO engine on its CPU accelerator (``DS_ACCELERATOR=cpu``) with gloo: stage
 1, 2 and 3 train, step and save their checkpoint folders as on GPUs. Lightning insists on CUDA
 in three places, each stepped around below with the line it steps around; the project's own
-refusal of DeepSpeed on CPU (``run_settings.deepspeed_runs_on_cpu``) is turned off the same way.
+refusal of DeepSpeed on CPU (``machine.deepspeed_runs_on_cpu``) is turned off the same way.
 Nothing here is used by the package: users get DeepSpeed on GPUs only.
 
 Run ``python tests/training/deepspeed_cpu.py <main.py flags>``: main.py with these shims (each
@@ -76,19 +76,19 @@ def install() -> None:
     """main.py's deepspeed_stage_* strategies built as CPUDeepSpeedStrategy."""
     from functools import partial
 
-    from neuromamba import run_settings
+    from neuromamba import machine
 
     for name, builder in list(strategies.STRATEGY_BUILDERS.items()):
         if name.startswith("deepspeed_stage_"):
             strategies.STRATEGY_BUILDERS[name] = partial(builder, strategy_class=CPUDeepSpeedStrategy)
-    run_settings.deepspeed_runs_on_cpu = lambda: True
+    machine.deepspeed_runs_on_cpu = lambda: True
     dump = os.environ.get("NEUROMAMBA_TEST_ENGINE_WEIGHTS")
     if dump:
         from neuromamba.training import runner
 
         plain_run = runner.run
-        runner.run = lambda args, extra_callbacks=(): plain_run(
-            args, tuple(extra_callbacks) + (SaveEngineWeights(dump).callback(),))
+        runner.run = lambda run, extra_callbacks=(): plain_run(
+            run, tuple(extra_callbacks) + (SaveEngineWeights(dump).callback(),))
 
 
 if __name__ == "__main__":

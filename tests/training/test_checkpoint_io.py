@@ -31,11 +31,10 @@ def test_failed_write_leaves_the_previous_checkpoint_and_no_temporary(tmp_path, 
 
 
 def test_trainer_uses_the_atomic_writer(tmp_path):
-    from neuromamba.cli import parse_args
+    from neuromamba.cli import parse_run
     from neuromamba.training.trainer import build_trainer
 
-    args = parse_args(["--accelerator", "cpu", "--pretraining", "--no_progress_bar"])
-    trainer = build_trainer(args, tmp_path, "pretraining")
+    trainer = build_trainer(parse_run(["--accelerator", "cpu", "--pretraining", "--no_progress_bar"]), tmp_path)
     assert isinstance(trainer.strategy.checkpoint_io, AtomicCheckpointIO)
 
 

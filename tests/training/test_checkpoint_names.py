@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from neuromamba.cli import parse_args
+from neuromamba.cli import parse_args, parse_run
 from neuromamba.training.runner import run
 
 TINY = ["--embed_dim", "16", "--depth", "1", "--d_state", "8", "--headdim", "16",
@@ -14,7 +14,7 @@ TINY = ["--embed_dim", "16", "--depth", "1", "--d_state", "8", "--headdim", "16"
 
 
 def test_best_alias_run_folder_and_missing_checkpoints(tmp_path):
-    result = run(parse_args(TINY + ["--output_dir", str(tmp_path), "--run_name", "r", "--max_epochs", "2"]))
+    result = run(parse_run(TINY + ["--output_dir", str(tmp_path), "--run_name", "r", "--max_epochs", "2"]))
     folder = Path(result["run_dir"]) / "checkpoints"
     alias = folder / "best.ckpt"
     assert alias.is_symlink() and os.readlink(alias).startswith("best-")
@@ -51,7 +51,7 @@ def test_last_ckpt_is_the_last_state_even_when_the_last_epochs_did_not_improve(t
     # only the first epoch "improves" the monitor: Lightning alone then left last.ckpt at epoch 0
     monkeypatch.setattr(RunCheckpoint, "check_monitor_top_k",
                         lambda self, trainer, current=None: trainer.current_epoch == 0)
-    result = run(parse_args(TINY + ["--output_dir", str(tmp_path), "--run_name", "r", "--max_epochs", "3"]))
+    result = run(parse_run(TINY + ["--output_dir", str(tmp_path), "--run_name", "r", "--max_epochs", "3"]))
     trainer = result["trainer"]
     last = torch.load(tmp_path / "r" / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["global_step"] == trainer.global_step and last["epoch"] == 2

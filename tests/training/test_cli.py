@@ -4,7 +4,7 @@ import sys
 import pytest
 import torch
 
-from neuromamba.cli import parse_args
+from neuromamba.cli import parse_args, parse_run, run_config_of
 from neuromamba.training.strategies import STRATEGY_BUILDERS, build_strategy, deepspeed_config
 from neuromamba.training.trainer import trainer_kwargs
 
@@ -158,7 +158,7 @@ def test_deepspeed_strategy_objects_from_flags(stage):
     from pytorch_lightning.strategies import DeepSpeedStrategy
 
     a = parse_args(README_PRETRAIN[:-6] + ["--strategy", f"deepspeed_stage_{stage}"])
-    strategy = build_strategy(a)
+    strategy = build_strategy(run_config_of(a).hardware)
     assert isinstance(strategy, DeepSpeedStrategy)
     assert strategy.config["zero_optimization"]["stage"] == stage
     # --precision bf16: fp32 weights with the module's own bf16 autocast, no DeepSpeed bf16 mode
@@ -177,7 +177,7 @@ def test_trainer_kwargs_map_flags(tmp_path):
     a = parse_args(["--pretraining", "--precision", "bf16", "--gradient_accumulation_steps", "4",
                     "--clip_grad_norm", "1.0", "--strategy", "ddp", "--accelerator", "cpu", "--devices", "2",
                     "--limit_train_batches", "3"])
-    kw = trainer_kwargs(a, tmp_path, "pretraining")
+    kw = trainer_kwargs(run_config_of(a), tmp_path)
     assert kw["precision"] == "bf16-mixed" and kw["accumulate_grad_batches"] == 4
     assert kw["gradient_clip_val"] == 1.0 and kw["devices"] == 2
     assert kw["limit_train_batches"] == 3 and isinstance(kw["limit_train_batches"], int)
@@ -189,11 +189,12 @@ def test_trainer_kwargs_map_flags(tmp_path):
 def test_best_checkpoint_monitor_defaults_and_override():
     from neuromamba.training.trainer import monitor_for
 
-    assert monitor_for(parse_args(["--pretraining"]), "pretraining") == ("val/loss", "min")
-    assert monitor_for(parse_args([]), "classification") == ("val/loss", "min")
-    assert monitor_for(parse_args(["--downstream_task_type", "regression"]), "regression") == ("val/mse", "min")
-    assert monitor_for(parse_args(["--monitor", "auroc"]), "classification") == ("val/auroc", "max")
-    assert monitor_for(parse_args(["--monitor", "val/mae", "--monitor_mode", "min"]), "regression") == ("val/mae", "min")
+    assert monitor_for(parse_run(["--pretraining"])) == ("val/loss", "min")
+    assert monitor_for(parse_run([])) == ("val/loss", "min")
+    assert monitor_for(parse_run(["--downstream_task_type", "regression"])) == ("val/mse", "min")
+    assert monitor_for(parse_run(["--monitor", "auroc"])) == ("val/auroc", "max")
+    assert monitor_for(parse_run(["--monitor", "val/mae", "--monitor_mode", "min",
+                                  "--downstream_task_type", "regression"])) == ("val/mae", "min")
 
 
 def test_unreadable_yaml_and_checkpoint_files_are_one_sentence_errors(tmp_path):
@@ -248,7 +249,7 @@ def test_impossible_launches_are_refused_before_anything_starts(monkeypatch, tmp
     import os
     import time
 
-    from neuromamba.run_settings import LAUNCHER_VARIABLES, check_hardware
+    from neuromamba.machine import LAUNCHER_VARIABLES, check_hardware
 
     for name in LAUNCHER_VARIABLES:
         monkeypatch.delenv(name, raising=False)
@@ -256,11 +257,11 @@ def test_impossible_launches_are_refused_before_anything_starts(monkeypatch, tmp
     args = parse_args(["--accelerator", "cpu", "--devices", "12", "--num_nodes", "32", "--pretraining",
                        "--output_dir", str(tmp_path)])
     with pytest.raises(ValueError, match="needs a multi-node launcher.*SLURM.*PBS.*torchrun"):
-        check_hardware(args)
+        check_hardware(run_config_of(args).hardware)
     assert time.time() - started < 10 and not any(tmp_path.iterdir())
     monkeypatch.setenv("SLURM_JOB_ID", "1")
     args = parse_args(["--accelerator", "cpu", "--devices", str((os.cpu_count() or 1) + 1), "--pretraining"])
     with pytest.raises(ValueError, match="processes on"):
-        check_hardware(args)
+        check_hardware(run_config_of(args).hardware)
     with pytest.warns(Warning, match="--precision bf16 on the CPU"):
-        check_hardware(parse_args(["--accelerator", "cpu", "--precision", "bf16", "--pretraining"]))
+        check_hardware(parse_run(["--accelerator", "cpu", "--precision", "bf16", "--pretraining"]).hardware)

@@ -8,7 +8,7 @@ import pytorch_lightning as pl
 import torch
 
 from neuromamba.checkpoints import read_state_dict
-from neuromamba.cli import parse_args
+from neuromamba.cli import parse_args, parse_run, run_config_of
 from neuromamba.training.module import NonFiniteLossError
 from neuromamba.training.runner import run
 
@@ -19,7 +19,7 @@ TINY = ["--embed_dim", "16", "--depth", "1", "--d_state", "8", "--headdim", "16"
 
 
 def run_cli(out_dir, name, *flags, callbacks=()):
-    return run(parse_args(TINY + ["--output_dir", str(out_dir), "--run_name", name, *flags]), callbacks)
+    return run(parse_run(TINY + ["--output_dir", str(out_dir), "--run_name", name, *flags]), callbacks)
 
 
 def read_metrics(run_dir):
@@ -42,7 +42,7 @@ def pretrained(tmp_path_factory):
 def _val_next_token_loss(module, args):
     from neuromamba.training.runner import build_datamodule
 
-    dm = build_datamodule(args, Path(args.run_dir))
+    dm = build_datamodule(run_config_of(args), Path(args.run_dir))
     dm.setup("fit")
     module.eval()
     with torch.no_grad():
@@ -210,7 +210,7 @@ def test_resume_after_kill_matches_uninterrupted(tmp_path):
     last = tmp_path / "killed" / "checkpoints" / "last.ckpt"
     assert torch.load(last, weights_only=True)["global_step"] == steps_per_epoch
     # no --run_name: resuming <out>/killed/checkpoints/last.ckpt continues in <out>/killed
-    resumed = run(parse_args(TINY + ["--output_dir", str(tmp_path), *flags, "--resume_ckpt_path", str(last)]))
+    resumed = run(parse_run(TINY + ["--output_dir", str(tmp_path), *flags, "--resume_ckpt_path", str(last)]))
     assert Path(resumed["run_dir"]) == tmp_path / "killed"
     assert not list((tmp_path / "killed").glob("metrics.*.csv"))  # one history, no metrics.1.csv
     assert resumed["trainer"].global_step == full["trainer"].global_step

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from neuromamba.cli import parse_args
+from neuromamba.cli import parse_args, parse_run
 from neuromamba.data.preprocess_runner import PreprocessOptions, preprocess_folder
 from neuromamba.training.runner import run
 
@@ -63,7 +63,7 @@ def _flags(cohort, out, name, *extra):
 @pytest.fixture(scope="module")
 def trained(cohort, tmp_path_factory):
     out = tmp_path_factory.mktemp("runs")
-    result = run(parse_args(_flags(cohort, out, "fit", "--max_epochs", "1", "--batch_size", "3",
+    result = run(parse_run(_flags(cohort, out, "fit", "--max_epochs", "1", "--batch_size", "3",
                                    "--eval_batch_size", "1", "--learning_rate", "1e-2")))
     best = next((Path(result["run_dir"]) / "checkpoints").glob("best-*.ckpt"))
     return out, best, _predictions(result["run_dir"])
@@ -73,7 +73,7 @@ def test_test_metrics_do_not_depend_on_eval_batch_size(cohort, trained):
     out, best, reference = trained
     assert len(reference) >= 3
     for size in (2, 5):
-        result = run(parse_args(_flags(cohort, out, f"eval{size}", "--test_only", "--test_ckpt_path", str(best),
+        result = run(parse_run(_flags(cohort, out, f"eval{size}", "--test_only", "--test_ckpt_path", str(best),
                                        "--eval_batch_size", str(size))))
         got = _predictions(result["run_dir"])
         assert set(got) == set(reference)  # the checkpoint run's own split is reused
@@ -84,7 +84,7 @@ def test_test_metrics_do_not_depend_on_eval_batch_size(cohort, trained):
 def test_the_original_batch_rule_does_depend_on_batch_mates(cohort, trained):
     """Why the default changed: with --eval_background_removal batch the outputs move."""
     out, best, reference = trained
-    result = run(parse_args(_flags(cohort, out, "batchrule", "--test_only", "--test_ckpt_path", str(best),
+    result = run(parse_run(_flags(cohort, out, "batchrule", "--test_only", "--test_ckpt_path", str(best),
                                    "--eval_batch_size", "5", "--eval_background_removal", "batch")))
     got = _predictions(result["run_dir"])
     assert max(abs(got[s] - reference[s]) for s in reference) > 1e-4
@@ -104,7 +104,7 @@ def test_test_metrics_equal_predict_py(cohort, trained, capsys):
 def test_test_only_reuses_the_checkpoint_split_and_clip_settings(cohort, trained):
     out, best, reference = trained
     # another seed and split fractions would draw another split; --test_only keeps the run's
-    result = run(parse_args(_flags(cohort, out, "seed", "--test_only", "--test_ckpt_path", str(best),
+    result = run(parse_run(_flags(cohort, out, "seed", "--test_only", "--test_ckpt_path", str(best),
                                    "--seed", "99", "--img_size", "24", "24", "24", "2")))
     assert set(_predictions(result["run_dir"])) == set(reference)
 

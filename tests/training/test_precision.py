@@ -5,7 +5,7 @@ import pytest
 import pytorch_lightning as pl
 import torch
 
-from neuromamba.cli import parse_args
+from neuromamba.cli import parse_args, run_config_of
 from neuromamba.training.runner import run
 from neuromamba.training.strategies import build_strategy, deepspeed_config
 
@@ -21,7 +21,7 @@ def test_deepspeed_bf16_is_fp32_weights_with_module_autocast(strategy):
     config = deepspeed_config(int(strategy.split("_")[2]), args.lightning_precision)
     assert "bf16" not in config and "fp16" not in config
     pytest.importorskip("deepspeed")
-    built = build_strategy(args)
+    built = build_strategy(run_config_of(args).hardware)
     assert "bf16" not in built.config and "fp16" not in built.config
 
 
@@ -60,7 +60,7 @@ def test_bf16_training_step_keeps_fp32_where_it_matters(tmp_path, deepspeed_path
     if deepspeed_path:  # what cli.finalize gives a DeepSpeed strategy, run here on one CPU
         args.lightning_precision, args.autocast_dtype = "32-true", "bfloat16"
     probe = _Probe()
-    run(args, extra_callbacks=[probe])
+    run(run_config_of(args), extra_callbacks=[probe])
     seen = probe.seen
     assert seen["params"] == {torch.float32}
     assert seen["clip"] == torch.float32 and seen["target"].dtype == torch.float32

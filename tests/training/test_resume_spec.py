@@ -6,7 +6,7 @@ from pathlib import Path
 import torch
 import yaml
 
-from neuromamba.cli import parse_args
+from neuromamba.cli import parse_run
 from neuromamba.training.runner import run
 
 PROJECT = Path(__file__).resolve().parents[2] / "project"
@@ -23,10 +23,10 @@ def _recorded(run_dir):
 
 
 def test_resume_without_the_flag_keeps_the_runs_input(tmp_path, capsys):
-    first = run(parse_args(TINY + ["--output_dir", str(tmp_path), "--run_name", "r", "--max_epochs", "1",
+    first = run(parse_run(TINY + ["--output_dir", str(tmp_path), "--run_name", "r", "--max_epochs", "1",
                                    "--input_scaling_method", "znorm_zeroback", "--calc_loss_without_background"]))
     last = Path(first["run_dir"]) / "checkpoints" / "last.ckpt"
-    resumed = run(parse_args(TINY + ["--output_dir", str(tmp_path), "--max_epochs", "2",
+    resumed = run(parse_run(TINY + ["--output_dir", str(tmp_path), "--max_epochs", "2",
                                      "--resume_ckpt_path", str(last)]))
     assert Path(resumed["run_dir"]) == tmp_path / "r"
     # the second epoch read the same input, through the same model
@@ -41,7 +41,7 @@ def test_resume_without_the_flag_keeps_the_runs_input(tmp_path, capsys):
 
 
 def test_resume_with_a_contradicting_flag_is_refused_in_one_line(tmp_path, capsys):
-    first = run(parse_args(TINY + ["--output_dir", str(tmp_path), "--run_name", "r", "--max_epochs", "1",
+    first = run(parse_run(TINY + ["--output_dir", str(tmp_path), "--run_name", "r", "--max_epochs", "1",
                                    "--input_scaling_method", "znorm_zeroback"]))
     last = Path(first["run_dir"]) / "checkpoints" / "last.ckpt"
     before = (Path(first["run_dir"]) / "args.yaml").read_text()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import numpy as np
 
-from neuromamba.cli import parse_args
+from neuromamba.cli import parse_run
 from neuromamba.training.metrics import SubjectTable
 from neuromamba.training.outputs import predictions_rows, roc_figure, scatter_figure
 from neuromamba.training.runner import run
@@ -23,7 +23,7 @@ def _texts(fig) -> str:
 
 
 def test_summary_json_and_curves(tmp_path):
-    result = run(parse_args(TINY + ["--downstream_task", "sex", "--dummy_num_subjects", "16", "--max_epochs", "2",
+    result = run(parse_run(TINY + ["--downstream_task", "sex", "--dummy_num_subjects", "16", "--max_epochs", "2",
                                     "--train_split", "0.5", "--val_split", "0.25",
                                     "--output_dir", str(tmp_path), "--run_name", "r"]))
     run_dir = Path(result["run_dir"])

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from neuromamba.cli import parse_args
+from neuromamba.cli import parse_args, run_config_of
 from process_helpers import run_process_group
 from neuromamba.training.runner import run
 
@@ -25,7 +25,7 @@ def test_dummy_finetune_learns_planted_signal(tmp_path):
                               "--max_epochs", "5", "--learning_rate", "2e-2", "--weight_decay", "0",
                               "--seed", "3", "--output_dir", str(tmp_path),
                               "--run_name", "auc"])
-    result = run(args)
+    result = run(run_config_of(args))
     assert result["metrics"]["test/auroc"] >= 0.9
     with open(Path(result["run_dir"]) / "predictions_test.csv") as f:
         rows = list(csv.DictReader(f))

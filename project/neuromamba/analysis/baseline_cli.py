@@ -91,12 +91,14 @@ def evaluate(model, X, subjects, runs, starts, targets, task, mean, std, eval_le
 def run(args) -> Dict:
     from neuromamba.training.outputs import (class_names, plot_roc, plot_scatter, target_name,
                                              target_unit, write_predictions_csv)
-    from neuromamba.training.runner import build_datamodule
+    from neuromamba.data.datamodule import DataOptions, FMRIDataModule
 
     settings = run_settings(args.run_dir, getattr(args, "input_scaling_method", None))
-    datamodule = build_datamodule(settings, Path(args.run_dir))
-    datamodule.output_dir = None  # read the run's split; write nothing into its data
-    datamodule.deliver = "model"  # clips read one by one, scaled as the model gets them
+    # The run's split read back, nothing written into its folder; clips read one by one and
+    # scaled as the model gets them.
+    options = DataOptions.from_values(vars(settings), output_dir=None, deliver="model",
+                                      downstream_task_type=settings.downstream_task_type or "classification")
+    datamodule = FMRIDataModule.from_spec(settings.spec["input"], settings.spec["model"]["patch_size"][3], options)
     datamodule.setup("fit")
     labels, num_parcels, parcel_text = parcel_labels(datamodule, settings, args.atlas)
     from neuromamba.spec import spec_from_config

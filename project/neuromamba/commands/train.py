@@ -2,7 +2,7 @@
 import os
 import sys
 
-from neuromamba.cli import parse_args
+from neuromamba.cli import parse_args, run_config_of
 
 
 def main(argv=None) -> int:
@@ -21,7 +21,7 @@ def main(argv=None) -> int:
     if args.dry_run:
         from neuromamba.training.dry_run import dry_run
 
-        dry_run(args)
+        dry_run(run_config_of(args))
         return 0
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -29,7 +29,7 @@ def main(argv=None) -> int:
     from neuromamba.training.runner import run
 
     try:
-        run(args)
+        run(run_config_of(args))
     except SIGTERMException:  # preempted: the checkpoint and the resume line are written
         return SIGTERM_EXIT_CODE
     # Bad inputs found while building the run (unknown --dataset_name, label columns, checkpoint

@@ -107,10 +107,11 @@ class FMRIDataModule(pl.LightningDataModule):
     SPEC_FIELDS = ("img_size", "stride_within_seq", "stride_between_seq", "input_scaling_method")
 
     @classmethod
-    def from_spec(cls, input_spec: Mapping, patch_frames: int, options: DataOptions) -> "FMRIDataModule":
-        """The data of a run: what a clip is from its input spec (clip size in raw frames,
-        strides, scaling), the rest from its typed data options."""
-        spec = {k: input_spec[k] for k in cls.SPEC_FIELDS}
+    def from_spec(cls, input_spec, patch_frames: int, options: DataOptions) -> "FMRIDataModule":
+        """The data of a run: what a clip is from its input spec (a spec.InputSpec, or its
+        dict: clip size in raw frames, strides, scaling), the rest from its typed data options."""
+        read = input_spec.get if isinstance(input_spec, Mapping) else lambda k: getattr(input_spec, k)
+        spec = {k: read(k) for k in cls.SPEC_FIELDS}
         spec["img_size"] = tuple(spec["img_size"])
         return cls(**spec, patch_frames=int(patch_frames), **asdict(options))
 

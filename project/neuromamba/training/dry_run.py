@@ -11,30 +11,26 @@ from __future__ import annotations
 
 import json
 
-from neuromamba.run_settings import args_to_dict
 
-
-def dry_run(args) -> list:
-    """The lines a dry run prints (also returned, for tests)."""
+def dry_run(run) -> list:
+    """The lines a dry run of ``run`` (a run_config.RunConfig) prints (also returned, for tests)."""
     from neuromamba.training.memory_check import check_step_memory
-    from neuromamba.spec import spec_from_config
     from neuromamba.training.module import ModuleOptions, build_backbone
 
-    config = args_to_dict(args)
-    model = build_backbone(spec_from_config(config), ModuleOptions.from_config(config))
+    model = build_backbone(run.spec, ModuleOptions.from_config(run.record))
     params = sum(p.numel() for p in model.parameters())
-    lines = [f"[neuromamba] {line}" for line in args.run_context.announce]
+    hardware = run.hardware
+    lines = [f"[neuromamba] {line}" for line in run.context.announce]
     lines += [
-        f"[neuromamba] dry run: task {args.task}"
-        + (f" ({args.downstream_task_type or 'classification'} of {args.target_column or args.downstream_task})"
-           if args.task != "pretraining" else ""),
-        f"[neuromamba] spec: {json.dumps(args.spec, sort_keys=True)}",
+        f"[neuromamba] dry run: task {run.task.task}"
+        + (f" ({run.task.description})" if not run.task.pretraining else ""),
+        f"[neuromamba] spec: {json.dumps(run.spec.as_dict(), sort_keys=True)}",
         f"[neuromamba] model: FMamba C={model.embed_dim} depth={model.depth}, {params:,} backbone "
         f"parameters, {model.num_tokens:,} tokens per clip",
-        f"[neuromamba] hardware: --accelerator {args.accelerator} --devices {args.devices} "
-        f"--num_nodes {args.num_nodes} --strategy {args.strategy} --precision {args.precision}",
-        f"[neuromamba] {check_step_memory(args, model, params, None, compare=False)} per process, "
-        f"at all tokens (pure-PyTorch path: an upper bound)",
+        f"[neuromamba] hardware: --accelerator {hardware.accelerator} --devices {hardware.devices} "
+        f"--num_nodes {hardware.num_nodes} --strategy {hardware.strategy} --precision {hardware.precision}",
+        f"[neuromamba] {check_step_memory(hardware, run.trainer, model, params, None, compare=False)} "
+        f"per process, at all tokens (pure-PyTorch path: an upper bound)",
         "[neuromamba] dry run: nothing read, checked or written",
     ]
     for line in lines:

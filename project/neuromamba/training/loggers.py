@@ -11,10 +11,11 @@ from pathlib import Path
 from neuromamba.fileio import read_yaml_mapping
 
 
-def _wandb_logger(args, run_dir: Path):
+def _wandb_logger(options, run_dir: Path):
+    """``options``: the run's run_config.TrainerOptions."""
     from pytorch_lightning.loggers import WandbLogger
 
-    settings = read_yaml_mapping(args.wandb_config, "--wandb_config") if args.wandb_config else {}
+    settings = read_yaml_mapping(options.wandb_config, "--wandb_config") if options.wandb_config else {}
     # Without credentials wandb runs offline (sync later with `wandb sync`), never prompts.
     if not os.environ.get("WANDB_API_KEY") and not settings.get("api_key"):
         os.environ.setdefault("WANDB_MODE", settings.get("mode", "offline"))
@@ -22,12 +23,12 @@ def _wandb_logger(args, run_dir: Path):
         os.environ.setdefault("WANDB_MODE", settings["mode"])
     if settings.get("api_key"):
         os.environ.setdefault("WANDB_API_KEY", str(settings["api_key"]))
-    return WandbLogger(project=settings.get("project", args.project_name), entity=settings.get("entity"),
+    return WandbLogger(project=settings.get("project", options.project_name), entity=settings.get("entity"),
                        name=run_dir.name, save_dir=str(run_dir), tags=settings.get("tags"),
                        group=settings.get("group"))
 
 
-def _tensorboard_logger(args, run_dir: Path):
+def _tensorboard_logger(options, run_dir: Path):
     from pytorch_lightning.loggers import TensorBoardLogger
 
     return TensorBoardLogger(save_dir=str(run_dir), name="tensorboard", version="")

@@ -39,15 +39,6 @@ def tokens_per_clip(model, dataset, batch: int) -> int:
     return int(round(float(kept.sum(dim=1).float().mean())))
 
 
-def processes_sharing_memory(args) -> int:
-    """Training processes on this machine's memory: CPU DDP ranks share the host's."""
-    from neuromamba.run_settings import runs_on_cpu
-
-    if runs_on_cpu(args) and isinstance(args.devices, int) and args.devices > 1:
-        return int(args.devices)
-    return 1
-
-
 def same_effective_batch(batch: int, accumulation: int, fits: int) -> str:
     """Advice for a batch that does not fit: the largest batch that fits and divides the
     current one, with the accumulation that keeps the effective batch exactly (10 with 3
@@ -58,22 +49,24 @@ def same_effective_batch(batch: int, accumulation: int, fits: int) -> str:
             f"batch stays {batch * accumulation}")
 
 
-def check_step_memory(args, model, num_params: int, dataset=None, compare: bool = True) -> str:
+def check_step_memory(hardware, options, model, num_params: int, dataset=None, compare: bool = True) -> str:
     """The one line announcing the estimate for ``model`` (an FMamba) with ``num_params``
-    trainable and frozen parameters in all; warns or raises as the module docstring says
+    trainable and frozen parameters in all, on the run's hardware and batches
+    (run_config.Hardware, TrainerOptions); warns or raises as the module docstring says
     (``compare=False``: the estimate only, for a machine other than this one)."""
-    device = "cuda" if args.accelerator in ("gpu", "cuda") and torch.cuda.is_available() else "cpu"
-    precision = getattr(args, "autocast_dtype", None) or args.precision
+    device = "cuda" if hardware.wants_gpu and torch.cuda.is_available() else "cpu"
+    precision = hardware.autocast_dtype or hardware.precision
+    batch = options.batch_size
     profile = model_profile(model, "bf16" if "bf" in str(precision) else None)
     if model.grad_checkpointing:
         # Only each block's input stays; one block's activations are rebuilt at a time.
         profile = type(profile)(profile.fixed_per_token + model.depth * model.embed_dim * 4,
                                 profile.per_block_per_token, 1)
-    tokens = tokens_per_clip(model, dataset, args.batch_size)
+    tokens = tokens_per_clip(model, dataset, batch)
     voxels = math.prod(model.img_size)
     params = int(num_params)
-    share = processes_sharing_memory(args)
-    estimate = estimate_step(profile, tokens, args.batch_size, params, voxels, "train")
+    share = hardware.processes_sharing_memory
+    estimate = estimate_step(profile, tokens, batch, params, voxels, "train")
     need = estimate.total * share
     line = (f"memory: a training step needs ~{estimate.describe()}"
             f"{f' x {share} processes' if share > 1 else ''}")
@@ -81,13 +74,12 @@ def check_step_memory(args, model, num_params: int, dataset=None, compare: bool 
         return line
     free, source = available_memory(device)
     line += f"; {human(free)} {source}"
-    if need <= free or getattr(args, "ignore_memory_estimate", False):
+    if need <= free or hardware.ignore_memory_estimate:
         return line
     one = estimate_step(profile, tokens, 1, params, voxels, "train")
     fixed = one.parts["weights+optimizer"]
-    fits = fitting_batch(one.total - fixed, fixed, free / share, args.batch_size)
-    advice = (same_effective_batch(args.batch_size, int(getattr(args, "gradient_accumulation_steps", 1) or 1),
-                                   fits) if fits < args.batch_size
+    fits = fitting_batch(one.total - fixed, fixed, free / share, batch)
+    advice = (same_effective_batch(batch, options.gradient_accumulation_steps, fits) if fits < batch
               else "even --batch_size 1 does not fit; try --grad_checkpointing or a smaller --img_size")
     if need > REFUSE_ABOVE * free:
         raise ValueError(f"{line}: more than {REFUSE_ABOVE:g}x what is free, so the run would be killed "

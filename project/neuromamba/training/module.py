@@ -132,6 +132,14 @@ class NeuroMambaModule(pl.LightningModule):
 
     # ------------------------------------------------------------------ construction helpers
     @classmethod
+    def for_run(cls, run, num_classes: Optional[int] = None, target_mean: float = 0.0,
+                target_std: float = 1.0) -> "NeuroMambaModule":
+        """The module of a resolved run (a run_config.RunConfig). Its record is the module's
+        one hyper-parameter, so every checkpoint rebuilds the module by itself (and the
+        checkpoints written before this class existed still do)."""
+        return cls(dict(run.record), num_classes=num_classes, target_mean=target_mean, target_std=target_std)
+
+    @classmethod
     def from_checkpoint(cls, path: str, allow_pickle: bool = False, **overrides) -> "NeuroMambaModule":
         """Rebuild from one of this project's checkpoints (hyper-parameters + weights), a file
         or a DeepSpeed checkpoint folder (``allow_pickle``), without re-reading the pretrained

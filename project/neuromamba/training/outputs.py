@@ -30,16 +30,18 @@ from neuromamba.fileio import atomic_write_bytes
 from neuromamba.training.metrics import SubjectTable
 
 
-def default_run_name(args) -> str:
+def default_run_name(run) -> str:
     """Same name on every rank: the scheduler's job id when there is one, else a timestamp that
-    local DDP children inherit through the environment."""
-    task = "pretrain" if args.pretraining else f"{args.downstream_task}_{args.downstream_task_type}"
-    size = f"E{args.embed_dim}_D{args.depth}"
+    local DDP children inherit through the environment (``run``: a run_config.RunConfig)."""
+    task = run.task
+    kind = "pretrain" if task.pretraining else f"{task.downstream_task}_{task.downstream_task_type}"
+    size = f"E{run.spec.model.embed_dim}_D{run.spec.model.depth}"
     job = os.environ.get("SLURM_JOB_ID") or os.environ.get("PBS_JOBID", "").split(".")[0]
     if not job:
         job = os.environ.setdefault("NEUROMAMBA_RUN_STAMP", time.strftime("%Y%m%d-%H%M%S"))
-    dataset = "+".join(args.dataset_name) if isinstance(args.dataset_name, list) else args.dataset_name
-    return f"{dataset}_{task}_{size}_seed{args.seed}_{job}"
+    cohorts = task.dataset_name
+    dataset = "+".join(cohorts) if isinstance(cohorts, list) else cohorts
+    return f"{dataset}_{kind}_{size}_seed{task.seed}_{job}"
 
 
 def make_run_dir(output_dir: str, run_name: str) -> Path:

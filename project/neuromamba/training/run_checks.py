@@ -3,7 +3,7 @@
 A setting that cannot hold is an error here, with the fix, not a surprise an epoch later:
 a checkpoint trained on another grid or voxel size than the data, ``--test_only`` on
 another split than the checkpoint's run. Which input and model a run uses is resolved once, in
-:mod:`neuromamba.spec`; these checks read the checkpoint it read (``args.run_context.checkpoint``).
+:mod:`neuromamba.spec`; these checks read the checkpoint it read (``RunConfig.context.checkpoint``).
 """
 from __future__ import annotations
 
@@ -59,21 +59,21 @@ def check_checkpoint_grid(data_grid: dict, checkpoint: Union[str, CheckpointSett
     return []
 
 
-def use_test_checkpoint_split(args) -> list:
-    """``--test_only``: evaluate on the checkpoint run's own split file (unless
-    ``--override_checkpoint_settings``); an explicit ``--split_file`` wins. Returns notes."""
-    checkpoint = args.run_context.checkpoint
+def test_checkpoint_split(run) -> tuple:
+    """``--test_only``: the checkpoint run's own split file to evaluate on (unless
+    ``--override_checkpoint_settings``; an explicit ``--split_file`` wins), and the note that
+    says so; (None, None) where the run keeps its own."""
+    checkpoint = run.context.checkpoint
     config = checkpoint.config if checkpoint is not None else None
-    if config is None or args.override_checkpoint_settings or args.split_file:
-        return []
+    if config is None or run.checkpoints.override_checkpoint_settings or run.split_file:
+        return None, None
     split = config.get("split_file_used")
     if not split:
-        return []
+        return None, None
     from neuromamba.checkpoints import recorded_file, run_folder_of
 
-    split = str(recorded_file(split, run_folder_of(args.test_ckpt_path)))  # a moved run folder
+    split = str(recorded_file(split, run_folder_of(run.checkpoints.test_ckpt_path)))  # a moved run folder
     if not Path(split).is_file():
         raise ValueError(f"--test_only: the split file of the checkpoint's run, {split}, is "
                          f"missing; pass --split_file (the run's splits/split_*.txt)")
-    args.split_file = split
-    return [f"--split_file {split} (the checkpoint's run)"]
+    return split, f"--split_file {split} (the checkpoint's run)"

@@ -71,9 +71,9 @@ def _deepspeed_strategy_class():
     return NeuroMambaDeepSpeedStrategy
 
 
-def _deepspeed(args, stage: int, offload: bool = False, strategy_class=None):
+def _deepspeed(hardware, stage: int, offload: bool = False, strategy_class=None):
     strategy_class = strategy_class or _deepspeed_strategy_class()
-    return strategy_class(config=deepspeed_config(stage, args.lightning_precision, offload))
+    return strategy_class(config=deepspeed_config(stage, hardware.lightning_precision, offload))
 
 
 # Seconds a process group waits for every member (rendezvous, collectives) before it gives up with
@@ -81,7 +81,7 @@ def _deepspeed(args, stage: int, offload: bool = False, strategy_class=None):
 DDP_TIMEOUT_S = 600
 
 
-def _ddp(args, find_unused: bool = False):
+def _ddp(hardware, find_unused: bool = False):
     import os
     from datetime import timedelta
 
@@ -91,7 +91,7 @@ def _ddp(args, find_unused: bool = False):
 
 
 STRATEGY_BUILDERS = {
-    "auto": lambda args: "auto",
+    "auto": lambda hardware: "auto",
     "ddp": _ddp,
     "ddp_find_unused_parameters_true": partial(_ddp, find_unused=True),
     "deepspeed_stage_1": partial(_deepspeed, stage=1),
@@ -102,7 +102,8 @@ STRATEGY_BUILDERS = {
 }
 
 
-def build_strategy(args):
-    if args.strategy not in STRATEGY_BUILDERS:
-        raise ValueError(f"--strategy {args.strategy!r}; choose one of {sorted(STRATEGY_BUILDERS)}")
-    return STRATEGY_BUILDERS[args.strategy](args)
+def build_strategy(hardware):
+    """The Lightning strategy of a run_config.Hardware."""
+    if hardware.strategy not in STRATEGY_BUILDERS:
+        raise ValueError(f"--strategy {hardware.strategy!r}; choose one of {sorted(STRATEGY_BUILDERS)}")
+    return STRATEGY_BUILDERS[hardware.strategy](hardware)

@@ -31,34 +31,36 @@ MONITORS = {
 }
 
 
-def monitor_for(args, task: str) -> tuple[str, str]:
-    monitor, mode = MONITORS[task]
-    if getattr(args, "monitor", None):
-        monitor = args.monitor if "/" in args.monitor else f"val/{args.monitor}"
-        mode = args.monitor_mode or ("max" if monitor.split("/")[-1] in MAXIMISED else "min")
+def monitor_for(run) -> tuple[str, str]:
+    """(metric, min|max) that picks the best checkpoint: --monitor, else the task's own."""
+    monitor, mode = MONITORS[run.task.task]
+    chosen = run.trainer.monitor
+    if chosen:
+        monitor = chosen if "/" in chosen else f"val/{chosen}"
+        mode = run.trainer.monitor_mode or ("max" if monitor.split("/")[-1] in MAXIMISED else "min")
     return monitor, mode
 
 
 MAXIMISED = {"auroc", "acc", "balanced_acc", "pearson_r"}
 
 
-def _prepare_history(args, run_dir: Path) -> None:
+def _prepare_history(resuming: bool, run_dir: Path) -> None:
     """Resuming continues metrics.csv (ContinueHistory drops the rows from the checkpoint's step
     on once the checkpoint is restored: they are logged again); another run started in a
     folder that has one moves it to metrics.previous.csv. Rank 0 only: one file-system owner."""
     old = run_dir / METRICS_FILE
-    if not old.exists() or rank_zero_only.rank != 0 or args.resume_ckpt_path:
+    if not old.exists() or rank_zero_only.rank != 0 or resuming:
         return
     os.replace(old, run_dir / "metrics.previous.csv")
 
 
-def build_loggers(args, run_dir: Path) -> list:
+def build_loggers(run, run_dir: Path) -> list:
     # metrics.csv in the run folder always exists, whatever else is chosen.
-    _prepare_history(args, run_dir)
+    _prepare_history(bool(run.checkpoints.resume_ckpt_path), run_dir)
     loggers = [HistoryCSVLogger(save_dir=str(run_dir), name="", version="")]
-    extra = EXTRA_LOGGERS[args.loggername]
+    extra = EXTRA_LOGGERS[run.trainer.loggername]
     if extra is not None:
-        loggers.append(extra(args, run_dir))
+        loggers.append(extra(run.trainer, run_dir))
     return loggers
 
 
@@ -120,8 +122,8 @@ class RunCheckpoint(ModelCheckpoint):
             os.replace(tmp, alias)
 
 
-def build_callbacks(args, run_dir: Path, task: str) -> list:
-    monitor, mode = monitor_for(args, task)
+def build_callbacks(run, run_dir: Path) -> list:
+    monitor, mode = monitor_for(run)
     checkpoint = RunCheckpoint(
         dirpath=str(run_dir / "checkpoints"),
         filename="best-{epoch:02d}-{step}",
@@ -129,40 +131,42 @@ def build_callbacks(args, run_dir: Path, task: str) -> list:
         enable_version_counter=False)  # last.ckpt is replaced, never joined by a last-v1.ckpt
     callbacks = [checkpoint, TestOutputsWriter(run_dir), InterruptNotice(run_dir), ResumeMidEpoch(),
                  ContinueHistory(run_dir)]
-    if args.loggername != "none":
+    if run.trainer.loggername != "none":
         callbacks.append(LearningRateMonitor(logging_interval="step"))
-    if args.no_progress_bar:  # a log file: one line per epoch with its validation metrics
+    if run.trainer.no_progress_bar:  # a log file: one line per epoch with its validation metrics
         callbacks.append(EpochLine(monitor))
     else:
         callbacks.append(TQDMProgressBar(refresh_rate=1))
     return callbacks
 
 
-def trainer_kwargs(args, run_dir: Path, task: str, extra_callbacks=()) -> dict:
+def trainer_kwargs(run, run_dir: Path, extra_callbacks=()) -> dict:
+    """The Trainer's arguments for ``run`` (a run_config.RunConfig)."""
+    hardware, options = run.hardware, run.trainer
     kwargs = dict(
-        accelerator="gpu" if args.accelerator == "cuda" else args.accelerator,
-        devices=args.devices,
-        num_nodes=args.num_nodes,
-        strategy=build_strategy(args),
-        precision=args.lightning_precision,
-        max_epochs=args.max_epochs,
-        max_steps=args.max_steps,
-        accumulate_grad_batches=args.gradient_accumulation_steps,
-        gradient_clip_val=args.clip_grad_norm,
-        gradient_clip_algorithm="norm" if args.clip_grad_norm else None,
-        check_val_every_n_epoch=args.check_val_every_n_epoch,
-        log_every_n_steps=args.log_every_n_steps,
-        num_sanity_val_steps=args.num_sanity_val_steps,
-        deterministic=args.deterministic,
+        accelerator="gpu" if hardware.accelerator == "cuda" else hardware.accelerator,
+        devices=hardware.devices,
+        num_nodes=hardware.num_nodes,
+        strategy=build_strategy(hardware),
+        precision=hardware.lightning_precision,
+        max_epochs=options.max_epochs,
+        max_steps=options.max_steps,
+        accumulate_grad_batches=options.gradient_accumulation_steps,
+        gradient_clip_val=options.clip_grad_norm,
+        gradient_clip_algorithm="norm" if options.clip_grad_norm else None,
+        check_val_every_n_epoch=options.check_val_every_n_epoch,
+        log_every_n_steps=options.log_every_n_steps,
+        num_sanity_val_steps=options.num_sanity_val_steps,
+        deterministic=options.deterministic,
         default_root_dir=str(run_dir),
-        logger=build_loggers(args, run_dir),
-        callbacks=build_callbacks(args, run_dir, task) + list(extra_callbacks),
-        enable_progress_bar=not args.no_progress_bar,
+        logger=build_loggers(run, run_dir),
+        callbacks=build_callbacks(run, run_dir) + list(extra_callbacks),
+        enable_progress_bar=not options.no_progress_bar,
         # Lightning's table has an all-zero FLOPs column; the module prints its own summary.
         enable_model_summary=False,
     )
     plugins = []
-    if not args.strategy.startswith("deepspeed"):  # DeepSpeed writes its own checkpoint folders
+    if not hardware.uses_deepspeed:  # DeepSpeed writes its own checkpoint folders
         plugins.append(AtomicCheckpointIO())
     from lightning_fabric.plugins.environments import SLURMEnvironment
 
@@ -172,17 +176,14 @@ def trainer_kwargs(args, run_dir: Path, task: str, extra_callbacks=()) -> dict:
         plugins.append(SLURMEnvironment(auto_requeue=False))
     if plugins:
         kwargs["plugins"] = plugins
-    for name in ("limit_train_batches", "limit_val_batches", "limit_test_batches"):
-        if getattr(args, name) is not None:
-            kwargs[name] = getattr(args, name)
+    kwargs.update(options.limits)
     return kwargs
 
 
-def build_trainer(args, run_dir: Path, task: str, extra_callbacks=(),
-                  steps_per_epoch: int | None = None) -> pl.Trainer:
+def build_trainer(run, run_dir: Path, extra_callbacks=(), steps_per_epoch: int | None = None) -> pl.Trainer:
     """``steps_per_epoch`` (when known) caps the logging interval: an epoch shorter than
     --log_every_n_steps still logs its training loss once (and Lightning has nothing to warn)."""
-    kwargs = trainer_kwargs(args, run_dir, task, extra_callbacks)
+    kwargs = trainer_kwargs(run, run_dir, extra_callbacks)
     if steps_per_epoch:
         kwargs["log_every_n_steps"] = max(1, min(kwargs["log_every_n_steps"], int(steps_per_epoch)))
     return pl.Trainer(**kwargs)
