@@ -97,7 +97,8 @@ def test_a_released_checkpoint_is_the_papers_spec_with_its_own_dims(tmp_path):
     args = parse_args(["--img_size", "24", "24", "24", "4", "--downstream_task", "sex", "--recipe", "tuned",
                        "--load_model_path", settings.path])
     assert (args.embed_dim, args.depth, args.input_scaling_method) == (16, 1, "znorm_minback")
-    assert args.clf_head_version == "attention"  # the head is the fine-tuning run's choice
+    # the head is the fine-tuning run's choice: the tuned recipe's for a pretrained backbone
+    assert args.clf_head_version == "auto" and args.freeze_feature_extractor
     assert any("znorm_minback from" in line and "recipe tuned: voxel_demean_static" in line
                for line in args.run_context.announce)
 

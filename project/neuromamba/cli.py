@@ -161,7 +161,10 @@ def _finetuning_flags(p: argparse.ArgumentParser) -> None:
                         "mamba (the paper's other head: 3 Mamba2 blocks, last token), attention "
                         "(this project's learned attention pooling; --recipe tuned) or connectivity "
                         "(correlations between parcels' time courses, read sparsely: for labels carried "
-                        "by coupled regions, on a frozen pretrained backbone)")
+                        "by coupled regions, on a frozen pretrained backbone), or auto (with "
+                        "--freeze_feature_extractor: linear, attention and connectivity trained on the "
+                        "same frozen features, the best on validation kept; --recipe tuned with "
+                        "--load_model_path)")
     g.add_argument("--freeze_feature_extractor", action="store_true",
                    help="freeze the pretrained backbone and train only the head")
     g.add_argument("--prompt_tuning", action="store_true",
@@ -320,6 +323,8 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     flag_defaults = {a.dest: parser.get_default(a.dest) for a in parser._actions}
     pre, _ = parser.parse_known_args(argv)
     recipe = load_recipe(pre.recipe)
+    if pre.load_model_path and not pre.pretraining:  # the recipe's fine-tuning values apply
+        recipe = recipe.for_finetuning()
     known = {a.dest for a in parser._actions}
     unknown = sorted(k for k in recipe.values if k not in known)
     if unknown:

@@ -364,6 +364,17 @@ def resolve_run_spec(args: argparse.Namespace, recipe, flag_defaults: dict) -> N
     context.announce = [resolution.announcement(), *notes, *context.notes]
 
 
+def _check_auto_head(args) -> None:
+    """auto trains every candidate on one frozen backbone pass and chooses on validation."""
+    if not args.freeze_feature_extractor or args.prompt_tuning:
+        raise ValueError("--clf_head_version auto trains its candidate heads on a frozen backbone: add "
+                         "--freeze_feature_extractor with --load_model_path (--recipe tuned does), "
+                         "or name one head")
+    if not args.split_file and args.val_split <= 0:
+        raise ValueError("--clf_head_version auto chooses its head on the validation subjects: "
+                         "give --val_split > 0")
+
+
 def _check_head(spec) -> None:
     """The head can work on the model's tokens (its class's own check: the connectivity head
     needs two parcels and two time tokens of fluctuations), said with the flags that decide."""
@@ -371,6 +382,8 @@ def _check_head(spec) -> None:
     from neuromamba.spec import show
 
     name = spec.model.clf_head_version
+    if name == "auto":  # each candidate is checked by itself; linear works on any tokens
+        return
     try:
         get_head(name).check(spec.head_context(num_outputs=2))
     except ValueError as err:
@@ -409,9 +422,13 @@ def _check_spec_values(args) -> None:
                          ("background_removal", BACKGROUND_REMOVALS)):
         if getattr(args, key) not in allowed:
             raise ValueError(f"--{key} {getattr(args, key)!r} is not one of {sorted(allowed)}")
-    heads = _head_names()
+    from neuromamba.models.heads import AUTO_HEAD
+
+    heads = _head_names() + [AUTO_HEAD]
     if not args.pretraining and args.clf_head_version not in heads:
         raise ValueError(f"--clf_head_version {args.clf_head_version!r} is not one of {heads}")
+    if not args.pretraining and args.clf_head_version == AUTO_HEAD:
+        _check_auto_head(args)
     if (2 * args.embed_dim) % args.headdim:
         raise ValueError(f"--headdim {args.headdim} must divide 2 x --embed_dim = {2 * args.embed_dim} "
                          "(Mamba2 heads split the expanded width)")

@@ -195,6 +195,13 @@ class Recipe:
     name: str
     values: Dict[str, object] = field(default_factory=dict)
     path: Optional[str] = None
+    # Values that apply only when fine-tuning a pretrained backbone (--load_model_path): the
+    # recipe file's ``finetune:`` mapping.
+    finetune: Dict[str, object] = field(default_factory=dict)
+
+    def for_finetuning(self) -> "Recipe":
+        """The recipe as it applies to a run with --load_model_path (its ``finetune`` values on top)."""
+        return Recipe(self.name, {**self.values, **self.finetune}, self.path, {})
 
 
 def recipe_names() -> List[str]:
@@ -221,7 +228,11 @@ def load_recipe(name: Optional[str]) -> Recipe:
     for key in ("recipe", "config"):
         if key in values:
             raise ValueError(f"--recipe {path}: a recipe cannot set '{key}'")
-    return Recipe(path.stem if path.parent == RECIPES_DIR else str(path), values, str(path))
+    finetune = values.pop("finetune", None) or {}
+    if not isinstance(finetune, dict):
+        raise ValueError(f"--recipe {path}: 'finetune' must be a mapping of flag values")
+    finetune = {k.replace("-", "_"): v for k, v in finetune.items()}
+    return Recipe(path.stem if path.parent == RECIPES_DIR else str(path), values, str(path), finetune)
 
 
 # ----------------------------------------------------------------------------------------------

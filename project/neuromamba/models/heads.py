@@ -163,6 +163,25 @@ HEADS: Dict[str, Type[Head]] = {"linear": LinearHead, "mamba": MambaHead, "atten
                                 "connectivity": ConnectivityHead}
 
 
+# --clf_head_version auto: each of these heads trained on the same frozen features, the best on
+# validation kept (training/head_selection.py). Those that cannot work on the model's tokens
+# (the connectivity head on too few parcels or time tokens) are left out by their own check.
+AUTO_HEAD = "auto"
+AUTO_CANDIDATES = ("linear", "attention", "connectivity")
+
+
+def auto_candidates(ctx: HeadContext) -> list:
+    """The candidate heads that can work on the tokens of ``ctx``."""
+    usable = []
+    for name in AUTO_CANDIDATES:
+        try:
+            HEADS[name].check(ctx)
+        except ValueError:
+            continue
+        usable.append(name)
+    return usable
+
+
 def get_head(name: str) -> Type[Head]:
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r} (--clf_head_version); choose one of {sorted(HEADS)}")

@@ -28,11 +28,12 @@ from torch import nn
 
 from neuromamba.checkpoints import load_pretrained, torch_load_file
 from neuromamba.models.fmamba import FMamba
-from neuromamba.models.heads import build_head_for
+from neuromamba.models.heads import AUTO_HEAD, auto_candidates, build_head_for
 from neuromamba.paper import CHUNK_SIZE
 from neuromamba.spec import spec_from_config
 from neuromamba.training.metrics import (ClipRecords, aggregate_by_subject, classification_metrics,
                                          gather_records, mean_clip_loss, regression_metrics)
+from neuromamba.training.head_selection import describe, epoch_record, head_choice
 from neuromamba.training.schedule import CosineAnnealingWarmUpRestarts, build_optimizer
 
 TASKS = ("pretraining", "classification", "regression")
@@ -111,12 +112,20 @@ class NeuroMambaModule(pl.LightningModule):
             self.prompt._no_weight_decay = True
 
         self.head = None
+        # --clf_head_version auto: every candidate trained on the same frozen features until
+        # the test picks the one the best checkpoint's validation epoch leads with.
+        self.head_candidates = None
+        self.head_history: list = []  # one training/head_selection.epoch_record per validation
         if self.task != "pretraining":
             num_outputs = 1 if self.task == "regression" else int(num_classes or 0)
             if num_outputs < 1:
                 raise ValueError("classification needs num_classes >= 2 from the data module")
-            self.head = build_head_for(self.spec.model.clf_head_version,
-                                       self.spec.head_context(num_outputs, options.chunk_size))
+            context = self.spec.head_context(num_outputs, options.chunk_size)
+            if self.spec.model.clf_head_version == AUTO_HEAD:
+                self.head_candidates = nn.ModuleDict({name: build_head_for(name, context)
+                                                      for name in auto_candidates(context)})
+            else:
+                self.head = build_head_for(self.spec.model.clf_head_version, context)
 
         # Regression targets are standardised with train-split statistics; keeping them as
         # buffers puts them in every checkpoint, so predictions map back to original units.
@@ -124,6 +133,7 @@ class NeuroMambaModule(pl.LightningModule):
         self.register_buffer("target_std", torch.tensor(float(target_std), dtype=torch.float64))
 
         self._records = {"val": ClipRecords(), "test": ClipRecords()}
+        self._candidate_records = {"val": {}, "test": {}}
         self._batch_started = None
         self._first_epoch_of_fit = True
         self._kept_tokens = 0
@@ -157,6 +167,7 @@ class NeuroMambaModule(pl.LightningModule):
         hp["config"] = {**hp["config"], **overrides}
         hp["load_pretrained_weights"] = False
         module = cls(**hp)
+        module.head_history = list(ckpt.get("head_history") or [])
         state = {k.replace("_forward_module.", "", 1): v for k, v in ckpt["state_dict"].items()}
         try:
             module.load_state_dict(state, strict=True)
@@ -166,7 +177,31 @@ class NeuroMambaModule(pl.LightningModule):
             raise ValueError(f"{path}: its stored settings do not match its weights "
                              f"({first[0] if first else type(error).__name__}); was the "
                              f"checkpoint edited?") from None
+        if module.selecting_head:
+            module.keep_chosen_head(str(path))
         return module
+
+    # ------------------------------------------------------------------ --clf_head_version auto
+    @property
+    def selecting_head(self) -> bool:
+        """Candidates are still being trained (no head kept yet)."""
+        return self.head_candidates is not None and self.head is None
+
+    @property
+    def head_choice(self) -> Optional[dict]:
+        """The head kept and every candidate's validation figures (None unless auto)."""
+        return head_choice(self.head_history) if self.spec.model.clf_head_version == AUTO_HEAD else None
+
+    def keep_chosen_head(self, where: str = "the run") -> str:
+        """Keep the leading candidate of the last recorded validation epoch (the loaded
+        checkpoint's own); the others are dropped. Returns the line that says so."""
+        choice = head_choice(self.head_history)
+        if choice is None:
+            raise ValueError(f"--clf_head_version auto: {where} has no validation epoch to choose a "
+                             f"head on; give the run a validation split (--val_split > 0)")
+        self.head = self.head_candidates[choice["chosen"]]
+        self.head_candidates = None
+        return describe(choice)
 
     def target_stats(self) -> tuple[float, float]:
         return float(self.target_mean), float(self.target_std)
@@ -179,6 +214,12 @@ class NeuroMambaModule(pl.LightningModule):
         model = spec.model
         head = None if self.task == "pretraining" else model.clf_head_version
         outputs = 1 if self.task == "regression" else int(self.hparams.get("num_classes") or 2)
+        if self.selecting_head:  # every candidate runs on each step: name them, count each
+            return (f"model: FMamba C={model.embed_dim} depth={model.depth} d_state={model.d_state} "
+                    f"headdim={model.headdim}, {self.task} (auto: candidate heads "
+                    f"{', '.join(self.head_candidates)} on one frozen backbone pass); "
+                    f"{sum(p.numel() for p in self.parameters()):,} parameters; FLOPs per head: "
+                    f"check_flops.py --clf_head_version NAME")
         try:
             cfg = FMambaFlopsConfig(embed_dim=model.embed_dim, depth=model.depth, d_state=model.d_state,
                                     headdim=model.headdim, img_size=model.img_size,
@@ -265,15 +306,22 @@ class NeuroMambaModule(pl.LightningModule):
             # Training optimises the token mean of the batch; evaluation keeps each clip's own.
             loss = self.model.next_token_loss_per_sample(out) if per_clip else self.model.next_token_loss(out)
             return loss, None, kept, total
-        result = self.head(out).float()
-        target = batch["target"]
+        if self.selecting_head:
+            pairs = {name: self._head_losses(head(out).float(), batch["target"])
+                     for name, head in self.head_candidates.items()}
+            return ({n: p[0] for n, p in pairs.items()}, {n: p[1] for n, p in pairs.items()}, kept, total)
+        losses, outputs = self._head_losses(self.head(out).float(), batch["target"])
+        return losses, outputs, kept, total
+
+    def _head_losses(self, result: torch.Tensor, target: torch.Tensor):
+        """(per-clip losses, per-clip outputs for the metrics) of one head's result."""
         if self.task == "classification":
             losses = F.cross_entropy(result, target.long(), reduction="none",
                                      label_smoothing=self.options.label_smoothing)
-            return losses, torch.softmax(result, dim=-1), kept, total
+            return losses, torch.softmax(result, dim=-1)
         target_std = self._standardise(target)
         losses = F.mse_loss(result.squeeze(-1), target_std, reduction="none")
-        return losses, result, kept, total
+        return losses, result
 
     def _standardise(self, target: torch.Tensor) -> torch.Tensor:
         mean, std = self.target_stats()
@@ -282,6 +330,18 @@ class NeuroMambaModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
         loss, _, kept, total = self._step(batch)
+        if isinstance(loss, dict):  # auto: the candidates' parameters are disjoint, so the sum
+            # gives each head its own gradient; the logged loss is their mean
+            means = {name: value.mean() for name, value in loss.items()}
+            for name, value in means.items():
+                self.log(f"train/{name}/loss", value.detach(), on_step=False, on_epoch=True,
+                         batch_size=batch["fmri"].shape[0])
+            loss = torch.stack(list(means.values())).sum()
+            self._check_finite(loss)
+            self._kept_tokens = kept
+            self.log("train/loss", loss.detach() / len(means), on_step=True, on_epoch=True, prog_bar=True,
+                     batch_size=batch["fmri"].shape[0])
+            return loss
         loss = loss.mean()
         self._check_finite(loss)
         self._kept_tokens = kept
@@ -359,6 +419,11 @@ class NeuroMambaModule(pl.LightningModule):
         target = batch["target"]
         if self.task == "regression":
             target = self._standardise(target)
+        if isinstance(loss, dict):  # auto: every candidate's clips recorded on their own
+            for name in loss:
+                records = self._candidate_records[stage].setdefault(name, ClipRecords())
+                records.add(batch["subject"], batch["run"], batch["start"], outputs[name], target, loss[name])
+            return torch.stack([v.mean() for v in loss.values()]).mean()
         self._records[stage].add(batch["subject"], batch["run"], batch["start"], outputs, target, loss)
         return loss.mean()
 
@@ -369,31 +434,70 @@ class NeuroMambaModule(pl.LightningModule):
         return self._evaluation_step(batch, "test")
 
     def _evaluation_epoch_end(self, stage: str):
+        if self.selecting_head:
+            return self._candidates_epoch_end(stage)
         records, self._records[stage] = self._records[stage], ClipRecords()
         records = gather_records(records)
         shown = stage == "val"  # each epoch's validation metrics on the progress bar
         if self.task == "pretraining":
             self.log(f"{stage}/loss", mean_clip_loss(records), sync_dist=True, prog_bar=shown)
             return None, {}
+        table, metrics = self._table_and_metrics(records)
+        if not metrics:
+            return table, {}
+        self._log_metrics(stage, metrics, shown)
+        return table, metrics
+
+    def _table_and_metrics(self, records):
+        """(subject table, metrics with the clip-level loss) of gathered records; no metrics
+        without any subject."""
         table = aggregate_by_subject(records, self.options.eval_level)
         if not table.subjects:
             return table, {}
         # clip-level loss over the gathered clips: exact also when ranks hold unequal numbers
-        self.log(f"{stage}/loss", mean_clip_loss(records), sync_dist=True, prog_bar=shown)
+        metrics = {"loss": mean_clip_loss(records)}
         if self.task == "classification":
-            metrics = classification_metrics(table.outputs, table.targets)
+            metrics.update(classification_metrics(table.outputs, table.targets))
         else:
-            metrics = regression_metrics(table.outputs[:, 0], table.targets, *self.target_stats())
+            metrics.update(regression_metrics(table.outputs[:, 0], table.targets, *self.target_stats()))
+        return table, metrics
+
+    def _log_metrics(self, stage: str, metrics: dict, shown: bool, prefix: str = "") -> None:
         # Every rank holds the same gathered values, so averaging them changes nothing.
-        # on the bar, the headline metric beside the loss (the rest is in metrics.csv)
-        headline = ("auroc" if self.task == "classification" else "mae") if shown else None
-        self.log_dict({f"{stage}/{k}": v for k, v in metrics.items() if k != headline}, sync_dist=True)
-        if headline in metrics:
-            self.log(f"{stage}/{headline}", metrics[headline], sync_dist=True, prog_bar=True)
+        # on the bar, the loss and the headline metric beside it (the rest is in metrics.csv)
+        bar = {"loss", "auroc" if self.task == "classification" else "mae"} if shown else set()
+        for key, value in metrics.items():
+            self.log(f"{stage}/{prefix}{key}", value, sync_dist=True, prog_bar=key in bar and not prefix)
+
+    def _candidates_epoch_end(self, stage: str):
+        """auto, validation: every candidate's metrics logged (val/<head>/<metric>), the leading
+        head's as the run's own val/<metric> (what picks the best checkpoint), the epoch
+        recorded. Test: the kept head only (the candidates are gone by then)."""
+        results = {}
+        for name in self.head_candidates:
+            records = gather_records(self._candidate_records[stage].pop(name, ClipRecords()))
+            results[name] = self._table_and_metrics(records)
+        results = {name: r for name, r in results.items() if r[1]}
+        if not results:
+            return None, {}
+        callback = self.trainer.checkpoint_callback
+        monitor = getattr(callback, "monitor", None) or "val/loss"
+        mode = getattr(callback, "mode", None) or "min"
+        record = epoch_record(self.current_epoch, {n: m for n, (_, m) in results.items()}, monitor, mode)
+        for name, (_, metrics) in results.items():
+            self._log_metrics(stage, metrics, False, prefix=f"{name}/")
+        table, metrics = results[record["leading"]]
+        self._log_metrics(stage, metrics, stage == "val")
+        if not self.trainer.sanity_checking:
+            self.head_history.append(record)
         return table, metrics
 
     def on_validation_epoch_end(self):
         self._evaluation_epoch_end("val")
+
+    def on_test_start(self) -> None:
+        if self.selecting_head:  # the best checkpoint is loaded: keep its epoch's leading head
+            rank_zero_info(f"[neuromamba] {self.keep_chosen_head()}")
 
     def on_test_epoch_end(self):
         self.test_table, self.test_metrics = self._evaluation_epoch_end("test")
@@ -401,10 +505,15 @@ class NeuroMambaModule(pl.LightningModule):
     # ------------------------------------------------------------------ resume
     def on_save_checkpoint(self, checkpoint: dict) -> None:
         checkpoint["rng_states"] = collect_rng_states()
+        if self.head_history:  # auto: every candidate's validation figures, and the choice
+            checkpoint["head_history"] = list(self.head_history)
+            checkpoint["head_choice"] = head_choice(self.head_history)
 
     def on_load_checkpoint(self, checkpoint: dict) -> None:
         if "rng_states" in checkpoint:
             restore_rng_states(checkpoint["rng_states"])
+        if "head_history" in checkpoint:
+            self.head_history = list(checkpoint["head_history"])
 
 
 def collect_rng_states() -> dict:

@@ -49,7 +49,7 @@ def versions() -> dict:
 
 
 def write_run_summary(run_dir, trainer, datamodule, test_metrics: dict, started: float,
-                      monitor: str, spec: dict | None = None) -> Path:
+                      monitor: str, spec: dict | None = None, head_choice: dict | None = None) -> Path:
     """Rank 0 writes ``summary.json`` (and ``training_curves.png`` when epochs were logged)."""
     run_dir = Path(run_dir)
     epochs = _epoch_rows(run_dir / "metrics.csv")
@@ -74,6 +74,8 @@ def write_run_summary(run_dir, trainer, datamodule, test_metrics: dict, started:
         "final_epoch": last_epoch,
         "final_metrics": {k: _finite(v) for k, v in epochs.get(last_epoch, {}).items()},
         "test_metrics": {k: _finite(v) for k, v in (test_metrics or {}).items()},
+        # --clf_head_version auto: the head kept, and every candidate's validation figures
+        "head_choice": head_choice,
         # Paths of files inside the run folder are relative to it: the folder can move.
         "checkpoints": {"best": _inside(best_path, run_dir) if best_path else None,
                         "last": "checkpoints/last.ckpt"

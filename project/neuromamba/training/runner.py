@@ -250,7 +250,8 @@ def _run_locked(run: RunConfig, run_dir: Path, new_folder: bool, started: float,
         has_best = bool(trainer.checkpoint_callback and trainer.checkpoint_callback.best_model_path)
         results = trainer.test(module, datamodule=datamodule, ckpt_path="best" if has_best else None)
     metrics = dict(results[0]) if results else {}
-    _write_summary(run_dir, trainer, datamodule, metrics, started, monitor_for(run)[0], run.spec.as_dict())
+    _write_summary(run_dir, trainer, datamodule, metrics, started, monitor_for(run)[0], run.spec.as_dict(),
+                   module.head_choice)
     _print_summary(run_dir, metrics)
     return {"run_dir": str(run_dir), "metrics": metrics, "trainer": trainer, "module": module}
 
@@ -265,10 +266,10 @@ def _announce_memory(run: RunConfig, module, datamodule) -> None:
 
 
 @rank_zero_only
-def _write_summary(run_dir, trainer, datamodule, metrics, started, monitor, spec) -> None:
+def _write_summary(run_dir, trainer, datamodule, metrics, started, monitor, spec, head_choice) -> None:
     from neuromamba.training.run_summary import write_run_summary
 
-    write_run_summary(run_dir, trainer, datamodule, metrics, started, monitor, spec)
+    write_run_summary(run_dir, trainer, datamodule, metrics, started, monitor, spec, head_choice)
 
 
 @rank_zero_only
