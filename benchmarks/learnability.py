@@ -348,8 +348,9 @@ def main(argv=None) -> None:
         for done, future in enumerate(as_completed(futures), start=1):
             kind, seed, cohort = future.result()
             cohort["best baseline"] = best_baseline(cohort, kind)
+            short = {row: key for key, row in METHOD_KEYS.items()}
             print(f"[{done}/{len(jobs)}] {kind} seed {seed}: " + ", ".join(
-                f"{m.split(',')[0]} {v['auc']:.2f}" for m, v in cohort.items() if v["auc"] is not None),
+                f"{short.get(m, m)} {v['auc']:.2f}" for m, v in cohort.items() if v["auc"] is not None),
                   flush=True)
             # Each cohort's figures are kept beside it, so runs over other seeds can be pooled.
             atomic_write_text(out / f"{kind}_seed{seed}" / "result.json", json.dumps(cohort, indent=2))

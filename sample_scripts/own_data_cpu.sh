@@ -49,11 +49,13 @@ echo "== 2. autoregressive pretraining (all subjects' training split, no labels)
     --dataset_name CSV --image_path "$H5" --max_epochs "$EPOCHS" --learning_rate 5e-3 \
     --output_dir "$OUT" --run_name pretrain --overwrite_run
 
-echo "== 3. fine-tuning on $TARGET (participants.tsv), tested once on the best checkpoint"
+echo "== 3. fine-tuning on $TARGET (participants.tsv): frozen backbone, the head chosen on validation"
+# --recipe tuned with --load_model_path: --freeze_feature_extractor --clf_head_version auto, at 5x
+# the pretraining's learning rate (the recipe's ratio); tested once on the best checkpoint
 "$PYTHON" "$REPO/project/main.py" "${MODEL[@]}" "${CLIPS[@]}" "${SPLIT[@]}" --recipe tuned \
     --dataset_name CSV --image_path "$H5" --label_csv "$BIDS/participants.tsv" \
     --target_column "$TARGET" --load_model_path "$OUT/pretrain" --calc_loss_without_background \
-    --max_epochs "$EPOCHS" --learning_rate 5e-3 --output_dir "$OUT" --run_name finetune --overwrite_run
+    --max_epochs "$EPOCHS" --learning_rate 2.5e-2 --output_dir "$OUT" --run_name finetune --overwrite_run
 
 echo "== 4. the analysis tools on the fine-tuned run"
 SCAN="$(find "$BIDS" -name '*_bold.nii*' | sort | head -n 1)"

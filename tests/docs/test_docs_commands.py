@@ -383,7 +383,8 @@ def test_marked_script_parses_and_dry_runs(cmd, doc_world):
 # --------------------------------------------------------------------------------------------
 
 UNMARKED_SCRIPTS = [c for c in ALL if _kind(c) == "script" and not c.marks]
-BENCH_TINY = {"--runs": ["2"], "--frames": ["24"], "--repeats": ["1"], "--prep_frames": ["24"]}
+BENCH_TINY = {"--runs": ["2"], "--frames": ["24"], "--repeats": ["1"], "--prep_frames": ["24"],
+              "--seeds": ["1"], "--subjects": ["10"], "--epochs": ["1"], "--jobs": ["1"]}
 
 
 @full_only

@@ -93,3 +93,29 @@ def test_auto_trains_every_candidate_on_one_backbone_pass_and_keeps_the_best_on_
                                             "--test_ckpt_path", str(best), "--output_dir", str(tmp_path),
                                             "--run_name", "test"]))
     assert tested["metrics"]["test/auroc"] == pytest.approx(result["metrics"]["test/auroc"])
+
+
+@pytest.mark.slow
+def test_auto_under_two_ddp_processes_keeps_one_head_and_tests_like_one_process(pretrained, tmp_path):
+    """Each candidate's validation clips are gathered from both ranks, so both choose the same
+    head; testing the best checkpoint in one process gives the run's own test figures."""
+    import os
+    import sys
+
+    from process_helpers import run_process_group
+
+    project = Path(__file__).resolve().parents[2] / "project"
+    env = {**os.environ, "PYTHONPATH": str(project), "OMP_NUM_THREADS": "1"}
+    common = [sys.executable, str(project / "main.py"), *TINY, *LABELS, "--load_model_path", str(pretrained),
+              "--output_dir", str(tmp_path)]
+    proc = run_process_group(common + ["--strategy", "ddp", "--devices", "2", "--max_epochs", "1",
+                                       "--run_name", "ddp"], env=env, timeout=400, what="ddp auto")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((tmp_path / "ddp" / "summary.json").read_text())
+    kept = summary["head_choice"]["chosen"]
+    assert f"--clf_head_version auto kept {kept}" in proc.stdout + proc.stderr
+    best = tmp_path / "ddp" / "checkpoints" / "best.ckpt"
+    one = run(parse_run(TINY + LABELS + ["--load_model_path", str(pretrained), "--test_only", "--test_ckpt_path",
+                                         str(best), "--output_dir", str(tmp_path), "--run_name", "one"]))
+    for key, value in summary["test_metrics"].items():
+        assert one["metrics"][key] == pytest.approx(value, rel=1e-5, abs=1e-6), key

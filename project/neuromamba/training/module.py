@@ -212,7 +212,8 @@ class NeuroMambaModule(pl.LightningModule):
 
         spec = self.spec
         model = spec.model
-        head = None if self.task == "pretraining" else model.clf_head_version
+        kept = (self.head_choice or {}).get("chosen")  # auto: the head the run kept
+        head = None if self.task == "pretraining" else kept or model.clf_head_version
         outputs = 1 if self.task == "regression" else int(self.hparams.get("num_classes") or 2)
         if self.selecting_head:  # every candidate runs on each step: name them, count each
             return (f"model: FMamba C={model.embed_dim} depth={model.depth} d_state={model.d_state} "

@@ -75,7 +75,9 @@ def write_run_summary(run_dir, trainer, datamodule, test_metrics: dict, started:
         "final_metrics": {k: _finite(v) for k, v in epochs.get(last_epoch, {}).items()},
         "test_metrics": {k: _finite(v) for k, v in (test_metrics or {}).items()},
         # --clf_head_version auto: the head kept, and every candidate's validation figures
-        "head_choice": head_choice,
+        "head_choice": None if head_choice is None else {
+            **head_choice, "candidates": {name: {k: _finite(v) for k, v in metrics.items()}
+                                          for name, metrics in head_choice["candidates"].items()}},
         # Paths of files inside the run folder are relative to it: the folder can move.
         "checkpoints": {"best": _inside(best_path, run_dir) if best_path else None,
                         "last": "checkpoints/last.ckpt"
