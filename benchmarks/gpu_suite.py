@@ -430,7 +430,9 @@ def main_py(ctx: Context, name: str, flags: List[str]) -> dict:
                "--precision", "bf16" if s.accelerator == "gpu" else "32", "--accelerator", s.accelerator,
                "--devices", "1", "--output_dir", str(ctx.work / "runs"), "--loggername", "csv",
                "--log_every_n_steps", "1", "--no_progress_bar", "--learning_rate", "1e-3" if ctx.dry_run
-               else "1e-4"]
+               else "1e-4",
+               # the suite's own scratch folder: each call trains its runs again, replacing the last call's
+               "--overwrite_run"]
     log = ctx.work / f"{name}.log"
     log.parent.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

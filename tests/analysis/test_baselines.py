@@ -110,3 +110,24 @@ def test_baseline_reports_the_best_feature_set_on_validation(classification_run,
     val = {name: entry["val"]["auroc"] for name, entry in sets.items() if entry["val"]["auroc"] is not None}
     assert summary["best_on_validation"] == max(val, key=lambda k: (val[k], k))
     assert f"best on validation: {summary['best_on_validation']}" in res.stdout
+
+
+def test_baselines_read_a_tuned_run_under_another_input_without_dropping_frames(tmp_path):
+    """baseline.py reads a run's clips under its own --input_scaling_method (znorm_zeroback by
+    default): the frames a static token would take follow the input read, not the run's, so a
+    tuned run's clips keep all their raw frames (they lost the first 2 of T)."""
+    import yaml
+
+    from neuromamba.analysis.baseline_cli import read_run_folder
+    from neuromamba.cli import args_to_dict, parse_args
+
+    record = args_to_dict(parse_args(["--recipe", "tuned", "--downstream_task", "sex",
+                                      "--img_size", "24", "24", "24", "8", "--output_dir", str(tmp_path)]))
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "split_Dummy_seed1234.txt").write_text("train_subjects\na\nval_subjects\nb\ntest_subjects\nc\n")
+    (tmp_path / "args.yaml").write_text(yaml.safe_dump(record))
+    own = read_run_folder(str(tmp_path))
+    other = read_run_folder(str(tmp_path), "znorm_zeroback")
+    assert own.spec.static_frames == 2 and other.spec.static_frames == 0
+    assert own.spec.input.img_size == other.spec.input.img_size == (24, 24, 24, 8)
+    assert other.split_file.endswith("split_Dummy_seed1234.txt")

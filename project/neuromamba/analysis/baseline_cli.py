@@ -2,52 +2,64 @@
 -> the run's subject-level metrics, predictions CSV, ROC/scatter PNG and summary.json."""
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List
+from typing import Dict, List, Mapping
 
 import numpy as np
 import yaml
 
 from ..fileio import atomic_write_text
+from ..spec import RunSpec, spec_from_config
 from .baselines import (FEATURE_SETS, SCREENED, VOXEL_SETS, build_features, clip_series,
                         common_brain_parcels, common_brain_voxels, fit_model, token_grid_labels)
 
 
-def run_settings(run_dir: str, scaling: str | None = None) -> argparse.Namespace:
-    """The run's own flags (args.yaml), pointed at its own split file; with ``scaling``, its
-    clips read under that input instead (the same raw frames: a static token is left out)."""
+@dataclass(frozen=True)
+class RunFolder:
+    """A fine-tuning run folder read back for the baselines: its record (args.yaml), its spec
+    (with the input scaling the baselines read its clips under) and its split file."""
+
+    record: Mapping
+    spec: RunSpec
+    split_file: str
+
+    @property
+    def task(self) -> str:
+        return self.record["task"]
+
+
+def read_run_folder(run_dir: str, scaling: str | None = None) -> RunFolder:
+    """The run's own settings (args.yaml, older files included), pointed at its own split file;
+    with ``scaling``, its clips read under that input instead: the same raw frames, and a
+    static token only if that input has one."""
     path = Path(run_dir) / "args.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"--run_dir {run_dir}: no args.yaml (not a run folder of project/main.py)")
-    args = argparse.Namespace(**yaml.safe_load(path.read_text()))
-    if getattr(args, "task", None) not in ("classification", "regression"):
-        raise ValueError(f"--run_dir {run_dir}: a {getattr(args, 'task', '?')} run; baselines need "
+    record = yaml.safe_load(path.read_text()) or {}
+    if record.get("task") not in ("classification", "regression"):
+        raise ValueError(f"--run_dir {run_dir}: a {record.get('task', '?')} run; baselines need "
                          f"a classification or regression run (its labels and split)")
     from neuromamba.checkpoints import recorded_file
 
-    split = getattr(args, "split_file_used", None)
+    split = record.get("split_file_used")
     split = recorded_file(split, run_dir) if split else next(  # the run folder may have moved
         iter(sorted((Path(run_dir) / "splits").glob("split_*.txt"))), None)
     if not split or not Path(split).is_file():
         raise FileNotFoundError(f"--run_dir {run_dir}: its split file is missing")
-    args.split_file = str(split)
-    # Read back through the one reading of a run's settings (older args.yaml files included).
-    from neuromamba.spec import spec_from_config
-
-    args.spec = spec_from_config(vars(args)).as_dict()
-    args.img_size = args.spec["input"]["img_size"]  # raw frames (an older args.yaml: converted)
-    if scaling:  # the same raw frames under another input
-        args.spec["input"]["input_scaling_method"] = scaling
-    return args
+    spec = spec_from_config(record)
+    if scaling:  # another input over the same raw frames: what follows from it follows the spec
+        spec = dataclasses.replace(spec, input=dataclasses.replace(spec.input, input_scaling_method=scaling))
+    return RunFolder(record, spec, str(split))
 
 
-def parcel_labels(datamodule, args, atlas: str | None):
+def parcel_labels(datamodule, spec: RunSpec, atlas: str | None):
     """(labels on the model grid, number of parcels, what they are)."""
-    shape = tuple(args.img_size[:3])
+    shape = tuple(spec.input.spatial_shape)
     if not atlas:
-        labels = token_grid_labels(shape, args.patch_size[:3])
+        labels = token_grid_labels(shape, spec.model.patch_size[:3])
         return labels, int(labels.max()) + 1, f"token grid ({labels.max() + 1} patches)"
     from neuromamba.data.nifti import load_nifti, nilearn_resample
 
@@ -93,32 +105,31 @@ def run(args) -> Dict:
                                              target_unit, write_predictions_csv)
     from neuromamba.data.datamodule import DataOptions, FMRIDataModule
 
-    settings = run_settings(args.run_dir, getattr(args, "input_scaling_method", None))
+    folder = read_run_folder(args.run_dir, getattr(args, "input_scaling_method", None))
+    record, spec = folder.record, folder.spec
     # The run's split read back, nothing written into its folder; clips read one by one and
     # scaled as the model gets them.
-    options = DataOptions.from_values(vars(settings), output_dir=None, deliver="model",
-                                      downstream_task_type=settings.downstream_task_type or "classification")
-    datamodule = FMRIDataModule.from_spec(settings.spec["input"], settings.spec["model"]["patch_size"][3], options)
+    options = DataOptions.from_values(record, split_file=folder.split_file, output_dir=None, deliver="model",
+                                      downstream_task_type=record.get("downstream_task_type") or "classification")
+    datamodule = FMRIDataModule.from_spec(spec.input, spec.model.patch_size[3], options)
     datamodule.setup("fit")
-    labels, num_parcels, parcel_text = parcel_labels(datamodule, settings, args.atlas)
-    from neuromamba.spec import spec_from_config
-
-    static = spec_from_config(vars(settings)).static_frames  # a static token is no time point
+    labels, num_parcels, parcel_text = parcel_labels(datamodule, spec, args.atlas)
+    static = spec.static_frames  # of the input read here: a static token is no time point
     voxels = (common_brain_voxels(datamodule.datasets["train"].datasets)
               if set(args.features) & set(VOXEL_SETS) else None)
     data = {split: clip_series(datamodule.datasets[split], labels, num_parcels, voxels, static)
             for split in ("train", "val", "test")}
-    task = settings.task
+    task = folder.task
     train_targets = data["train"][5]
     mean, std = (0.0, 1.0) if task == "classification" else (
         float(train_targets.mean()), float(train_targets.std() or 1.0))
     out = Path(args.output_dir or Path(args.run_dir) / "baselines")
-    scaling = settings.spec["input"]["input_scaling_method"]
+    scaling = spec.input.input_scaling_method
     result: Dict = {"run_dir": str(args.run_dir), "parcels": parcel_text, "task": task,
-                    "split_file": settings.split_file, "input_scaling_method": scaling,
+                    "split_file": folder.split_file, "input_scaling_method": scaling,
                     "feature_sets": {}}
     lines = [f"baselines on {args.run_dir} ({task}, parcels: {parcel_text}; input {scaling}; split "
-             f"{settings.split_file})", "feature set    split  " + "  ".join(_metric_names(task))]
+             f"{folder.split_file})", "feature set    split  " + "  ".join(_metric_names(task))]
     names = class_names(Path(args.run_dir))
     for feature_set in args.features:
         parcels = None
@@ -126,7 +137,7 @@ def run(args) -> Dict:
             parcels = common_brain_parcels(data["train"][1], args.fc_max_parcels)
         X = {s: build_features(data[s][0], feature_set, parcels, data[s][6]) for s in data}
         y = data["train"][5] if task == "classification" else (data["train"][5] - mean) / std
-        model, best = fit_model(X["train"], y, data["train"][2], task, settings.seed,
+        model, best = fit_model(X["train"], y, data["train"][2], task, record["seed"],
                                 screen=feature_set in SCREENED)
         entry = {"n_features": int(X["train"].shape[1]), "chosen": {k: float(v) for k, v in best.items()}}
         folder = out / feature_set
@@ -135,7 +146,7 @@ def run(args) -> Dict:
             if not subjects:
                 continue
             table, metrics = evaluate(model, X[split], subjects, runs, starts, targets, task, mean, std,
-                                      getattr(settings, "eval_level", "subject"))
+                                      record.get("eval_level", "subject"))
             entry[split] = {k: _finite(v) for k, v in metrics.items()}
             write_predictions_csv(folder / f"predictions_{split}.csv", table, task, mean, std)
             if split == "test" and len(table.subjects):
@@ -143,7 +154,7 @@ def run(args) -> Dict:
                     plot_roc(folder / "roc_test.png", table, names,
                              title=f"{feature_set} baseline: subject-level ROC (n={len(table.subjects)})")
                 else:
-                    name = target_name(vars(settings))
+                    name = target_name(record)
                     plot_scatter(folder / "scatter_test.png", table, mean, std, name, target_unit(name))
             lines.append(f"{feature_set:14s} {split:5s}  " + "  ".join(
                 f"{metrics.get(m, float('nan')):.4f}" for m in _metric_names(task)))
