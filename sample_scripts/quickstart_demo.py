@@ -7,9 +7,11 @@ docs/installation.md, the one place that gives it).
 3. subject-level test metrics of the best checkpoint: AUC, ACC, balanced ACC.
 
 Both steps use this project's tuned recipe (``--recipe tuned``: each brain voxel's mean over the
-whole run removed, the static image as the first time token, attention-pooling head), which
-learns the Dummy data's planted regional signal at this tiny size; the paper's recipe is the
-default of every other command (docs/training.md, "Recipes").
+whole run removed, the static image as the first time token). Fine-tuning with it freezes the
+pretrained backbone and keeps the head (linear, attention or connectivity) with the best
+validation figure, the recipe's two-command protocol. It learns the Dummy data's planted
+regional signal at this tiny size; the paper's recipe is the default of every other command
+(docs/training.md, "Recipes").
 
     python sample_scripts/quickstart_demo.py [--out runs/quickstart]
 """
