@@ -381,8 +381,10 @@ def _check_head(spec) -> None:
     from neuromamba.models.heads import get_head
     from neuromamba.spec import show
 
+    from neuromamba.models.heads import AUTO_HEAD
+
     name = spec.model.clf_head_version
-    if name == "auto":  # each candidate is checked by itself; linear works on any tokens
+    if name == AUTO_HEAD:  # each candidate is checked by itself; linear works on any tokens
         return
     try:
         get_head(name).check(spec.head_context(num_outputs=2))
@@ -427,8 +429,8 @@ def _check_spec_values(args) -> None:
     heads = _head_names() + [AUTO_HEAD]
     if not args.pretraining and args.clf_head_version not in heads:
         raise ValueError(f"--clf_head_version {args.clf_head_version!r} is not one of {heads}")
-    if not args.pretraining and args.clf_head_version == AUTO_HEAD:
-        _check_auto_head(args)
+    if not args.pretraining and args.clf_head_version == AUTO_HEAD and not args.test_only:
+        _check_auto_head(args)  # a test reads the head its checkpoint kept
     if (2 * args.embed_dim) % args.headdim:
         raise ValueError(f"--headdim {args.headdim} must divide 2 x --embed_dim = {2 * args.embed_dim} "
                          "(Mamba2 heads split the expanded width)")

@@ -89,10 +89,12 @@ def test_auto_trains_every_candidate_on_one_backbone_pass_and_keeps_the_best_on_
     assert torch.load(best, weights_only=True)["head_choice"]["chosen"] == choice["chosen"]
     again = NeuroMambaModule.from_checkpoint(str(best))
     assert type(again.head).__name__ == kept_class and again.head_candidates is None
-    tested = run(parse_run(TINY + LABELS + ["--load_model_path", str(pretrained), "--test_only",
-                                            "--test_ckpt_path", str(best), "--output_dir", str(tmp_path),
-                                            "--run_name", "test"]))
+    # --test_only needs none of the fine-tuning flags: the checkpoint names its head
+    plain = [f for f in TINY if f not in ("--recipe", "tuned")]
+    tested = run(parse_run(plain + LABELS + ["--test_only", "--test_ckpt_path", str(best),
+                                             "--output_dir", str(tmp_path), "--run_name", "test"]))
     assert tested["metrics"]["test/auroc"] == pytest.approx(result["metrics"]["test/auroc"])
+    assert type(tested["module"].head).__name__ == kept_class
 
 
 @pytest.mark.slow
