@@ -42,7 +42,6 @@ import json
 import math
 import os
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -213,9 +212,8 @@ def _main_run(argv, root: Path, name: str) -> dict:
 
 def evaluate_cohort(root: Path, seed: int, epochs: int, clip: int, lr: float, methods=None) -> dict:
     """{row: {"auc", "val_auc", "train_loss", "head"}} on one cohort, for ``methods`` (keys of
-    COMMANDS; default all), and every baseline (seconds) on the cohort's stratified split."""
-    import argparse as _argparse
-
+    COMMANDS, at least one; default all), and every baseline (seconds) on the cohort's
+    stratified split, read through the first labelled run's folder."""
     from neuromamba.analysis.baseline_cli import run as baseline_run
 
     chosen = list(COMMANDS) if methods is None else list(methods)
@@ -236,11 +234,8 @@ def evaluate_cohort(root: Path, seed: int, epochs: int, clip: int, lr: float, me
                 pretrained[name] = str(Path(pre["run_dir"]) / "checkpoints" / "last.ckpt")
             flags += ["--load_model_path", pretrained[name]]
         out[row] = _main_run(flags + ["--learning_rate", str(lr_factor * lr)], root, key)
-    first = next(iter(out.values()), None)
-    run_dir = first["run_dir"] if first else None
-    if run_dir is None:  # no model run asked for: the baselines need a run folder's split
-        run_dir = _main_run(MODEL + data + labelled + ["--max_epochs", "1"], root, "split_only")["run_dir"]
-    result = baseline_run(_argparse.Namespace(run_dir=run_dir, features=list(BASELINES),
+    run_dir = next(iter(out.values()))["run_dir"]  # any labelled run: they share the split
+    result = baseline_run(argparse.Namespace(run_dir=run_dir, features=list(BASELINES),
                                               atlas=None, fc_max_parcels=600, output_dir=None,
                                               input_scaling_method="znorm_zeroback"))
     for feature_set, entry in result["feature_sets"].items():

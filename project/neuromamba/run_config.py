@@ -4,8 +4,10 @@
 over a :class:`RunConfig`, built from the run's flat record (the dict written to args.yaml and
 stored in every checkpoint) by :meth:`RunConfig.from_record`. Below that, code reads typed
 fields: the spec (:class:`neuromamba.spec.RunSpec`), the task, the hardware, the trainer's
-options, the checkpoints and where the run is written. Each default sits in one place, the
-dataclass field, so an older record missing a key reads back too.
+options, the checkpoints and where the run is written. The fields have no defaults of their
+own: a command's record holds every flag, whose default lives in one place (the flag's
+declaration in :mod:`neuromamba.cli`); a record without one is refused in one line. Stored
+records read back through :func:`neuromamba.spec.spec_from_config` and the module's options.
 """
 from __future__ import annotations
 

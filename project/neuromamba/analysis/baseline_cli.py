@@ -13,7 +13,7 @@ import yaml
 
 from ..fileio import atomic_write_text
 from ..spec import RunSpec, spec_from_config
-from .baselines import (FEATURE_SETS, SCREENED, VOXEL_SETS, build_features, clip_series,
+from .baselines import (SCREENED, VOXEL_SETS, build_features, clip_series,
                         common_brain_parcels, common_brain_voxels, fit_model, token_grid_labels)
 
 

@@ -15,13 +15,14 @@ def main(argv=None) -> int:
     quiet_known_noise()
     try:
         args = parse_args(argv)
+        run_config = run_config_of(args)
     except (ValueError, OSError) as error:
         print(f"main.py: error: {one_line_error(error)}", file=sys.stderr)
         return 2
     if args.dry_run:
         from neuromamba.training.dry_run import dry_run
 
-        dry_run(run_config_of(args))
+        dry_run(run_config)
         return 0
     from pytorch_lightning.utilities.exceptions import SIGTERMException
 
@@ -29,7 +30,7 @@ def main(argv=None) -> int:
     from neuromamba.training.runner import run
 
     try:
-        run(run_config_of(args))
+        run(run_config)
     except SIGTERMException:  # preempted: the checkpoint and the resume line are written
         return SIGTERM_EXIT_CODE
     # Bad inputs found while building the run (unknown --dataset_name, label columns, checkpoint

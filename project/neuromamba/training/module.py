@@ -215,22 +215,20 @@ class NeuroMambaModule(pl.LightningModule):
         kept = (self.head_choice or {}).get("chosen")  # auto: the head the run kept
         head = None if self.task == "pretraining" else kept or model.clf_head_version
         outputs = 1 if self.task == "regression" else int(self.hparams.get("num_classes") or 2)
-        if self.selecting_head:  # every candidate runs on each step: name them, count each
-            return (f"model: FMamba C={model.embed_dim} depth={model.depth} d_state={model.d_state} "
-                    f"headdim={model.headdim}, {self.task} (auto: candidate heads "
-                    f"{', '.join(self.head_candidates)} on one frozen backbone pass); "
-                    f"{sum(p.numel() for p in self.parameters()):,} parameters; FLOPs per head: "
-                    f"check_flops.py --clf_head_version NAME")
-        try:
-            cfg = FMambaFlopsConfig(embed_dim=model.embed_dim, depth=model.depth, d_state=model.d_state,
-                                    headdim=model.headdim, img_size=model.img_size,
-                                    patch_size=model.patch_size, chunk_size=self.options.chunk_size,
-                                    pretraining=head is None, head=head, num_outputs=outputs,
-                                    static_time_tokens=spec.static_time_tokens)
-            flops = f"{sum(fmamba_forward_flops(cfg).values()) / 1e9:.3g} GFLOPs forward per clip " \
-                    f"at all {cfg.num_tokens:,} tokens"
-        except NotImplementedError:  # a head that does not count its own FLOPs
-            flops = "FLOPs: see check_flops.py"
+        if self.selecting_head:  # every candidate runs on each step: name them
+            head = f"auto: candidate heads {', '.join(self.head_candidates)} on one frozen backbone pass"
+            flops = "FLOPs per head: check_flops.py --clf_head_version NAME"
+        else:
+            try:
+                cfg = FMambaFlopsConfig(embed_dim=model.embed_dim, depth=model.depth, d_state=model.d_state,
+                                        headdim=model.headdim, img_size=model.img_size,
+                                        patch_size=model.patch_size, chunk_size=self.options.chunk_size,
+                                        pretraining=head is None, head=head, num_outputs=outputs,
+                                        static_time_tokens=spec.static_time_tokens)
+                flops = f"{sum(fmamba_forward_flops(cfg).values()) / 1e9:.3g} GFLOPs forward per clip " \
+                        f"at all {cfg.num_tokens:,} tokens"
+            except NotImplementedError:  # a head that does not count its own FLOPs
+                flops = "FLOPs: see check_flops.py"
         total = sum(p.numel() for p in self.parameters())
         return (f"model: FMamba C={model.embed_dim} depth={model.depth} d_state={model.d_state} "
                 f"headdim={model.headdim}, {self.task} ({head or 'output layer'}); {total:,} "
@@ -331,23 +329,21 @@ class NeuroMambaModule(pl.LightningModule):
     # ------------------------------------------------------------------ training
     def training_step(self, batch, batch_idx):
         loss, _, kept, total = self._step(batch)
+        batch_size = batch["fmri"].shape[0]
         if isinstance(loss, dict):  # auto: the candidates' parameters are disjoint, so the sum
             # gives each head its own gradient; the logged loss is their mean
             means = {name: value.mean() for name, value in loss.items()}
             for name, value in means.items():
                 self.log(f"train/{name}/loss", value.detach(), on_step=False, on_epoch=True,
-                         batch_size=batch["fmri"].shape[0])
+                         batch_size=batch_size)
             loss = torch.stack(list(means.values())).sum()
-            self._check_finite(loss)
-            self._kept_tokens = kept
-            self.log("train/loss", loss.detach() / len(means), on_step=True, on_epoch=True, prog_bar=True,
-                     batch_size=batch["fmri"].shape[0])
-            return loss
-        loss = loss.mean()
+            shown = loss.detach() / len(means)
+        else:
+            loss = loss.mean()
+            shown = loss.detach()
         self._check_finite(loss)
         self._kept_tokens = kept
-        batch_size = batch["fmri"].shape[0]
-        self.log("train/loss", loss.detach(), on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
+        self.log("train/loss", shown, on_step=True, on_epoch=True, prog_bar=True, batch_size=batch_size)
         self.log("kept%", 100.0 * kept / max(total, 1), on_step=True, prog_bar=True, batch_size=batch_size)
         return loss
 

@@ -59,7 +59,7 @@ def check_checkpoint_grid(data_grid: dict, checkpoint: Union[str, CheckpointSett
     return []
 
 
-def test_checkpoint_split(run) -> tuple:
+def checkpoint_split_for_test(run) -> tuple:
     """``--test_only``: the checkpoint run's own split file to evaluate on (unless
     ``--override_checkpoint_settings``; an explicit ``--split_file`` wins), and the note that
     says so; (None, None) where the run keeps its own."""

@@ -14,7 +14,7 @@ from neuromamba.machine import check_hardware
 from neuromamba.run_config import RunConfig
 from neuromamba.training.module import NeuroMambaModule
 from neuromamba.training.outputs import default_run_name, make_run_dir, write_args_yaml
-from neuromamba.training.run_checks import check_checkpoint_grid, test_checkpoint_split
+from neuromamba.training.run_checks import check_checkpoint_grid, checkpoint_split_for_test
 from neuromamba.training.trainer import build_trainer, monitor_for
 
 
@@ -66,7 +66,7 @@ def _prepare_data(run: RunConfig, run_dir: Path):
     written), and the data module."""
     checkpoints = run.checkpoints
     if checkpoints.test_only:
-        split, note = test_checkpoint_split(run)
+        split, note = checkpoint_split_for_test(run)
         if split:
             run = run.with_record(split_file=split)
             rank_zero_info(f"[neuromamba] --test_only uses {note}")
